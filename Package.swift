@@ -1,0 +1,55 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+/// Every target of ours is compiled in Swift 6 language mode with warnings treated as errors.
+let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
+
+let package = Package(
+    name: "Tandem",
+    products: [
+        .library(name: "TandemCore", targets: ["TandemCore"]),
+        .library(name: "TandemSelector", targets: ["TandemSelector"]),
+        .library(name: "TandemModel", targets: ["TandemModel"]),
+        .library(name: "TandemStore", targets: ["TandemStore"]),
+        .library(name: "TandemStoreSQLite", targets: ["TandemStoreSQLite"]),
+        .executable(name: "tandemctl", targets: ["tandemctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        // Pure libraries: no Glibc, no syscalls.
+        .target(name: "TandemCore", swiftSettings: strict),
+        .target(name: "TandemSelector", swiftSettings: strict),
+        .target(
+            name: "TandemModel",
+            dependencies: ["TandemCore", "TandemSelector", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strict),
+        .target(name: "TandemStore", dependencies: ["TandemModel"], swiftSettings: strict),
+        // System layer.
+        .target(
+            name: "TandemStoreSQLite",
+            dependencies: ["TandemStore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict),
+        // Executables stay thin.
+        .executableTarget(
+            name: "tandemctl",
+            dependencies: [
+                "TandemModel", "TandemStore", "TandemStoreSQLite",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+        .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"], swiftSettings: strict),
+        .testTarget(name: "TandemSelectorTests", dependencies: ["TandemSelector"], swiftSettings: strict),
+        .testTarget(
+            name: "TandemModelTests", dependencies: ["TandemModel"],
+            resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(
+            name: "TandemStoreTests", dependencies: ["TandemStore", "TandemStoreSQLite", "tandemctl"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "TandemCtlTests", dependencies: ["tandemctl"], swiftSettings: strict),
+    ]
+)
