@@ -1,0 +1,187 @@
+/// One stored key with its value and revisions, as etcd v3 reports them.
+public struct KeyValue: Sendable, Equatable {
+    /// The key, a `/`-separated path such as `/calico/resources/v3/projectcalico.org/ippools/default-ipv4`.
+    public var key: String
+    /// The stored bytes (resource JSON for resources).
+    public var value: [UInt8]
+    /// The store revision at which the key was created (survives updates, reset by delete).
+    public var createRevision: Int64
+    /// The store revision of the last write of this key: the value compare-and-swap compares.
+    public var modRevision: Int64
+    /// How many times the key was written since it was created (1 after create).
+    public var version: Int64
+
+    public init(key: String, value: [UInt8], createRevision: Int64, modRevision: Int64, version: Int64) {
+        self.key = key
+        self.value = value
+        self.createRevision = createRevision
+        self.modRevision = modRevision
+        self.version = version
+    }
+}
+
+/// One write inside an atomic transaction.
+public enum Write: Sendable, Equatable {
+    /// Create `key`; the transaction fails with ``DatastoreError/alreadyExists(key:)`` if it exists.
+    case create(key: String, value: [UInt8])
+    /// Replace `key` only if its mod revision is `revision`.
+    case update(key: String, value: [UInt8], ifRevision: Int64)
+    /// Create or replace `key` unconditionally.
+    case put(key: String, value: [UInt8])
+    /// Delete `key`, only if its mod revision is `ifRevision` when that is given.
+    case delete(key: String, ifRevision: Int64?)
+
+    /// The key the write touches.
+    public var key: String {
+        switch self {
+        case .create(let key, _), .update(let key, _, _), .put(let key, _), .delete(let key, _): key
+        }
+    }
+}
+
+/// A change seen by a watch.
+public struct WatchEvent: Sendable, Equatable {
+    /// Whether the key was written or deleted.
+    public enum Kind: Sendable, Equatable { case put, delete }
+    public var kind: Kind
+    /// The key after the change; for a delete, the value is empty and `modRevision` is the delete's revision.
+    public var keyValue: KeyValue
+
+    public init(kind: Kind, keyValue: KeyValue) {
+        self.kind = kind
+        self.keyValue = keyValue
+    }
+}
+
+/// Why a datastore call failed. Conflicts are ordinary outcomes of compare-and-swap, so callers can retry.
+public enum DatastoreError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A create met an existing key.
+    case alreadyExists(key: String)
+    /// An update or conditional delete met no key.
+    case notFound(key: String)
+    /// The key's mod revision was not the expected one: someone else wrote it first.
+    case revisionMismatch(key: String, expected: Int64, actual: Int64)
+    /// A watch asked for revisions the store no longer keeps.
+    case compacted(requested: Int64, oldestAvailable: Int64)
+    /// The datastore URL is malformed or names an unknown backend.
+    case invalidLocation(String)
+    /// The backend failed (I/O, network, corrupt data), with its message.
+    case backend(String)
+
+    public var description: String {
+        switch self {
+        case .alreadyExists(let key): "resource already exists: \(key)"
+        case .notFound(let key): "resource does not exist: \(key)"
+        case .revisionMismatch(let key, let expected, let actual):
+            "update conflict on \(key): expected revision \(expected), found \(actual)"
+        case .compacted(let requested, let oldest):
+            "revision \(requested) has been compacted; the oldest available revision is \(oldest)"
+        case .invalidLocation(let message): message
+        case .backend(let message): "datastore error: \(message)"
+        }
+    }
+
+    /// Whether a compare-and-swap loop should re-read and try again.
+    public var isConflict: Bool {
+        switch self {
+        case .alreadyExists, .notFound, .revisionMismatch: true
+        default: false
+        }
+    }
+}
+
+/// The datastore every Tandem component writes through, modelled on etcd v3: revisioned keys, atomic
+/// multi-key transactions with per-key preconditions, and ordered watches. IPAM and every writer use
+/// compare-and-swap on it, so the same code is correct on every backend.
+public protocol Datastore: Sendable {
+    /// The value of `key`, or nil.
+    func get(_ key: String) async throws(DatastoreError) -> KeyValue?
+
+    /// Every key starting with `prefix`, in key order, and the store revision the listing reflects.
+    func list(prefix: String) async throws(DatastoreError) -> (items: [KeyValue], revision: Int64)
+
+    /// Applies all `writes` atomically at one new revision, or none of them; returns that revision.
+    /// Preconditions are checked first: the first one that fails is thrown.
+    @discardableResult
+    func transact(_ writes: [Write]) async throws(DatastoreError) -> Int64
+
+    /// The events of keys starting with `prefix`, from revision `fromRevision` (inclusive) on, in
+    /// revision order. The stream ends when the consumer stops iterating or the task is cancelled.
+    func watch(prefix: String, fromRevision: Int64) -> AsyncThrowingStream<WatchEvent, any Error>
+
+    /// The latest revision of the store (0 for an empty store).
+    func currentRevision() async throws(DatastoreError) -> Int64
+}
+
+extension Datastore {
+    /// Creates `key`; fails with ``DatastoreError/alreadyExists(key:)`` if it exists. Returns the new revision.
+    @discardableResult
+    public func create(_ key: String, value: [UInt8]) async throws(DatastoreError) -> Int64 {
+        try await transact([.create(key: key, value: value)])
+    }
+
+    /// Replaces `key` if its mod revision is still `revision` (compare-and-swap). Returns the new revision.
+    @discardableResult
+    public func update(_ key: String, value: [UInt8], ifRevision revision: Int64) async throws(DatastoreError)
+        -> Int64
+    {
+        try await transact([.update(key: key, value: value, ifRevision: revision)])
+    }
+
+    /// Deletes `key`, if its mod revision is `revision` when one is given. Returns the new revision.
+    @discardableResult
+    public func delete(_ key: String, ifRevision revision: Int64? = nil) async throws(DatastoreError) -> Int64 {
+        try await transact([.delete(key: key, ifRevision: revision)])
+    }
+}
+
+/// Where a datastore lives, parsed from `--datastore` / `TANDEM_DATASTORE`.
+public enum DatastoreLocation: Sendable, Equatable, CustomStringConvertible {
+    /// The embedded SQLite file.
+    case sqlite(path: String)
+    /// An etcd v3 cluster, by client endpoints (`host:port`).
+    case etcd(endpoints: [String])
+
+    /// The default when nothing is configured.
+    public static let defaultURL = "sqlite:///var/lib/tandem/tandem.db"
+
+    /// Parses `sqlite:///abs/path.db`, `sqlite://relative.db` or `etcd://host:2379[,host:2379]`.
+    public init(url: String) throws(DatastoreError) {
+        if url.hasPrefix("sqlite://") {
+            let path = String(url.dropFirst("sqlite://".count))
+            guard !path.isEmpty else {
+                throw .invalidLocation("datastore URL \"\(url)\" has no file path (example: sqlite:///var/lib/tandem/tandem.db)")
+            }
+            self = .sqlite(path: path)
+        } else if url.hasPrefix("etcd://") {
+            let endpoints = url.dropFirst("etcd://".count).split(separator: ",").map(String.init)
+            guard !endpoints.isEmpty, endpoints.allSatisfy({ $0.contains(":") && !$0.contains("/") }) else {
+                throw .invalidLocation("datastore URL \"\(url)\" must list host:port endpoints (example: etcd://127.0.0.1:2379)")
+            }
+            self = .etcd(endpoints: endpoints)
+        } else {
+            throw .invalidLocation(
+                "datastore URL \"\(url)\" has an unknown scheme; use sqlite:///path/to/file.db or etcd://host:2379")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .sqlite(let path): "sqlite://\(path)"
+        case .etcd(let endpoints): "etcd://" + endpoints.joined(separator: ",")
+        }
+    }
+}
+
+/// The exclusive upper bound of the keys that start with `prefix` (etcd's `range_end` for a prefix).
+public func prefixRangeEnd(_ prefix: String) -> String {
+    var bytes = Array(prefix.utf8)
+    while let last = bytes.last {
+        if last < 0xFF {
+            bytes[bytes.count - 1] = last + 1
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        bytes.removeLast()
+    }
+    return "\u{10FFFF}"
+}

@@ -1,0 +1,174 @@
+import Foundation
+import TandemStore
+import TandemStoreSQLite
+import Testing
+
+/// The backends the contract runs against. A new backend joins by adding a case: every test below then
+/// runs against it unchanged.
+enum Backend: String, CaseIterable, Sendable, CustomStringConvertible {
+    case sqlite
+
+    var description: String { rawValue }
+
+    /// A fresh, empty store of this kind, and its location for other processes.
+    func makeStore() throws -> (store: any Datastore, location: String, cleanup: @Sendable () -> Void) {
+        switch self {
+        case .sqlite:
+            let directory = FileManager.default.temporaryDirectory
+                .appendingPathComponent("tandem-store-\(UUID().uuidString)").path
+            let path = directory + "/tandem.db"
+            let store = try SQLiteDatastore(path: path, watchPollInterval: .milliseconds(2))
+            return (store, "sqlite://" + path, { try? FileManager.default.removeItem(atPath: directory) })
+        }
+    }
+}
+
+func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+@Suite struct DatastoreContractTests {
+    @Test(arguments: Backend.allCases)
+    func createGetUpdateDelete(backend: Backend) async throws {
+        let (store, _, cleanup) = try backend.makeStore()
+        defer { cleanup() }
+        #expect(try await store.get("/k") == nil)
+        #expect(try await store.currentRevision() == 0)
+
+        let created = try await store.create("/k", value: bytes("one"))
+        let first = try #require(try await store.get("/k"))
+        #expect(first.value == bytes("one"))
+        #expect(first.createRevision == created && first.modRevision == created && first.version == 1)
+
+        await #expect(throws: DatastoreError.alreadyExists(key: "/k")) {
+            try await store.create("/k", value: bytes("again"))
+        }
+        let updated = try await store.update("/k", value: bytes("two"), ifRevision: created)
+        #expect(updated > created)
+        let second = try #require(try await store.get("/k"))
+        #expect(second.value == bytes("two") && second.version == 2)
+        #expect(second.createRevision == created && second.modRevision == updated)
+
+        await #expect(throws: DatastoreError.revisionMismatch(key: "/k", expected: created, actual: updated)) {
+            try await store.update("/k", value: bytes("stale"), ifRevision: created)
+        }
+        await #expect(throws: DatastoreError.notFound(key: "/missing")) {
+            try await store.update("/missing", value: bytes("x"), ifRevision: 1)
+        }
+        await #expect(throws: DatastoreError.revisionMismatch(key: "/k", expected: created, actual: updated)) {
+            try await store.delete("/k", ifRevision: created)
+        }
+        try await store.delete("/k", ifRevision: updated)
+        #expect(try await store.get("/k") == nil)
+        await #expect(throws: DatastoreError.notFound(key: "/k")) { try await store.delete("/k", ifRevision: updated) }
+
+        // A re-created key starts a new life: new create revision, version 1.
+        let recreated = try await store.create("/k", value: bytes("three"))
+        let third = try #require(try await store.get("/k"))
+        #expect(third.createRevision == recreated && third.version == 1)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func listByPrefix(backend: Backend) async throws {
+        let (store, _, cleanup) = try backend.makeStore()
+        defer { cleanup() }
+        for key in ["/r/ippools/b", "/r/ippools/a", "/r/ippoolsx/c", "/r/nodes/n1", "/r/ippools/a/sub"] {
+            try await store.create(key, value: bytes(key))
+        }
+        let (items, revision) = try await store.list(prefix: "/r/ippools/")
+        #expect(items.map(\.key) == ["/r/ippools/a", "/r/ippools/a/sub", "/r/ippools/b"])
+        #expect(revision == (try await store.currentRevision()))
+        #expect(try await store.list(prefix: "/nothing/").items.isEmpty)
+        #expect(try await store.list(prefix: "").items.count == 5)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func transactionsAreAllOrNothing(backend: Backend) async throws {
+        let (store, _, cleanup) = try backend.makeStore()
+        defer { cleanup() }
+        let base = try await store.create("/a", value: bytes("a"))
+        await #expect(throws: DatastoreError.alreadyExists(key: "/a")) {
+            try await store.transact([.create(key: "/b", value: bytes("b")), .create(key: "/a", value: bytes("a2"))])
+        }
+        #expect(try await store.get("/b") == nil)
+        #expect(try await store.currentRevision() == base)
+
+        let revision = try await store.transact([
+            .create(key: "/b", value: bytes("b")), .update(key: "/a", value: bytes("a2"), ifRevision: base),
+            .put(key: "/c", value: bytes("c")),
+        ])
+        #expect(revision == base + 1)  // one transaction is one revision
+        for key in ["/a", "/b", "/c"] {
+            #expect(try await store.get(key)?.modRevision == revision)
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func watchSeesEveryRevisionInOrder(backend: Backend) async throws {
+        let (store, _, cleanup) = try backend.makeStore()
+        defer { cleanup() }
+        try await store.create("/w/before", value: bytes("0"))
+        try await store.create("/other/x", value: bytes("x"))
+        let start = try await store.currentRevision()
+
+        let writes = 200
+        let watcher = Task {
+            var seen: [WatchEvent] = []
+            for try await event in store.watch(prefix: "/w/", fromRevision: 1) {
+                seen.append(event)
+                if seen.count == writes + 2 { break }
+            }
+            return seen
+        }
+        var revision = try await store.create("/w/counter", value: bytes("0"))
+        for value in 1..<writes {
+            revision = try await store.update("/w/counter", value: bytes("\(value)"), ifRevision: revision)
+        }
+        try await store.delete("/w/counter")
+        try await store.put("/other/y", value: bytes("y"))
+
+        let seen = try await watcher.value
+        #expect(seen.first?.keyValue.key == "/w/before")
+        let counter = seen.dropFirst()
+        #expect(counter.count == writes + 1)
+        let revisions = counter.map(\.keyValue.modRevision)
+        #expect(revisions == revisions.sorted() && Set(revisions).count == revisions.count)
+        #expect(revisions.first == start + 1)
+        #expect(counter.dropLast().map { String(decoding: $0.keyValue.value, as: UTF8.self) } == (0..<writes).map(String.init))
+        #expect(counter.last?.kind == .delete)
+        #expect(!seen.contains { $0.keyValue.key.hasPrefix("/other") })
+    }
+
+    @Test(arguments: Backend.allCases)
+    func concurrentCompareAndSwapLosesNoUpdate(backend: Backend) async throws {
+        let (store, _, cleanup) = try backend.makeStore()
+        defer { cleanup() }
+        try await store.create("/counter", value: bytes("0"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 {
+                group.addTask { try await casIncrement(store, key: "/counter", times: 50) }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await store.get("/counter")?.value == bytes("400"))
+    }
+}
+
+extension Datastore {
+    @discardableResult
+    func put(_ key: String, value: [UInt8]) async throws -> Int64 { try await transact([.put(key: key, value: value)]) }
+}
+
+/// Increments a decimal counter `times` times with a read / compare-and-swap loop.
+func casIncrement(_ store: any Datastore, key: String, times: Int) async throws {
+    for _ in 0..<times {
+        while true {
+            let current = try #require(try await store.get(key))
+            let value = Int(String(decoding: current.value, as: UTF8.self))! + 1
+            do {
+                try await store.update(key, value: bytes("\(value)"), ifRevision: current.modRevision)
+                break
+            } catch {
+                guard error.isConflict else { throw error }
+            }
+        }
+    }
+}
