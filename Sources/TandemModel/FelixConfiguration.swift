@@ -1,0 +1,140 @@
+import TandemCore
+
+/// Dataplane settings, cluster-wide (`default`) or per node (`node.<name>`).
+public typealias FelixConfiguration = Resource<FelixConfigurationSpec>
+
+/// The type of one FelixConfiguration field.
+enum FelixFieldType: Sendable {
+    case bool
+    case integer(ClosedRange<Int>)
+    case string
+    case oneOf([String])
+    case duration
+    case ipv4
+    case ipv6
+    case cidrList
+    case stringList
+    case portList
+    case object
+    case any
+}
+
+/// FelixConfiguration has well over a hundred fields; rather than a property each, the spec keeps the
+/// fields as written and checks each against this table, so an unknown or mistyped field is still an
+/// error that names it. Typed accessors below serve the dataplane.
+public struct FelixConfigurationSpec: ResourceSpec {
+    public static var kind: ResourceKind { .felixConfiguration }
+
+    /// The fields as written, in order.
+    public var fields: [(key: String, value: JSONValue)] = []
+
+    public init() {}
+
+    public static func == (lhs: FelixConfigurationSpec, rhs: FelixConfigurationSpec) -> Bool {
+        JSONValue.object(lhs.fields) == JSONValue.object(rhs.fields)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let value = try decoder.singleValueContainer().decode(JSONValue.self)
+        guard case .object(let pairs) = value else {
+            throw FieldError(path: decoder.fieldPath, message: "expected an object, got \(value.brief)")
+        }
+        fields = pairs
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(JSONValue.object(fields))
+    }
+
+    /// The value of a field, when set.
+    public subscript(field: String) -> JSONValue? { fields.last { $0.key == field }?.value }
+
+    /// A boolean field.
+    public func bool(_ field: String) -> Bool? {
+        if case .bool(let flag) = self[field] { return flag }
+        return nil
+    }
+
+    /// An integer field.
+    public func integer(_ field: String) -> Int? {
+        if case .number(let text) = self[field] { return Int(text) }
+        return nil
+    }
+
+    /// A string field.
+    public func string(_ field: String) -> String? { self[field]?.stringValue }
+
+    public func validate(metadata: ObjectMeta, into v: inout Validator) {
+        for (key, value) in fields {
+            let path = "spec.\(key)"
+            guard let type = felixFields[key] else {
+                v.fail(path, nil, "unknown field")
+                continue
+            }
+            if value == .null { continue }
+            check(value, as: type, path: path, into: &v)
+        }
+        let mtuFields = ["vxlanMTUV6", "wireguardMTUV6"]
+        for field in mtuFields {
+            if let mtu = integer(field), mtu != 0, mtu < 1280 {
+                v.fail("spec.\(field)", raw: "\(mtu)", "an IPv6-carrying link needs an MTU of at least 1280")
+            }
+        }
+    }
+
+    private func check(_ value: JSONValue, as type: FelixFieldType, path: String, into v: inout Validator) {
+        switch type {
+        case .any: return
+        case .bool:
+            if case .bool = value { return }
+            v.fail(path, raw: value.brief, "expected true or false")
+        case .integer(let range):
+            guard case .number(let text) = value, let number = Int(text) else {
+                v.fail(path, raw: value.brief, "expected an integer")
+                return
+            }
+            if !range.contains(number) {
+                v.fail(path, raw: text, "must be between \(range.lowerBound) and \(range.upperBound)")
+            }
+        case .string:
+            if value.stringValue == nil { v.fail(path, raw: value.brief, "expected a string") }
+        case .oneOf(let allowed):
+            guard let text = value.stringValue, allowed.contains(text) else {
+                v.fail(path, raw: value.brief, "supported values: " + allowed.map { "\"\($0)\"" }.joined(separator: ", "))
+                return
+            }
+        case .duration:
+            guard let text = value.stringValue, GoDuration(text) != nil else {
+                v.fail(path, raw: value.brief, "expected a duration such as 90s, 1m30s or 500ms")
+                return
+            }
+        case .ipv4, .ipv6:
+            let family: IPFamily = if case .ipv4 = type { .v4 } else { .v6 }
+            guard let text = value.stringValue else {
+                v.fail(path, raw: value.brief, "expected an \(family) address")
+                return
+            }
+            if text.isEmpty { return }
+            if (try? IPAddress(text))?.family != family { v.fail(path, text, "must be an \(family) address") }
+        case .cidrList, .stringList, .portList:
+            guard case .array(let items) = value else {
+                v.fail(path, raw: value.brief, "expected a list")
+                return
+            }
+            for (index, item) in items.enumerated() {
+                if case .cidrList = type {
+                    guard let text = item.stringValue, (try? CIDR(cidrOrAddress: text)) != nil else {
+                        v.fail("\(path)[\(index)]", raw: item.brief, "expected a CIDR")
+                        continue
+                    }
+                } else if case .stringList = type, item.stringValue == nil {
+                    v.fail("\(path)[\(index)]", raw: item.brief, "expected a string")
+                }
+            }
+        case .object:
+            if case .object = value { return }
+            v.fail(path, raw: value.brief, "expected an object")
+        }
+    }
+}

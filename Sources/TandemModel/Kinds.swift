@@ -1,0 +1,132 @@
+/// The table cell of a Calico mode: empty prints as `Never`.
+private func mode(_ text: String?) -> String { (text ?? "").isEmpty ? "Never" : text! }
+
+extension ResourceKind {
+    public static let ipPool = ResourceKind.make(
+        IPPoolSpec.self, name: "IPPool", plural: "ippools", aliases: ["ippool", "ippools", "ipp", "ipps", "pool", "pools"],
+        columns: ["NAME", "CIDR", "SELECTOR"],
+        wideColumns: ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR"]
+    ) { pool, wide in
+        let name = pool.metadata.name ?? ""
+        let cidr = pool.spec.cidr ?? ""
+        let selector = pool.spec.nodeSelector ?? ""
+        guard wide else { return [name, cidr, selector] }
+        return [
+            name, cidr, "\(pool.spec.natOutgoing ?? false)", mode(pool.spec.ipipMode), mode(pool.spec.vxlanMode),
+            "\(pool.spec.disabled ?? false)", "\(pool.spec.disableBGPExport ?? false)", selector,
+        ]
+    }
+
+    public static let ipamConfiguration = ResourceKind.make(
+        IPAMConfigurationSpec.self, name: "IPAMConfiguration", plural: "ipamconfigurations",
+        aliases: ["ipamconfiguration", "ipamconfigurations", "ipamconfig", "ipamconfigs"],
+        columns: ["NAME"], wideColumns: ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"]
+    ) { config, wide in
+        let name = config.metadata.name ?? ""
+        guard wide else { return [name] }
+        return [
+            name, "\(config.spec.strictAffinity ?? false)", "\(config.spec.autoAllocateBlocks ?? true)",
+            "\(config.spec.maxBlocksPerHost ?? 0)",
+        ]
+    }
+
+    public static let bgpConfiguration = ResourceKind.make(
+        BGPConfigurationSpec.self, name: "BGPConfiguration", plural: "bgpconfigurations",
+        aliases: ["bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs"],
+        columns: ["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
+        wideColumns: ["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"]
+    ) { config, _ in
+        [
+            config.metadata.name ?? "", config.spec.logSeverityScreen ?? "",
+            config.spec.nodeToNodeMeshEnabled.map { "\($0)" } ?? "", config.spec.asNumber.map { "\($0)" } ?? "",
+        ]
+    }
+
+    public static let bgpPeer = ResourceKind.make(
+        BGPPeerSpec.self, name: "BGPPeer", plural: "bgppeers", aliases: ["bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps"],
+        columns: ["NAME", "PEERIP", "NODE", "ASN"], wideColumns: ["NAME", "PEERIP", "NODE", "ASN"]
+    ) { peer, _ in
+        let node = !(peer.spec.node ?? "").isEmpty ? peer.spec.node! : !(peer.spec.nodeSelector ?? "").isEmpty ? peer.spec.nodeSelector! : "(global)"
+        let peerIP = !(peer.spec.peerIP ?? "").isEmpty ? peer.spec.peerIP! : peer.spec.peerSelector ?? ""
+        return [peer.metadata.name ?? "", peerIP, node, peer.spec.asNumber.map { "\($0)" } ?? ""]
+    }
+
+    public static let felixConfiguration = ResourceKind.make(
+        FelixConfigurationSpec.self, name: "FelixConfiguration", plural: "felixconfigurations",
+        aliases: ["felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs"],
+        columns: ["NAME"], wideColumns: ["NAME"]
+    ) { config, _ in [config.metadata.name ?? ""] }
+
+    public static let networkPolicy = ResourceKind.make(
+        NetworkPolicySpec.self, name: "NetworkPolicy", plural: "networkpolicies",
+        aliases: ["networkpolicy", "networkpolicies", "policy", "policies", "pol", "pols", "np", "nps"], namespaced: true,
+        columns: ["NAMESPACE", "NAME"], wideColumns: ["NAMESPACE", "NAME", "ORDER", "SELECTOR"]
+    ) { policy, wide in
+        let base = [policy.metadata.namespace ?? "default", policy.metadata.name ?? ""]
+        guard wide else { return base }
+        return base + [policy.spec.order.map(formatOrder) ?? "", policy.spec.selector ?? ""]
+    }
+
+    public static let globalNetworkPolicy = ResourceKind.make(
+        GlobalNetworkPolicySpec.self, name: "GlobalNetworkPolicy", plural: "globalnetworkpolicies",
+        aliases: ["globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps", "globalpolicy", "globalpolicies"],
+        columns: ["NAME"], wideColumns: ["NAME", "ORDER", "SELECTOR"]
+    ) { policy, wide in
+        guard wide else { return [policy.metadata.name ?? ""] }
+        return [policy.metadata.name ?? "", policy.spec.order.map(formatOrder) ?? "", policy.spec.selector ?? ""]
+    }
+
+    public static let node = ResourceKind.make(
+        NodeSpec.self, name: "Node", plural: "nodes", aliases: ["node", "nodes", "no", "nos"],
+        columns: ["NAME"], wideColumns: ["NAME", "ASN", "IPV4", "IPV6"]
+    ) { node, wide in
+        guard wide else { return [node.metadata.name ?? ""] }
+        let asn = node.spec.bgp?.asNumber.map { "\($0)" } ?? "(\(BGPConfigurationSpec.defaultASNumber))"
+        return [node.metadata.name ?? "", asn, node.spec.bgp?.ipv4Address ?? "", node.spec.bgp?.ipv6Address ?? ""]
+    }
+
+    public static let hostEndpoint = ResourceKind.make(
+        HostEndpointSpec.self, name: "HostEndpoint", plural: "hostendpoints",
+        aliases: ["hostendpoint", "hostendpoints", "hep", "heps"],
+        columns: ["NAME", "NODE"], wideColumns: ["NAME", "NODE", "INTERFACE", "IPS", "PROFILES"]
+    ) { endpoint, wide in
+        let base = [endpoint.metadata.name ?? "", endpoint.spec.node ?? ""]
+        guard wide else { return base }
+        return base + [
+            endpoint.spec.interfaceName ?? "", (endpoint.spec.expectedIPs ?? []).joined(separator: ","),
+            (endpoint.spec.profiles ?? []).joined(separator: ","),
+        ]
+    }
+
+    public static let workloadEndpoint = ResourceKind.make(
+        WorkloadEndpointSpec.self, name: "WorkloadEndpoint", plural: "workloadendpoints",
+        aliases: ["workloadendpoint", "workloadendpoints", "wep", "weps"], namespaced: true,
+        columns: ["NAMESPACE", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
+        wideColumns: ["NAMESPACE", "NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"]
+    ) { endpoint, wide in
+        let spec = endpoint.spec
+        let workload = spec.pod ?? spec.workload ?? ""
+        let networks = (spec.ipNetworks ?? []).joined(separator: ",")
+        let namespace = endpoint.metadata.namespace ?? "default"
+        guard wide else { return [namespace, workload, spec.node ?? "", networks, spec.interfaceName ?? ""] }
+        let nats = (spec.ipNATs ?? []).map { "\($0.internalIP ?? "")<->\($0.externalIP ?? "")" }.joined(separator: ",")
+        return [
+            namespace, endpoint.metadata.name ?? "", workload, spec.node ?? "", networks, spec.interfaceName ?? "",
+            (spec.profiles ?? []).joined(separator: ","), nats,
+        ]
+    }
+
+    public static let profile = ResourceKind.make(
+        ProfileSpec.self, name: "Profile", plural: "profiles", aliases: ["profile", "profiles", "pro", "pros"],
+        columns: ["NAME"], wideColumns: ["NAME", "LABELS"]
+    ) { profile, wide in
+        guard wide else { return [profile.metadata.name ?? ""] }
+        let labels = (profile.spec.labelsToApply ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return [profile.metadata.name ?? "", labels.joined(separator: ",")]
+    }
+}
+
+/// Policy order as calicoctl prints it: integers without a fraction.
+func formatOrder(_ order: Double) -> String {
+    order == order.rounded() && abs(order) < 1e15 ? String(Int64(order)) : String(order)
+}

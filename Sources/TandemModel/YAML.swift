@@ -1,0 +1,101 @@
+import Yams
+
+/// Why a manifest could not be read at all (before any resource is looked at).
+public struct ManifestSyntaxError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Reads and writes YAML (and JSON, which is read as YAML) as ``JSONValue`` trees.
+public enum YAMLCodec {
+    /// Parses every document of a (multi-document) YAML or JSON text. Empty documents are skipped.
+    ///
+    /// Scalars follow YAML 1.1 resolution as Kubernetes tooling does (`true`, `yes`, `on` are booleans
+    /// when unquoted). A key given twice in one mapping keeps its last value, as calicoctl does, and is
+    /// reported in `warnings` so the operator learns that one of the values was ignored.
+    public static func documents(from text: String, warnings: inout [String]) throws(ManifestSyntaxError)
+        -> [JSONValue]
+    {
+        var documents: [JSONValue] = []
+        do {
+            var sequence = try Yams.compose_all(yaml: text)
+            while let node = sequence.next() {
+                documents.append(try convert(node, path: "", warnings: &warnings))
+            }
+            if let error = sequence.error { throw error }
+        } catch let error as ManifestSyntaxError {
+            throw error
+        } catch {
+            throw ManifestSyntaxError("cannot parse YAML: \(error)")
+        }
+        return documents.filter { $0 != .null }
+    }
+
+    private static func convert(_ node: Yams.Node, path: String, warnings: inout [String]) throws -> JSONValue {
+        switch node {
+        case .scalar(let scalar):
+            // Explicit tags (`!!str 123`) win; plain scalars resolve by YAML 1.1 rules; quoted ones are strings.
+            let explicit = Tag.Name(rawValue: scalar.tag.rawValue)
+            let tag: Tag.Name =
+                explicit != .implicit && explicit != .nonSpecific && scalar.tag.rawValue != "?"
+                ? explicit : scalar.style == .plain ? Resolver.default.resolveTag(of: node) : .str
+            switch tag {
+            case .null: return .null
+            case .bool: return .bool(Bool.construct(from: scalar) ?? false)
+            case .int:
+                if let value = Int.construct(from: scalar) { return .number(String(value)) }
+                return .string(scalar.string)
+            case .float:
+                if let value = Double.construct(from: scalar), value.isFinite {
+                    return .number(scalar.string.filter { $0 != "_" })
+                }
+                return .string(scalar.string)
+            default: return .string(scalar.string)
+            }
+        case .sequence(let sequence):
+            var items: [JSONValue] = []
+            for (index, item) in sequence.enumerated() {
+                items.append(try convert(item, path: "\(path)[\(index)]", warnings: &warnings))
+            }
+            return .array(items)
+        case .mapping(let mapping):
+            var object = JSONValue.object([])
+            for (keyNode, valueNode) in mapping {
+                guard let key = keyNode.scalar?.string else {
+                    throw ManifestSyntaxError("mapping key at \(path.isEmpty ? "top level" : path) is not a scalar")
+                }
+                let childPath = path.isEmpty ? key : "\(path).\(key)"
+                if object[key] != nil {
+                    warnings.append("field \(childPath) is given more than once; only the last value is used")
+                }
+                object.set(key, try convert(valueNode, path: childPath, warnings: &warnings))
+            }
+            return object
+        case .alias:
+            throw ManifestSyntaxError("unresolved YAML alias at \(path)")
+        }
+    }
+
+    /// YAML text for a value, block style, two-space indent, keys in the value's order.
+    public static func yamlText(_ value: JSONValue) -> String {
+        (try? Yams.serialize(node: node(for: value), indent: 2, width: -1, allowUnicode: true)) ?? value.jsonText()
+    }
+
+    private static func node(for value: JSONValue) -> Yams.Node {
+        switch value {
+        case .null: Yams.Node("null", Tag(.null))
+        case .bool(let flag): Yams.Node(flag ? "true" : "false", Tag(.bool))
+        case .number(let text): Yams.Node(text, Tag(.int))
+        case .string(let text): Yams.Node(text, Tag(.str), needsQuoting(text) ? .singleQuoted : .plain)
+        case .array(let items): Yams.Node(items.map(node(for:)))
+        case .object(let pairs): Yams.Node(pairs.map { (Yams.Node($0.key), node(for: $0.value)) })
+        }
+    }
+
+    /// Whether a plain scalar would read back as something other than this string.
+    private static func needsQuoting(_ text: String) -> Bool {
+        let resolved = Resolver.default.resolveTag(of: Yams.Node(text))
+        return resolved != .str || text.isEmpty
+    }
+}

@@ -1,0 +1,240 @@
+import TandemCore
+import TandemModel
+
+/// A resource read from the datastore, with the revision that compare-and-swap compares.
+public struct StoredResource: Sendable {
+    public var resource: any AnyResource
+    public var revision: Int64
+}
+
+/// What a write of resources did to each one.
+public enum WriteOutcome: String, Sendable {
+    case created, updated, deleted, unchanged
+}
+
+/// Why a resource operation failed, in the operator's terms.
+public struct ResourceError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Resources on top of the key-value datastore: Calico's key layout, JSON values, create / apply /
+/// replace / delete semantics, and the checks that need the rest of the store (pool overlap, fields that
+/// cannot change). Every call writes all of its resources in one transaction or none.
+public struct ResourceStore: Sendable {
+    public let datastore: any Datastore
+    /// Supplies `metadata.creationTimestamp` (RFC 3339) and `metadata.uid`; injected so this layer stays pure.
+    let now: @Sendable () -> String
+    let newUID: @Sendable () -> String
+
+    public init(
+        datastore: any Datastore, now: @escaping @Sendable () -> String, newUID: @escaping @Sendable () -> String
+    ) {
+        self.datastore = datastore
+        self.now = now
+        self.newUID = newUID
+    }
+
+    /// Decodes stored bytes into a resource of `kind`, with `resourceVersion` from the store.
+    func decode(_ keyValue: KeyValue, kind: ResourceKind) throws(ResourceError) -> StoredResource {
+        var warnings: [String] = []
+        guard let text = String(validating: keyValue.value, as: UTF8.self),
+            let document = try? YAMLCodec.documents(from: text, warnings: &warnings).first
+        else {
+            throw ResourceError("stored value of \(keyValue.key) is not valid JSON")
+        }
+        do {
+            var resource = try kind.decode(document)
+            resource.metadata.resourceVersion = String(keyValue.modRevision)
+            return StoredResource(resource: resource, revision: keyValue.modRevision)
+        } catch {
+            throw ResourceError("stored value of \(keyValue.key) is not a valid \(kind.name): \(error)")
+        }
+    }
+
+    /// One resource, or nil.
+    public func get(_ kind: ResourceKind, name: String, namespace: String? = nil) async throws -> StoredResource? {
+        guard let keyValue = try await datastore.get(kind.key(name: name, namespace: namespace)) else { return nil }
+        return try decode(keyValue, kind: kind)
+    }
+
+    /// Every resource of a kind (in one namespace, or all namespaces when nil), sorted by key.
+    public func list(_ kind: ResourceKind, namespace: String? = nil) async throws -> [StoredResource] {
+        let (items, _) = try await datastore.list(prefix: kind.keyPrefix(namespace: namespace))
+        var result: [StoredResource] = []
+        for item in items { result.append(try decode(item, kind: kind)) }
+        return result
+    }
+
+    /// How a batch treats existing resources.
+    public enum Mode: Sendable {
+        /// Every resource must be new.
+        case create
+        /// New resources are created, existing ones replaced.
+        case apply
+        /// Every resource must exist.
+        case replace
+    }
+
+    /// Writes `resources` (already validated) atomically; with `dryRun`, checks everything and writes nothing.
+    /// Returns what happened to each resource, in order.
+    public func write(_ resources: [any AnyResource], mode: Mode, dryRun: Bool = false) async throws
+        -> [WriteOutcome]
+    {
+        var writes: [Write] = []
+        var outcomes: [WriteOutcome] = []
+        var problems: [String] = []
+        var existingPools: [IPPool]? = nil
+        var batchPools: [IPPool] = []
+        let timestamp = now()
+        for original in resources {
+            var resource = original
+            resource.applyDefaults()
+            let key = resource.key
+            let existing = try await datastore.get(key)
+            switch (mode, existing) {
+            case (.create, .some):
+                problems.append("\(resource.displayName) already exists")
+                continue
+            case (.replace, .none):
+                problems.append("\(resource.displayName) does not exist")
+                continue
+            default: break
+            }
+            var metadata = resource.metadata
+            let requestedVersion = metadata.resourceVersion
+            metadata.resourceVersion = nil
+            if let existing {
+                let previous = try decode(existing, kind: resource.kind)
+                if let requestedVersion, !requestedVersion.isEmpty, requestedVersion != String(existing.modRevision) {
+                    problems.append(
+                        "\(resource.displayName) has been modified (resourceVersion \(existing.modRevision), manifest has \(requestedVersion)); get it again and reapply")
+                    continue
+                }
+                metadata.uid = previous.resource.metadata.uid
+                metadata.creationTimestamp = previous.resource.metadata.creationTimestamp
+                problems += immutabilityProblems(old: previous.resource, new: resource)
+            } else {
+                metadata.uid = metadata.uid ?? newUID()
+                metadata.creationTimestamp = metadata.creationTimestamp ?? timestamp
+                if let pool = resource as? IPPool {
+                    if existingPools == nil { existingPools = try await list(.ipPool).compactMap { $0.resource as? IPPool } }
+                    problems += overlapProblems(pool, existing: existingPools! + batchPools)
+                    batchPools.append(pool)
+                }
+            }
+            resource.metadata = metadata
+            let bytes = Array(resource.json.jsonText(pretty: false).utf8)
+            if let existing {
+                if existing.value == bytes {
+                    outcomes.append(.unchanged)
+                    continue
+                }
+                writes.append(.update(key: key, value: bytes, ifRevision: existing.modRevision))
+                outcomes.append(.updated)
+            } else {
+                writes.append(.create(key: key, value: bytes))
+                outcomes.append(.created)
+            }
+        }
+        if !problems.isEmpty { throw ResourceError(problems.joined(separator: "\n")) }
+        if !dryRun && !writes.isEmpty {
+            do {
+                try await datastore.transact(writes)
+            } catch {
+                guard error.isConflict else { throw error }
+                throw ResourceError("\(error); another writer changed the resources meanwhile, nothing was written; try again")
+            }
+        }
+        return outcomes
+    }
+
+    /// Deletes the named resources atomically. Missing ones are an error unless `skipMissing`.
+    public func delete(_ targets: [(kind: ResourceKind, name: String, namespace: String?)], skipMissing: Bool = false)
+        async throws -> [WriteOutcome]
+    {
+        var writes: [Write] = []
+        var outcomes: [WriteOutcome] = []
+        var problems: [String] = []
+        for target in targets {
+            let key = target.kind.key(name: target.name, namespace: target.namespace)
+            guard let existing = try await datastore.get(key) else {
+                if skipMissing {
+                    outcomes.append(.unchanged)
+                } else {
+                    let label = target.kind.namespaced ? "\(target.namespace ?? "default")/\(target.name)" : target.name
+                    problems.append("\(target.kind.name) \"\(label)\" does not exist")
+                }
+                continue
+            }
+            writes.append(.delete(key: key, ifRevision: existing.modRevision))
+            outcomes.append(.deleted)
+        }
+        if !problems.isEmpty { throw ResourceError(problems.joined(separator: "\n")) }
+        if !writes.isEmpty { try await datastore.transact(writes) }
+        return outcomes
+    }
+
+    /// Applies an RFC 7386 merge patch to a stored resource, validates the result and writes it back
+    /// only if nobody changed it meanwhile.
+    public func patch(_ kind: ResourceKind, name: String, namespace: String?, patch: JSONValue) async throws
+        -> any AnyResource
+    {
+        guard let stored = try await get(kind, name: name, namespace: namespace) else {
+            throw ResourceError("\(kind.name) \"\(name)\" does not exist")
+        }
+        var merged = stored.resource.json.merging(patch: patch)
+        merged.set("kind", .string(kind.name))
+        var patched: any AnyResource
+        do {
+            patched = try kind.decode(merged)
+        } catch {
+            throw ResourceError("patch makes \(stored.resource.displayName) invalid: \(error)")
+        }
+        if patched.metadata.name != stored.resource.metadata.name
+            || (kind.namespaced && patched.metadata.namespace != stored.resource.metadata.namespace)
+        {
+            throw ResourceError("a patch cannot change metadata.name or metadata.namespace")
+        }
+        let problems = patched.validate()
+        if !problems.isEmpty {
+            throw ResourceError(
+                ResourceValidationError(kind: kind.name, name: name, problems: problems).description)
+        }
+        patched.metadata.resourceVersion = String(stored.revision)
+        _ = try await write([patched], mode: .replace)
+        return try await get(kind, name: name, namespace: namespace)?.resource ?? patched
+    }
+
+    private func overlapProblems(_ pool: IPPool, existing: [IPPool]) -> [String] {
+        guard let network = pool.spec.network else { return [] }
+        return existing.compactMap { other in
+            guard other.metadata.name != pool.metadata.name, let otherNetwork = other.spec.network,
+                network.overlaps(otherNetwork)
+            else { return nil }
+            return "IPPool(\(pool.metadata.name ?? "")) CIDR overlaps with IPPool(\(other.metadata.name ?? "")) CIDR \(other.spec.cidr ?? "")"
+        }
+    }
+
+    private func immutabilityProblems(old: any AnyResource, new: any AnyResource) -> [String] {
+        guard let old = old as? IPPool, let new = new as? IPPool else { return [] }
+        var problems: [String] = []
+        if old.spec.network != new.spec.network {
+            problems.append(
+                "\(new.displayName): spec.cidr: CIDR cannot be changed (\(old.spec.cidr ?? "") -> \(new.spec.cidr ?? "")); follow IP pool migration guide to avoid corruption."
+            )
+        }
+        if old.spec.effectiveBlockSize != new.spec.effectiveBlockSize {
+            problems.append(
+                "\(new.displayName): spec.blockSize: Block size cannot be changed (\(old.spec.effectiveBlockSize ?? 0) -> \(new.spec.effectiveBlockSize ?? 0)); follow IP pool migration guide to avoid corruption."
+            )
+        }
+        if old.spec.effectiveAllowedUses.contains(.loadBalancer)
+            && new.spec.effectiveAllowedUses.contains(where: { $0 != .loadBalancer })
+        {
+            problems.append("\(new.displayName): spec.allowedUses: cannot change from LoadBalancer to Workload or Tunnel")
+        }
+        return problems
+    }
+}

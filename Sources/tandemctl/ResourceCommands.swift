@@ -1,0 +1,223 @@
+import ArgumentParser
+import Foundation
+import TandemModel
+import TandemStore
+
+/// `'IPPool'` when every resource is of one kind, for calicoctl-style summaries.
+func kindSummary(_ resources: [any AnyResource]) -> String {
+    let kinds = Set(resources.map(\.kind.name))
+    return kinds.count == 1 ? "\(resources.count) '\(kinds.first!)' resource(s)" : "\(resources.count) resource(s)"
+}
+
+/// Shared body of apply / create / replace.
+func writeManifest(path: String, mode: ResourceStore.Mode, dryRun: Bool, verb: String, options: DatastoreOptions)
+    async throws
+{
+    try await reportingErrors {
+        let contents = try Manifest.parse(try readManifest(path), source: path == "-" ? "stdin" : path)
+        for warning in contents.warnings { printError("Warning: \(warning)") }
+        let store = try options.resourceStore()
+        do {
+            _ = try await store.write(contents.resources, mode: mode, dryRun: dryRun)
+        } catch {
+            throw ResourceError("Failed to \(verb) \(kindSummary(contents.resources)); nothing was written:\n\(error)")
+        }
+        if dryRun {
+            print("Validated \(kindSummary(contents.resources)); nothing written (--dry-run)")
+        } else {
+            let past = verb == "apply" ? "applied" : verb + "d"
+            print("Successfully \(past) \(kindSummary(contents.resources))")
+        }
+    }
+}
+
+struct Apply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create resources, or replace them if they exist.")
+    @Option(name: [.short, .customLong("filename")], help: "Manifest file (YAML or JSON), or - for stdin.")
+    var filename: String
+    @Flag(name: .customLong("dry-run"), help: "Validate against the datastore without writing.")
+    var dryRun = false
+    @OptionGroup var options: DatastoreOptions
+
+    func run() async throws {
+        try await writeManifest(path: filename, mode: .apply, dryRun: dryRun, verb: "apply", options: options)
+    }
+}
+
+struct Create: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create resources; fails if any exists.")
+    @Option(name: [.short, .customLong("filename")], help: "Manifest file (YAML or JSON), or - for stdin.")
+    var filename: String
+    @Flag(name: .customLong("dry-run"), help: "Validate against the datastore without writing.")
+    var dryRun = false
+    @OptionGroup var options: DatastoreOptions
+
+    func run() async throws {
+        try await writeManifest(path: filename, mode: .create, dryRun: dryRun, verb: "create", options: options)
+    }
+}
+
+struct Replace: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Replace existing resources; fails if any is missing.")
+    @Option(name: [.short, .customLong("filename")], help: "Manifest file (YAML or JSON), or - for stdin.")
+    var filename: String
+    @OptionGroup var options: DatastoreOptions
+
+    func run() async throws {
+        try await writeManifest(path: filename, mode: .replace, dryRun: false, verb: "replace", options: options)
+    }
+}
+
+/// Resolves a kind name given on the command line, or fails with the list of known kinds.
+func resolveKind(_ text: String) throws -> ResourceKind {
+    guard let kind = ResourceKind.named(text) else {
+        throw ResourceError(
+            "unknown resource kind \"\(text)\"; known kinds: " + ResourceKind.all.map(\.name).joined(separator: ", "))
+    }
+    return kind
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Delete resources named in a manifest, or one resource by kind and name.")
+    @Option(name: [.short, .customLong("filename")], help: "Manifest file (YAML or JSON), or - for stdin.")
+    var filename: String?
+    @Argument(help: "Kind of the resource (with NAME, instead of -f).") var kind: String?
+    @Argument(help: "Name of the resource.") var name: String?
+    @Option(name: [.short, .long], help: "Namespace, for namespaced kinds.") var namespace: String?
+    @Flag(name: .customLong("skip-not-exists"), help: "Do not fail on resources that do not exist.")
+    var skipNotExists = false
+    @OptionGroup var options: DatastoreOptions
+
+    func validate() throws {
+        if filename == nil && (kind == nil || name == nil) {
+            throw ValidationError("give -f FILE, or KIND NAME")
+        }
+        if filename != nil && kind != nil { throw ValidationError("give either -f FILE or KIND NAME, not both") }
+    }
+
+    func run() async throws {
+        try await reportingErrors {
+            var targets: [(kind: ResourceKind, name: String, namespace: String?)] = []
+            if let filename {
+                let contents = try Manifest.parse(
+                    try readManifest(filename), source: filename == "-" ? "stdin" : filename, validate: false)
+                targets = contents.resources.map { ($0.kind, $0.metadata.name ?? "", $0.metadata.namespace) }
+            } else if let kind, let name {
+                let resolved = try resolveKind(kind)
+                targets = [(resolved, name, resolved.namespaced ? (namespace ?? "default") : nil)]
+            }
+            let store = try options.resourceStore()
+            let outcomes = try await store.delete(targets, skipMissing: skipNotExists)
+            let deleted = outcomes.filter { $0 == .deleted }.count
+            let kinds = Set(targets.map(\.kind.name))
+            let what = kinds.count == 1 ? "'\(kinds.first!)' " : ""
+            print("Successfully deleted \(deleted) \(what)resource(s)")
+        }
+    }
+}
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case ps, wide, yaml, json
+}
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show resources as a table, YAML or JSON.")
+    @Argument(help: "Kind: ippool, bgppeer, node, networkpolicy, ...") var kind: String
+    @Argument(help: "Name of one resource.") var name: String?
+    @Option(name: .shortAndLong, help: "Output: ps (table, default), wide, yaml, json.") var output: OutputFormat = .ps
+    @Option(name: [.short, .long], help: "Namespace, for namespaced kinds.") var namespace: String?
+    @Flag(name: [.customShort("A"), .customLong("all-namespaces")], help: "All namespaces.") var allNamespaces = false
+    @OptionGroup var options: DatastoreOptions
+
+    func run() async throws {
+        try await reportingErrors {
+            let resolved = try resolveKind(kind)
+            let store = try options.resourceStore()
+            let scope: String? = resolved.namespaced && !allNamespaces ? (namespace ?? "default") : nil
+            var resources: [any AnyResource]
+            if let name {
+                guard let stored = try await store.get(resolved, name: name, namespace: scope) else {
+                    let label = resolved.namespaced ? "\(scope ?? "default")/\(name)" : name
+                    throw ResourceError("\(resolved.name) \"\(label)\" does not exist")
+                }
+                resources = [stored.resource]
+            } else {
+                resources = try await store.list(resolved, namespace: scope).map(\.resource)
+            }
+            switch output {
+            case .ps, .wide:
+                let wide = output == .wide
+                var columns = wide ? resolved.wideColumns : resolved.columns
+                var rows = resources.map { resolved.tableRow($0, wide: wide) }
+                if resolved.namespaced && !allNamespaces && columns.first == "NAMESPACE" {
+                    columns.removeFirst()
+                    rows = rows.map { Array($0.dropFirst()) }
+                }
+                print(renderTable(columns: columns, rows: rows), terminator: "")
+            case .yaml, .json:
+                let document: JSONValue =
+                    name != nil
+                    ? resources[0].json
+                    : .object([
+                        ("apiVersion", .string(calicoAPIVersion)), ("items", .array(resources.map(\.json))),
+                        ("kind", .string(resolved.name + "List")),
+                        ("metadata", .object([("resourceVersion", .string(String(try await store.datastore.currentRevision())))])),
+                    ])
+                print(output == .yaml ? YAMLCodec.yamlText(document) : document.jsonText(), terminator: output == .json ? "\n" : "")
+            }
+        }
+    }
+}
+
+/// A left-aligned table with columns three spaces apart, as calicoctl prints.
+func renderTable(columns: [String], rows: [[String]]) -> String {
+    var widths = columns.map(\.count)
+    for row in rows {
+        for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
+    }
+    func line(_ cells: [String]) -> String {
+        var text = ""
+        for (index, cell) in cells.enumerated() {
+            if index == cells.count - 1 {
+                text += cell
+            } else {
+                text += cell + String(repeating: " ", count: widths[index] - cell.count + 3)
+            }
+        }
+        return text + "\n"
+    }
+    return ([columns] + rows).map(line).joined()
+}
+
+struct Patch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Change fields of a resource with a JSON merge patch (RFC 7386).")
+    @Argument(help: "Kind of the resource.") var kind: String
+    @Argument(help: "Name of the resource.") var name: String
+    @Option(name: [.short, .customLong("patch")], help: "The patch, as JSON: '{\"spec\":{\"natOutgoing\":true}}'.")
+    var patch: String
+    @Option(name: [.short, .long], help: "Namespace, for namespaced kinds.") var namespace: String?
+    @OptionGroup var options: DatastoreOptions
+
+    func run() async throws {
+        try await reportingErrors {
+            let resolved = try resolveKind(kind)
+            var warnings: [String] = []
+            let documents: [JSONValue]
+            do {
+                documents = try YAMLCodec.documents(from: patch, warnings: &warnings)
+            } catch {
+                throw ResourceError("invalid patch \(patch): \(error)")
+            }
+            guard documents.count == 1, case .object = documents[0] else {
+                throw ResourceError("invalid patch \(patch): expected one JSON object")
+            }
+            let store = try options.resourceStore()
+            _ = try await store.patch(
+                resolved, name: name, namespace: resolved.namespaced ? (namespace ?? "default") : nil, patch: documents[0])
+            print("Successfully patched 1 '\(resolved.name)' resource")
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import TandemModel
+import TandemStore
+import TandemStoreSQLite
+
+@main
+struct TandemCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tandemctl",
+        abstract: "Manage Tandem resources (Calico projectcalico.org/v3 compatible).",
+        subcommands: [
+            Apply.self, Create.self, Replace.self, Delete.self, Get.self, Patch.self, Debug.self,
+        ])
+}
+
+/// Options every command that touches the datastore takes.
+struct DatastoreOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Datastore URL: sqlite:///path/to/file.db or etcd://host:2379 (default: $TANDEM_DATASTORE, else \(DatastoreLocation.defaultURL))",
+            valueName: "url"))
+    var datastore: String?
+
+    /// The URL in force: the flag, else the environment, else the default.
+    var url: String {
+        datastore ?? ProcessInfo.processInfo.environment["TANDEM_DATASTORE"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? DatastoreLocation.defaultURL
+    }
+
+    /// Opens the configured datastore.
+    func open() throws -> any Datastore {
+        switch try DatastoreLocation(url: url) {
+        case .sqlite(let path):
+            return try SQLiteDatastore(path: path)
+        case .etcd:
+            throw ResourceError("the etcd datastore backend is not available in this build; use sqlite:///path/to/file.db")
+        }
+    }
+
+    /// A resource store over the configured datastore, stamping real time and random UIDs.
+    func resourceStore() throws -> ResourceStore {
+        ResourceStore(
+            datastore: try open(),
+            now: { ISO8601DateFormatter().string(from: Date()) },
+            newUID: { UUID().uuidString.lowercased() })
+    }
+}
+
+/// Prints to standard error.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Reads a manifest from a path, or standard input for `-`.
+func readManifest(_ path: String) throws -> String {
+    if path == "-" {
+        let data = FileHandle.standardInput.readDataToEndOfFile()
+        guard let text = String(data: data, encoding: .utf8) else { throw ResourceError("standard input is not UTF-8 text") }
+        return text
+    }
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ResourceError("cannot read file \(path): no such file or not readable")
+    }
+    guard let text = String(data: data, encoding: .utf8) else { throw ResourceError("\(path) is not UTF-8 text") }
+    return text
+}
+
+/// Runs a command body and turns any error into a message on stderr and exit status 1.
+func reportingErrors(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        printError("\(error)")
+        throw ExitCode.failure
+    }
+}
