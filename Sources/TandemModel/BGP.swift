@@ -103,16 +103,42 @@ public struct BGPConfigurationSpec: ResourceSpec {
     public static let defaultASNumber: UInt32 = 64512
 
     public mutating func applyDefaults(metadata: ObjectMeta) {
-        if metadata.name == "default" {
-            if nodeToNodeMeshEnabled == nil { nodeToNodeMeshEnabled = true }
-            if asNumber == nil { asNumber = ASNumber(Self.defaultASNumber) }
-            if logSeverityScreen == nil { logSeverityScreen = "Info" }
-        }
+        if logSeverityScreen == nil { logSeverityScreen = "Info" }
     }
 
+    /// Whether the node-to-node mesh is on (it is unless turned off).
+    public var effectiveMeshEnabled: Bool { nodeToNodeMeshEnabled ?? true }
+    /// The AS number in force (64512 unless set).
+    public var effectiveASNumber: UInt32 { asNumber?.value ?? Self.defaultASNumber }
+
     public func validate(metadata: ObjectMeta, into v: inout Validator) {
-        if let level = logSeverityScreen, !["Debug", "Info", "Warning", "Error", "Fatal"].contains(level) {
-            v.fail("spec.logSeverityScreen", level, "supported values: \"Debug\", \"Info\", \"Warning\", \"Error\", \"Fatal\"")
+        if let level = logSeverityScreen, !level.isEmpty,
+            !["trace", "debug", "info", "warning", "error", "fatal"].contains(level.lowercased())
+        {
+            v.fail(
+                "spec.logSeverityScreen", level,
+                "supported values: \"Trace\", \"Debug\", \"Info\", \"Warning\", \"Error\", \"Fatal\" (any case)")
+        }
+        if metadata.name != "default" {
+            let clusterOnly: [(String, Bool)] = [
+                ("nodeToNodeMeshEnabled", nodeToNodeMeshEnabled != nil), ("ASNumber", asNumber != nil),
+                ("ServiceLoadBalancerIPs", !(serviceLoadBalancerIPs ?? []).isEmpty),
+                ("ServiceExternalIPs", !(serviceExternalIPs ?? []).isEmpty),
+                ("ServiceClusterIPs", !(serviceClusterIPs ?? []).isEmpty), ("nodeMeshPassword", nodeMeshPassword != nil),
+                ("nodeMeshMaxRestartTime", nodeMeshMaxRestartTime != nil),
+            ]
+            for (field, isSet) in clusterOnly where isSet {
+                v.fail("spec", nil, "Cannot set \(field) on a non default BGP Configuration.")
+            }
+        }
+        if nodeToNodeMeshEnabled == false {
+            if nodeMeshPassword != nil {
+                v.fail("spec.nodeMeshPassword", nil, "nodeMeshPassword cannot be set when nodeToNodeMeshEnabled is false")
+            }
+            if nodeMeshMaxRestartTime != nil {
+                v.fail(
+                    "spec.nodeMeshMaxRestartTime", nil, "nodeMeshMaxRestartTime cannot be set when nodeToNodeMeshEnabled is false")
+            }
         }
         for (field, blocks) in [
             ("serviceClusterIPs", serviceClusterIPs), ("serviceExternalIPs", serviceExternalIPs),
@@ -120,12 +146,10 @@ public struct BGPConfigurationSpec: ResourceSpec {
         ] {
             for (index, block) in (blocks ?? []).enumerated() {
                 let path = "spec.\(field)[\(index)].cidr"
-                guard let text = block.cidr else {
-                    v.fail(path, nil, "cidr is required")
-                    continue
-                }
+                guard let text = block.cidr, !text.isEmpty else { continue }
                 do {
-                    _ = try CIDR(cidrOrAddress: text)
+                    let cidr = try CIDR(cidrOrAddress: text)
+                    if !cidr.isStrictlyMasked { v.fail(path, text, "CIDR is not strictly masked (did you mean \(cidr.network)?)") }
                 } catch {
                     v.fail(path, text, "invalid CIDR: \(error.reason)")
                 }
@@ -139,6 +163,13 @@ public struct BGPConfigurationSpec: ResourceSpec {
         }
         if let duration = nodeMeshMaxRestartTime, GoDuration(duration) == nil {
             v.fail("spec.nodeMeshMaxRestartTime", duration, "invalid duration (examples: 120s, 2m)")
+        }
+        for (index, name) in (ignoredInterfaces ?? []).enumerated() {
+            let valid = name != "*" && (1...15).contains(name.utf8.count)
+                && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "_.*-".contains($0)) }
+            if !valid {
+                v.fail("spec.ignoredInterfaces[\(index)]", name, "must be 1-15 characters of [a-zA-Z0-9_.*-] and not \"*\"")
+            }
         }
         for (field, value, family) in [
             ("localWorkloadPeeringIPV4", localWorkloadPeeringIPV4, IPFamily.v4),
@@ -163,43 +194,53 @@ public struct BGPConfigurationSpec: ResourceSpec {
         var communityNames = Set<String>()
         for (index, community) in (communities ?? []).enumerated() {
             let path = "spec.communities[\(index)]"
-            if let name = community.name {
-                if !isDNSSubdomain(name) { v.fail("\(path).name", name, "community name must be a lower-case DNS name") }
+            if let name = community.name, !name.isEmpty {
+                if !isCalicoName(name) { v.fail("\(path).name", name, "community name must be a lower-case DNS name") }
                 communityNames.insert(name)
             } else {
                 v.fail("\(path).name", nil, "community name is required")
             }
-            if let value = community.value {
-                if !isCommunityValue(value) {
-                    v.fail("\(path).value", value, "invalid community value: expected aa:nn (standard) or aa:nn:mm (large)")
-                }
+            if let value = community.value, !value.isEmpty {
+                if let problem = communityValueProblem(value) { v.fail("\(path).value", value, problem) }
             } else {
                 v.fail("\(path).value", nil, "community value is required")
             }
         }
         for (index, advertisement) in (prefixAdvertisements ?? []).enumerated() {
             let path = "spec.prefixAdvertisements[\(index)]"
-            if let text = advertisement.cidr {
-                if (try? CIDR(text)) == nil { v.fail("\(path).cidr", text, "invalid CIDR") }
+            if let text = advertisement.cidr, !text.isEmpty {
+                if (try? CIDR(cidrOrAddress: text)) == nil { v.fail("\(path).cidr", text, "invalid CIDR value.") }
             } else {
                 v.fail("\(path).cidr", nil, "cidr is required")
             }
-            for (communityIndex, community) in (advertisement.communities ?? []).enumerated()
-            where !isCommunityValue(community) && !communityNames.contains(community) {
-                v.fail(
-                    "\(path).communities[\(communityIndex)]", community,
-                    "must be a community value (aa:nn or aa:nn:mm) or the name of a community in spec.communities")
+            if (advertisement.communities ?? []).isEmpty {
+                v.fail("\(path).communities", nil, "communities are required")
             }
+            for (communityIndex, community) in (advertisement.communities ?? []).enumerated() {
+                if !communityNames.contains(community) && communityValueProblem(community) != nil {
+                    v.fail("\(path).communities[\(communityIndex)]", community, "community used is invalid or not defined.")
+                }
+            }
+        }
+        if !(communities ?? []).isEmpty && (prefixAdvertisements ?? []).isEmpty {
+            v.fail("spec.communities", nil, "communities are defined but not used in prefixAdvertisements")
         }
     }
 }
 
-/// Standard (`aa:nn`, 16-bit parts) or large (`aa:nn:mm`, 32-bit parts) community text.
-func isCommunityValue(_ text: String) -> Bool {
+/// Why `text` is not a standard (`aa:nn`, 16-bit parts) or large (`aa:nn:mm`, 32-bit parts) community, or nil.
+func communityValueProblem(_ text: String) -> String? {
     let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-    if parts.count == 2 { return parts.allSatisfy { UInt16($0) != nil } }
-    if parts.count == 3 { return parts.allSatisfy { UInt32($0) != nil } }
-    return false
+    guard parts.count == 2 || parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }) else {
+        return "invalid community value or format used."
+    }
+    if parts.count == 2 && !parts.allSatisfy({ UInt16($0) != nil }) {
+        return "invalid community value, expected 16 bit value"
+    }
+    if parts.count == 3 && !parts.allSatisfy({ UInt32($0) != nil }) {
+        return "invalid community value, expected 32 bit value"
+    }
+    return nil
 }
 
 /// A BGP peer: global, for one node, or for the nodes a selector picks.
@@ -217,6 +258,7 @@ public struct BGPPeerSpec: ResourceSpec {
     public var password: BGPPassword?
     public var sourceAddress: String?
     public var maxRestartTime: String?
+    public var keepaliveTime: String?
     public var numAllowedLocalASNumbers: Int?
     public var ttlSecurity: Int?
     public var reachableBy: String?
@@ -232,8 +274,8 @@ public struct BGPPeerSpec: ResourceSpec {
         if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
             let inner = String(text[text.index(after: text.startIndex)..<close])
             let rest = text[text.index(after: close)...]
-            guard let address = try? IPAddress(inner), address.family == .v6, rest.hasPrefix(":"),
-                let port = Int(rest.dropFirst()), (1...65535).contains(port)
+            guard let address = try? IPAddress(inner), rest.hasPrefix(":"), rest.count > 1,
+                rest.dropFirst().allSatisfy(\.isNumber), let port = Int(rest.dropFirst()), (1...65535).contains(port)
             else { return nil }
             return (address, port)
         }
@@ -245,23 +287,34 @@ public struct BGPPeerSpec: ResourceSpec {
     }
 
     public func validate(metadata: ObjectMeta, into v: inout Validator) {
-        if let peerIP, !peerIP.isEmpty, Self.parsePeerIP(peerIP) == nil {
+        let hasPeerIP = !(peerIP ?? "").isEmpty
+        let hasPeerSelector = !(peerSelector ?? "").isEmpty
+        let hasLocalWorkloadSelector = !(localWorkloadSelector ?? "").isEmpty
+        let hasReachableBy = !(reachableBy ?? "").isEmpty
+        if let peerIP, hasPeerIP, Self.parsePeerIP(peerIP) == nil {
             v.fail("spec.peerIP", peerIP, "peerIP must be an IP address, IPv4:port or [IPv6]:port")
         }
-        if let node, !node.isEmpty, let selector = nodeSelector, !selector.isEmpty {
-            v.fail("spec", nil, "node and nodeSelector cannot both be specified")
+        if !(node ?? "").isEmpty {
+            if !isCalicoName(node!) { v.fail("spec.node", node, "node must be a valid node name") }
+            if !(nodeSelector ?? "").isEmpty { v.fail("spec", nil, "node and nodeSelector cannot both be set") }
         }
-        if let peerIP, !peerIP.isEmpty, let selector = peerSelector, !selector.isEmpty {
-            v.fail("spec", nil, "peerIP and peerSelector cannot both be specified")
+        if hasPeerIP && hasPeerSelector { v.fail("spec", nil, "peerIP and peerSelector cannot both be set") }
+        if hasPeerSelector && asNumber != nil { v.fail("spec.asNumber", nil, "asNumber must be empty when peerSelector is set") }
+        if hasLocalWorkloadSelector {
+            if hasPeerIP { v.fail("spec.peerIP", peerIP, "peerIP must be empty when localWorkloadSelector is set") }
+            if hasPeerSelector { v.fail("spec.peerSelector", peerSelector, "peerSelector must be empty when localWorkloadSelector is set") }
+            if asNumber == nil { v.fail("spec.asNumber", nil, "asNumber is required when localWorkloadSelector is set") }
         }
-        if let selector = peerSelector, !selector.isEmpty, asNumber != nil {
-            v.fail("spec.asNumber", nil, "asNumber cannot be set with peerSelector (peers use their own AS numbers)")
-        }
-        if (peerIP ?? "").isEmpty && (peerSelector ?? "").isEmpty {
-            v.fail("spec", nil, "either peerIP or peerSelector must be specified")
-        }
-        if let peerIP, !peerIP.isEmpty, asNumber == nil {
-            v.fail("spec.asNumber", nil, "asNumber is required with peerIP")
+        if hasReachableBy {
+            if !hasPeerIP {
+                v.fail("spec.reachableBy", reachableBy, "reachableBy must be empty when peerIP is empty")
+            } else if let reachable = try? IPAddress(reachableBy!) {
+                if let peer = Self.parsePeerIP(peerIP!), peer.address.family != reachable.family {
+                    v.fail("spec.reachableBy", reachableBy, "ReachableBy and PeerIP address family mismatched")
+                }
+            } else {
+                v.fail("spec.reachableBy", reachableBy, "ReachableBy is invalid address")
+            }
         }
         validateSelector(nodeSelector, path: "spec.nodeSelector", into: &v)
         validateSelector(peerSelector, path: "spec.peerSelector", into: &v)
@@ -269,33 +322,30 @@ public struct BGPPeerSpec: ResourceSpec {
         if let mode = nextHopMode, !["Auto", "Self", "Keep"].contains(mode) {
             v.fail("spec.nextHopMode", mode, "supported values: \"Auto\", \"Self\", \"Keep\"")
         }
-        if keepOriginalNextHop == true, let mode = nextHopMode, mode != "Keep" && mode != "Auto" {
-            v.fail("spec.keepOriginalNextHop", nil, "keepOriginalNextHop conflicts with nextHopMode \(mode)")
+        if keepOriginalNextHop == true && nextHopMode != nil {
+            v.fail(
+                "spec", nil,
+                "keepOriginalNextHop and nextHopMode cannot both be set; keepOriginalNextHop is deprecated, use nextHopMode instead")
         }
         if let source = sourceAddress, !["UseNodeIP", "None"].contains(source) {
             v.fail("spec.sourceAddress", source, "supported values: \"UseNodeIP\", \"None\"")
         }
-        if let duration = maxRestartTime, GoDuration(duration) == nil {
-            v.fail("spec.maxRestartTime", duration, "invalid duration (examples: 120s, 2m)")
+        for (field, duration) in [("maxRestartTime", maxRestartTime), ("keepaliveTime", keepaliveTime)] {
+            if let duration, GoDuration(duration) == nil {
+                v.fail("spec.\(field)", duration, "invalid duration (examples: 120s, 2m)")
+            }
         }
-        if let count = numAllowedLocalASNumbers, count < 0 {
-            v.fail("spec.numAllowedLocalASNumbers", raw: "\(count)", "must not be negative")
+        if let count = numAllowedLocalASNumbers, !(0...Int(Int32.max)).contains(count) {
+            v.fail("spec.numAllowedLocalASNumbers", raw: "\(count)", "must be between 0 and 2147483647")
         }
         if let hops = ttlSecurity, !(0...255).contains(hops) {
             v.fail("spec.ttlSecurity", raw: "\(hops)", "ttlSecurity must be between 0 and 255")
         }
-        if let reachableBy, !reachableBy.isEmpty {
-            if (try? IPAddress(reachableBy)) == nil {
-                v.fail("spec.reachableBy", reachableBy, "reachableBy must be an IP address")
-            } else if let peerIP, let peer = Self.parsePeerIP(peerIP), (try? IPAddress(reachableBy))?.family != peer.address.family {
-                v.fail("spec.reachableBy", reachableBy, "reachableBy must be of the same IP family as peerIP")
-            }
-        }
         if let mode = reversePeering, !["Auto", "Manual"].contains(mode) {
             v.fail("spec.reversePeering", mode, "supported values: \"Auto\", \"Manual\"")
         }
-        for (index, filter) in (filters ?? []).enumerated() where !isDNSSubdomain(filter) {
-            v.fail("spec.filters[\(index)]", filter, "filter names must be lower-case DNS names")
+        if let filters, !filters.isEmpty {
+            v.fail("spec.filters", filters.joined(separator: ","), "BGPFilter(s) not found")
         }
     }
 }

@@ -9,14 +9,18 @@ enum FelixFieldType: Sendable {
     case integer(ClosedRange<Int>)
     case string
     case oneOf([String])
+    /// One of the values in any letter case, or empty.
+    case oneOfIgnoringCase([String])
     case duration
     case ipv4
     case ipv6
+    case interfaceName
     case cidrList
     case stringList
+    case port
     case portList
     case object
-    case any
+    case objectList
 }
 
 /// FelixConfiguration has well over a hundred fields; rather than a property each, the spec keeps the
@@ -69,23 +73,32 @@ public struct FelixConfigurationSpec: ResourceSpec {
         for (key, value) in fields {
             let path = "spec.\(key)"
             guard let type = felixFields[key] else {
-                v.fail(path, nil, "unknown field")
+                v.fail("", nil, "field in document is not recognized or is in the wrong location: \(path)")
                 continue
             }
             if value == .null { continue }
             check(value, as: type, path: path, into: &v)
         }
-        let mtuFields = ["vxlanMTUV6", "wireguardMTUV6"]
-        for field in mtuFields {
+        // Tandem rule: never configure an IPv6-carrying link below the IPv6 minimum MTU.
+        for field in ["vxlanMTUV6", "wireguardMTUV6"] {
             if let mtu = integer(field), mtu != 0, mtu < 1280 {
                 v.fail("spec.\(field)", raw: "\(mtu)", "an IPv6-carrying link needs an MTU of at least 1280")
             }
+        }
+        if self["routeTableRange"] != nil && self["routeTableRanges"] != nil {
+            v.fail("spec", nil, "routeTableRange and routeTableRanges cannot both be set")
+        }
+        if let name = metadata.name, name == "default" || name.hasPrefix("node."), !(string("nodeSelector") ?? "").isEmpty {
+            v.fail("spec.nodeSelector", nil, "nodeSelector must not be set on the 'default' or per-node ('node.*') FelixConfiguration")
+        }
+        validateSelector(string("nodeSelector"), path: "spec.nodeSelector", into: &v)
+        if case .array(let ranges)? = self["kubeNodePortRanges"], ranges.count > 7 {
+            v.fail("spec.kubeNodePortRanges", nil, "must have at most 7 items")
         }
     }
 
     private func check(_ value: JSONValue, as type: FelixFieldType, path: String, into v: inout Validator) {
         switch type {
-        case .any: return
         case .bool:
             if case .bool = value { return }
             v.fail(path, raw: value.brief, "expected true or false")
@@ -103,6 +116,32 @@ public struct FelixConfigurationSpec: ResourceSpec {
             guard let text = value.stringValue, allowed.contains(text) else {
                 v.fail(path, raw: value.brief, "supported values: " + allowed.map { "\"\($0)\"" }.joined(separator: ", "))
                 return
+            }
+        case .oneOfIgnoringCase(let allowed):
+            guard let text = value.stringValue, text.isEmpty || allowed.contains(where: { $0.lowercased() == text.lowercased() })
+            else {
+                v.fail(path, raw: value.brief, "supported values (any case): " + allowed.map { "\"\($0)\"" }.joined(separator: ", "))
+                return
+            }
+        case .interfaceName:
+            guard let text = value.stringValue, isInterfaceName(text), text != "*" else {
+                v.fail(path, raw: value.brief, "expected an interface name of 1-15 characters of [a-zA-Z0-9_.-]")
+                return
+            }
+        case .port:
+            guard let port = try? StrictDecoder.decode(PortValue.self, from: value) else {
+                v.fail(path, raw: value.brief, "expected a port or a port range \"min:max\"")
+                return
+            }
+            port.validate(path: path, into: &v)
+        case .objectList:
+            guard case .array(let items) = value else {
+                v.fail(path, raw: value.brief, "expected a list")
+                return
+            }
+            for (index, item) in items.enumerated() {
+                if case .object = item { continue }
+                v.fail("\(path)[\(index)]", raw: item.brief, "expected an object")
             }
         case .duration:
             guard let text = value.stringValue, GoDuration(text) != nil else {
@@ -130,6 +169,8 @@ public struct FelixConfigurationSpec: ResourceSpec {
                     }
                 } else if case .stringList = type, item.stringValue == nil {
                     v.fail("\(path)[\(index)]", raw: item.brief, "expected a string")
+                } else if case .portList = type {
+                    check(item, as: .port, path: "\(path)[\(index)]", into: &v)
                 }
             }
         case .object:

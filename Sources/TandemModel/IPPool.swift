@@ -127,8 +127,13 @@ public struct IPPoolSpec: ResourceSpec {
         if let mode = assignmentMode, mode != "Automatic" && mode != "Manual" {
             v.fail("spec.assignmentMode", mode, "supported values: \"Automatic\", \"Manual\"")
         }
-        validateSelector(nodeSelector, path: "spec.nodeSelector", allowGlobal: false, into: &v)
-        validateSelector(namespaceSelector, path: "spec.namespaceSelector", allowGlobal: false, into: &v)
+        for (field, selector) in [("nodeSelector", nodeSelector), ("namespaceSelector", namespaceSelector)] {
+            if let selector, selector.contains("global(") {
+                v.fail("spec.\(field)", selector, "global() selector is not valid for IPPool \(field)")
+            } else {
+                validateSelector(selector, path: "spec.\(field)", into: &v)
+            }
+        }
         if uses.contains(.loadBalancer) {
             if (ipip ?? .never) != .never || (vxlan ?? .never) != .never {
                 v.fail("spec", nil, "LoadBalancer IP pool cannot have IPIP or VXLAN enabled")
@@ -137,14 +142,14 @@ public struct IPPoolSpec: ResourceSpec {
                 v.fail("spec.allowedUses", nil, "LoadBalancer cannot be combined with Workload or Tunnel allowed uses")
             }
             if disableBGPExport == true {
-                v.fail("spec.disableBGPExport", raw: "true", "LoadBalancer IP pool cannot disable BGP export")
+                v.fail("spec.disableBGPExport", raw: "true", "LoadBalancer IP pools cannot disable BGP export")
             }
-            if let selector = nodeSelector, !selector.isEmpty, selector != "all()" {
-                v.fail("spec.nodeSelector", selector, "LoadBalancer IP pool nodeSelector must be all()")
+            if let selector = nodeSelector, selector != "all()" {
+                v.fail("spec.nodeSelector", selector, "IP Pool with AllowedUse LoadBalancer must have nodeSelector set to all()")
             }
         }
         if uses.contains(.tunnel), let selector = namespaceSelector, !selector.isEmpty {
-            v.fail("spec.namespaceSelector", selector, "Tunnel IP pool cannot have a namespaceSelector")
+            v.fail("spec.namespaceSelector", selector, "IP Pool with AllowedUse Tunnel cannot have namespaceSelector")
         }
     }
 
@@ -158,14 +163,19 @@ public struct IPPoolSpec: ResourceSpec {
     }
 }
 
-/// Checks a selector expression; `global()` is refused where Calico refuses it.
-func validateSelector(_ text: String?, path: String, allowGlobal: Bool = true, into v: inout Validator) {
+/// Checks a selector expression. `global()` is only meaningful in a rule's namespaceSelector, where it
+/// must stand alone; everywhere else it is refused.
+func validateSelector(_ text: String?, path: String, globalAllowed: Bool = false, into v: inout Validator) {
     guard let text, !text.isEmpty else { return }
-    if text.count > 1024 { v.fail(path, text, "selector is longer than 1024 characters") }
+    if text.utf8.count > 1024 { v.fail(path, text, "may not be more than 1024 bytes") }
     do {
         let selector = try Selector(parsing: text)
-        if !allowGlobal && selector.usesGlobal {
-            v.fail(path, text, "global() is not allowed in this selector")
+        if selector.usesGlobal {
+            if !globalAllowed {
+                v.fail(path, text, "global() can only be used in an EntityRule namespaceSelector")
+            } else if selector.canonical != "global()" {
+                v.fail(path, text, "global() cannot be combined with other selectors")
+            }
         }
     } catch {
         v.fail(path, text, "invalid selector: \(error.message) at offset \(error.offset)")

@@ -6,7 +6,7 @@ extension ResourceKind {
         IPPoolSpec.self, name: "IPPool", plural: "ippools", aliases: ["ippool", "ippools", "ipp", "ipps", "pool", "pools"],
         columns: ["NAME", "CIDR", "SELECTOR"],
         wideColumns: ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR"]
-    ) { pool, wide in
+    ) { pool, wide, _ in
         let name = pool.metadata.name ?? ""
         let cidr = pool.spec.cidr ?? ""
         let selector = pool.spec.nodeSelector ?? ""
@@ -21,7 +21,7 @@ extension ResourceKind {
         IPAMConfigurationSpec.self, name: "IPAMConfiguration", plural: "ipamconfigurations",
         aliases: ["ipamconfiguration", "ipamconfigurations", "ipamconfig", "ipamconfigs"],
         columns: ["NAME"], wideColumns: ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"]
-    ) { config, wide in
+    ) { config, wide, _ in
         let name = config.metadata.name ?? ""
         guard wide else { return [name] }
         return [
@@ -35,34 +35,35 @@ extension ResourceKind {
         aliases: ["bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs"],
         columns: ["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
         wideColumns: ["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"]
-    ) { config, _ in
+    ) { config, _, _ in
         [
             config.metadata.name ?? "", config.spec.logSeverityScreen ?? "",
-            config.spec.nodeToNodeMeshEnabled.map { "\($0)" } ?? "", config.spec.asNumber.map { "\($0)" } ?? "",
+            config.spec.nodeToNodeMeshEnabled.map { "\($0)" } ?? "-", config.spec.asNumber.map { "\($0)" } ?? "-",
         ]
     }
 
     public static let bgpPeer = ResourceKind.make(
         BGPPeerSpec.self, name: "BGPPeer", plural: "bgppeers", aliases: ["bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps"],
         columns: ["NAME", "PEERIP", "NODE", "ASN"], wideColumns: ["NAME", "PEERIP", "NODE", "ASN"]
-    ) { peer, _ in
-        let node = !(peer.spec.node ?? "").isEmpty ? peer.spec.node! : !(peer.spec.nodeSelector ?? "").isEmpty ? peer.spec.nodeSelector! : "(global)"
-        let peerIP = !(peer.spec.peerIP ?? "").isEmpty ? peer.spec.peerIP! : peer.spec.peerSelector ?? ""
-        return [peer.metadata.name ?? "", peerIP, node, peer.spec.asNumber.map { "\($0)" } ?? ""]
+    ) { peer, _, _ in
+        let node =
+            !(peer.spec.node ?? "").isEmpty
+            ? peer.spec.node! : !(peer.spec.nodeSelector ?? "").isEmpty ? peer.spec.nodeSelector! : "(global)"
+        return [peer.metadata.name ?? "", peer.spec.peerIP ?? "", node, "\(peer.spec.asNumber?.value ?? 0)"]
     }
 
     public static let felixConfiguration = ResourceKind.make(
         FelixConfigurationSpec.self, name: "FelixConfiguration", plural: "felixconfigurations",
         aliases: ["felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs"],
         columns: ["NAME"], wideColumns: ["NAME"]
-    ) { config, _ in [config.metadata.name ?? ""] }
+    ) { config, _, _ in [config.metadata.name ?? ""] }
 
     public static let networkPolicy = ResourceKind.make(
         NetworkPolicySpec.self, name: "NetworkPolicy", plural: "networkpolicies",
         aliases: ["networkpolicy", "networkpolicies", "policy", "policies", "pol", "pols", "np", "nps"], namespaced: true,
-        columns: ["NAMESPACE", "NAME"], wideColumns: ["NAMESPACE", "NAME", "ORDER", "SELECTOR"]
-    ) { policy, wide in
-        let base = [policy.metadata.namespace ?? "default", policy.metadata.name ?? ""]
+        columns: ["NAME", "TIER"], wideColumns: ["NAME", "TIER", "ORDER", "SELECTOR"]
+    ) { policy, wide, _ in
+        let base = [policy.metadata.name ?? "", policy.spec.tier.flatMap { $0.isEmpty ? nil : $0 } ?? "default"]
         guard wide else { return base }
         return base + [policy.spec.order.map(formatOrder) ?? "", policy.spec.selector ?? ""]
     }
@@ -70,18 +71,19 @@ extension ResourceKind {
     public static let globalNetworkPolicy = ResourceKind.make(
         GlobalNetworkPolicySpec.self, name: "GlobalNetworkPolicy", plural: "globalnetworkpolicies",
         aliases: ["globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps", "globalpolicy", "globalpolicies"],
-        columns: ["NAME"], wideColumns: ["NAME", "ORDER", "SELECTOR"]
-    ) { policy, wide in
-        guard wide else { return [policy.metadata.name ?? ""] }
-        return [policy.metadata.name ?? "", policy.spec.order.map(formatOrder) ?? "", policy.spec.selector ?? ""]
+        columns: ["NAME", "TIER"], wideColumns: ["NAME", "TIER", "ORDER", "SELECTOR"]
+    ) { policy, wide, _ in
+        let base = [policy.metadata.name ?? "", policy.spec.tier.flatMap { $0.isEmpty ? nil : $0 } ?? "default"]
+        guard wide else { return base }
+        return base + [policy.spec.order.map(formatOrder) ?? "", policy.spec.selector ?? ""]
     }
 
     public static let node = ResourceKind.make(
         NodeSpec.self, name: "Node", plural: "nodes", aliases: ["node", "nodes", "no", "nos"],
         columns: ["NAME"], wideColumns: ["NAME", "ASN", "IPV4", "IPV6"]
-    ) { node, wide in
+    ) { node, wide, context in
         guard wide else { return [node.metadata.name ?? ""] }
-        let asn = node.spec.bgp?.asNumber.map { "\($0)" } ?? "(\(BGPConfigurationSpec.defaultASNumber))"
+        let asn = node.spec.bgp.map { $0.asNumber.map { "\($0)" } ?? "(\(context.globalASNumber))" } ?? ""
         return [node.metadata.name ?? "", asn, node.spec.bgp?.ipv4Address ?? "", node.spec.bgp?.ipv6Address ?? ""]
     }
 
@@ -89,7 +91,7 @@ extension ResourceKind {
         HostEndpointSpec.self, name: "HostEndpoint", plural: "hostendpoints",
         aliases: ["hostendpoint", "hostendpoints", "hep", "heps"],
         columns: ["NAME", "NODE"], wideColumns: ["NAME", "NODE", "INTERFACE", "IPS", "PROFILES"]
-    ) { endpoint, wide in
+    ) { endpoint, wide, _ in
         let base = [endpoint.metadata.name ?? "", endpoint.spec.node ?? ""]
         guard wide else { return base }
         return base + [
@@ -101,17 +103,16 @@ extension ResourceKind {
     public static let workloadEndpoint = ResourceKind.make(
         WorkloadEndpointSpec.self, name: "WorkloadEndpoint", plural: "workloadendpoints",
         aliases: ["workloadendpoint", "workloadendpoints", "wep", "weps"], namespaced: true,
-        columns: ["NAMESPACE", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
-        wideColumns: ["NAMESPACE", "NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"]
-    ) { endpoint, wide in
+        columns: ["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
+        wideColumns: ["NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"]
+    ) { endpoint, wide, _ in
         let spec = endpoint.spec
-        let workload = spec.pod ?? spec.workload ?? ""
+        let workload = !(spec.workload ?? "").isEmpty ? spec.workload! : spec.pod ?? ""
         let networks = (spec.ipNetworks ?? []).joined(separator: ",")
-        let namespace = endpoint.metadata.namespace ?? "default"
-        guard wide else { return [namespace, workload, spec.node ?? "", networks, spec.interfaceName ?? ""] }
+        guard wide else { return [workload, spec.node ?? "", networks, spec.interfaceName ?? ""] }
         let nats = (spec.ipNATs ?? []).map { "\($0.internalIP ?? "")<->\($0.externalIP ?? "")" }.joined(separator: ",")
         return [
-            namespace, endpoint.metadata.name ?? "", workload, spec.node ?? "", networks, spec.interfaceName ?? "",
+            endpoint.metadata.name ?? "", workload, spec.node ?? "", networks, spec.interfaceName ?? "",
             (spec.profiles ?? []).joined(separator: ","), nats,
         ]
     }
@@ -119,11 +120,18 @@ extension ResourceKind {
     public static let profile = ResourceKind.make(
         ProfileSpec.self, name: "Profile", plural: "profiles", aliases: ["profile", "profiles", "pro", "pros"],
         columns: ["NAME"], wideColumns: ["NAME", "LABELS"]
-    ) { profile, wide in
+    ) { profile, wide, _ in
         guard wide else { return [profile.metadata.name ?? ""] }
         let labels = (profile.spec.labelsToApply ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         return [profile.metadata.name ?? "", labels.joined(separator: ",")]
     }
+}
+
+/// What table rows may need beyond the resource itself.
+public struct TableContext: Sendable {
+    /// The cluster AS number, shown in parentheses for nodes without their own.
+    public var globalASNumber: UInt32
+    public init(globalASNumber: UInt32 = BGPConfigurationSpec.defaultASNumber) { self.globalASNumber = globalASNumber }
 }
 
 /// Policy order as calicoctl prints it: integers without a fraction.

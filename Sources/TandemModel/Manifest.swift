@@ -46,6 +46,13 @@ public enum Manifest {
         _ document: JSONValue, label: String, impliedKind: ResourceKind?, into resources: inout [any AnyResource],
         problems: inout [String]
     ) {
+        // A bare list of resources, as calicoctl also accepts.
+        if case .array(let items) = document, impliedKind == nil {
+            for (index, item) in items.enumerated() {
+                expand(item, label: "\(label) item \(index + 1)", impliedKind: nil, into: &resources, problems: &problems)
+            }
+            return
+        }
         guard case .object = document else {
             problems.append("\(label): expected a resource object, got \(document.brief)")
             return
@@ -89,6 +96,13 @@ public enum Manifest {
         do {
             var resource = try kind.decode(document)
             if kind.namespaced && (resource.metadata.namespace ?? "").isEmpty { resource.metadata.namespace = "default" }
+            // A workload endpoint's name follows from its identifiers; fill it in when left out, as Calico does.
+            if var endpoint = resource as? WorkloadEndpoint, (endpoint.metadata.name ?? "").isEmpty,
+                let derived = endpoint.spec.derivedName
+            {
+                endpoint.metadata.name = derived
+                resource = endpoint
+            }
             resources.append(resource)
         } catch {
             let name = document["metadata"]?["name"]?.stringValue ?? ""

@@ -1,10 +1,21 @@
 import TandemSelector
 
-/// DNS-1123 label: lower-case alphanumerics and '-', starting and ending alphanumeric.
+/// DNS-1123 label: lower-case alphanumerics and '-', starting and ending alphanumeric, 1-63 characters.
 func isDNSLabel(_ text: Substring) -> Bool {
-    guard (1...63).contains(text.count), let first = text.first, let last = text.last else { return false }
+    guard (1...63).contains(text.count) else { return false }
+    return matchesNameLabel(text)
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, any length.
+func matchesNameLabel(_ text: Substring) -> Bool {
+    guard let first = text.first, let last = text.last else { return false }
     let allowed = text.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" }
     return allowed && first != "-" && last != "-"
+}
+
+/// Calico's `name` rule: dot-separated `[a-z0-9]([-a-z0-9]*[a-z0-9])?` parts (no per-part length limit).
+func isCalicoName(_ text: String) -> Bool {
+    text.split(separator: ".", omittingEmptySubsequences: false).allSatisfy(matchesNameLabel)
 }
 
 /// DNS-1123 subdomain: dot-separated labels, at most 253 characters.
@@ -15,41 +26,47 @@ func isDNSSubdomain(_ text: String) -> Bool {
 /// Checks a label map: keys and values with the Kubernetes rules.
 func validateLabels(_ labels: [String: String]?, path: String, into v: inout Validator) {
     for (key, value) in (labels ?? [:]).sorted(by: { $0.key < $1.key }) {
-        if let problem = LabelValidation.validateKey(key) { v.fail("\(path)", key, "invalid label key: \(problem)") }
+        if let problem = LabelValidation.validateKey(key) { v.fail("\(path) (label)", key, "invalid label key: \(problem)") }
         if let problem = LabelValidation.validateValue(value) {
-            v.fail("\(path).\(key)", value, "invalid label value: \(problem)")
+            v.fail("\(path) (value)", value, "invalid label value for \(key): \(problem)")
         }
     }
 }
+
+private let nameMessage =
+    "name must consist of lower case alphanumeric characters, '-' or '.' (regex: [a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)"
+private let policyNameMessage =
+    "name must consist of lower case alphanumeric characters or '-' (regex: [a-z0-9]([-a-z0-9]*[a-z0-9])?)"
 
 /// Names and namespaces, labels and annotations, by the rules of each kind.
 func validateMetadata(_ metadata: ObjectMeta, kind: ResourceKind, into v: inout Validator) {
     let name = metadata.name ?? ""
     if name.isEmpty {
         v.fail("metadata.name", nil, "name is required")
+    } else if name.utf8.count > 253 {
+        v.fail("metadata.name", nil, "name is too long by \(name.utf8.count - 253) bytes")
     } else {
         switch kind {
         case .ipamConfiguration:
-            if name != "default" { v.fail("metadata.name", name, "IPAMConfiguration must be named \"default\"") }
-        case .node, .workloadEndpoint:
-            // Node names follow host names; endpoint names are generated from node, pod and interface.
-            if !isDNSSubdomain(name.lowercased()) || name.count > 253 {
-                v.fail("metadata.name", name, "name must consist of alphanumerics, '-' and '.', at most 253 characters")
-            }
-        case .bgpConfiguration, .felixConfiguration:
-            // `default` for the cluster, `node.<node name>` for one node.
-            if !isDNSSubdomain(name) {
+            if name != "default" {
                 v.fail(
                     "metadata.name", name,
-                    "name must be a lower-case DNS subdomain (\"default\" or \"node.<node name>\")")
+                    "Cannot create an IPAMConfiguration resource with a name other than \"default\"")
+            }
+        case .networkPolicy:
+            // `name` or `tier.name`, or the prefixes Kubernetes-derived policies use.
+            let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+            let derived = (name.hasPrefix("knp.default.") || name.hasPrefix("ossg.default.")) && isCalicoName(name)
+            if !derived && (parts.count > 2 || !parts.allSatisfy(matchesNameLabel)) {
+                v.fail("metadata.name", name, policyNameMessage)
+            }
+        case .globalNetworkPolicy:
+            let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+            if parts.count > 2 || !parts.allSatisfy(matchesNameLabel) {
+                v.fail("metadata.name", name, policyNameMessage)
             }
         default:
-            if !isDNSSubdomain(name) {
-                v.fail(
-                    "metadata.name", name,
-                    "name must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                )
-            }
+            if !isCalicoName(name) { v.fail("metadata.name", name, nameMessage) }
         }
     }
     if kind.namespaced {
@@ -57,16 +74,19 @@ func validateMetadata(_ metadata: ObjectMeta, kind: ResourceKind, into v: inout 
             v.fail("metadata.namespace", namespace, "namespace must be a DNS-1123 label")
         }
     } else if let namespace = metadata.namespace, !namespace.isEmpty {
-        v.fail("metadata.namespace", namespace, "\(kind.name) is not namespaced; remove metadata.namespace")
+        v.fail(
+            "metadata.namespace", namespace,
+            "namespace should not be specified for a non-namespaced resource. \(kind.name) is not a namespaced resource")
     }
     validateLabels(metadata.labels, path: "metadata.labels", into: &v)
     let annotationBytes = (metadata.annotations ?? [:]).reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
     if annotationBytes > 256 * 1024 {
-        v.fail("metadata.annotations", raw: "\(annotationBytes) bytes", "annotations may total at most 256 KiB")
+        v.fail(
+            "metadata.annotations", nil, "total size of annotations is too large by \(annotationBytes - 256 * 1024) bytes")
     }
     for key in (metadata.annotations ?? [:]).keys.sorted() {
-        if let problem = LabelValidation.validateKey(key) {
-            v.fail("metadata.annotations", key, "invalid annotation key: \(problem)")
+        if let problem = LabelValidation.validateKey(key.lowercased()) {
+            v.fail("metadata.annotations (key)", key, "invalid annotation key: \(problem)")
         }
     }
 }

@@ -23,8 +23,8 @@ public struct IPAMConfigurationSpec: ResourceSpec {
             v.fail("spec", nil, "Cannot disable 'StrictAffinity' and 'AutoAllocateBlocks' at the same time")
         }
         if let blocks = maxBlocksPerHost {
-            if blocks < 0 || blocks > Int(Int32.max) {
-                v.fail("spec.maxBlocksPerHost", raw: "\(blocks)", "maxBlocksPerHost must be between 0 and 2147483647")
+            if blocks < 0 || blocks > 1_000_000 {
+                v.fail("spec.maxBlocksPerHost", raw: "\(blocks)", "maxBlocksPerHost must be between 0 and 1000000")
             } else if blocks > 0 && strictAffinity != true {
                 v.fail("spec.maxBlocksPerHost", raw: "\(blocks)", "MaxBlocksPerHost requires StrictAffinity to be enabled")
             }
@@ -60,6 +60,12 @@ public struct NodeWireguardSpec: Codable, Sendable, Equatable {
     public var interfaceIPv6Address: String?
 }
 
+/// A host interface recorded on a Node.
+public struct NodeInterface: Codable, Sendable, Equatable {
+    public var name: String?
+    public var addresses: [String]?
+}
+
 /// An address of a Node.
 public struct NodeAddress: Codable, Sendable, Equatable {
     public var address: String?
@@ -79,10 +85,11 @@ public struct NodeSpec: ResourceSpec {
     public var orchRefs: [OrchRef]?
     public var wireguard: NodeWireguardSpec?
     public var addresses: [NodeAddress]?
-    public var interfaces: JSONValue?
+    public var interfaces: [NodeInterface]?
     public init() {}
 
     public func validate(metadata: ObjectMeta, into v: inout Validator) {
+        if let bgp, bgp == NodeBGPSpec() { v.fail("spec.bgp", nil, "Spec.BGP should not be empty") }
         if let bgp {
             checkHostCIDR(bgp.ipv4Address, family: .v4, path: "spec.bgp.ipv4Address", into: &v)
             checkHostCIDR(bgp.ipv6Address, family: .v6, path: "spec.bgp.ipv6Address", into: &v)
@@ -101,8 +108,20 @@ public struct NodeSpec: ResourceSpec {
             }
         }
         for (index, address) in (addresses ?? []).enumerated() {
-            if let text = address.address, (try? CIDR(cidrOrAddress: text)) == nil {
-                v.fail("spec.addresses[\(index)].address", text, "invalid IP address")
+            if let text = address.address {
+                if let cidr = try? CIDR(cidrOrAddress: text) {
+                    if !cidr.isStrictlyMasked { v.fail("spec.addresses[\(index)].address", text, "CIDR is not strictly masked") }
+                } else {
+                    v.fail("spec.addresses[\(index)].address", text, "invalid IP address")
+                }
+            }
+            if let type = address.type, !["CalicoNodeIP", "InternalIP", "ExternalIP"].contains(type) {
+                v.fail("spec.addresses[\(index)].type", type, "supported values: \"CalicoNodeIP\", \"InternalIP\", \"ExternalIP\"")
+            }
+        }
+        for (index, interface) in (interfaces ?? []).enumerated() {
+            for (addressIndex, address) in (interface.addresses ?? []).enumerated() where (try? IPAddress(address)) == nil {
+                v.fail("spec.interfaces[\(index)].addresses[\(addressIndex)]", address, "invalid IP address")
             }
         }
     }
@@ -136,17 +155,29 @@ public struct EndpointPort: Codable, Sendable, Equatable {
     public var hostPort: Int?
     public var hostIP: String?
 
-    func validate(path: String, into v: inout Validator) {
-        if let name, !isValidPortName(name) { v.fail("\(path).name", name, "invalid port name") }
+    /// Checks the port; `what` names the owner in messages (`EndpointPort`, `WorkloadEndpointPort`).
+    func validate(path: String, what: String, nameRequired: Bool, into v: inout Validator) {
+        if let name, !name.isEmpty {
+            if let problem = portNameProblem(name) { v.fail("\(path).name", name, "invalid port name: \(problem)") }
+        } else if nameRequired {
+            v.fail("\(path).name", nil, "\(what) name is required")
+        } else if hostPort == nil || hostPort == 0 {
+            v.fail("\(path).name", nil, "\(what) name must not be empty if no HostPort is specified")
+        }
         if let port, !(1...65535).contains(port) { v.fail("\(path).port", raw: "\(port)", "port must be between 1 and 65535") }
+        if port == nil { v.fail("\(path).port", nil, "port is required") }
         if let hostPort, !(0...65535).contains(hostPort) {
             v.fail("\(path).hostPort", raw: "\(hostPort)", "hostPort must be between 0 and 65535")
         }
         if let proto = self.protocol {
             proto.validate(path: "\(path).protocol", into: &v)
-            if !proto.supportsPorts { v.fail("\(path).protocol", proto.description, "endpoint ports must be TCP, UDP or SCTP") }
+            if !proto.supportsPorts { v.fail("\(path).protocol", proto.description, "\(what) protocol does not support ports.") }
+        } else {
+            v.fail("\(path).protocol", nil, "protocol is required")
         }
-        checkAddress(hostIP, family: (try? IPAddress(hostIP ?? ""))?.family ?? .v4, path: "\(path).hostIP", into: &v)
+        if let hostIP, !hostIP.isEmpty, (try? CIDR(cidrOrAddress: hostIP)) == nil {
+            v.fail("\(path).hostIP", hostIP, "invalid IP address")
+        }
     }
 }
 
@@ -163,7 +194,7 @@ public struct HostEndpointSpec: ResourceSpec {
     public init() {}
 
     public func validate(metadata: ObjectMeta, into v: inout Validator) {
-        if (node ?? "").isEmpty { v.fail("spec.node", nil, "node is required") }
+        if (node ?? "").isEmpty { v.fail("spec.node", nil, "node must be specified") }
         if (interfaceName ?? "").isEmpty && (expectedIPs ?? []).isEmpty {
             v.fail("spec", nil, "at least one of interfaceName or expectedIPs must be specified")
         }
@@ -173,15 +204,20 @@ public struct HostEndpointSpec: ResourceSpec {
         for (index, ip) in (expectedIPs ?? []).enumerated() where (try? IPAddress(ip)) == nil {
             v.fail("spec.expectedIPs[\(index)]", ip, "invalid IP address")
         }
-        for (index, port) in (ports ?? []).enumerated() { port.validate(path: "spec.ports[\(index)]", into: &v) }
+        for (index, ip) in (profiles ?? []).enumerated() where !isCalicoName(ip) {
+            v.fail("spec.profiles[\(index)]", ip, "invalid profile name")
+        }
+        for (index, port) in (ports ?? []).enumerated() {
+            port.validate(path: "spec.ports[\(index)]", what: "EndpointPort", nameRequired: true, into: &v)
+        }
     }
 }
 
-/// Linux interface names: 1-15 characters, no '/', whitespace or ':'; Calico also allows `*` for all.
+/// Calico's interface rule: `*`, or 1-15 characters of `[a-zA-Z0-9_.-]`.
 func isInterfaceName(_ name: String) -> Bool {
     if name == "*" { return true }
     return (1...15).contains(name.utf8.count)
-        && name.allSatisfy { !$0.isWhitespace && $0 != "/" && $0 != ":" && $0.isASCII }
+        && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) }
 }
 
 /// A NAT mapping on a workload endpoint.
@@ -214,14 +250,43 @@ public struct WorkloadEndpointSpec: ResourceSpec {
     public var qosControls: JSONValue?
     public init() {}
 
-    public func validate(metadata: ObjectMeta, into v: inout Validator) {
-        if let name = interfaceName, !name.isEmpty, !isInterfaceName(name) {
-            v.fail("spec.interfaceName", name, "invalid interface name")
-        }
-        for (index, network) in (ipNetworks ?? []).enumerated() {
-            if (try? CIDR(cidrOrAddress: network)) == nil {
-                v.fail("spec.ipNetworks[\(index)]", network, "invalid CIDR")
+    /// The name Calico derives from the endpoint's identifiers: the segments `node`, `orchestrator`, then
+    /// `pod` (k8s), `containerID` (cni) or `workload`, then `endpoint`, each with `-` doubled, joined by `-`.
+    public var derivedName: String? {
+        let middle: String? =
+            switch orchestrator {
+            case "k8s": pod
+            case "cni": containerID
+            case "libnetwork": orchestrator
+            default: workload
             }
+        let segments = [node, orchestrator, middle, endpoint]
+        guard segments.allSatisfy({ !($0 ?? "").isEmpty }) else { return nil }
+        return segments.map { $0!.replacingOccurrences(of: "-", with: "--") }.joined(separator: "-")
+    }
+
+    public func validate(metadata: ObjectMeta, into v: inout Validator) {
+        if let name = interfaceName, !name.isEmpty {
+            if !isInterfaceName(name) || name == "*" { v.fail("spec.interfaceName", name, "invalid interface name") }
+        } else {
+            v.fail("spec.interfaceName", nil, "interfaceName is required")
+        }
+        if (node ?? "").isEmpty { v.fail("spec.node", nil, "field should be assigned") }
+        if let expected = derivedName, let name = metadata.name, name != expected {
+            v.fail(
+                "metadata.name", name,
+                "the WorkloadEndpoint name does not match the primary identifiers assigned in the Spec: expected name \(expected)")
+        }
+        var networks: [CIDR] = []
+        for (index, network) in (ipNetworks ?? []).enumerated() {
+            guard let cidr = try? CIDR(cidrOrAddress: network) else {
+                v.fail("spec.ipNetworks[\(index)]", network, "invalid CIDR")
+                continue
+            }
+            if cidr.prefixLength != cidr.family.bitWidth {
+                v.fail("spec.ipNetworks[\(index)]", network, "IP network contains multiple addresses")
+            }
+            networks.append(cidr)
         }
         for (index, nat) in (ipNATs ?? []).enumerated() {
             let inside = try? IPAddress(nat.internalIP ?? "")
@@ -229,13 +294,22 @@ public struct WorkloadEndpointSpec: ResourceSpec {
             if inside == nil { v.fail("spec.ipNATs[\(index)].internalIP", nat.internalIP, "invalid IP address") }
             if outside == nil { v.fail("spec.ipNATs[\(index)].externalIP", nat.externalIP, "invalid IP address") }
             if let inside, let outside, inside.family != outside.family {
-                v.fail("spec.ipNATs[\(index)]", nil, "internalIP and externalIP must be of the same family")
+                v.fail("spec.ipNATs[\(index)]", nil, "mismatched IP versions")
+            }
+            if let inside, !networks.contains(where: { $0.contains(inside) }) {
+                v.fail("spec.ipNATs[\(index)].internalIP", nat.internalIP, "NAT is not in the endpoint networks")
             }
         }
-        checkAddress(ipv4Gateway, family: .v4, path: "spec.ipv4Gateway", into: &v)
-        checkAddress(ipv6Gateway, family: .v6, path: "spec.ipv6Gateway", into: &v)
+        if let gateway = ipv4Gateway, !gateway.isEmpty, (try? IPAddress(gateway))?.family != .v4 {
+            v.fail("spec.ipv4Gateway", gateway, "invalid IPv4 gateway address specified")
+        }
+        if let gateway = ipv6Gateway, !gateway.isEmpty, (try? IPAddress(gateway))?.family != .v6 {
+            v.fail("spec.ipv6Gateway", gateway, "invalid IPv6 gateway address specified")
+        }
         if let mac, !mac.isEmpty, (try? MACAddress(mac)) == nil { v.fail("spec.mac", mac, "invalid MAC address") }
-        for (index, port) in (ports ?? []).enumerated() { port.validate(path: "spec.ports[\(index)]", into: &v) }
+        for (index, port) in (ports ?? []).enumerated() {
+            port.validate(path: "spec.ports[\(index)]", what: "WorkloadEndpointPort", nameRequired: false, into: &v)
+        }
         for (index, prefix) in (allowSpoofedSourcePrefixes ?? []).enumerated()
         where (try? CIDR(cidrOrAddress: prefix)) == nil {
             v.fail("spec.allowSpoofedSourcePrefixes[\(index)]", prefix, "invalid CIDR")

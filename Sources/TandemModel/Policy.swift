@@ -1,4 +1,5 @@
 import TandemCore
+import TandemSelector
 
 /// An IP protocol as Calico rules write it: a name (`TCP`, `UDP`, `ICMP`, `ICMPv6`, `SCTP`, `UDPLite`) or a
 /// number 1...255.
@@ -9,7 +10,6 @@ public enum ProtocolValue: Codable, Sendable, Equatable, CustomStringConvertible
     /// The protocol names Calico accepts, with their numbers.
     public static let names: [String: Int] = [
         "TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "SCTP": 132, "UDPLite": 136,
-        "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132, "udplite": 136,
     ]
 
     /// IANA names that are not Calico's but that operators write (seen in the wild: `protocol: IPv6`);
@@ -40,7 +40,8 @@ public enum ProtocolValue: Codable, Sendable, Equatable, CustomStringConvertible
     public var number: Int? {
         switch self {
         case .number(let number): (1...255).contains(number) ? number : nil
-        case .name(let name): Self.names[name] ?? Self.ianaNames[name] ?? Int(name).flatMap { (1...255).contains($0) ? $0 : nil }
+        case .name(let name):
+            Self.names[name] ?? Self.ianaNames[name] ?? Int(name).flatMap { (1...255).contains($0) ? $0 : nil }
         }
     }
 
@@ -116,33 +117,36 @@ public enum PortValue: Codable, Sendable, Equatable, CustomStringConvertible {
     }
 
     func validate(path: String, into v: inout Validator) {
-        switch self {
-        case .number(let number):
-            if !(0...65535).contains(number) { v.fail(path, raw: "\(number)", "port must be between 0 and 65535") }
-        case .text(let text):
-            if isNamed {
-                if !isValidPortName(text) {
-                    v.fail(path, text, "invalid port name: must be 1-15 lower-case letters, digits or '-', with at least one letter")
-                }
-            } else if let range {
-                if range.lowerBound < 0 || range.upperBound > 65535 {
-                    v.fail(path, text, "port range must be within 0-65535")
-                }
-            } else {
-                v.fail(path, text, "invalid port range: expected \"min:max\" with min <= max")
-            }
+        if isNamed {
+            let name = description
+            if let problem = portNameProblem(name) { v.fail(path, name, "invalid port name: \(problem)") }
+            return
+        }
+        guard let range else {
+            v.fail(path, description, "invalid port: expected a number, a range \"min:max\" or a port name")
+            return
+        }
+        if range.lowerBound < 1 || range.upperBound > 65535 {
+            v.fail(path, raw: description, "port range invalid, port number must be between 1 and 65535")
         }
     }
 }
 
-/// IANA service name syntax, as Kubernetes checks named ports.
-func isValidPortName(_ name: String) -> Bool {
-    guard (1...15).contains(name.count), name.first != "-", name.last != "-", !name.contains("--") else { return false }
-    guard name.allSatisfy({ ($0.isASCII && $0.isLowercase) || ($0.isASCII && $0.isNumber) || $0 == "-" }) else {
-        return false
+/// Why `name` is not an IANA service name as Kubernetes checks named ports, or nil when it is one.
+func portNameProblem(_ name: String) -> String? {
+    if name.isEmpty { return "must not be empty" }
+    if name.utf8.count > 15 { return "must be no more than 15 characters" }
+    if !name.allSatisfy({ ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" }) {
+        return "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"
     }
-    return name.contains { $0.isLetter }
+    if !name.contains(where: \.isLetter) { return "must contain at least one letter (a-z)" }
+    if name.contains("--") { return "must not contain consecutive hyphens" }
+    if name.hasPrefix("-") || name.hasSuffix("-") { return "must not begin or end with a hyphen" }
+    return nil
 }
+
+/// Whether `name` is a valid named port.
+func isValidPortName(_ name: String) -> Bool { portNameProblem(name) == nil }
 
 /// ICMP type and code matches.
 public struct ICMPFields: Codable, Sendable, Equatable {
@@ -206,33 +210,41 @@ public struct Rule: Codable, Sendable, Equatable {
 
     static let actions = ["Allow", "Deny", "Log", "Pass"]
 
-    func validate(path: String, into v: inout Validator, warnings: inout [String]) {
+    /// Which list of a policy a rule is in; some fields are allowed on one side only.
+    enum Direction { case ingress, egress }
+
+    func validate(path: String, direction: Direction?, global: Bool, into v: inout Validator, warnings: inout [String]) {
         if let action {
             if !Self.actions.contains(action) {
                 v.fail("\(path).action", action, "supported values: \"Allow\", \"Deny\", \"Log\", \"Pass\"")
             }
         } else {
-            v.fail("\(path).action", nil, "rule action is required")
+            v.fail("\(path).action", nil, "supported values: \"Allow\", \"Deny\", \"Log\", \"Pass\" (action is required)")
         }
         if let ipVersion, ipVersion != 4 && ipVersion != 6 {
-            v.fail("\(path).ipVersion", raw: "\(ipVersion)", "ipVersion must be 4 or 6")
+            v.fail("\(path).ipVersion", raw: "\(ipVersion)", "supported values: 4, 6")
         }
         for (field, value) in [("protocol", self.protocol), ("notProtocol", notProtocol)] {
             guard let value else { continue }
             value.validate(path: "\(path).\(field)", into: &v)
             if case .name(let name) = value, let number = ProtocolValue.ianaNames[name] {
+                let family = name.lowercased() == "ipv6" ? "6" : name.lowercased() == "ipv4" ? "4" : nil
                 warnings.append(
-                    "\(path).\(field) = \"\(name)\" is IP protocol \(number) (\(name) as an IP payload), not a traffic family; "
-                        + (name.lowercased() == "ipv6" || name.lowercased() == "ipv4"
-                            ? "to match all \(name) traffic use ipVersion: \(name.last!) and no protocol" : "check that this is intended"))
+                    "\(path).\(field) = \"\(name)\" matches IP protocol \(number) (\(name) carried inside IP), not a traffic family"
+                        + (family.map { "; to match all IPv\($0) traffic use ipVersion: \($0) and no protocol" } ?? ""))
+            }
+            if let number = value.number, let ipVersion {
+                if number == 1 && ipVersion != 4 { v.fail("\(path).\(field)", value.description, "protocol ICMP requires ipVersion 4") }
+                if number == 58 && ipVersion != 6 {
+                    v.fail("\(path).\(field)", value.description, "protocol ICMPv6 requires ipVersion 6")
+                }
             }
         }
         let protocolNumber = self.protocol?.number
         for (field, icmp) in [("icmp", self.icmp), ("notICMP", notICMP)] {
             guard let icmp else { continue }
-            guard protocolNumber == 1 || protocolNumber == 58 else {
-                v.fail("\(path).\(field)", nil, "ICMP fields require protocol ICMP or ICMPv6")
-                continue
+            if protocolNumber != 1 && protocolNumber != 58 {
+                v.fail("\(path).\(field)", nil, "ICMP fields require protocol to be ICMP or ICMPv6")
             }
             if let type = icmp.type, !(0...254).contains(type) {
                 v.fail("\(path).\(field).type", raw: "\(type)", "ICMP type must be between 0 and 254")
@@ -242,21 +254,25 @@ public struct Rule: Codable, Sendable, Equatable {
                 if !(0...255).contains(code) { v.fail("\(path).\(field).code", raw: "\(code)", "ICMP code must be between 0 and 255") }
             }
         }
-        if protocolNumber == 1 && ipVersion == 6 {
-            v.fail("\(path).protocol", "ICMP", "protocol ICMP requires ipVersion 4 (use ICMPv6 for IPv6)")
-        }
-        if protocolNumber == 58 && ipVersion == 4 {
-            v.fail("\(path).protocol", "ICMPv6", "protocol ICMPv6 requires ipVersion 6 (use ICMP for IPv4)")
-        }
-        // All nets of one rule must be of one family, matching ipVersion when given.
-        var families = Set<IPFamily>()
+        // Which families the rule can match: a packet has one family, so every non-empty nets list must
+        // offer a CIDR of it. A list may hold both families (the rule then renders once per family, which
+        // is how one rule covers a dual-stack pod network); lists that share no family can never match.
+        var listFamilies: [(path: String, negated: Bool, families: Set<IPFamily>)] = []
         for (sideName, side) in [("source", source), ("destination", destination)] {
             guard let side else { continue }
             let sidePath = "\(path).\(sideName)"
+            for (field, list) in [("nets", side.nets), ("notNets", side.notNets)] {
+                let parsed = (list ?? []).compactMap { try? CIDR(cidrOrAddress: $0) }
+                if !parsed.isEmpty {
+                    listFamilies.append(("\(sidePath).\(field)", field == "notNets", Set(parsed.map(\.family))))
+                }
+            }
             for (field, text) in side.allNets {
                 do {
                     let cidr = try CIDR(cidrOrAddress: text)
-                    families.insert(cidr.family)
+                    if !cidr.isStrictlyMasked {
+                        v.fail("\(sidePath).\(field)", text, "CIDR is not strictly masked (did you mean \(cidr.network)?)")
+                    }
                     if field.hasPrefix("notNets"), cidr.prefixLength == 0 {
                         v.fail(
                             "\(sidePath).\(field)", text,
@@ -271,37 +287,90 @@ public struct Rule: Codable, Sendable, Equatable {
             }
             validateSelector(side.selector, path: "\(sidePath).selector", into: &v)
             validateSelector(side.notSelector, path: "\(sidePath).notSelector", into: &v)
-            validateSelector(side.namespaceSelector, path: "\(sidePath).namespaceSelector", into: &v)
+            validateSelector(side.namespaceSelector, path: "\(sidePath).namespaceSelector", globalAllowed: true, into: &v)
             validateSelector(side.serviceAccounts?.selector, path: "\(sidePath).serviceAccounts.selector", into: &v)
             for (field, ports) in [("ports", side.ports), ("notPorts", side.notPorts)] {
                 guard let ports, !ports.isEmpty else { continue }
-                if !(self.protocol?.supportsPorts ?? false) {
-                    v.fail(
-                        "\(sidePath).\(field)", nil,
-                        "ports can only be given with protocol TCP, UDP or SCTP (6, 17, 132)")
-                }
-                for (index, port) in ports.enumerated() {
-                    port.validate(path: "\(sidePath).\(field)[\(index)]", into: &v)
-                    if field == "notPorts" && port.isNamed {
-                        v.fail("\(sidePath).notPorts[\(index)]", port.description, "named ports are not allowed in notPorts")
+                if let proto = self.protocol {
+                    if !proto.supportsPorts {
+                        v.fail("\(sidePath).\(field)", nil, "rules that specify ports must set protocol to TCP or UDP or SCTP")
                     }
+                } else if ports.contains(where: { !$0.isNamed }) {
+                    v.fail(
+                        "\(sidePath).\(field)", nil, "rules with numeric port or port range must set protocol to TCP or UDP or SCTP")
                 }
+                for (index, port) in ports.enumerated() { port.validate(path: "\(sidePath).\(field)[\(index)]", into: &v) }
             }
             if let services = side.services {
-                if services.name == nil || services.name == "" {
-                    v.fail("\(sidePath).services.name", nil, "a service match needs a name")
+                let servicePath = "\(sidePath).services"
+                if (services.name ?? "").isEmpty { v.fail("\(servicePath).name", nil, "must specify a service name") }
+                if !(side.namespaceSelector ?? "").isEmpty {
+                    v.fail(servicePath, nil, "cannot specify NamespaceSelector and Services on the same rule")
                 }
-                if side.selector != nil || side.notSelector != nil || side.nets != nil || side.notNets != nil
-                    || side.serviceAccounts != nil
-                {
-                    v.fail(
-                        "\(sidePath).services", nil,
-                        "a service match cannot be combined with selectors, nets or service accounts")
+                if !(side.selector ?? "").isEmpty || !(side.notSelector ?? "").isEmpty {
+                    v.fail(servicePath, nil, "cannot specify Selector/NotSelector and Services on the same rule")
+                }
+                if side.serviceAccounts != nil {
+                    v.fail(servicePath, nil, "cannot specify ServiceAccounts and Services on the same rule")
+                }
+                if !(side.nets ?? []).isEmpty || !(side.notNets ?? []).isEmpty {
+                    v.fail(servicePath, nil, "cannot specify Nets/NotNets and Services on the same rule")
+                }
+                if sideName == "destination" && (!(side.ports ?? []).isEmpty || !(side.notPorts ?? []).isEmpty) {
+                    v.fail(servicePath, nil, "ports and notPorts cannot be specified with services")
+                }
+                if direction == .ingress && sideName == "destination" {
+                    v.fail(servicePath, nil, "not allowed in ingress rule destination")
+                }
+                if direction == .egress && sideName == "source" {
+                    v.fail(servicePath, nil, "not allowed in egress rule source")
+                }
+                let needsNamespace = (direction == .ingress && sideName == "source") || (direction == .egress && sideName == "destination")
+                if global && needsNamespace && (services.namespace ?? "").isEmpty {
+                    v.fail("\(servicePath).namespace", nil, "must specify a namespace")
                 }
             }
         }
-        if families.count > 1 {
-            v.fail(path, nil, "rule contains both IPv4 and IPv6 CIDRs")
+        var viable: Set<IPFamily> = ipVersion.flatMap { IPFamily(rawValue: $0) }.map { [$0] } ?? [.v4, .v6]
+        for list in listFamilies where !list.negated { viable.formIntersection(list.families) }
+        let deadNegation = listFamilies.contains { $0.negated && $0.families.isDisjoint(with: viable) }
+        let allFamilies = listFamilies.reduce(into: Set<IPFamily>()) { $0.formUnion($1.families) }
+        if allFamilies.count > 1 && (viable.isEmpty || deadNegation) {
+            v.fail(
+                path, nil,
+                "rule contains both IPv4 and IPv6 CIDRs that can never match together (a packet is either IPv4 or IPv6)")
+        } else if allFamilies.count > 1, let family = viable.first, viable.count == 1 {
+            warnings.append("\(path): its \(family == .v4 ? "IPv6" : "IPv4") CIDRs can never match and only \(family) is rendered")
+        }
+        if let http {
+            if let number = protocolNumber, number != 6 {
+                v.fail("\(path).http", nil, "rules with HTTP match must have protocol TCP or unset")
+            }
+            if action != "Allow" { v.fail("\(path).http", nil, "HTTP match is only valid on Allow rules") }
+            if direction == .egress { v.fail("\(path).http", nil, "not allowed in egress rule") }
+            let methods = http.methods ?? []
+            if Set(methods).count != methods.count {
+                v.fail("\(path).http.methods", nil, "Invalid methods (duplicates): [\(methods.joined(separator: " "))]")
+            }
+            for (index, match) in (http.paths ?? []).enumerated() {
+                let exact = match["exact"]?.stringValue
+                let prefix = match["prefix"]?.stringValue
+                let matchPath = "\(path).http.paths[\(index)]"
+                if exact != nil && prefix != nil {
+                    v.fail(matchPath, nil, "Invalid path match. Both 'exact' and 'prefix' are set")
+                } else if let text = exact ?? prefix {
+                    if !text.hasPrefix("/") || text.contains("?") || text.contains("#") || text.contains(" ") {
+                        v.fail(matchPath, text, "Invalid path \(text). (must start with `/` and not contain `?` or `#`")
+                    }
+                } else {
+                    v.fail(matchPath, nil, "Invalid path match. Either 'exact' or 'prefix' must be set")
+                }
+            }
+        }
+        if case .object(let pairs)? = metadata?["annotations"] {
+            for (key, _) in pairs where LabelValidation.validateKey(key.lowercased()) != nil {
+                v.fail("\(path).metadata.annotations", key, "invalid annotation key")
+            }
         }
     }
 }
@@ -321,6 +390,7 @@ protocol PolicySpecCommon {
     var selector: String? { get }
     var types: [String]? { get set }
     var serviceAccountSelector: String? { get }
+    var performanceHints: [String]? { get }
 }
 
 extension PolicySpecCommon {
@@ -333,7 +403,7 @@ extension PolicySpecCommon {
         types = hasEgress ? (hasIngress ? ["Ingress", "Egress"] : ["Egress"]) : ["Ingress"]
     }
 
-    func validateCommon(metadata: ObjectMeta, into v: inout Validator, warnings: inout [String]) {
+    func validateCommon(metadata: ObjectMeta, global: Bool, into v: inout Validator, warnings: inout [String]) {
         validateSelector(selector, path: "spec.selector", into: &v)
         validateSelector(serviceAccountSelector, path: "spec.serviceAccountSelector", into: &v)
         var seen = Set<String>()
@@ -341,26 +411,26 @@ extension PolicySpecCommon {
             if PolicyType(rawValue: type) == nil {
                 v.fail("spec.types[\(index)]", type, "supported values: \"Ingress\", \"Egress\"")
             } else if !seen.insert(type).inserted {
-                v.fail("spec.types[\(index)]", type, "policy type listed twice")
-            }
-        }
-        if let types, !types.isEmpty {
-            if !(ingress ?? []).isEmpty && !types.contains("Ingress") {
-                v.fail("spec.ingress", nil, "ingress rules are given but types does not include Ingress")
-            }
-            if !(egress ?? []).isEmpty && !types.contains("Egress") {
-                v.fail("spec.egress", nil, "egress rules are given but types does not include Egress")
+                v.fail("spec.types[\(index)]", type, "'\(type)' type specified more than once")
             }
         }
         if let order, !order.isFinite { v.fail("spec.order", raw: "\(order)", "order must be a finite number") }
+        if let tier, !tier.isEmpty, tier != "default" {
+            v.fail("spec.tier", tier, "resource does not exist: Tier(\(tier)); only the default tier exists")
+        }
+        var hints = Set<String>()
+        for (index, hint) in (performanceHints ?? []).enumerated() {
+            if hint != "AssumeNeededOnEveryNode" {
+                v.fail("spec.performanceHints[\(index)]", hint, "supported values: \"AssumeNeededOnEveryNode\"")
+            } else if !hints.insert(hint).inserted {
+                v.fail("spec.performanceHints[\(index)]", hint, "Duplicate value: \"\(hint)\"")
+            }
+        }
         for (index, rule) in (ingress ?? []).enumerated() {
-            rule.validate(path: "spec.ingress[\(index)]", into: &v, warnings: &warnings)
+            rule.validate(path: "spec.ingress[\(index)]", direction: .ingress, global: global, into: &v, warnings: &warnings)
         }
         for (index, rule) in (egress ?? []).enumerated() {
-            rule.validate(path: "spec.egress[\(index)]", into: &v, warnings: &warnings)
-        }
-        if let tier, tier != "default", let name = metadata.name, !name.hasPrefix(tier + ".") {
-            v.fail("metadata.name", name, "a policy in tier \(tier) must be named \"\(tier).<name>\"")
+            rule.validate(path: "spec.egress[\(index)]", direction: .egress, global: global, into: &v, warnings: &warnings)
         }
     }
 }
@@ -384,13 +454,13 @@ public struct NetworkPolicySpec: ResourceSpec, PolicySpecCommon {
 
     public func validate(metadata: ObjectMeta, into v: inout Validator) {
         var warnings: [String] = []
-        validateCommon(metadata: metadata, into: &v, warnings: &warnings)
+        validateCommon(metadata: metadata, global: false, into: &v, warnings: &warnings)
     }
 
     public func warnings(metadata: ObjectMeta) -> [String] {
         var v = Validator()
         var warnings: [String] = []
-        validateCommon(metadata: metadata, into: &v, warnings: &warnings)
+        validateCommon(metadata: metadata, global: false, into: &v, warnings: &warnings)
         return warnings
     }
 }
@@ -418,28 +488,26 @@ public struct GlobalNetworkPolicySpec: ResourceSpec, PolicySpecCommon {
 
     public func validate(metadata: ObjectMeta, into v: inout Validator) {
         var warnings: [String] = []
-        validateCommon(metadata: metadata, into: &v, warnings: &warnings)
+        validateCommon(metadata: metadata, global: true, into: &v, warnings: &warnings)
         validateSelector(namespaceSelector, path: "spec.namespaceSelector", into: &v)
         if doNotTrack == true && preDNAT == true {
-            v.fail("spec", nil, "PreDNAT and DoNotTrack cannot both be true, for a given PolicySpec")
+            v.fail("spec", nil, "preDNAT and doNotTrack cannot both be true")
         }
         if preDNAT == true && !(egress ?? []).isEmpty {
-            v.fail("spec.egress", nil, "PreDNAT PolicySpec cannot have any Egress rules")
+            v.fail("spec.egress", nil, "preDNAT policy cannot have any egress rules")
         }
         if preDNAT == true && (types ?? []).contains("Egress") {
-            v.fail("spec.types", nil, "PreDNAT PolicySpec types field cannot include 'egress'")
+            v.fail("spec.types", nil, "preDNAT policy cannot have 'Egress' type")
         }
         if (doNotTrack == true || preDNAT == true) && applyOnForward != true {
-            v.fail(
-                "spec.applyOnForward", nil,
-                "ApplyOnForward must be true if either PreDNAT or DoNotTrack is true, for a given PolicySpec")
+            v.fail("spec.applyOnForward", nil, "applyOnForward must be true if either preDNAT or doNotTrack is true")
         }
     }
 
     public func warnings(metadata: ObjectMeta) -> [String] {
         var v = Validator()
         var warnings: [String] = []
-        validateCommon(metadata: metadata, into: &v, warnings: &warnings)
+        validateCommon(metadata: metadata, global: true, into: &v, warnings: &warnings)
         return warnings
     }
 }
@@ -457,10 +525,10 @@ public struct ProfileSpec: ResourceSpec {
     public func validate(metadata: ObjectMeta, into v: inout Validator) {
         var warnings: [String] = []
         for (index, rule) in (ingress ?? []).enumerated() {
-            rule.validate(path: "spec.ingress[\(index)]", into: &v, warnings: &warnings)
+            rule.validate(path: "spec.ingress[\(index)]", direction: .ingress, global: true, into: &v, warnings: &warnings)
         }
         for (index, rule) in (egress ?? []).enumerated() {
-            rule.validate(path: "spec.egress[\(index)]", into: &v, warnings: &warnings)
+            rule.validate(path: "spec.egress[\(index)]", direction: .egress, global: true, into: &v, warnings: &warnings)
         }
         validateLabels(labelsToApply, path: "spec.labelsToApply", into: &v)
     }

@@ -13,7 +13,7 @@ public struct ResourceKind: Sendable, Hashable, CustomStringConvertible {
     public let columns: [String]
     public let wideColumns: [String]
     let decodeResource: @Sendable (JSONValue) throws(FieldError) -> any AnyResource
-    let row: @Sendable (any AnyResource, _ wide: Bool) -> [String]
+    let row: @Sendable (any AnyResource, _ wide: Bool, TableContext) -> [String]
 
     public static func == (lhs: ResourceKind, rhs: ResourceKind) -> Bool { lhs.name == rhs.name }
     public func hash(into hasher: inout Hasher) { hasher.combine(name) }
@@ -21,20 +21,22 @@ public struct ResourceKind: Sendable, Hashable, CustomStringConvertible {
 
     static func make<Spec: ResourceSpec>(
         _ spec: Spec.Type, name: String, plural: String, aliases: [String], namespaced: Bool = false,
-        columns: [String], wideColumns: [String], row: @escaping @Sendable (Resource<Spec>, Bool) -> [String]
+        columns: [String], wideColumns: [String], row: @escaping @Sendable (Resource<Spec>, Bool, TableContext) -> [String]
     ) -> ResourceKind {
         ResourceKind(
             name: name, plural: plural, aliases: aliases, namespaced: namespaced, columns: columns,
             wideColumns: wideColumns,
             decodeResource: { value throws(FieldError) in try StrictDecoder.decode(Resource<Spec>.self, from: value) },
-            row: { resource, wide in row(resource as! Resource<Spec>, wide) })
+            row: { resource, wide, context in row(resource as! Resource<Spec>, wide, context) })
     }
 
     /// Reads a resource of this kind from a document tree; unknown fields and wrong types are errors.
     public func decode(_ value: JSONValue) throws(FieldError) -> any AnyResource { try decodeResource(value) }
 
     /// The table cells of `resource` for `get`.
-    public func tableRow(_ resource: any AnyResource, wide: Bool) -> [String] { row(resource, wide) }
+    public func tableRow(_ resource: any AnyResource, wide: Bool, context: TableContext = TableContext()) -> [String] {
+        row(resource, wide, context)
+    }
 
     /// Every kind Tandem knows.
     public static let all: [ResourceKind] = [

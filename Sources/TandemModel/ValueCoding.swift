@@ -64,7 +64,7 @@ public enum StrictDecoder {
             throw FieldError(path: renderPath(path), message: "\(error)")
         }
         if let unknown = tracker.firstUnknownField() {
-            throw FieldError(path: unknown, message: "unknown field")
+            throw FieldError(path: "", message: "field in document is not recognized or is in the wrong location: \(unknown)")
         }
         return result
     }

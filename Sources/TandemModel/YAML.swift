@@ -17,19 +17,56 @@ public enum YAMLCodec {
     public static func documents(from text: String, warnings: inout [String]) throws(ManifestSyntaxError)
         -> [JSONValue]
     {
-        var documents: [JSONValue] = []
-        do {
-            var sequence = try Yams.compose_all(yaml: text)
-            while let node = sequence.next() {
-                documents.append(try convert(node, path: "", warnings: &warnings))
+        var source = text
+        // The YAML parser refuses a mapping with a repeated key outright. Kubernetes tooling keeps the last
+        // value instead, and manifests in the wild rely on it, so each earlier occurrence is renamed with a
+        // marker and dropped (with a warning) when the tree is built.
+        for attempt in 0..<1000 {
+            var documents: [JSONValue] = []
+            do {
+                var sequence = try Yams.compose_all(yaml: source)
+                while let node = sequence.next() {
+                    documents.append(try convert(node, path: "", warnings: &warnings))
+                }
+                if let error = sequence.error { throw error }
+                return documents.filter { $0 != .null }
+            } catch YamlError.duplicatedKeysInMapping(let keys, let context) {
+                guard let renamed = renameKey(keys.first ?? "", at: context.mark, in: source, marker: attempt) else {
+                    throw ManifestSyntaxError("cannot parse YAML: key \"\(keys.first ?? "")\" is given more than once")
+                }
+                source = renamed
+            } catch let error as ManifestSyntaxError {
+                throw error
+            } catch {
+                throw ManifestSyntaxError("cannot parse YAML: \(error)")
             }
-            if let error = sequence.error { throw error }
-        } catch let error as ManifestSyntaxError {
-            throw error
-        } catch {
-            throw ManifestSyntaxError("cannot parse YAML: \(error)")
         }
-        return documents.filter { $0 != .null }
+        throw ManifestSyntaxError("cannot parse YAML: too many repeated keys")
+    }
+
+    static let duplicateMarker = "~~tandem-duplicate~~"
+
+    /// Renames the key `key` that starts at `mark` (trying the 1-based and 0-based readings of the mark).
+    private static func renameKey(_ key: String, at mark: Mark, in text: String, marker: Int) -> String? {
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        for (line, column) in [(mark.line - 1, mark.column - 1), (mark.line, mark.column), (mark.line - 1, mark.column)] {
+            guard line >= 0, line < lines.count, column >= 0 else { continue }
+            let characters = Array(lines[line])
+            guard column + key.count <= characters.count else { continue }
+            let found = String(characters[column..<(column + key.count)])
+            var quoted = false
+            if found != key {
+                // A quoted key: "key" or 'key'.
+                guard column + key.count + 2 <= characters.count,
+                    String(characters[(column + 1)..<(column + 1 + key.count)]) == key
+                else { continue }
+                quoted = true
+            }
+            let end = column + key.count + (quoted ? 1 : 0)
+            lines[line] = String(characters[..<end]) + "\(duplicateMarker)\(marker)" + String(characters[end...])
+            return lines.joined(separator: "\n")
+        }
+        return nil
     }
 
     private static func convert(_ node: Yams.Node, path: String, warnings: inout [String]) throws -> JSONValue {
@@ -65,10 +102,13 @@ public enum YAMLCodec {
                 guard let key = keyNode.scalar?.string else {
                     throw ManifestSyntaxError("mapping key at \(path.isEmpty ? "top level" : path) is not a scalar")
                 }
-                let childPath = path.isEmpty ? key : "\(path).\(key)"
-                if object[key] != nil {
+                if let marker = key.range(of: duplicateMarker) {
+                    let name = String(key[..<marker.lowerBound])
+                    let childPath = path.isEmpty ? name : "\(path).\(name)"
                     warnings.append("field \(childPath) is given more than once; only the last value is used")
+                    continue
                 }
+                let childPath = path.isEmpty ? key : "\(path).\(key)"
                 object.set(key, try convert(valueNode, path: childPath, warnings: &warnings))
             }
             return object

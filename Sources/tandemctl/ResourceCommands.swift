@@ -149,11 +149,16 @@ struct Get: AsyncParsableCommand {
             switch output {
             case .ps, .wide:
                 let wide = output == .wide
+                var context = TableContext()
+                if resolved == .node, let config = try await store.get(.bgpConfiguration, name: "default")?.resource as? BGPConfiguration {
+                    context.globalASNumber = config.spec.effectiveASNumber
+                }
                 var columns = wide ? resolved.wideColumns : resolved.columns
-                var rows = resources.map { resolved.tableRow($0, wide: wide) }
-                if resolved.namespaced && !allNamespaces && columns.first == "NAMESPACE" {
-                    columns.removeFirst()
-                    rows = rows.map { Array($0.dropFirst()) }
+                var rows = resources.map { resolved.tableRow($0, wide: wide, context: context) }
+                // Like calicoctl, the NAMESPACE column appears when a namespace was asked for.
+                if resolved.namespaced && (allNamespaces || namespace != nil) {
+                    columns.insert("NAMESPACE", at: 0)
+                    rows = zip(resources, rows).map { [$0.metadata.namespace ?? "default"] + $1 }
                 }
                 print(renderTable(columns: columns, rows: rows), terminator: "")
             case .yaml, .json:
@@ -171,24 +176,18 @@ struct Get: AsyncParsableCommand {
     }
 }
 
-/// A left-aligned table with columns three spaces apart, as calicoctl prints.
+/// The table calicoctl prints (Go tabwriter, minimum width 5, padding 3): every cell, the last one too, is
+/// padded to its column's width plus three spaces, and a blank line ends the table.
 func renderTable(columns: [String], rows: [[String]]) -> String {
     var widths = columns.map(\.count)
     for row in rows {
         for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
     }
+    let padded = widths.map { max($0 + 3, 5) }
     func line(_ cells: [String]) -> String {
-        var text = ""
-        for (index, cell) in cells.enumerated() {
-            if index == cells.count - 1 {
-                text += cell
-            } else {
-                text += cell + String(repeating: " ", count: widths[index] - cell.count + 3)
-            }
-        }
-        return text + "\n"
+        cells.enumerated().map { $1 + String(repeating: " ", count: padded[$0] - $1.count) }.joined() + "\n"
     }
-    return ([columns] + rows).map(line).joined()
+    return ([columns] + rows).map(line).joined() + "\n"
 }
 
 struct Patch: AsyncParsableCommand {
