@@ -40,12 +40,12 @@ let calicoValidationCases: [ValidationCase] = CalicoTable.cases
 /// The table, section by section. Specs are YAML flow mappings on one line; every string that YAML might
 /// read as something else (CIDRs, `a:b` ports and communities, durations) is quoted.
 private enum CalicoTable {
-    static let cases: [ValidationCase] =
-        actions + bgpConfiguration + ruleIPVersion + protocols + selectors + metadata + ipPools + ipipModes
-        + vxlanModes + icmpFields + rules + bgpPeers + nodes + globalNetworkPolicies + applyOnForward
-        + policyTypesAndSelectors + networkPolicyNames + policySpecs + communities + celHostEndpoint
-        + celBGPPeer + celBGPConfiguration + celIPPool + celRule + celRuleICMP + celEntityRule + celCommunities
-        + tandem
+    static let cases: [ValidationCase] = [
+        actions, bgpConfiguration, ruleIPVersion, protocols, selectors, metadata, ipPools, ipipModes, vxlanModes,
+        icmpFields, rules, bgpPeers, nodes, globalNetworkPolicies, applyOnForward, policyTypesAndSelectors,
+        networkPolicyNames, policySpecs, communities, celHostEndpoint, celBGPPeer, celBGPConfiguration, celIPPool,
+        celRule, celRuleICMP, celEntityRule, celCommunities, tandem,
+    ].flatMap { $0 }
 
     // MARK: Document builders
 
@@ -97,6 +97,8 @@ private enum CalicoTable {
     static func pa6(_ communities: String) -> String {
         #"prefixAdvertisements: [{cidr: "2001:4860::/128", communities: \#(communities)}]"#
     }
+    /// A `default` BGPConfiguration whose only field is `PA6{communities}`.
+    static func pa6Config(_ communities: String) -> String { bgpConfig("{" + pa6(communities) + "}") }
 
     // MARK: Actions
 
@@ -715,30 +717,30 @@ private enum CalicoTable {
         ok(
             "BGPConfiguration prefixAdvertisement v4 with 100:5964:50",
             bgpConfig(#"{prefixAdvertisements: [{cidr: "192.168.10.0/28", communities: ["100:5964:50"]}]}"#)),
-        ok("BGPConfiguration prefixAdvertisement v6 with 100:5964:50", bgpConfig("{\(pa6(#"["100:5964:50"]"#))}")),
+        ok("BGPConfiguration prefixAdvertisement v6 with 100:5964:50", pa6Config(#"["100:5964:50"]"#)),
         ok(
             "BGPConfiguration prefixAdvertisement v6 with two communities",
-            bgpConfig("{\(pa6(#"["100:5964", "200:594"]"#))}")),
+            pa6Config(#"["100:5964", "200:594"]"#)),
         ok(
             "BGPConfiguration prefixAdvertisement v6 with 100:5964:1147483647",
-            bgpConfig("{\(pa6(#"["100:5964:1147483647"]"#))}")),
+            pa6Config(#"["100:5964:1147483647"]"#)),
         bad(
             "BGPConfiguration prefixAdvertisement v6 with 100:1147483647",
-            bgpConfig("{\(pa6(#"["100:1147483647"]"#))}")),
+            pa6Config(#"["100:1147483647"]"#)),
         bad(
             "BGPConfiguration prefixAdvertisement v6 with 100:100:5147483647",
-            bgpConfig("{\(pa6(#"["100:100:5147483647"]"#))}")),
+            pa6Config(#"["100:100:5147483647"]"#)),
         ok(
             "BGPConfiguration prefixAdvertisement v6 with large and standard communities",
-            bgpConfig("{\(pa6(#"["100:5964:1147483647", "100:5223"]"#))}")),
+            pa6Config(#"["100:5964:1147483647", "100:5223"]"#)),
         bad(
             "BGPConfiguration prefixAdvertisement v6 with undefined community name",
-            bgpConfig("{\(pa6(#"["nonexistent-community"]"#))}")),
+            pa6Config(#"["nonexistent-community"]"#)),
         ok(
             "BGPConfiguration prefixAdvertisement v6 with defined community name",
             bgpConfig(
-                #"{communities: [{name: "community-test", value: "101:5695"}], \#(pa6(#"["community-test", "8988:202"]"#))}"#)
-        ),
+                #"{communities: [{name: "community-test", value: "101:5695"}], "#
+                    + pa6(#"["community-test", "8988:202"]"#) + "}")),
         ok(
             "BGPConfiguration localWorkloadPeering addresses",
             bgpConfig(#"{localWorkloadPeeringIPV4: "1.2.3.4", localWorkloadPeeringIPV6: "aabb:aabb::ffff"}"#)),
@@ -916,9 +918,25 @@ private enum CalicoTable {
         ok("Tandem IPPool v4 blockSize 32", pool(#"{cidr: "10.0.0.0/16", blockSize: 32}"#)),
         bad("Tandem IPPool 10.0.0.1/24 host bits set", pool(#"{cidr: "10.0.0.1/24"}"#), "strictly masked"),
         bad("Tandem IPPool fe80::%eth0/64 zone", pool(#"{cidr: "fe80::%eth0/64"}"#)),
+        // One list holding both families is how a single rule covers a dual-stack pod network (seed 002);
+        // it renders once per family. Lists that share no family can never match and are refused.
+        ok(
+            "Tandem GNP rule with v4 and v6 source nets in one list",
+            gnpIn(#"{action: Allow, source: {nets: ["10.0.0.0/8", "fd00::/8"]}}"#)),
+        ok(
+            "Tandem GNP rule with mixed source nets and a v6 destination",
+            gnpIn(#"{action: Allow, source: {nets: ["10.0.0.0/8", "fd00::/8"]}, destination: {nets: ["fd00:1::/64"]}}"#)),
         bad(
-            "Tandem GNP rule mixing v4 and v6 source nets",
-            gnpIn(#"{action: Allow, source: {nets: ["10.0.0.0/8", "fd00::/8"]}}"#),
+            "Tandem GNP rule with v4 source nets and v6 destination nets",
+            gnpIn(#"{action: Allow, source: {nets: ["10.0.0.0/8"]}, destination: {nets: ["fd00::/8"]}}"#),
+            "rule contains both IPv4 and IPv6 CIDRs"),
+        bad(
+            "Tandem GNP rule with mixed nets and ipVersion 4",
+            gnpIn(#"{action: Allow, ipVersion: 4, source: {nets: ["10.0.0.0/8", "fd00::/8"]}}"#),
+            "rule IP version doesn't match CIDR version"),
+        bad(
+            "Tandem GNP rule with v6 nets and v4 notNets",
+            gnpIn(#"{action: Allow, source: {nets: ["fd00::/8"], notNets: ["10.0.0.0/8"]}}"#),
             "rule contains both IPv4 and IPv6 CIDRs"),
         bad("Tandem IPPool unknown field spec.foo", pool(#"{cidr: "1.2.3.0/26", foo: 1}"#), "spec.foo"),
         bad("Tandem IPPool blockSize abc", pool(#"{cidr: "1.2.3.0/26", blockSize: "abc"}"#), "spec.blockSize"),
