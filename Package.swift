@@ -41,15 +41,17 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
+        // Test helpers (running binaries, scratch directories); used by tests only.
+        .target(name: "TandemTestSupport", path: "Sources/TandemTestSupport", swiftSettings: strict),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"], swiftSettings: strict),
         .testTarget(name: "TandemSelectorTests", dependencies: ["TandemSelector"], swiftSettings: strict),
         .testTarget(
             name: "TandemModelTests", dependencies: ["TandemModel"],
             resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(
-            name: "TandemStoreTests", dependencies: ["TandemStore", "TandemStoreSQLite", "tandemctl"],
+            name: "TandemStoreTests", dependencies: ["TandemStore", "TandemStoreSQLite", "TandemTestSupport", "tandemctl"],
             swiftSettings: strict),
         .testTarget(
-            name: "TandemCtlTests", dependencies: ["tandemctl"], swiftSettings: strict),
+            name: "TandemCtlTests", dependencies: ["TandemTestSupport", "tandemctl"], swiftSettings: strict),
     ]
 )

@@ -1,0 +1,87 @@
+import Foundation
+
+/// Helpers for tests that run Tandem's binaries and need scratch space. Not part of the product.
+public enum TestProducts {
+    /// The directory holding the package's built products (the binaries sit beside the test bundle).
+    public static func directory() -> URL {
+        var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        while url.pathComponents.count > 1 {
+            url.deleteLastPathComponent()
+            if FileManager.default.isExecutableFile(atPath: url.appendingPathComponent("tandemctl").path) { return url }
+        }
+        return URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(".build/debug")
+    }
+
+    /// What a finished process said.
+    public struct Output: Sendable {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+    }
+
+    /// Runs a product binary with `arguments`, optional extra environment and standard input.
+    public static func run(
+        _ name: String, _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil
+    ) throws -> Output {
+        let process = Process()
+        process.executableURL = directory().appendingPathComponent(name)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe()
+        let err = Pipe()
+        let input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        // Read both pipes concurrently so a full stderr pipe cannot stall the child.
+        let errData = LockedData()
+        let reader = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
+        reader.start()
+        let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        while !errData.done { usleep(1000) }
+        return Output(
+            status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
+            stderr: String(decoding: errData.value, as: UTF8.self))
+    }
+}
+
+final class LockedData: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    private var finished = false
+    func set(_ value: Data) {
+        lock.withLock {
+            data = value
+            finished = true
+        }
+    }
+    var done: Bool { lock.withLock { finished } }
+    var value: Data { lock.withLock { data } }
+}
+
+/// A scratch directory removed when the value is released by `remove()`.
+public struct ScratchDirectory: Sendable {
+    public let path: String
+
+    /// Creates `/tmp/tandem-<label>-<uuid>`.
+    public init(_ label: String) throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("tandem-\(label)-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    /// A path inside the directory.
+    public func file(_ name: String) -> String { path + "/" + name }
+
+    /// Writes `text` to a file inside the directory and returns its path.
+    @discardableResult
+    public func write(_ name: String, _ text: String) throws -> String {
+        try text.write(toFile: file(name), atomically: true, encoding: .utf8)
+        return file(name)
+    }
+
+    public func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
