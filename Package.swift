@@ -49,7 +49,8 @@ let package = Package(
             name: "TandemModelTests", dependencies: ["TandemModel"],
             resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(
-            name: "TandemStoreTests", dependencies: ["TandemStore", "TandemStoreSQLite", "TandemTestSupport", "tandemctl"],
+            name: "TandemStoreTests",
+            dependencies: ["TandemStore", "TandemStoreSQLite", "TandemTestSupport", "tandemctl"],
             swiftSettings: strict),
         .testTarget(
             name: "TandemCtlTests", dependencies: ["TandemTestSupport", "tandemctl"], swiftSettings: strict),

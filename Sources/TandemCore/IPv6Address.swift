@@ -44,14 +44,13 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
     /// groups (the first one on a tie) written `::`, and IPv4-mapped addresses in dotted-quad form.
     public var description: String {
         var out = [UInt8]()
-        out.reserveCapacity(39)
-        let groups = self.groups
+        out.reserveCapacity(45)
         // Longest run of zero groups, at least two long.
         var bestStart = -1
         var bestLength = 0
         var runStart = -1
         for index in 0...8 {
-            if index < 8 && groups[index] == 0 {
+            if index < 8 && group(index) == 0 {
                 if runStart < 0 { runStart = index }
             } else if runStart >= 0 {
                 let length = index - runStart
@@ -74,7 +73,7 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
                 if index >= lastGroup && mapped != nil { break }
                 continue
             }
-            appendHex(groups[index], to: &out)
+            appendHex(group(index), to: &out)
             if index < 7 { out.append(UInt8(ascii: ":")) }
             index += 1
         }
@@ -85,17 +84,23 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
         return String(decoding: out, as: UTF8.self)
     }
 
+    @inline(__always)
     private func appendHex(_ group: UInt16, to out: inout [UInt8]) {
-        let digits: [UInt8] = Array("0123456789abcdef".utf8)
         var started = false
-        for shift in stride(from: 12, through: 0, by: -4) {
-            let nibble = Int((group >> UInt16(shift)) & 0xF)
+        var shift: UInt16 = 12
+        while true {
+            let nibble = UInt8(truncatingIfNeeded: (group >> shift) & 0xF)
             if nibble != 0 || started || shift == 0 {
-                out.append(digits[nibble])
+                out.append(nibble < 10 ? 48 + nibble : 87 + nibble)
                 started = true
             }
+            if shift == 0 { break }
+            shift -= 4
         }
     }
+
+    @inline(__always)
+    private func group(_ index: Int) -> UInt16 { UInt16(truncatingIfNeeded: value >> UInt128(112 - 16 * index)) }
 
     typealias Reason = IPv4Address.Reason
 
@@ -106,7 +111,16 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
             _ = zone
             return .failure(Reason(text: "zone suffixes (%interface) are not allowed; give the address alone"))
         }
-        var groups = [UInt16](repeating: 0, count: 8)
+        return withUnsafeTemporaryAllocation(of: UInt16.self, capacity: 8) { storage in
+            storage.initialize(repeating: 0)
+            return parseGroups(bytes, into: storage)
+        }
+    }
+
+    private static func parseGroups(_ bytes: UnsafeBufferPointer<UInt8>, into groups: UnsafeMutableBufferPointer<UInt16>)
+        -> Result<IPv6Address, Reason>
+    {
+        let count = bytes.count
         var groupCount = 0
         var gap = -1  // index in groups where "::" was
         var index = 0

@@ -124,7 +124,8 @@ public struct BGPConfigurationSpec: ResourceSpec {
                 ("nodeToNodeMeshEnabled", nodeToNodeMeshEnabled != nil), ("ASNumber", asNumber != nil),
                 ("ServiceLoadBalancerIPs", !(serviceLoadBalancerIPs ?? []).isEmpty),
                 ("ServiceExternalIPs", !(serviceExternalIPs ?? []).isEmpty),
-                ("ServiceClusterIPs", !(serviceClusterIPs ?? []).isEmpty), ("nodeMeshPassword", nodeMeshPassword != nil),
+                ("ServiceClusterIPs", !(serviceClusterIPs ?? []).isEmpty),
+                ("nodeMeshPassword", nodeMeshPassword != nil),
                 ("nodeMeshMaxRestartTime", nodeMeshMaxRestartTime != nil),
             ]
             for (field, isSet) in clusterOnly where isSet {
@@ -133,11 +134,13 @@ public struct BGPConfigurationSpec: ResourceSpec {
         }
         if nodeToNodeMeshEnabled == false {
             if nodeMeshPassword != nil {
-                v.fail("spec.nodeMeshPassword", nil, "nodeMeshPassword cannot be set when nodeToNodeMeshEnabled is false")
+                v.fail(
+                    "spec.nodeMeshPassword", nil, "nodeMeshPassword cannot be set when nodeToNodeMeshEnabled is false")
             }
             if nodeMeshMaxRestartTime != nil {
                 v.fail(
-                    "spec.nodeMeshMaxRestartTime", nil, "nodeMeshMaxRestartTime cannot be set when nodeToNodeMeshEnabled is false")
+                    "spec.nodeMeshMaxRestartTime", nil,
+                    "nodeMeshMaxRestartTime cannot be set when nodeToNodeMeshEnabled is false")
             }
         }
         for (field, blocks) in [
@@ -149,7 +152,9 @@ public struct BGPConfigurationSpec: ResourceSpec {
                 guard let text = block.cidr, !text.isEmpty else { continue }
                 do {
                     let cidr = try CIDR(cidrOrAddress: text)
-                    if !cidr.isStrictlyMasked { v.fail(path, text, "CIDR is not strictly masked (did you mean \(cidr.network)?)") }
+                    if !cidr.isStrictlyMasked {
+                        v.fail(path, text, "CIDR is not strictly masked (did you mean \(cidr.network)?)")
+                    }
                 } catch {
                     v.fail(path, text, "invalid CIDR: \(error.reason)")
                 }
@@ -165,10 +170,13 @@ public struct BGPConfigurationSpec: ResourceSpec {
             v.fail("spec.nodeMeshMaxRestartTime", duration, "invalid duration (examples: 120s, 2m)")
         }
         for (index, name) in (ignoredInterfaces ?? []).enumerated() {
-            let valid = name != "*" && (1...15).contains(name.utf8.count)
+            let valid =
+                name != "*" && (1...15).contains(name.utf8.count)
                 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "_.*-".contains($0)) }
             if !valid {
-                v.fail("spec.ignoredInterfaces[\(index)]", name, "must be 1-15 characters of [a-zA-Z0-9_.*-] and not \"*\"")
+                v.fail(
+                    "spec.ignoredInterfaces[\(index)]", name, "must be 1-15 characters of [a-zA-Z0-9_.*-] and not \"*\""
+                )
             }
         }
         for (field, value, family) in [
@@ -186,7 +194,9 @@ public struct BGPConfigurationSpec: ResourceSpec {
         if let mode = serviceLoadBalancerAggregation, !["Enabled", "Disabled"].contains(mode) {
             v.fail("spec.serviceLoadBalancerAggregation", mode, "supported values: \"Enabled\", \"Disabled\"")
         }
-        for (field, priority) in [("ipv4NormalRoutePriority", ipv4NormalRoutePriority), ("ipv6NormalRoutePriority", ipv6NormalRoutePriority)] {
+        for (field, priority) in [
+            ("ipv4NormalRoutePriority", ipv4NormalRoutePriority), ("ipv6NormalRoutePriority", ipv6NormalRoutePriority),
+        ] {
             if let priority, !(1...2_147_483_646).contains(priority) {
                 v.fail("spec.\(field)", raw: "\(priority)", "must be between 1 and 2147483646")
             }
@@ -218,7 +228,9 @@ public struct BGPConfigurationSpec: ResourceSpec {
             }
             for (communityIndex, community) in (advertisement.communities ?? []).enumerated() {
                 if !communityNames.contains(community) && communityValueProblem(community) != nil {
-                    v.fail("\(path).communities[\(communityIndex)]", community, "community used is invalid or not defined.")
+                    v.fail(
+                        "\(path).communities[\(communityIndex)]", community, "community used is invalid or not defined."
+                    )
                 }
             }
         }
@@ -299,11 +311,18 @@ public struct BGPPeerSpec: ResourceSpec {
             if !(nodeSelector ?? "").isEmpty { v.fail("spec", nil, "node and nodeSelector cannot both be set") }
         }
         if hasPeerIP && hasPeerSelector { v.fail("spec", nil, "peerIP and peerSelector cannot both be set") }
-        if hasPeerSelector && asNumber != nil { v.fail("spec.asNumber", nil, "asNumber must be empty when peerSelector is set") }
+        if hasPeerSelector && asNumber != nil {
+            v.fail("spec.asNumber", nil, "asNumber must be empty when peerSelector is set")
+        }
         if hasLocalWorkloadSelector {
             if hasPeerIP { v.fail("spec.peerIP", peerIP, "peerIP must be empty when localWorkloadSelector is set") }
-            if hasPeerSelector { v.fail("spec.peerSelector", peerSelector, "peerSelector must be empty when localWorkloadSelector is set") }
-            if asNumber == nil { v.fail("spec.asNumber", nil, "asNumber is required when localWorkloadSelector is set") }
+            if hasPeerSelector {
+                v.fail(
+                    "spec.peerSelector", peerSelector, "peerSelector must be empty when localWorkloadSelector is set")
+            }
+            if asNumber == nil {
+                v.fail("spec.asNumber", nil, "asNumber is required when localWorkloadSelector is set")
+            }
         }
         if hasReachableBy {
             if !hasPeerIP {
@@ -325,7 +344,8 @@ public struct BGPPeerSpec: ResourceSpec {
         if keepOriginalNextHop == true && nextHopMode != nil {
             v.fail(
                 "spec", nil,
-                "keepOriginalNextHop and nextHopMode cannot both be set; keepOriginalNextHop is deprecated, use nextHopMode instead")
+                "keepOriginalNextHop and nextHopMode cannot both be set; keepOriginalNextHop is deprecated, use nextHopMode instead"
+            )
         }
         if let source = sourceAddress, !["UseNodeIP", "None"].contains(source) {
             v.fail("spec.sourceAddress", source, "supported values: \"UseNodeIP\", \"None\"")
@@ -366,7 +386,9 @@ public struct GoDuration: Sendable, Equatable {
             return
         }
         guard !rest.isEmpty else { return nil }
-        let units: [(String, Double)] = [("ns", 1e-9), ("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1), ("m", 60), ("h", 3600)]
+        let units: [(String, Double)] = [
+            ("ns", 1e-9), ("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1), ("m", 60), ("h", 3600),
+        ]
         var total = 0.0
         while !rest.isEmpty {
             let number = rest.prefix { $0.isNumber || $0 == "." }

@@ -88,8 +88,12 @@ public struct FelixConfigurationSpec: ResourceSpec {
         if self["routeTableRange"] != nil && self["routeTableRanges"] != nil {
             v.fail("spec", nil, "routeTableRange and routeTableRanges cannot both be set")
         }
-        if let name = metadata.name, name == "default" || name.hasPrefix("node."), !(string("nodeSelector") ?? "").isEmpty {
-            v.fail("spec.nodeSelector", nil, "nodeSelector must not be set on the 'default' or per-node ('node.*') FelixConfiguration")
+        if let name = metadata.name, name == "default" || name.hasPrefix("node."),
+            !(string("nodeSelector") ?? "").isEmpty
+        {
+            v.fail(
+                "spec.nodeSelector", nil,
+                "nodeSelector must not be set on the 'default' or per-node ('node.*') FelixConfiguration")
         }
         validateSelector(string("nodeSelector"), path: "spec.nodeSelector", into: &v)
         if case .array(let ranges)? = self["kubeNodePortRanges"], ranges.count > 7 {
@@ -114,13 +118,17 @@ public struct FelixConfigurationSpec: ResourceSpec {
             if value.stringValue == nil { v.fail(path, raw: value.brief, "expected a string") }
         case .oneOf(let allowed):
             guard let text = value.stringValue, allowed.contains(text) else {
-                v.fail(path, raw: value.brief, "supported values: " + allowed.map { "\"\($0)\"" }.joined(separator: ", "))
+                v.fail(
+                    path, raw: value.brief, "supported values: " + allowed.map { "\"\($0)\"" }.joined(separator: ", "))
                 return
             }
         case .oneOfIgnoringCase(let allowed):
-            guard let text = value.stringValue, text.isEmpty || allowed.contains(where: { $0.lowercased() == text.lowercased() })
+            guard let text = value.stringValue,
+                text.isEmpty || allowed.contains(where: { $0.lowercased() == text.lowercased() })
             else {
-                v.fail(path, raw: value.brief, "supported values (any case): " + allowed.map { "\"\($0)\"" }.joined(separator: ", "))
+                v.fail(
+                    path, raw: value.brief,
+                    "supported values (any case): " + allowed.map { "\"\($0)\"" }.joined(separator: ", "))
                 return
             }
         case .interfaceName:

@@ -140,7 +140,9 @@ let felixFields: [String: FelixFieldType] = [
     "prometheusGoMetricsEnabled": .bool,
     "prometheusMetricsCAFile": .string,
     "prometheusMetricsCertFile": .string,
-    "prometheusMetricsClientAuth": .oneOf(["RequireAndVerifyClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven", "NoClientCert"]),
+    "prometheusMetricsClientAuth": .oneOf([
+        "RequireAndVerifyClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven", "NoClientCert",
+    ]),
     "prometheusMetricsEnabled": .bool,
     "prometheusMetricsHost": .string,
     "prometheusMetricsKeyFile": .string,

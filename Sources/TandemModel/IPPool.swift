@@ -121,7 +121,8 @@ public struct IPPoolSpec: ResourceSpec {
             if let known = IPPoolAllowedUse(rawValue: use) {
                 if !uses.contains(known) { uses.append(known) }
             } else {
-                v.fail("spec.allowedUses[\(index)]", use, "unknown use: \(use) (allowed: Workload, Tunnel, LoadBalancer)")
+                v.fail(
+                    "spec.allowedUses[\(index)]", use, "unknown use: \(use) (allowed: Workload, Tunnel, LoadBalancer)")
             }
         }
         if let mode = assignmentMode, mode != "Automatic" && mode != "Manual" {
@@ -145,7 +146,9 @@ public struct IPPoolSpec: ResourceSpec {
                 v.fail("spec.disableBGPExport", raw: "true", "LoadBalancer IP pools cannot disable BGP export")
             }
             if let selector = nodeSelector, selector != "all()" {
-                v.fail("spec.nodeSelector", selector, "IP Pool with AllowedUse LoadBalancer must have nodeSelector set to all()")
+                v.fail(
+                    "spec.nodeSelector", selector,
+                    "IP Pool with AllowedUse LoadBalancer must have nodeSelector set to all()")
             }
         }
         if uses.contains(.tunnel), let selector = namespaceSelector, !selector.isEmpty {

@@ -3,7 +3,8 @@ private func mode(_ text: String?) -> String { (text ?? "").isEmpty ? "Never" : 
 
 extension ResourceKind {
     public static let ipPool = ResourceKind.make(
-        IPPoolSpec.self, name: "IPPool", plural: "ippools", aliases: ["ippool", "ippools", "ipp", "ipps", "pool", "pools"],
+        IPPoolSpec.self, name: "IPPool", plural: "ippools",
+        aliases: ["ippool", "ippools", "ipp", "ipps", "pool", "pools"],
         columns: ["NAME", "CIDR", "SELECTOR"],
         wideColumns: ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR"]
     ) { pool, wide, _ in
@@ -43,7 +44,8 @@ extension ResourceKind {
     }
 
     public static let bgpPeer = ResourceKind.make(
-        BGPPeerSpec.self, name: "BGPPeer", plural: "bgppeers", aliases: ["bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps"],
+        BGPPeerSpec.self, name: "BGPPeer", plural: "bgppeers",
+        aliases: ["bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps"],
         columns: ["NAME", "PEERIP", "NODE", "ASN"], wideColumns: ["NAME", "PEERIP", "NODE", "ASN"]
     ) { peer, _, _ in
         let node =
@@ -60,7 +62,8 @@ extension ResourceKind {
 
     public static let networkPolicy = ResourceKind.make(
         NetworkPolicySpec.self, name: "NetworkPolicy", plural: "networkpolicies",
-        aliases: ["networkpolicy", "networkpolicies", "policy", "policies", "pol", "pols", "np", "nps"], namespaced: true,
+        aliases: ["networkpolicy", "networkpolicies", "policy", "policies", "pol", "pols", "np", "nps"],
+        namespaced: true,
         columns: ["NAME", "TIER"], wideColumns: ["NAME", "TIER", "ORDER", "SELECTOR"]
     ) { policy, wide, _ in
         let base = [policy.metadata.name ?? "", policy.spec.tier.flatMap { $0.isEmpty ? nil : $0 } ?? "default"]

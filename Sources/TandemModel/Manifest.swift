@@ -10,7 +10,9 @@ public enum Manifest {
     /// manifest, so a caller never writes part of it.
     ///
     /// - Parameter source: a name for messages (a file path, or `stdin`).
-    public static func parse(_ text: String, source: String = "input", validate: Bool = true) throws(ManifestError)
+    public static func parse(
+        _ text: String, source: String = "input", validate: Bool = true
+    ) throws(ManifestError)
         -> Contents
     {
         var warnings: [String] = []
@@ -32,7 +34,8 @@ public enum Manifest {
                 let found = resource.validate()
                 if !found.isEmpty {
                     let name = resource.metadata.name ?? ""
-                    problems.append(ResourceValidationError(kind: resource.kind.name, name: name, problems: found).description)
+                    problems.append(
+                        ResourceValidationError(kind: resource.kind.name, name: name, problems: found).description)
                 }
                 warnings += resource.warnings()
             }
@@ -49,7 +52,8 @@ public enum Manifest {
         // A bare list of resources, as calicoctl also accepts.
         if case .array(let items) = document, impliedKind == nil {
             for (index, item) in items.enumerated() {
-                expand(item, label: "\(label) item \(index + 1)", impliedKind: nil, into: &resources, problems: &problems)
+                expand(
+                    item, label: "\(label) item \(index + 1)", impliedKind: nil, into: &resources, problems: &problems)
             }
             return
         }
@@ -65,14 +69,16 @@ public enum Manifest {
         let apiVersion = document["apiVersion"]?.stringValue
         if let apiVersion, apiVersion != calicoAPIVersion {
             problems.append(
-                "\(label): apiVersion \"\(apiVersion)\" (kind \(kindText)) is not a Tandem resource; expected apiVersion \(calicoAPIVersion)")
+                "\(label): apiVersion \"\(apiVersion)\" (kind \(kindText)) is not a Tandem resource; expected apiVersion \(calicoAPIVersion)"
+            )
             return
         }
         if apiVersion == nil && impliedKind == nil {
             problems.append("\(label): apiVersion is required (apiVersion: \(calicoAPIVersion))")
             return
         }
-        if kindText == "List" || (kindText.hasSuffix("List") && ResourceKind.named(String(kindText.dropLast(4))) != nil) {
+        if kindText == "List" || (kindText.hasSuffix("List") && ResourceKind.named(String(kindText.dropLast(4))) != nil)
+        {
             let inner = kindText == "List" ? nil : ResourceKind.named(String(kindText.dropLast(4)))
             guard case .array(let items)? = document["items"] else {
                 if document["items"] == nil || document["items"] == .null { return }
@@ -80,7 +86,9 @@ public enum Manifest {
                 return
             }
             for (index, item) in items.enumerated() {
-                expand(item, label: "\(label) item \(index + 1)", impliedKind: inner, into: &resources, problems: &problems)
+                expand(
+                    item, label: "\(label) item \(index + 1)", impliedKind: inner, into: &resources, problems: &problems
+                )
             }
             return
         }
@@ -95,7 +103,9 @@ public enum Manifest {
         }
         do {
             var resource = try kind.decode(document)
-            if kind.namespaced && (resource.metadata.namespace ?? "").isEmpty { resource.metadata.namespace = "default" }
+            if kind.namespaced && (resource.metadata.namespace ?? "").isEmpty {
+                resource.metadata.namespace = "default"
+            }
             // A workload endpoint's name follows from its identifiers; fill it in when left out, as Calico does.
             if var endpoint = resource as? WorkloadEndpoint, (endpoint.metadata.name ?? "").isEmpty,
                 let derived = endpoint.spec.derivedName
@@ -131,6 +141,7 @@ public struct ManifestError: Error, Sendable, CustomStringConvertible {
     }
     public var description: String {
         if problems.count == 1 { return "\(source): \(problems[0])" }
-        return "\(source):\n" + problems.map { "  - " + $0.replacingOccurrences(of: "\n", with: "\n    ") }.joined(separator: "\n")
+        return "\(source):\n"
+            + problems.map { "  - " + $0.replacingOccurrences(of: "\n", with: "\n    ") }.joined(separator: "\n")
     }
 }

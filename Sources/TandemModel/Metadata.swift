@@ -26,7 +26,9 @@ func isDNSSubdomain(_ text: String) -> Bool {
 /// Checks a label map: keys and values with the Kubernetes rules.
 func validateLabels(_ labels: [String: String]?, path: String, into v: inout Validator) {
     for (key, value) in (labels ?? [:]).sorted(by: { $0.key < $1.key }) {
-        if let problem = LabelValidation.validateKey(key) { v.fail("\(path) (label)", key, "invalid label key: \(problem)") }
+        if let problem = LabelValidation.validateKey(key) {
+            v.fail("\(path) (label)", key, "invalid label key: \(problem)")
+        }
         if let problem = LabelValidation.validateValue(value) {
             v.fail("\(path) (value)", value, "invalid label value for \(key): \(problem)")
         }
@@ -76,13 +78,15 @@ func validateMetadata(_ metadata: ObjectMeta, kind: ResourceKind, into v: inout 
     } else if let namespace = metadata.namespace, !namespace.isEmpty {
         v.fail(
             "metadata.namespace", namespace,
-            "namespace should not be specified for a non-namespaced resource. \(kind.name) is not a namespaced resource")
+            "namespace should not be specified for a non-namespaced resource. \(kind.name) is not a namespaced resource"
+        )
     }
     validateLabels(metadata.labels, path: "metadata.labels", into: &v)
     let annotationBytes = (metadata.annotations ?? [:]).reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
     if annotationBytes > 256 * 1024 {
         v.fail(
-            "metadata.annotations", nil, "total size of annotations is too large by \(annotationBytes - 256 * 1024) bytes")
+            "metadata.annotations", nil,
+            "total size of annotations is too large by \(annotationBytes - 256 * 1024) bytes")
     }
     for key in (metadata.annotations ?? [:]).keys.sorted() {
         if let problem = LabelValidation.validateKey(key.lowercased()) {

@@ -26,7 +26,8 @@ public struct IPAMConfigurationSpec: ResourceSpec {
             if blocks < 0 || blocks > 1_000_000 {
                 v.fail("spec.maxBlocksPerHost", raw: "\(blocks)", "maxBlocksPerHost must be between 0 and 1000000")
             } else if blocks > 0 && strictAffinity != true {
-                v.fail("spec.maxBlocksPerHost", raw: "\(blocks)", "MaxBlocksPerHost requires StrictAffinity to be enabled")
+                v.fail(
+                    "spec.maxBlocksPerHost", raw: "\(blocks)", "MaxBlocksPerHost requires StrictAffinity to be enabled")
             }
         }
         if let mode = kubeVirtVMAddressPersistence, !["Enabled", "Disabled"].contains(mode) {
@@ -100,9 +101,13 @@ public struct NodeSpec: ResourceSpec {
         }
         checkAddress(ipv4VXLANTunnelAddr, family: .v4, path: "spec.ipv4VXLANTunnelAddr", into: &v)
         checkAddress(ipv6VXLANTunnelAddr, family: .v6, path: "spec.ipv6VXLANTunnelAddr", into: &v)
-        checkAddress(wireguard?.interfaceIPv4Address, family: .v4, path: "spec.wireguard.interfaceIPv4Address", into: &v)
-        checkAddress(wireguard?.interfaceIPv6Address, family: .v6, path: "spec.wireguard.interfaceIPv6Address", into: &v)
-        for (field, mac) in [("vxlanTunnelMACAddr", vxlanTunnelMACAddr), ("vxlanTunnelMACAddrV6", vxlanTunnelMACAddrV6)] {
+        checkAddress(
+            wireguard?.interfaceIPv4Address, family: .v4, path: "spec.wireguard.interfaceIPv4Address", into: &v)
+        checkAddress(
+            wireguard?.interfaceIPv6Address, family: .v6, path: "spec.wireguard.interfaceIPv6Address", into: &v)
+        for (field, mac) in [
+            ("vxlanTunnelMACAddr", vxlanTunnelMACAddr), ("vxlanTunnelMACAddrV6", vxlanTunnelMACAddrV6),
+        ] {
             if let mac, !mac.isEmpty, (try? MACAddress(mac)) == nil {
                 v.fail("spec.\(field)", mac, "invalid MAC address")
             }
@@ -110,17 +115,22 @@ public struct NodeSpec: ResourceSpec {
         for (index, address) in (addresses ?? []).enumerated() {
             if let text = address.address {
                 if let cidr = try? CIDR(cidrOrAddress: text) {
-                    if !cidr.isStrictlyMasked { v.fail("spec.addresses[\(index)].address", text, "CIDR is not strictly masked") }
+                    if !cidr.isStrictlyMasked {
+                        v.fail("spec.addresses[\(index)].address", text, "CIDR is not strictly masked")
+                    }
                 } else {
                     v.fail("spec.addresses[\(index)].address", text, "invalid IP address")
                 }
             }
             if let type = address.type, !["CalicoNodeIP", "InternalIP", "ExternalIP"].contains(type) {
-                v.fail("spec.addresses[\(index)].type", type, "supported values: \"CalicoNodeIP\", \"InternalIP\", \"ExternalIP\"")
+                v.fail(
+                    "spec.addresses[\(index)].type", type,
+                    "supported values: \"CalicoNodeIP\", \"InternalIP\", \"ExternalIP\"")
             }
         }
         for (index, interface) in (interfaces ?? []).enumerated() {
-            for (addressIndex, address) in (interface.addresses ?? []).enumerated() where (try? IPAddress(address)) == nil {
+            for (addressIndex, address) in (interface.addresses ?? []).enumerated()
+            where (try? IPAddress(address)) == nil {
                 v.fail("spec.interfaces[\(index)].addresses[\(addressIndex)]", address, "invalid IP address")
             }
         }
@@ -164,14 +174,18 @@ public struct EndpointPort: Codable, Sendable, Equatable {
         } else if hostPort == nil || hostPort == 0 {
             v.fail("\(path).name", nil, "\(what) name must not be empty if no HostPort is specified")
         }
-        if let port, !(1...65535).contains(port) { v.fail("\(path).port", raw: "\(port)", "port must be between 1 and 65535") }
+        if let port, !(1...65535).contains(port) {
+            v.fail("\(path).port", raw: "\(port)", "port must be between 1 and 65535")
+        }
         if port == nil { v.fail("\(path).port", nil, "port is required") }
         if let hostPort, !(0...65535).contains(hostPort) {
             v.fail("\(path).hostPort", raw: "\(hostPort)", "hostPort must be between 0 and 65535")
         }
         if let proto = self.protocol {
             proto.validate(path: "\(path).protocol", into: &v)
-            if !proto.supportsPorts { v.fail("\(path).protocol", proto.description, "\(what) protocol does not support ports.") }
+            if !proto.supportsPorts {
+                v.fail("\(path).protocol", proto.description, "\(what) protocol does not support ports.")
+            }
         } else {
             v.fail("\(path).protocol", nil, "protocol is required")
         }
@@ -275,7 +289,8 @@ public struct WorkloadEndpointSpec: ResourceSpec {
         if let expected = derivedName, let name = metadata.name, name != expected {
             v.fail(
                 "metadata.name", name,
-                "the WorkloadEndpoint name does not match the primary identifiers assigned in the Spec: expected name \(expected)")
+                "the WorkloadEndpoint name does not match the primary identifiers assigned in the Spec: expected name \(expected)"
+            )
         }
         var networks: [CIDR] = []
         for (index, network) in (ipNetworks ?? []).enumerated() {

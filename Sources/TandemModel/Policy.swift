@@ -58,12 +58,15 @@ public enum ProtocolValue: Codable, Sendable, Equatable, CustomStringConvertible
     func validate(path: String, into v: inout Validator) {
         switch self {
         case .number(let number):
-            if !(1...255).contains(number) { v.fail(path, raw: "\(number)", "protocol number must be between 1 and 255") }
+            if !(1...255).contains(number) {
+                v.fail(path, raw: "\(number)", "protocol number must be between 1 and 255")
+            }
         case .name(let name):
             if Self.names[name] == nil && Self.ianaNames[name] == nil
                 && !(Int(name).map { (1...255).contains($0) } ?? false)
             {
-                v.fail(path, name, "invalid protocol; supported: TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or a number 1-255")
+                v.fail(
+                    path, name, "invalid protocol; supported: TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or a number 1-255")
             }
         }
     }
@@ -213,13 +216,15 @@ public struct Rule: Codable, Sendable, Equatable {
     /// Which list of a policy a rule is in; some fields are allowed on one side only.
     enum Direction { case ingress, egress }
 
-    func validate(path: String, direction: Direction?, global: Bool, into v: inout Validator, warnings: inout [String]) {
+    func validate(path: String, direction: Direction?, global: Bool, into v: inout Validator, warnings: inout [String])
+    {
         if let action {
             if !Self.actions.contains(action) {
                 v.fail("\(path).action", action, "supported values: \"Allow\", \"Deny\", \"Log\", \"Pass\"")
             }
         } else {
-            v.fail("\(path).action", nil, "supported values: \"Allow\", \"Deny\", \"Log\", \"Pass\" (action is required)")
+            v.fail(
+                "\(path).action", nil, "supported values: \"Allow\", \"Deny\", \"Log\", \"Pass\" (action is required)")
         }
         if let ipVersion, ipVersion != 4 && ipVersion != 6 {
             v.fail("\(path).ipVersion", raw: "\(ipVersion)", "supported values: 4, 6")
@@ -234,7 +239,9 @@ public struct Rule: Codable, Sendable, Equatable {
                         + (family.map { "; to match all IPv\($0) traffic use ipVersion: \($0) and no protocol" } ?? ""))
             }
             if let number = value.number, let ipVersion {
-                if number == 1 && ipVersion != 4 { v.fail("\(path).\(field)", value.description, "protocol ICMP requires ipVersion 4") }
+                if number == 1 && ipVersion != 4 {
+                    v.fail("\(path).\(field)", value.description, "protocol ICMP requires ipVersion 4")
+                }
                 if number == 58 && ipVersion != 6 {
                     v.fail("\(path).\(field)", value.description, "protocol ICMPv6 requires ipVersion 6")
                 }
@@ -250,8 +257,12 @@ public struct Rule: Codable, Sendable, Equatable {
                 v.fail("\(path).\(field).type", raw: "\(type)", "ICMP type must be between 0 and 254")
             }
             if let code = icmp.code {
-                if icmp.type == nil { v.fail("\(path).\(field).code", raw: "\(code)", "ICMP code specified without an ICMP type") }
-                if !(0...255).contains(code) { v.fail("\(path).\(field).code", raw: "\(code)", "ICMP code must be between 0 and 255") }
+                if icmp.type == nil {
+                    v.fail("\(path).\(field).code", raw: "\(code)", "ICMP code specified without an ICMP type")
+                }
+                if !(0...255).contains(code) {
+                    v.fail("\(path).\(field).code", raw: "\(code)", "ICMP code must be between 0 and 255")
+                }
             }
         }
         // Which families the rule can match: a packet has one family, so every non-empty nets list must
@@ -271,7 +282,8 @@ public struct Rule: Codable, Sendable, Equatable {
                 do {
                     let cidr = try CIDR(cidrOrAddress: text)
                     if !cidr.isStrictlyMasked {
-                        v.fail("\(sidePath).\(field)", text, "CIDR is not strictly masked (did you mean \(cidr.network)?)")
+                        v.fail(
+                            "\(sidePath).\(field)", text, "CIDR is not strictly masked (did you mean \(cidr.network)?)")
                     }
                     if field.hasPrefix("notNets"), cidr.prefixLength == 0 {
                         v.fail(
@@ -287,19 +299,25 @@ public struct Rule: Codable, Sendable, Equatable {
             }
             validateSelector(side.selector, path: "\(sidePath).selector", into: &v)
             validateSelector(side.notSelector, path: "\(sidePath).notSelector", into: &v)
-            validateSelector(side.namespaceSelector, path: "\(sidePath).namespaceSelector", globalAllowed: true, into: &v)
+            validateSelector(
+                side.namespaceSelector, path: "\(sidePath).namespaceSelector", globalAllowed: true, into: &v)
             validateSelector(side.serviceAccounts?.selector, path: "\(sidePath).serviceAccounts.selector", into: &v)
             for (field, ports) in [("ports", side.ports), ("notPorts", side.notPorts)] {
                 guard let ports, !ports.isEmpty else { continue }
                 if let proto = self.protocol {
                     if !proto.supportsPorts {
-                        v.fail("\(sidePath).\(field)", nil, "rules that specify ports must set protocol to TCP or UDP or SCTP")
+                        v.fail(
+                            "\(sidePath).\(field)", nil,
+                            "rules that specify ports must set protocol to TCP or UDP or SCTP")
                     }
                 } else if ports.contains(where: { !$0.isNamed }) {
                     v.fail(
-                        "\(sidePath).\(field)", nil, "rules with numeric port or port range must set protocol to TCP or UDP or SCTP")
+                        "\(sidePath).\(field)", nil,
+                        "rules with numeric port or port range must set protocol to TCP or UDP or SCTP")
                 }
-                for (index, port) in ports.enumerated() { port.validate(path: "\(sidePath).\(field)[\(index)]", into: &v) }
+                for (index, port) in ports.enumerated() {
+                    port.validate(path: "\(sidePath).\(field)[\(index)]", into: &v)
+                }
             }
             if let services = side.services {
                 let servicePath = "\(sidePath).services"
@@ -325,7 +343,9 @@ public struct Rule: Codable, Sendable, Equatable {
                 if direction == .egress && sideName == "source" {
                     v.fail(servicePath, nil, "not allowed in egress rule source")
                 }
-                let needsNamespace = (direction == .ingress && sideName == "source") || (direction == .egress && sideName == "destination")
+                let needsNamespace =
+                    (direction == .ingress && sideName == "source")
+                    || (direction == .egress && sideName == "destination")
                 if global && needsNamespace && (services.namespace ?? "").isEmpty {
                     v.fail("\(servicePath).namespace", nil, "must specify a namespace")
                 }
@@ -338,9 +358,11 @@ public struct Rule: Codable, Sendable, Equatable {
         if allFamilies.count > 1 && (viable.isEmpty || deadNegation) {
             v.fail(
                 path, nil,
-                "rule contains both IPv4 and IPv6 CIDRs that can never match together (a packet is either IPv4 or IPv6)")
+                "rule contains both IPv4 and IPv6 CIDRs that can never match together (a packet is either IPv4 or IPv6)"
+            )
         } else if allFamilies.count > 1, let family = viable.first, viable.count == 1 {
-            warnings.append("\(path): its \(family == .v4 ? "IPv6" : "IPv4") CIDRs can never match and only \(family) is rendered")
+            warnings.append(
+                "\(path): its \(family == .v4 ? "IPv6" : "IPv4") CIDRs can never match and only \(family) is rendered")
         }
         if let http {
             if let number = protocolNumber, number != 6 {
@@ -427,10 +449,12 @@ extension PolicySpecCommon {
             }
         }
         for (index, rule) in (ingress ?? []).enumerated() {
-            rule.validate(path: "spec.ingress[\(index)]", direction: .ingress, global: global, into: &v, warnings: &warnings)
+            rule.validate(
+                path: "spec.ingress[\(index)]", direction: .ingress, global: global, into: &v, warnings: &warnings)
         }
         for (index, rule) in (egress ?? []).enumerated() {
-            rule.validate(path: "spec.egress[\(index)]", direction: .egress, global: global, into: &v, warnings: &warnings)
+            rule.validate(
+                path: "spec.egress[\(index)]", direction: .egress, global: global, into: &v, warnings: &warnings)
         }
     }
 }
@@ -525,10 +549,12 @@ public struct ProfileSpec: ResourceSpec {
     public func validate(metadata: ObjectMeta, into v: inout Validator) {
         var warnings: [String] = []
         for (index, rule) in (ingress ?? []).enumerated() {
-            rule.validate(path: "spec.ingress[\(index)]", direction: .ingress, global: true, into: &v, warnings: &warnings)
+            rule.validate(
+                path: "spec.ingress[\(index)]", direction: .ingress, global: true, into: &v, warnings: &warnings)
         }
         for (index, rule) in (egress ?? []).enumerated() {
-            rule.validate(path: "spec.egress[\(index)]", direction: .egress, global: true, into: &v, warnings: &warnings)
+            rule.validate(
+                path: "spec.egress[\(index)]", direction: .egress, global: true, into: &v, warnings: &warnings)
         }
         validateLabels(labelsToApply, path: "spec.labelsToApply", into: &v)
     }

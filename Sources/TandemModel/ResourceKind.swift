@@ -21,7 +21,8 @@ public struct ResourceKind: Sendable, Hashable, CustomStringConvertible {
 
     static func make<Spec: ResourceSpec>(
         _ spec: Spec.Type, name: String, plural: String, aliases: [String], namespaced: Bool = false,
-        columns: [String], wideColumns: [String], row: @escaping @Sendable (Resource<Spec>, Bool, TableContext) -> [String]
+        columns: [String], wideColumns: [String],
+        row: @escaping @Sendable (Resource<Spec>, Bool, TableContext) -> [String]
     ) -> ResourceKind {
         ResourceKind(
             name: name, plural: plural, aliases: aliases, namespaced: namespaced, columns: columns,

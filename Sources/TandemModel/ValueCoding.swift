@@ -48,7 +48,9 @@ struct IndexKey: CodingKey {
 /// Decodes `Decodable` types from a ``JSONValue`` strictly: a field the type does not know is an error
 /// (as calicoctl rejects unknown fields), and a value of the wrong type names the field and the value.
 public enum StrictDecoder {
-    public static func decode<T: Decodable>(_ type: T.Type, from value: JSONValue, path: [any CodingKey] = [])
+    public static func decode<T: Decodable>(
+        _ type: T.Type, from value: JSONValue, path: [any CodingKey] = []
+    )
         throws(FieldError) -> T
     {
         let tracker = AccessTracker()
@@ -64,7 +66,8 @@ public enum StrictDecoder {
             throw FieldError(path: renderPath(path), message: "\(error)")
         }
         if let unknown = tracker.firstUnknownField() {
-            throw FieldError(path: "", message: "field in document is not recognized or is in the wrong location: \(unknown)")
+            throw FieldError(
+                path: "", message: "field in document is not recognized or is in the wrong location: \(unknown)")
         }
         return result
     }
@@ -194,7 +197,9 @@ struct KeyedValueContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
         guard contains(key), try !decodeNil(forKey: key) else { return nil }
         return try child(key).decode(type)
     }
-    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws
+    func nestedContainer<NestedKey: CodingKey>(
+        keyedBy type: NestedKey.Type, forKey key: Key
+    ) throws
         -> KeyedDecodingContainer<NestedKey>
     {
         try child(key).container(keyedBy: type)
@@ -228,7 +233,9 @@ struct UnkeyedValueContainer: UnkeyedDecodingContainer {
         return true
     }
     mutating func decode<T: Decodable>(_ type: T.Type) throws -> T { try next().decode(type) }
-    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws
+    mutating func nestedContainer<NestedKey: CodingKey>(
+        keyedBy type: NestedKey.Type
+    ) throws
         -> KeyedDecodingContainer<NestedKey>
     {
         try next().container(keyedBy: type)
@@ -351,7 +358,9 @@ struct KeyedBoxContainer<Key: CodingKey>: KeyedEncodingContainerProtocol {
     mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
         append(key, try encodeChild(value, path: codingPath + [key]))
     }
-    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key)
+    mutating func nestedContainer<NestedKey: CodingKey>(
+        keyedBy keyType: NestedKey.Type, forKey key: Key
+    )
         -> KeyedEncodingContainer<NestedKey>
     {
         let child = EncodingBox()
@@ -389,7 +398,9 @@ struct UnkeyedBoxContainer: UnkeyedEncodingContainer {
     mutating func encode<T: Encodable>(_ value: T) throws {
         append(try encodeChild(value, path: codingPath + [IndexKey(count)]))
     }
-    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type)
+    mutating func nestedContainer<NestedKey: CodingKey>(
+        keyedBy keyType: NestedKey.Type
+    )
         -> KeyedEncodingContainer<NestedKey>
     {
         let child = EncodingBox()

@@ -14,7 +14,9 @@ public enum YAMLCodec {
     /// Scalars follow YAML 1.1 resolution as Kubernetes tooling does (`true`, `yes`, `on` are booleans
     /// when unquoted). A key given twice in one mapping keeps its last value, as calicoctl does, and is
     /// reported in `warnings` so the operator learns that one of the values was ignored.
-    public static func documents(from text: String, warnings: inout [String]) throws(ManifestSyntaxError)
+    public static func documents(
+        from text: String, warnings: inout [String]
+    ) throws(ManifestSyntaxError)
         -> [JSONValue]
     {
         var source = text
@@ -49,7 +51,9 @@ public enum YAMLCodec {
     /// Renames the key `key` that starts at `mark` (trying the 1-based and 0-based readings of the mark).
     private static func renameKey(_ key: String, at mark: Mark, in text: String, marker: Int) -> String? {
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        for (line, column) in [(mark.line - 1, mark.column - 1), (mark.line, mark.column), (mark.line - 1, mark.column)] {
+        for (line, column) in [
+            (mark.line - 1, mark.column - 1), (mark.line, mark.column), (mark.line - 1, mark.column),
+        ] {
             guard line >= 0, line < lines.count, column >= 0 else { continue }
             let characters = Array(lines[line])
             guard column + key.count <= characters.count else { continue }

@@ -71,7 +71,7 @@ public enum LabelValidation {
         default:
             return [
                 "a qualified name " + regexError(nameErrorMessage, nameRegex, ["MyName", "my.name", "123-abc"])
-                    + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                    + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
             ]
         }
         if name.isEmpty {

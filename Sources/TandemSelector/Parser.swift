@@ -132,7 +132,7 @@ struct Parser {
                     pos += 1
                     let group = groups.removeLast()
                     operand = group.negated ? add(.not(result)) : result
-                    // Loop: the closed group is an operand of the enclosing group.
+                // Loop: the closed group is an operand of the enclosing group.
                 }
             }
         }

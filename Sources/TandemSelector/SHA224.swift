@@ -25,10 +25,13 @@ enum SHA224 {
     }
 
     /// Processes one 64-byte block starting at `offset` in `block`.
-    private static func compress(_ state: inout [UInt32], _ block: UnsafeBufferPointer<UInt8>, _ offset: Int, _ w: inout [UInt32]) {
+    private static func compress(
+        _ state: inout [UInt32], _ block: UnsafeBufferPointer<UInt8>, _ offset: Int, _ w: inout [UInt32]
+    ) {
         for t in 0..<16 {
             let b = offset + t * 4
-            w[t] = UInt32(block[b]) << 24 | UInt32(block[b + 1]) << 16 | UInt32(block[b + 2]) << 8 | UInt32(block[b + 3])
+            w[t] =
+                UInt32(block[b]) << 24 | UInt32(block[b + 1]) << 16 | UInt32(block[b + 2]) << 8 | UInt32(block[b + 3])
         }
         for t in 16..<64 {
             let s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)

@@ -122,7 +122,9 @@ extension Datastore {
 
     /// Replaces `key` if its mod revision is still `revision` (compare-and-swap). Returns the new revision.
     @discardableResult
-    public func update(_ key: String, value: [UInt8], ifRevision revision: Int64) async throws(DatastoreError)
+    public func update(
+        _ key: String, value: [UInt8], ifRevision revision: Int64
+    ) async throws(DatastoreError)
         -> Int64
     {
         try await transact([.update(key: key, value: value, ifRevision: revision)])
@@ -150,13 +152,15 @@ public enum DatastoreLocation: Sendable, Equatable, CustomStringConvertible {
         if url.hasPrefix("sqlite://") {
             let path = String(url.dropFirst("sqlite://".count))
             guard !path.isEmpty else {
-                throw .invalidLocation("datastore URL \"\(url)\" has no file path (example: sqlite:///var/lib/tandem/tandem.db)")
+                throw .invalidLocation(
+                    "datastore URL \"\(url)\" has no file path (example: sqlite:///var/lib/tandem/tandem.db)")
             }
             self = .sqlite(path: path)
         } else if url.hasPrefix("etcd://") {
             let endpoints = url.dropFirst("etcd://".count).split(separator: ",").map(String.init)
             guard !endpoints.isEmpty, endpoints.allSatisfy({ $0.contains(":") && !$0.contains("/") }) else {
-                throw .invalidLocation("datastore URL \"\(url)\" must list host:port endpoints (example: etcd://127.0.0.1:2379)")
+                throw .invalidLocation(
+                    "datastore URL \"\(url)\" must list host:port endpoints (example: etcd://127.0.0.1:2379)")
             }
             self = .etcd(endpoints: endpoints)
         } else {

@@ -79,7 +79,9 @@ public struct ResourceStore: Sendable {
 
     /// Writes `resources` (already validated) atomically; with `dryRun`, checks everything and writes nothing.
     /// Returns what happened to each resource, in order.
-    public func write(_ resources: [any AnyResource], mode: Mode, dryRun: Bool = false) async throws
+    public func write(
+        _ resources: [any AnyResource], mode: Mode, dryRun: Bool = false
+    ) async throws
         -> [WriteOutcome]
     {
         var writes: [Write] = []
@@ -109,7 +111,8 @@ public struct ResourceStore: Sendable {
                 let previous = try decode(existing, kind: resource.kind)
                 if let requestedVersion, !requestedVersion.isEmpty, requestedVersion != String(existing.modRevision) {
                     problems.append(
-                        "\(resource.displayName) has been modified (resourceVersion \(existing.modRevision), manifest has \(requestedVersion)); get it again and reapply")
+                        "\(resource.displayName) has been modified (resourceVersion \(existing.modRevision), manifest has \(requestedVersion)); get it again and reapply"
+                    )
                     continue
                 }
                 metadata.uid = previous.resource.metadata.uid
@@ -119,7 +122,9 @@ public struct ResourceStore: Sendable {
                 metadata.uid = metadata.uid ?? newUID()
                 metadata.creationTimestamp = metadata.creationTimestamp ?? timestamp
                 if let pool = resource as? IPPool {
-                    if existingPools == nil { existingPools = try await list(.ipPool).compactMap { $0.resource as? IPPool } }
+                    if existingPools == nil {
+                        existingPools = try await list(.ipPool).compactMap { $0.resource as? IPPool }
+                    }
                     problems += overlapProblems(pool, existing: existingPools! + batchPools)
                     batchPools.append(pool)
                 }
@@ -144,14 +149,17 @@ public struct ResourceStore: Sendable {
                 try await datastore.transact(writes)
             } catch {
                 guard error.isConflict else { throw error }
-                throw ResourceError("\(error); another writer changed the resources meanwhile, nothing was written; try again")
+                throw ResourceError(
+                    "\(error); another writer changed the resources meanwhile, nothing was written; try again")
             }
         }
         return outcomes
     }
 
     /// Deletes the named resources atomically. Missing ones are an error unless `skipMissing`.
-    public func delete(_ targets: [(kind: ResourceKind, name: String, namespace: String?)], skipMissing: Bool = false)
+    public func delete(
+        _ targets: [(kind: ResourceKind, name: String, namespace: String?)], skipMissing: Bool = false
+    )
         async throws -> [WriteOutcome]
     {
         var writes: [Write] = []
@@ -178,7 +186,9 @@ public struct ResourceStore: Sendable {
 
     /// Applies an RFC 7386 merge patch to a stored resource, validates the result and writes it back
     /// only if nobody changed it meanwhile.
-    public func patch(_ kind: ResourceKind, name: String, namespace: String?, patch: JSONValue) async throws
+    public func patch(
+        _ kind: ResourceKind, name: String, namespace: String?, patch: JSONValue
+    ) async throws
         -> any AnyResource
     {
         guard let stored = try await get(kind, name: name, namespace: namespace) else {
@@ -213,7 +223,8 @@ public struct ResourceStore: Sendable {
             guard other.metadata.name != pool.metadata.name, let otherNetwork = other.spec.network,
                 network.overlaps(otherNetwork)
             else { return nil }
-            return "IPPool(\(pool.metadata.name ?? "")) CIDR overlaps with IPPool(\(other.metadata.name ?? "")) CIDR \(other.spec.cidr ?? "")"
+            return
+                "IPPool(\(pool.metadata.name ?? "")) CIDR overlaps with IPPool(\(other.metadata.name ?? "")) CIDR \(other.spec.cidr ?? "")"
         }
     }
 
@@ -233,7 +244,8 @@ public struct ResourceStore: Sendable {
         if old.spec.effectiveAllowedUses.contains(.loadBalancer)
             && new.spec.effectiveAllowedUses.contains(where: { $0 != .loadBalancer })
         {
-            problems.append("\(new.displayName): spec.allowedUses: cannot change from LoadBalancer to Workload or Tunnel")
+            problems.append(
+                "\(new.displayName): spec.allowedUses: cannot change from LoadBalancer to Workload or Tunnel")
         }
         return problems
     }

@@ -39,7 +39,7 @@ public final class SQLiteDatastore: Datastore {
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
         do {
-            pool = try DatabasePool(path: path, configuration: configuration)
+            pool = try Self.openPool(path: path, configuration: configuration, timeout: busyTimeout)
             try pool.writeWithoutTransaction { db in
                 try db.inTransaction(.immediate) {
                     try db.execute(
@@ -69,6 +69,25 @@ public final class SQLiteDatastore: Datastore {
             }
         } catch {
             throw .backend("cannot open SQLite datastore \(path): \(error)")
+        }
+    }
+
+    /// Opens the pool, retrying while another process holds the lock that switching to WAL needs: SQLite
+    /// does not run the busy handler for `PRAGMA journal_mode`, so processes that open a new store together
+    /// would otherwise fail with "database is locked".
+    private static func openPool(path: String, configuration: Configuration, timeout: TimeInterval) throws
+        -> DatabasePool
+    {
+        let deadline = Date().addingTimeInterval(timeout)
+        var delay: UInt32 = 2_000
+        while true {
+            do {
+                return try DatabasePool(path: path, configuration: configuration)
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED {
+                if Date() > deadline { throw error }
+                usleep(delay + UInt32.random(in: 0...delay))
+                delay = min(delay * 2, 50_000)
+            }
         }
     }
 
@@ -182,7 +201,8 @@ public final class SQLiteDatastore: Datastore {
                     while !Task.isCancelled {
                         let (events, latest, compacted) = try self.read { db in
                             let latest = try Self.revision(db)
-                            let compacted = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'compacted'") ?? 0
+                            let compacted =
+                                try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'compacted'") ?? 0
                             guard latest >= next, next > compacted else { return ([Row](), latest, compacted) }
                             let rows = try Row.fetchAll(
                                 db,

@@ -69,7 +69,8 @@ public struct ScratchDirectory: Sendable {
 
     /// Creates `/tmp/tandem-<label>-<uuid>`.
     public init(_ label: String) throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("tandem-\(label)-\(UUID().uuidString)").path
+        path =
+            FileManager.default.temporaryDirectory.appendingPathComponent("tandem-\(label)-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
 

@@ -10,7 +10,9 @@ func kindSummary(_ resources: [any AnyResource]) -> String {
 }
 
 /// Shared body of apply / create / replace.
-func writeManifest(path: String, mode: ResourceStore.Mode, dryRun: Bool, verb: String, options: DatastoreOptions)
+func writeManifest(
+    path: String, mode: ResourceStore.Mode, dryRun: Bool, verb: String, options: DatastoreOptions
+)
     async throws
 {
     try await reportingErrors {
@@ -150,7 +152,9 @@ struct Get: AsyncParsableCommand {
             case .ps, .wide:
                 let wide = output == .wide
                 var context = TableContext()
-                if resolved == .node, let config = try await store.get(.bgpConfiguration, name: "default")?.resource as? BGPConfiguration {
+                if resolved == .node,
+                    let config = try await store.get(.bgpConfiguration, name: "default")?.resource as? BGPConfiguration
+                {
                     context.globalASNumber = config.spec.effectiveASNumber
                 }
                 var columns = wide ? resolved.wideColumns : resolved.columns
@@ -168,9 +172,14 @@ struct Get: AsyncParsableCommand {
                     : .object([
                         ("apiVersion", .string(calicoAPIVersion)), ("items", .array(resources.map(\.json))),
                         ("kind", .string(resolved.name + "List")),
-                        ("metadata", .object([("resourceVersion", .string(String(try await store.datastore.currentRevision())))])),
+                        (
+                            "metadata",
+                            .object([("resourceVersion", .string(String(try await store.datastore.currentRevision())))])
+                        ),
                     ])
-                print(output == .yaml ? YAMLCodec.yamlText(document) : document.jsonText(), terminator: output == .json ? "\n" : "")
+                print(
+                    output == .yaml ? YAMLCodec.yamlText(document) : document.jsonText(),
+                    terminator: output == .json ? "\n" : "")
             }
         }
     }
@@ -181,7 +190,9 @@ struct Get: AsyncParsableCommand {
 func renderTable(columns: [String], rows: [[String]]) -> String {
     var widths = columns.map(\.count)
     for row in rows {
-        for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
+        for (index, cell) in row.enumerated() where index < widths.count {
+            widths[index] = max(widths[index], cell.count)
+        }
     }
     let padded = widths.map { max($0 + 3, 5) }
     func line(_ cells: [String]) -> String {
@@ -215,7 +226,8 @@ struct Patch: AsyncParsableCommand {
             }
             let store = try options.resourceStore()
             _ = try await store.patch(
-                resolved, name: name, namespace: resolved.namespaced ? (namespace ?? "default") : nil, patch: documents[0])
+                resolved, name: name, namespace: resolved.namespaced ? (namespace ?? "default") : nil,
+                patch: documents[0])
             print("Successfully patched 1 '\(resolved.name)' resource")
         }
     }

@@ -35,7 +35,8 @@ struct DatastoreOptions: ParsableArguments {
         case .sqlite(let path):
             return try SQLiteDatastore(path: path)
         case .etcd:
-            throw ResourceError("the etcd datastore backend is not available in this build; use sqlite:///path/to/file.db")
+            throw ResourceError(
+                "the etcd datastore backend is not available in this build; use sqlite:///path/to/file.db")
         }
     }
 
@@ -57,7 +58,9 @@ func printError(_ message: String) {
 func readManifest(_ path: String) throws -> String {
     if path == "-" {
         let data = FileHandle.standardInput.readDataToEndOfFile()
-        guard let text = String(data: data, encoding: .utf8) else { throw ResourceError("standard input is not UTF-8 text") }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ResourceError("standard input is not UTF-8 text")
+        }
         return text
     }
     guard let data = FileManager.default.contents(atPath: path) else {

@@ -1,5 +1,5 @@
-import Testing
 import TandemCore
+import Testing
 
 @Suite struct IPv4AddressTests {
     @Test(arguments: ["0.0.0.0", "10.0.0.1", "192.168.255.255", "255.255.255.255", "1.2.3.4"])

@@ -36,8 +36,10 @@ let v6Pool = """
     @Test func seedManifestsApplyAndPoolsListWithDefaults() throws {
         let ctl = try Ctl()
         defer { ctl.scratch.remove() }
-        let seeds = try FileManager.default.contentsOfDirectory(atPath: seedDirectory.path).filter { $0.hasSuffix(".yaml") }
-            .sorted()
+        let seeds = try FileManager.default.contentsOfDirectory(atPath: seedDirectory.path).filter {
+            $0.hasSuffix(".yaml")
+        }
+        .sorted()
         #expect(seeds.count >= 13)
         // The ipv6-vxlan seed shows another pool for the same /48; it applies on its own store.
         for seed in seeds where !seed.contains("ipv6-vxlan") {
@@ -52,9 +54,13 @@ let v6Pool = """
         let wide = try ctl("get", "ippool", "-o", "wide")
         #expect(wide.status == 0)
         let lines = wide.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
-        #expect(lines.first == ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR"])
-        #expect(lines.contains(["ipv4-pool", "10.244.0.0/16", "true", "Never", "CrossSubnet", "false", "false", "all()"]))
-        #expect(lines.contains(["ipv6-pool", "fd00:10:244::/48", "true", "Never", "CrossSubnet", "false", "false", "all()"]))
+        #expect(
+            lines.first == ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR"])
+        #expect(
+            lines.contains(["ipv4-pool", "10.244.0.0/16", "true", "Never", "CrossSubnet", "false", "false", "all()"]))
+        #expect(
+            lines.contains(["ipv6-pool", "fd00:10:244::/48", "true", "Never", "CrossSubnet", "false", "false", "all()"])
+        )
         let yaml = try ctl("get", "ippool", "ipv6-pool", "-o", "yaml").stdout
         #expect(yaml.contains("blockSize: 122") && yaml.contains("cidr: fd00:10:244::/48"))
         #expect(try ctl("get", "ippool", "ipv4-pool", "-o", "json").stdout.contains("\"blockSize\": 26"))
@@ -66,7 +72,9 @@ let v6Pool = """
         #expect(try ctl("apply", "-f", "-", stdin: v4Pool + "\n---\n" + v6Pool).status == 0)
         let table = try ctl("get", "ippools").stdout
         #expect(
-            table == "NAME    CIDR               SELECTOR   \npool4   10.244.0.0/16      all()      \npool6   fd00:10:244::/48   all()      \n\n")
+            table
+                == "NAME    CIDR               SELECTOR   \npool4   10.244.0.0/16      all()      \npool6   fd00:10:244::/48   all()      \n\n"
+        )
     }
 
     @Test func oneInvalidDocumentWritesNothing() throws {
@@ -92,16 +100,20 @@ let v6Pool = """
         #expect(try ctl("get", "ippool", "pool4").status != 0)
         // A dry run still sees conflicts with what is stored.
         #expect(try ctl("create", "-f", "-", stdin: v4Pool).status == 0)
-        let overlap = v4Pool.replacingOccurrences(of: "pool4", with: "pool4b").replacingOccurrences(of: "/16", with: "/20")
+        let overlap = v4Pool.replacingOccurrences(of: "pool4", with: "pool4b").replacingOccurrences(
+            of: "/16", with: "/20")
         let refused = try ctl("create", "--dry-run", "-f", "-", stdin: overlap)
-        #expect(refused.status != 0 && refused.stderr.contains("IPPool(pool4b) CIDR overlaps with IPPool(pool4) CIDR 10.244.0.0/16"))
+        #expect(
+            refused.status != 0
+                && refused.stderr.contains("IPPool(pool4b) CIDR overlaps with IPPool(pool4) CIDR 10.244.0.0/16"))
     }
 
     @Test func createReplaceApplyDeleteSemantics() throws {
         let ctl = try Ctl()
         defer { ctl.scratch.remove() }
         #expect(try ctl("replace", "-f", "-", stdin: v6Pool).stderr.contains("does not exist"))
-        #expect(try ctl("create", "-f", "-", stdin: v6Pool).stdout.contains("Successfully created 1 'IPPool' resource(s)"))
+        #expect(
+            try ctl("create", "-f", "-", stdin: v6Pool).stdout.contains("Successfully created 1 'IPPool' resource(s)"))
         #expect(try ctl("create", "-f", "-", stdin: v6Pool).stderr.contains("already exists"))
         let changed = v6Pool.replacingOccurrences(of: "/48\"}", with: "/48\", natOutgoing: true}")
         #expect(try ctl("replace", "-f", "-", stdin: changed).status == 0)
@@ -138,14 +150,17 @@ let v6Pool = """
     @Test func namespacedPolicies() throws {
         let ctl = try Ctl()
         defer { ctl.scratch.remove() }
-        let policy = try String(contentsOf: seedDirectory.appendingPathComponent("seed002-05-networkpolicy-allow-ipv6-ingress.yaml"), encoding: .utf8)
+        let policy = try String(
+            contentsOf: seedDirectory.appendingPathComponent("seed002-05-networkpolicy-allow-ipv6-ingress.yaml"),
+            encoding: .utf8)
         #expect(try ctl("apply", "-f", "-", stdin: policy).status == 0)
         let other = policy.replacingOccurrences(of: "namespace: default", with: "namespace: prod")
         #expect(try ctl("apply", "-f", "-", stdin: other).status == 0)
         #expect(try ctl("get", "networkpolicy").stdout.split(separator: "\n").count == 2)
         let all = try ctl("get", "policy", "-A").stdout
         #expect(all.hasPrefix("NAMESPACE") && all.contains("prod") && all.contains("default"))
-        #expect(try ctl("get", "np", "allow-ipv6-ingress", "-n", "prod", "-o", "yaml").stdout.contains("namespace: prod"))
+        #expect(
+            try ctl("get", "np", "allow-ipv6-ingress", "-n", "prod", "-o", "yaml").stdout.contains("namespace: prod"))
         #expect(try ctl("delete", "networkpolicy", "allow-ipv6-ingress", "-n", "prod").status == 0)
         #expect(try ctl("get", "np", "allow-ipv6-ingress", "-n", "prod").status != 0)
     }
@@ -160,7 +175,8 @@ let v6Pool = """
         #expect(url.status != 0 && url.stderr.contains("mysql://x"))
         let env = try TestProducts.run("tandemctl", ["get", "ippool"], environment: ["TANDEM_DATASTORE": ctl.url])
         #expect(env.status == 0 && env.stdout.hasPrefix("NAME"))
-        let garbage = try ctl("apply", "-f", "-", stdin: "apiVersion: projectcalico.org/v3\nkind: IPPool\nspec: {cidr: [\n")
+        let garbage = try ctl(
+            "apply", "-f", "-", stdin: "apiVersion: projectcalico.org/v3\nkind: IPPool\nspec: {cidr: [\n")
         #expect(garbage.status != 0 && garbage.stderr.contains("cannot parse YAML"))
     }
 }

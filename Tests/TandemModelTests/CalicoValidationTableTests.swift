@@ -1,5 +1,5 @@
-import Testing
 import TandemModel
+import Testing
 
 // Calico's own validator test tables (libcalico-go `validator_test.go` and `crd_validation_test.go`, as
 // summarised in the research notes, section 3), each case turned into a complete manifest document, plus a
@@ -51,7 +51,9 @@ private enum CalicoTable {
 
     /// One manifest document. `spec` is a YAML value (a flow mapping) for `spec:`; `metadata` holds extra
     /// lines for `metadata:` (without their indentation).
-    static func doc(_ kind: String, _ name: String, _ spec: String, namespace: String? = nil, metadata: [String] = [])
+    static func doc(
+        _ kind: String, _ name: String, _ spec: String, namespace: String? = nil, metadata: [String] = []
+    )
         -> String
     {
         var lines = ["apiVersion: projectcalico.org/v3", "kind: \(kind)", "metadata:", "  name: '\(name)'"]
@@ -183,7 +185,9 @@ private enum CalicoTable {
 
     static let selectors: [ValidationCase] = [
         ok("EntityRule selector foo == \"bar\"", gnpIn(#"{action: Allow, source: {selector: 'foo == "bar"'}}"#)),
-        ok("EntityRule selector has(calico/k8s_ns)", gnpIn(#"{action: Allow, source: {selector: "has(calico/k8s_ns)"}}"#)),
+        ok(
+            "EntityRule selector has(calico/k8s_ns)",
+            gnpIn(#"{action: Allow, source: {selector: "has(calico/k8s_ns)"}}"#)),
         ok(
             "EntityRule selector has(calico/k8s_NS-.1/role)",
             gnpIn(#"{action: Allow, source: {selector: "has(calico/k8s_NS-.1/role)"}}"#)),
@@ -307,7 +311,9 @@ private enum CalicoTable {
 
     static let ipipModes: [ValidationCase] = [
         ok("IPPool 1.2.3.0/24", pool(#"{cidr: "1.2.3.0/24"}"#)),
-        ok("IPPool ipipMode Never, vxlanMode Never", pool(#"{cidr: "1.2.3.0/24", ipipMode: "Never", vxlanMode: "Never"}"#)),
+        ok(
+            "IPPool ipipMode Never, vxlanMode Never",
+            pool(#"{cidr: "1.2.3.0/24", ipipMode: "Never", vxlanMode: "Never"}"#)),
         ok("IPPool ipipMode Never", pool(#"{cidr: "1.2.3.0/24", ipipMode: "Never"}"#)),
         ok("IPPool ipipMode Always", pool(#"{cidr: "1.2.3.0/24", ipipMode: "Always"}"#)),
         ok("IPPool ipipMode CrossSubnet", pool(#"{cidr: "1.2.3.0/24", ipipMode: "CrossSubnet"}"#)),
@@ -316,7 +322,9 @@ private enum CalicoTable {
     ]
 
     static let vxlanModes: [ValidationCase] = [
-        bad("IPPool ipipMode and vxlanMode both Always", pool(#"{cidr: "1.2.3.0/24", ipipMode: "Always", vxlanMode: "Always"}"#)),
+        bad(
+            "IPPool ipipMode and vxlanMode both Always",
+            pool(#"{cidr: "1.2.3.0/24", ipipMode: "Always", vxlanMode: "Always"}"#)),
         ok("IPPool vxlanMode Always", pool(#"{cidr: "1.2.3.0/24", vxlanMode: "Always"}"#)),
         ok("IPPool vxlanMode CrossSubnet", pool(#"{cidr: "1.2.3.0/24", vxlanMode: "CrossSubnet"}"#)),
         ok("IPPool vxlanMode Never", pool(#"{cidr: "1.2.3.0/24", vxlanMode: "Never"}"#)),
@@ -347,12 +355,16 @@ private enum CalicoTable {
         ok("Rule UDP source named port", gnpIn(#"{action: Allow, protocol: "UDP", source: {ports: ["foo"]}}"#)),
         ok("Rule protocol 7 empty source ports", gnpIn(#"{action: Allow, protocol: 7, source: {ports: []}}"#)),
         ok("Rule protocol 17 source notPorts [1]", gnpIn(#"{action: Allow, protocol: 17, source: {notPorts: [1]}}"#)),
-        ok("Rule protocol 100 empty source notPorts", gnpIn(#"{action: Allow, protocol: 100, source: {notPorts: []}}"#)),
+        ok(
+            "Rule protocol 100 empty source notPorts", gnpIn(#"{action: Allow, protocol: 100, source: {notPorts: []}}"#)
+        ),
         ok("Rule TCP destination ports [1]", gnpIn(#"{action: Allow, protocol: "TCP", destination: {ports: [1]}}"#)),
         bad("Rule numeric port without protocol", gnpIn(#"{action: Allow, destination: {ports: [1]}}"#)),
         ok("Rule named port without protocol", gnpIn(#"{action: Allow, destination: {ports: ["foo"]}}"#)),
         ok("Rule named notPort without protocol", gnpIn(#"{action: Allow, source: {notPorts: ["foo"]}}"#)),
-        bad("Rule TCP destination notPorts [0]", gnpIn(#"{action: Allow, protocol: "TCP", destination: {notPorts: [0]}}"#)),
+        bad(
+            "Rule TCP destination notPorts [0]",
+            gnpIn(#"{action: Allow, protocol: "TCP", destination: {notPorts: [0]}}"#)),
         bad(
             "Rule protocol unknown with named notPort",
             gnpIn(#"{action: Allow, protocol: "unknown", destination: {notPorts: ["foo"]}}"#)),
@@ -372,7 +384,8 @@ private enum CalicoTable {
             "GNP rule ipVersion 6 ICMPv6 icmp type 0",
             gnpIn(#"{action: Allow, ipVersion: 6, protocol: "ICMPv6", icmp: {type: 0}}"#)),
         bad("Rule protocol 7 source ports [1]", gnpIn(#"{action: Allow, protocol: 7, source: {ports: [1]}}"#)),
-        bad("Rule protocol 100 source notPorts [1]", gnpIn(#"{action: Allow, protocol: 100, source: {notPorts: [1]}}"#)),
+        bad(
+            "Rule protocol 100 source notPorts [1]", gnpIn(#"{action: Allow, protocol: 100, source: {notPorts: [1]}}"#)),
         ok("Rule SCTP destination ports [1]", gnpIn(#"{action: Allow, protocol: "SCTP", destination: {ports: [1]}}"#)),
         bad(
             "Rule lower-case icmp with destination notPorts",
@@ -443,7 +456,9 @@ private enum CalicoTable {
         bad(
             "BGPPeer localWorkloadSelector with peerIP",
             peer(#"{localWorkloadSelector: "has(labelone)", peerIP: "1.2.3.4", asNumber: 61234}"#)),
-        bad("BGPPeer keepOriginalNextHop with nextHopMode Auto", peer(#"{keepOriginalNextHop: true, nextHopMode: "Auto"}"#)),
+        bad(
+            "BGPPeer keepOriginalNextHop with nextHopMode Auto",
+            peer(#"{keepOriginalNextHop: true, nextHopMode: "Auto"}"#)),
         bad("BGPPeer reachableBy v4 without peerIP", peer(#"{reachableBy: "100.200.0.0"}"#)),
         bad("BGPPeer reachableBy v6 without peerIP", peer(#"{reachableBy: "aabb::abcd"}"#)),
         ok("BGPPeer v4 peerIP:port with v4 reachableBy", peer(#"{peerIP: "9.9.9.9:4444", reachableBy: "1.2.3.4"}"#)),
@@ -453,13 +468,17 @@ private enum CalicoTable {
         bad(
             "BGPPeer v4 peerIP:port with reachableBy 999.999.999.999",
             peer(#"{peerIP: "9.9.9.9:4444", reachableBy: "999.999.999.999"}"#)),
-        bad("BGPPeer v6 [peerIP]:port with reachableBy xyz:::", peer(#"{peerIP: "[aabb::ffff]:4444", reachableBy: "xyz:::"}"#)),
+        bad(
+            "BGPPeer v6 [peerIP]:port with reachableBy xyz:::",
+            peer(#"{peerIP: "[aabb::ffff]:4444", reachableBy: "xyz:::"}"#)),
         bad("BGPPeer v4 peerIP with v6 reachableBy", peer(#"{peerIP: "1.2.3.4", reachableBy: "aabb:aabb::ffff"}"#)),
         bad(
             "BGPPeer v4 peerIP:port with v6 reachableBy",
             peer(#"{peerIP: "9.9.9.9:4444", reachableBy: "aabb:aabb::ffff"}"#)),
         bad("BGPPeer v6 peerIP with v4 reachableBy", peer(#"{peerIP: "aabb:aabb::ffff", reachableBy: "1.2.3.4"}"#)),
-        bad("BGPPeer v6 [peerIP]:port with v4 reachableBy", peer(#"{peerIP: "[aabb::ffff]:4444", reachableBy: "1.2.3.4"}"#)),
+        bad(
+            "BGPPeer v6 [peerIP]:port with v4 reachableBy",
+            peer(#"{peerIP: "[aabb::ffff]:4444", reachableBy: "1.2.3.4"}"#)),
         ok(
             "BGPPeer password secretKeyRef",
             peer(#"{peerIP: "1.2.3.4", password: {secretKeyRef: {name: "tigera-bgp-passwords", key: "my-peering"}}}"#)),
@@ -615,7 +634,8 @@ private enum CalicoTable {
             npEg(#"{action: Allow, destination: {ports: [80], services: {name: "service1", namespace: "default"}}}"#)),
         bad(
             "NP egress destination notPorts with services",
-            npEg(#"{action: Allow, destination: {notPorts: [80], services: {name: "service1", namespace: "default"}}}"#)),
+            npEg(#"{action: Allow, destination: {notPorts: [80], services: {name: "service1", namespace: "default"}}}"#)
+        ),
         ok(
             "NP ingress TCP source ports with services",
             npIn(
@@ -628,7 +648,9 @@ private enum CalicoTable {
             )),
         bad(
             "NP destination nets with services",
-            npIn(#"{action: Allow, destination: {nets: ["10.0.0.0/8"], services: {name: "service1", namespace: "default"}}}"#)),
+            npIn(
+                #"{action: Allow, destination: {nets: ["10.0.0.0/8"], services: {name: "service1", namespace: "default"}}}"#
+            )),
         bad(
             "NP destination notNets with services",
             npIn(
@@ -636,7 +658,9 @@ private enum CalicoTable {
             )),
         bad(
             "NP destination selector with services",
-            npIn(#"{action: Allow, destination: {selector: "x == 'y'", services: {name: "service1", namespace: "default"}}}"#)),
+            npIn(
+                #"{action: Allow, destination: {selector: "x == 'y'", services: {name: "service1", namespace: "default"}}}"#
+            )),
         bad(
             "NP destination notSelector with services",
             npIn(
@@ -672,7 +696,9 @@ private enum CalicoTable {
             "GNP rule source selector global() && bad",
             gnpIn(#"{action: Allow, source: {selector: "global() && bad"}}"#)),
         // Bare HTTPMatch cases, in an Allow rule without a protocol.
-        ok("HTTP paths exact and prefix", gnpIn(#"{action: Allow, http: {paths: [{exact: "/foo"}, {prefix: "/bar"}]}}"#)),
+        ok(
+            "HTTP paths exact and prefix",
+            gnpIn(#"{action: Allow, http: {paths: [{exact: "/foo"}, {prefix: "/bar"}]}}"#)),
         bad(
             "HTTP path with both exact and prefix",
             gnpIn(#"{action: Allow, http: {paths: [{exact: "/foo", prefix: "/bar"}, {prefix: "/bar"}]}}"#)),
@@ -689,7 +715,9 @@ private enum CalicoTable {
             "BGPConfiguration communities without prefixAdvertisements",
             bgpConfig(#"{communities: [{name: "community-test", value: "101:5695"}]}"#)),
         bad("BGPConfiguration community without name", bgpConfig(#"{communities: [{value: "536:785"}], \#(pa0)}"#)),
-        bad("BGPConfiguration community without value", bgpConfig(#"{communities: [{name: "community-test"}], \#(pa0)}"#)),
+        bad(
+            "BGPConfiguration community without value",
+            bgpConfig(#"{communities: [{name: "community-test"}], \#(pa0)}"#)),
         ok(
             "BGPConfiguration community 100:520",
             bgpConfig(#"{communities: [{name: "community-test", value: "100:520"}], \#(pa0)}"#)),
@@ -821,7 +849,8 @@ private enum CalicoTable {
             "IPIP is not supported on IPv6 pools"),
         bad(
             "CEL IPPool LoadBalancer with disableBGPExport",
-            pool(#"{cidr: "10.0.0.0/24", allowedUses: ["LoadBalancer"], disableBGPExport: true, nodeSelector: "all()"}"#),
+            pool(
+                #"{cidr: "10.0.0.0/24", allowedUses: ["LoadBalancer"], disableBGPExport: true, nodeSelector: "all()"}"#),
             "LoadBalancer IP pools cannot disable BGP export"),
         bad(
             "CEL IPPool LoadBalancer with nodeSelector has(node-role)",
@@ -925,7 +954,8 @@ private enum CalicoTable {
             gnpIn(#"{action: Allow, source: {nets: ["10.0.0.0/8", "fd00::/8"]}}"#)),
         ok(
             "Tandem GNP rule with mixed source nets and a v6 destination",
-            gnpIn(#"{action: Allow, source: {nets: ["10.0.0.0/8", "fd00::/8"]}, destination: {nets: ["fd00:1::/64"]}}"#)),
+            gnpIn(#"{action: Allow, source: {nets: ["10.0.0.0/8", "fd00::/8"]}, destination: {nets: ["fd00:1::/64"]}}"#)
+        ),
         bad(
             "Tandem GNP rule with v4 source nets and v6 destination nets",
             gnpIn(#"{action: Allow, source: {nets: ["10.0.0.0/8"]}, destination: {nets: ["fd00::/8"]}}"#),

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TandemModel
+import Testing
 
 /// The manifests operators wrote in the seed notes, copied verbatim.
 let seedFixtures: [URL] = {
@@ -30,7 +30,9 @@ let seedFixtures: [URL] = {
             .joined()
         for url in seedFixtures {
             let fixture = try String(contentsOf: url, encoding: .utf8)
-            #expect(notes.contains(fixture.trimmingCharacters(in: .newlines)), "\(url.lastPathComponent) differs from the seed")
+            #expect(
+                notes.contains(fixture.trimmingCharacters(in: .newlines)),
+                "\(url.lastPathComponent) differs from the seed")
         }
     }
 
@@ -95,7 +97,8 @@ let seedFixtures: [URL] = {
     }
 
     @Test func jsonInput() throws {
-        let json = #"{"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"j"},"spec":{"cidr":"fd00:1::/120","blockSize":122}}"#
+        let json =
+            #"{"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"j"},"spec":{"cidr":"fd00:1::/120","blockSize":122}}"#
         let contents = try Manifest.parse(json)
         #expect((contents.resources.first as? IPPool)?.spec.blockSize == 122)
     }
@@ -145,7 +148,8 @@ let seedFixtures: [URL] = {
             try Manifest.parse(text)
         } throws: { error in
             let message = "\(error)"
-            return message.contains("IPIP is not supported on IPv6 pools") && message.contains("blockSize must be between")
+            return message.contains("IPIP is not supported on IPv6 pools")
+                && message.contains("blockSize must be between")
         }
     }
 
@@ -169,7 +173,9 @@ let seedFixtures: [URL] = {
         #expect(check("{cidr: \"::1/128\", disabled: true}")?.contains("loopback") == true)
         #expect(check("{cidr: 239.0.0.0/24}")?.contains("multicast") == true)
         #expect(check("{cidr: \"ff05::/120\"}")?.contains("multicast") == true)
-        #expect(check("{cidr: \"fd00::/120\", ipipMode: CrossSubnet}")?.contains("IPIP is not supported on IPv6 pools") == true)
+        #expect(
+            check("{cidr: \"fd00::/120\", ipipMode: CrossSubnet}")?.contains("IPIP is not supported on IPv6 pools")
+                == true)
         #expect(check("{cidr: \"fd00::/120\", vxlanMode: Always}") == nil)
         #expect(check("{cidr: 10.0.0.0/27}")?.contains("too small") == true)
         #expect(check("{cidr: \"fd00::/123\"}")?.contains("too small") == true)
@@ -209,7 +215,9 @@ let seedFixtures: [URL] = {
         #expect(fromJSON.json == original.json)
         #expect(yaml.hasPrefix("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:"))
         // Strings that would read back as another type are quoted.
-        #expect(YAMLCodec.yamlText(.object([("value", .string("true")), ("n", .string("10"))])) == "value: 'true'\nn: '10'\n")
+        #expect(
+            YAMLCodec.yamlText(.object([("value", .string("true")), ("n", .string("10"))]))
+                == "value: 'true'\nn: '10'\n")
     }
 
     @Test func tablesFollowCalicoctl() throws {
@@ -221,12 +229,14 @@ let seedFixtures: [URL] = {
             """
         var pool = try #require(Manifest.parse(text).resources.first)
         pool.applyDefaults()
-        #expect(ResourceKind.ipPool.wideColumns == [
-            "NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR",
-        ])
-        #expect(ResourceKind.ipPool.tableRow(pool, wide: true) == [
-            "v6", "fd00:10:244::/48", "false", "Never", "CrossSubnet", "false", "false", "all()",
-        ])
+        #expect(
+            ResourceKind.ipPool.wideColumns == [
+                "NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR",
+            ])
+        #expect(
+            ResourceKind.ipPool.tableRow(pool, wide: true) == [
+                "v6", "fd00:10:244::/48", "false", "Never", "CrossSubnet", "false", "false", "all()",
+            ])
         for alias in ["ippool", "ippools", "IPPool", "ipp", "pools", "IPPoolS"] {
             #expect(ResourceKind.named(alias) == .ipPool)
         }

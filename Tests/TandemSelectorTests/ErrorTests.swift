@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TandemSelector
 
 struct ErrorCase: Sendable, CustomTestStringConvertible {
@@ -44,7 +45,9 @@ let errorCases: [ErrorCase] = [
     ErrorCase("a && b", "expected == or != not: TokAnd()", 2),
     ErrorCase("a 'b'", "expected == or != not: TokStringLiteral(b)", 2),
     ErrorCase("a == 'b')", "unexpected content at end of selector [TokRParen() TokEOF()]", 8),
-    ErrorCase("has(a) b == 'c'", "unexpected content at end of selector [TokLabel(b) TokEq() TokStringLiteral(c) TokEOF()]", 7),
+    ErrorCase(
+        "has(a) b == 'c'", "unexpected content at end of selector [TokLabel(b) TokEq() TokStringLiteral(c) TokEOF()]", 7
+    ),
     ErrorCase("a == 'b'\n", "expected identifier", 8),
     ErrorCase("é", "expected identifier", 0),
     ErrorCase("a == 'é' && %", "expected identifier", 13),

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TandemSelector
 
 // Reference digests from FIPS 180-4 examples and Python's hashlib.

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TandemSelector
 
 // Ported from Calico's libcalico-go/lib/selector/parser/parser_test.go.
@@ -113,9 +114,10 @@ let selectorCases: [SelectorCase] = [
     SelectorCase("a not in {}", [[:], ["a": ""]], []),
     SelectorCase(#"a in {"x",}"#, [["a": "x"]], [["a": ""]]),
     SelectorCase("global() && has(a)", [["a": ""]], [[:]]),
-    SelectorCase("calico/k8s_ns == 'kube-system' && k8s-app == 'kube-dns'",
-                 [["calico/k8s_ns": "kube-system", "k8s-app": "kube-dns"]],
-                 [["calico/k8s_ns": "kube-system"]]),
+    SelectorCase(
+        "calico/k8s_ns == 'kube-system' && k8s-app == 'kube-dns'",
+        [["calico/k8s_ns": "kube-system", "k8s-app": "kube-dns"]],
+        [["calico/k8s_ns": "kube-system"]]),
 ]
 
 @Test("selector table: matches and non-matches, before and after canonicalising", arguments: selectorCases)
@@ -232,8 +234,9 @@ let canonicalCases: [CanonicalCase] = [
     CanonicalCase(input: "a notin{'x','y',}", expected: #"a not in {"x", "y"}"#),
     CanonicalCase(input: "a in {}", expected: "a in {}"),
     CanonicalCase(input: "a in {'B', 'a', 'b', 'A'}", expected: #"a in {"A", "B", "a", "b"}"#),
-    CanonicalCase(input: "has(a) || b == 'c' && d == 'e' || f == 'g'",
-                  expected: #"(has(a) || (b == "c" && d == "e") || f == "g")"#),
+    CanonicalCase(
+        input: "has(a) || b == 'c' && d == 'e' || f == 'g'",
+        expected: #"(has(a) || (b == "c" && d == "e") || f == "g")"#),
     CanonicalCase(input: "((a == 'b' && c == 'd') && e == 'f')", expected: #"((a == "b" && c == "d") && e == "f")"#),
     CanonicalCase(input: "!!!(has(a))", expected: "!has(a)"),
     CanonicalCase(input: "!(!has(a))", expected: "!!has(a)"),

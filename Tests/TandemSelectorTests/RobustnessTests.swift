@@ -1,5 +1,5 @@
-import Testing
 import TandemSelector
+import Testing
 
 // The parser, evaluator and renderer use no recursion, so deep or long inputs
 // cannot overflow the stack.

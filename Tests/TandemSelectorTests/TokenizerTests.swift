@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TandemSelector
 
 // Ported from Calico's libcalico-go/lib/selector/tokenizer/tokenizer_test.go.
@@ -139,7 +140,8 @@ let tokenCases: [TokenCase] = [
     TokenCase("has(" + longLabel + ")", [(.has, longLabel), (.eof, "")]),
     TokenCase("has(" + tooLongLabel + ")", nil),
     TokenCase("a containsx 'v'", nil),
-    TokenCase("a in{'v'}", [(.label, "a"), (.in, ""), (.lBrace, ""), (.stringLiteral, "v"), (.rBrace, ""), (.eof, "")]),
+    TokenCase(
+        "a in{'v'}", [(.label, "a"), (.in, ""), (.lBrace, ""), (.stringLiteral, "v"), (.rBrace, ""), (.eof, "")]),
     TokenCase("a not in c", nil),  // boundary is checked after the whitespace following "in"
     TokenCase("a in c", [(.label, "a"), (.in, ""), (.label, "c"), (.eof, "")]),
     TokenCase("!!a", [(.not, ""), (.not, ""), (.label, "a"), (.eof, "")]),

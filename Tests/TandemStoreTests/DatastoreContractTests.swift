@@ -132,7 +132,9 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         let revisions = counter.map(\.keyValue.modRevision)
         #expect(revisions == revisions.sorted() && Set(revisions).count == revisions.count)
         #expect(revisions.first == start + 1)
-        #expect(counter.dropLast().map { String(decoding: $0.keyValue.value, as: UTF8.self) } == (0..<writes).map(String.init))
+        #expect(
+            counter.dropLast().map { String(decoding: $0.keyValue.value, as: UTF8.self) }
+                == (0..<writes).map(String.init))
         #expect(counter.last?.kind == .delete)
         #expect(!seen.contains { $0.keyValue.key.hasPrefix("/other") })
     }

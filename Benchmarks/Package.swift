@@ -1,0 +1,18 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// Benchmarks live in their own package so the main build and tests never compile them.
+let package = Package(
+    name: "TandemBenchmarks",
+    dependencies: [.package(path: "..")],
+    targets: [
+        .executableTarget(
+            name: "tandem-bench",
+            dependencies: [
+                .product(name: "TandemCore", package: "main"),
+                .product(name: "TandemStore", package: "main"),
+                .product(name: "TandemStoreSQLite", package: "main"),
+            ],
+            swiftSettings: [.treatAllWarnings(as: .error)])
+    ]
+)
