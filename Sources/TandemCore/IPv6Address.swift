@@ -117,7 +117,9 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
         }
     }
 
-    private static func parseGroups(_ bytes: UnsafeBufferPointer<UInt8>, into groups: UnsafeMutableBufferPointer<UInt16>)
+    private static func parseGroups(
+        _ bytes: UnsafeBufferPointer<UInt8>, into groups: UnsafeMutableBufferPointer<UInt16>
+    )
         -> Result<IPv6Address, Reason>
     {
         let count = bytes.count

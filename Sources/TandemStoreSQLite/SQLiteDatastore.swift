@@ -75,7 +75,9 @@ public final class SQLiteDatastore: Datastore {
     /// Opens the pool, retrying while another process holds the lock that switching to WAL needs: SQLite
     /// does not run the busy handler for `PRAGMA journal_mode`, so processes that open a new store together
     /// would otherwise fail with "database is locked".
-    private static func openPool(path: String, configuration: Configuration, timeout: TimeInterval) throws
+    private static func openPool(
+        path: String, configuration: Configuration, timeout: TimeInterval
+    ) throws
         -> DatabasePool
     {
         let deadline = Date().addingTimeInterval(timeout)
@@ -83,7 +85,9 @@ public final class SQLiteDatastore: Datastore {
         while true {
             do {
                 return try DatabasePool(path: path, configuration: configuration)
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED {
+            } catch let error as DatabaseError
+                where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
+            {
                 if Date() > deadline { throw error }
                 usleep(delay + UInt32.random(in: 0...delay))
                 delay = min(delay * 2, 50_000)

@@ -47,7 +47,8 @@ import Testing
                 for _ in 0..<8 {
                     group.addTask {
                         try TestProducts.run(
-                            "tandemctl", ["debug", "cas-increment", "--key", "/k", "--times", "20", "--datastore", location])
+                            "tandemctl",
+                            ["debug", "cas-increment", "--key", "/k", "--times", "20", "--datastore", location])
                     }
                 }
                 var all: [TestProducts.Output] = []

@@ -62,11 +62,19 @@ func addressBenchmarks() {
     row(
         "format IPv4",
         { for address in parsed4 { sink &+= address.description.utf8.count } },
-        { for raw in bytes4 { _ = raw.withUnsafeBytes { inet_ntop(AF_INET, $0.baseAddress, &out, 64) }; sink &+= strlen(out) } })
+        {
+            for raw in bytes4 {
+                _ = raw.withUnsafeBytes { inet_ntop(AF_INET, $0.baseAddress, &out, 64) }; sink &+= strlen(out)
+            }
+        })
     row(
         "format IPv6",
         { for address in parsed6 { sink &+= address.description.utf8.count } },
-        { for raw in bytes6 { _ = raw.withUnsafeBytes { inet_ntop(AF_INET6, $0.baseAddress, &out, 64) }; sink &+= strlen(out) } })
+        {
+            for raw in bytes6 {
+                _ = raw.withUnsafeBytes { inet_ntop(AF_INET6, $0.baseAddress, &out, 64) }; sink &+= strlen(out)
+            }
+        })
     let pool: CIDR = "fd00:10:244::/48"
     let blocks = try! pool.subdivided(into: 122)
     let splitRate = rate(count) { for index in 0..<UInt128(count) { sink &+= blocks[index * 4096].prefixLength } }
@@ -88,7 +96,10 @@ func storeBenchmark(path: String, increments: Int) async throws {
         }
     }
     let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    print(String(format: "SQLite CAS increments, 1 process: %d in %.2f s = %.0f/s", increments, seconds, Double(increments) / seconds))
+    print(
+        String(
+            format: "SQLite CAS increments, 1 process: %d in %.2f s = %.0f/s", increments, seconds,
+            Double(increments) / seconds))
 }
 
 @main
