@@ -1,9 +1,41 @@
 import TandemCore
 import TandemSelector
 
+/// A value written either as a number or as text, like Go's `numorstring` types.
+public enum IntegerOrText: Sendable, Equatable {
+    case integer(Int)
+    case text(String)
+}
+
+/// Codable as a bare JSON number or string.
+public protocol IntegerOrTextCodable: Codable {
+    init(integer: Int)
+    init(text: String)
+    var integerOrText: IntegerOrText { get }
+}
+
+extension IntegerOrTextCodable {
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let number = try? container.decode(Int.self) {
+            self.init(integer: number)
+        } else {
+            self.init(text: try container.decode(String.self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch integerOrText {
+        case .integer(let number): try container.encode(number)
+        case .text(let text): try container.encode(text)
+        }
+    }
+}
+
 /// An IP protocol as Calico rules write it: a name (`TCP`, `UDP`, `ICMP`, `ICMPv6`, `SCTP`, `UDPLite`) or a
 /// number 1...255.
-public enum ProtocolValue: Codable, Sendable, Equatable, CustomStringConvertible {
+public enum ProtocolValue: IntegerOrTextCodable, Sendable, Equatable, CustomStringConvertible {
     case name(String)
     case number(Int)
 
@@ -19,20 +51,12 @@ public enum ProtocolValue: Codable, Sendable, Equatable, CustomStringConvertible
         "ah": 51, "OSPF": 89, "ospf": 89, "VRRP": 112, "vrrp": 112,
     ]
 
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if let number = try? container.decode(Int.self) {
-            self = .number(number)
-        } else {
-            self = .name(try container.decode(String.self))
-        }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
+    public init(integer: Int) { self = .number(integer) }
+    public init(text: String) { self = .name(text) }
+    public var integerOrText: IntegerOrText {
         switch self {
-        case .name(let name): try container.encode(name)
-        case .number(let number): try container.encode(number)
+        case .name(let name): .text(name)
+        case .number(let number): .integer(number)
         }
     }
 
@@ -73,24 +97,16 @@ public enum ProtocolValue: Codable, Sendable, Equatable, CustomStringConvertible
 }
 
 /// A port, port range (`"8080:8090"`) or named port, as Calico's `numorstring.Port`.
-public enum PortValue: Codable, Sendable, Equatable, CustomStringConvertible {
+public enum PortValue: IntegerOrTextCodable, Sendable, Equatable, CustomStringConvertible {
     case number(Int)
     case text(String)
 
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if let number = try? container.decode(Int.self) {
-            self = .number(number)
-        } else {
-            self = .text(try container.decode(String.self))
-        }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
+    public init(integer: Int) { self = .number(integer) }
+    public init(text: String) { self = .text(text) }
+    public var integerOrText: IntegerOrText {
         switch self {
-        case .number(let number): try container.encode(number)
-        case .text(let text): try container.encode(text)
+        case .number(let number): .integer(number)
+        case .text(let text): .text(text)
         }
     }
 

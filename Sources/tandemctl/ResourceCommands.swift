@@ -33,41 +33,49 @@ func writeManifest(
     }
 }
 
-struct Apply: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Create resources, or replace them if they exist.")
+/// `-f FILE|-`, shared by the commands that read manifests.
+struct ManifestFile: ParsableArguments {
     @Option(name: [.short, .customLong("filename")], help: "Manifest file (YAML or JSON), or - for stdin.")
     var filename: String
+}
+
+/// `--dry-run`, shared by apply and create.
+struct DryRun: ParsableArguments {
     @Flag(name: .customLong("dry-run"), help: "Validate against the datastore without writing.")
-    var dryRun = false
+    var enabled = false
+}
+
+struct Apply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create resources, or replace them if they exist.")
+    @OptionGroup var file: ManifestFile
+    @OptionGroup var dryRun: DryRun
     @OptionGroup var options: DatastoreOptions
 
     func run() async throws {
-        try await writeManifest(path: filename, mode: .apply, dryRun: dryRun, verb: "apply", options: options)
+        try await writeManifest(
+            path: file.filename, mode: .apply, dryRun: dryRun.enabled, verb: "apply", options: options)
     }
 }
 
 struct Create: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create resources; fails if any exists.")
-    @Option(name: [.short, .customLong("filename")], help: "Manifest file (YAML or JSON), or - for stdin.")
-    var filename: String
-    @Flag(name: .customLong("dry-run"), help: "Validate against the datastore without writing.")
-    var dryRun = false
+    @OptionGroup var file: ManifestFile
+    @OptionGroup var dryRun: DryRun
     @OptionGroup var options: DatastoreOptions
 
     func run() async throws {
-        try await writeManifest(path: filename, mode: .create, dryRun: dryRun, verb: "create", options: options)
+        try await writeManifest(
+            path: file.filename, mode: .create, dryRun: dryRun.enabled, verb: "create", options: options)
     }
 }
 
 struct Replace: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Replace existing resources; fails if any is missing.")
-    @Option(name: [.short, .customLong("filename")], help: "Manifest file (YAML or JSON), or - for stdin.")
-    var filename: String
+    @OptionGroup var file: ManifestFile
     @OptionGroup var options: DatastoreOptions
 
     func run() async throws {
-        try await writeManifest(path: filename, mode: .replace, dryRun: false, verb: "replace", options: options)
+        try await writeManifest(path: file.filename, mode: .replace, dryRun: false, verb: "replace", options: options)
     }
 }
 
