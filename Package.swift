@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "TandemModel", targets: ["TandemModel"]),
         .library(name: "TandemStore", targets: ["TandemStore"]),
         .library(name: "TandemStoreSQLite", targets: ["TandemStoreSQLite"]),
+        .library(name: "TandemIPAM", targets: ["TandemIPAM"]),
         .executable(name: "tandemctl", targets: ["tandemctl"]),
     ],
     dependencies: [
@@ -28,6 +29,9 @@ let package = Package(
             dependencies: ["TandemCore", "TandemSelector", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict),
         .target(name: "TandemStore", dependencies: ["TandemModel"], swiftSettings: strict),
+        .target(
+            name: "TandemIPAM", dependencies: ["TandemCore", "TandemModel", "TandemSelector", "TandemStore"],
+            swiftSettings: strict),
         // System layer.
         .target(
             name: "TandemStoreSQLite",
@@ -44,6 +48,9 @@ let package = Package(
         // Test helpers (running binaries, scratch directories); used by tests only.
         .target(name: "TandemTestSupport", path: "Sources/TandemTestSupport", swiftSettings: strict),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"], swiftSettings: strict),
+        .testTarget(
+            name: "TandemIPAMTests", dependencies: ["TandemIPAM", "TandemStoreSQLite", "TandemTestSupport"],
+            swiftSettings: strict),
         .testTarget(name: "TandemSelectorTests", dependencies: ["TandemSelector"], swiftSettings: strict),
         .testTarget(
             name: "TandemModelTests", dependencies: ["TandemModel"],

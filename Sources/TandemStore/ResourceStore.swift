@@ -79,6 +79,7 @@ public struct ResourceStore: Sendable {
 
     /// Writes `resources` (already validated) atomically; with `dryRun`, checks everything and writes nothing.
     /// Returns what happened to each resource, in order.
+    @discardableResult
     public func write(
         _ resources: [any AnyResource], mode: Mode, dryRun: Bool = false
     ) async throws

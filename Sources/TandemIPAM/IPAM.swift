@@ -1,0 +1,579 @@
+import TandemCore
+import TandemModel
+import TandemSelector
+import TandemStore
+
+/// Why an IPAM call failed, in the operator's terms.
+public enum IPAMError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// No pool can serve the request (none configured, none selects the node, wrong use...).
+    case noPools(String)
+    /// The pools are full, or the node may not claim more blocks; the message says which and why.
+    case exhausted(String)
+    /// The address is outside every enabled pool.
+    case notInPool(String)
+    /// The address is already allocated.
+    case alreadyAssigned(String)
+    /// The address is not allocated (release of a free address).
+    case notAssigned(String)
+    /// Too many concurrent writers kept winning the compare-and-swap race.
+    case tooManyRetries
+    /// A stored IPAM record could not be read.
+    case corrupt(String)
+    /// The datastore failed.
+    case datastore(String)
+
+    public var description: String {
+        switch self {
+        case .noPools(let message), .exhausted(let message), .corrupt(let message), .datastore(let message):
+            message
+        case .notInPool: "The provided IP address is not in a configured pool\n"
+        case .alreadyAssigned(let address): "Address already assigned in block: \(address)"
+        case .notAssigned(let address): "IP address \(address) is not assigned"
+        case .tooManyRetries: "Max retries hit - excessive concurrent IPAM requests"
+        }
+    }
+}
+
+/// The addresses one AutoAssign handed out, each with its block's prefix length (callers narrow to /32, /128).
+public struct Assignment: Sendable, Equatable {
+    public var ipv4: [CIDR] = []
+    public var ipv6: [CIDR] = []
+    public init(ipv4: [CIDR] = [], ipv6: [CIDR] = []) {
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+    }
+}
+
+/// An AutoAssign request: how many addresses of each family, for whom, from which pools.
+public struct AutoAssignRequest: Sendable {
+    public var num4: Int
+    public var num6: Int
+    public var handle: String
+    public var attributes: [String: String]
+    public var host: String
+    /// Pools by CIDR or name; empty means every pool that selects the host.
+    public var ipv4Pools: [String]
+    public var ipv6Pools: [String]
+    /// Per-request cap on the host's blocks (0 = the IPAMConfiguration's, else 20).
+    public var maxBlocksPerHost: Int
+    public var intendedUse: IPPoolAllowedUse
+
+    public init(
+        num4: Int, num6: Int, handle: String, attributes: [String: String] = [:], host: String,
+        ipv4Pools: [String] = [], ipv6Pools: [String] = [], maxBlocksPerHost: Int = 0,
+        intendedUse: IPPoolAllowedUse = .workload
+    ) {
+        self.num4 = num4
+        self.num6 = num6
+        self.handle = handle
+        self.attributes = attributes
+        self.host = host
+        self.ipv4Pools = ipv4Pools
+        self.ipv6Pools = ipv6Pools
+        self.maxBlocksPerHost = maxBlocksPerHost
+        self.intendedUse = intendedUse
+    }
+}
+
+/// Calico's block-affinity IPAM over the datastore interface. Every change is a compare-and-swap
+/// transaction (a block and its handle together), retried on conflict up to 100 times; there are no locks
+/// outside the store, so any number of processes on any backend can allocate at once.
+public struct IPAM: Sendable {
+    public let store: any Datastore
+    let resources: ResourceStore
+    /// Nanoseconds since the epoch, for new blocks' sequence numbers; injected to keep this layer pure.
+    let nanoseconds: @Sendable () -> UInt64
+
+    /// Retries of one compare-and-swap before giving up.
+    public static let retries = 100
+    /// Blocks a host may claim when nothing else is configured.
+    public static let defaultMaxBlocksPerHost = 20
+
+    public init(store: any Datastore, nanoseconds: @escaping @Sendable () -> UInt64) {
+        self.store = store
+        self.nanoseconds = nanoseconds
+        resources = ResourceStore(datastore: store, now: { "" }, newUID: { "" })
+    }
+
+    // MARK: Configuration and pools
+
+    /// The IPAMConfiguration in force: the stored `default`, or Calico's defaults when there is none.
+    public func configuration() async throws -> IPAMConfigurationSpec {
+        var spec =
+            (try await resources.get(.ipamConfiguration, name: "default")?.resource as? IPAMConfiguration)?.spec
+            ?? IPAMConfigurationSpec()
+        spec.applyDefaults(metadata: ObjectMeta(name: "default"))
+        return spec
+    }
+
+    /// Every pool, defaults applied, sorted by name.
+    public func pools() async throws -> [IPPool] {
+        try await resources.list(.ipPool).compactMap { stored -> IPPool? in
+            guard var pool = stored.resource as? IPPool else { return nil }
+            pool.applyDefaults()
+            return pool
+        }.sorted { ($0.metadata.name ?? "") < ($1.metadata.name ?? "") }
+    }
+
+    /// The labels of a Node resource, or none when the node is not registered.
+    func nodeLabels(_ host: String) async throws -> [String: String] {
+        try await resources.get(.node, name: host)?.resource.metadata.labels ?? [:]
+    }
+
+    /// The pools a request may use, in order (Calico `determinePools`).
+    func determinePools(
+        family: IPFamily, requested: [String], host: String, use: IPPoolAllowedUse
+    ) async throws -> [IPPool] {
+        let all = try await pools()
+        let enabled = all.filter { $0.spec.disabled != true && $0.spec.network != nil }
+        var chosen: [IPPool]
+        if !requested.isEmpty {
+            chosen = []
+            for text in requested {
+                let asCIDR = try? CIDR(text)
+                guard
+                    let pool = enabled.first(where: { $0.metadata.name == text })
+                        ?? enabled.first(where: { asCIDR != nil && $0.spec.network == asCIDR!.network })
+                else {
+                    throw IPAMError.noPools("the given pool (\(text)) does not exist, or is not enabled")
+                }
+                if pool.spec.network!.family != family {
+                    throw IPAMError.noPools(
+                        "provided \(family) IPPools list contains one or more \(family == .v4 ? IPFamily.v6 : .v4) IPPools (\(text))"
+                    )
+                }
+                if !chosen.contains(pool) { chosen.append(pool) }
+            }
+        } else {
+            let labels = try await nodeLabels(host)
+            chosen = enabled.filter { pool in
+                guard pool.spec.network!.family == family, pool.spec.assignmentMode != "Manual" else { return false }
+                let selector = (try? Selector(parsing: pool.spec.nodeSelector ?? "all()")) ?? Selector.all
+                return selector.matches(labels)
+            }
+            if chosen.isEmpty {
+                let ofFamily = enabled.filter { $0.spec.network!.family == family }
+                throw IPAMError.noPools(
+                    ofFamily.isEmpty
+                        ? "no enabled \(family) pools are configured"
+                        : "no configured Calico pools for node \(host) (\(family) pools: "
+                            + ofFamily.map { "\($0.metadata.name ?? "") selects \($0.spec.nodeSelector ?? "all()")" }
+                            .joined(separator: ", ") + ")")
+            }
+        }
+        let usable = chosen.filter { $0.spec.effectiveAllowedUses.contains(use) }
+        if usable.isEmpty {
+            throw IPAMError.noPools(
+                "cannot find a qualified ippool, no pools match the required use (\(use.rawValue))")
+        }
+        return usable
+    }
+
+    // MARK: AutoAssign
+
+    /// Assigns `num4` IPv4 and `num6` IPv6 addresses. Both families or neither: if the second family fails,
+    /// the first family's addresses are released and the error names the family and the reason.
+    public func autoAssign(_ request: AutoAssignRequest) async throws -> Assignment {
+        var assignment = Assignment()
+        if request.num4 > 0 {
+            do {
+                assignment.ipv4 = try await assign(family: .v4, request: request)
+            } catch {
+                throw IPAMError.exhausted("IPv4 assignment failed: \(error)")
+            }
+        }
+        if request.num6 > 0 {
+            do {
+                assignment.ipv6 = try await assign(family: .v6, request: request)
+            } catch {
+                let released = assignment.ipv4.map(\.address)
+                if !released.isEmpty { _ = try? await releaseIPs(released, handle: request.handle) }
+                let note =
+                    released.isEmpty
+                    ? "" : "; the IPv4 address(es) \(released.map(\.description).joined(separator: ", ")) were released"
+                throw IPAMError.exhausted("IPv6 assignment failed: \(error)\(note)")
+            }
+        }
+        return assignment
+    }
+
+    private func assign(family: IPFamily, request: AutoAssignRequest) async throws -> [CIDR] {
+        let count = family == .v4 ? request.num4 : request.num6
+        let pools = try await determinePools(
+            family: family, requested: family == .v4 ? request.ipv4Pools : request.ipv6Pools, host: request.host,
+            use: request.intendedUse)
+        let config = try await configuration()
+        let configured = config.maxBlocksPerHost ?? 0
+        let cap =
+            switch (configured, request.maxBlocksPerHost) {
+            case (0, 0): Self.defaultMaxBlocksPerHost
+            case (0, let perRequest): perRequest
+            case (let global, 0): global
+            case (let global, let perRequest): min(global, perRequest)
+            }
+        var assigned: [CIDR] = []
+        for _ in 0..<Self.retries {
+            if assigned.count == count { return assigned }
+            let need = count - assigned.count
+            // 1. Blocks this host is affine to, in the chosen pools.
+            let affine = try await affineBlocks(host: request.host, family: family, pools: pools)
+            var madeProgress = false
+            for cidr in affine where assigned.count < count {
+                if let got = try await assignFromBlock(
+                    cidr, count: need, request: request, onlyIfAffineTo: request.host)
+                {
+                    assigned += got
+                    madeProgress = madeProgress || !got.isEmpty
+                }
+            }
+            if assigned.count == count { return assigned }
+            if madeProgress { continue }
+            // 2. Claim a new block.
+            if config.autoAllocateBlocks ?? true {
+                if affine.count >= cap {
+                    throw IPAMError.exhausted(
+                        "Need to allocate an IPAM block but could not - limit of \(cap) blocks reached for this node "
+                            + "(assigned \(assigned.count) out of \(count) requested \(family) addresses)")
+                }
+                if try await claimBlock(host: request.host, family: family, pools: pools) { continue }
+            }
+            // 3. Borrow from other hosts' blocks, unless affinity is strict.
+            if config.strictAffinity != true {
+                if let got = try await borrow(count: need, request: request, family: family, pools: pools), !got.isEmpty
+                {
+                    assigned += got
+                    continue
+                }
+                throw IPAMError.exhausted(
+                    "Assigned \(assigned.count) out of \(count) requested \(family) addresses; "
+                        + (try await exhaustionReport(pools: pools)))
+            }
+            throw IPAMError.exhausted(
+                "Assigned \(assigned.count) out of \(count) requested \(family) addresses; "
+                    + "No more free affine blocks and strict affinity enabled; "
+                    + (try await exhaustionReport(pools: pools)))
+        }
+        throw IPAMError.tooManyRetries
+    }
+
+    /// The confirmed affine blocks of `host` that lie in `pools`, in address order.
+    func affineBlocks(host: String, family: IPFamily, pools: [IPPool]) async throws -> [CIDR] {
+        let (items, _) = try await store.list(prefix: IPAMKeys.affinityPrefix(host: host, family: family))
+        var blocks: [CIDR] = []
+        for item in items {
+            let affinity = try decode(BlockAffinity.self, item.value, key: item.key)
+            guard affinity.state == "confirmed", affinity.deleted != true,
+                let cidr = cidr(fromAffinityKey: item.key, family: family),
+                pools.contains(where: { $0.spec.network!.contains(cidr) })
+            else { continue }
+            blocks.append(cidr)
+        }
+        return blocks.sorted()
+    }
+
+    /// Parses the block CIDR back from the last path element of a block key.
+    func cidr(fromBlockKey key: String, family: IPFamily) -> CIDR? { cidr(fromAffinityKey: key, family: family) }
+
+    /// Parses the block CIDR back from the last path element of an affinity key.
+    func cidr(fromAffinityKey key: String, family: IPFamily) -> CIDR? {
+        guard let name = key.split(separator: "/").last else { return nil }
+        var parts = name.split(separator: "-", omittingEmptySubsequences: false).map(String.init)
+        guard let length = parts.popLast() else { return nil }
+        let address =
+            family == .v4 ? parts.joined(separator: ".") : parts.joined(separator: ":")
+        return try? CIDR("\(address)/\(length)")
+    }
+
+    /// Assigns up to `count` addresses from one block with a compare-and-swap of the block and the handle.
+    /// Returns nil on a lost race (the caller re-reads), [] when the block is full or not usable.
+    private func assignFromBlock(
+        _ cidr: CIDR, count: Int, request: AutoAssignRequest, onlyIfAffineTo host: String?
+    )
+        async throws -> [CIDR]?
+    {
+        let key = IPAMKeys.block(cidr)
+        guard let stored = try await store.get(key) else { return [] }
+        var block = try decode(Block.self, stored.value, key: key)
+        if let host, block.host != host { return [] }
+        let addresses = block.assign(count: count, handle: request.handle, attributes: request.attributes)
+        if addresses.isEmpty { return [] }
+        var writes: [Write] = [.update(key: key, value: encode(block), ifRevision: stored.modRevision)]
+        writes.append(try await handleWrite(request.handle, block: cidr, delta: addresses.count))
+        do {
+            try await store.transact(writes)
+        } catch {
+            if error.isConflict { return nil }
+            throw IPAMError.datastore("\(error)")
+        }
+        return addresses.map { try! CIDR(address: $0, prefixLength: cidr.prefixLength) }
+    }
+
+    /// The write that adds `delta` (or removes, when negative) addresses of `handle` in `block`.
+    func handleWrite(_ handle: String, block: CIDR, delta: Int) async throws -> Write {
+        let key = IPAMKeys.handle(handle)
+        if let stored = try await store.get(key) {
+            var record = try decode(IPAMHandle.self, stored.value, key: key)
+            let count = (record.block[block.description] ?? 0) + delta
+            record.block[block.description] = count > 0 ? count : nil
+            if record.block.isEmpty { return .delete(key: key, ifRevision: stored.modRevision) }
+            return .update(key: key, value: encode(record), ifRevision: stored.modRevision)
+        }
+        return .create(key: key, value: encode(IPAMHandle(handleID: handle, block: [block.description: max(delta, 0)])))
+    }
+
+    /// The block index a host starts its search at, so the same host tries the same blocks (FNV-1a 32).
+    static func startIndex(host: String, count: UInt128) -> UInt128 {
+        var hash: UInt32 = 2_166_136_261
+        for byte in host.utf8 {
+            hash ^= UInt32(byte)
+            hash = hash &* 16_777_619
+        }
+        return UInt128(hash) % count
+    }
+
+    /// Claims one block for `host` in the first pool that has one free: a block CIDR nobody has created, or
+    /// an existing block nobody is affine to that is empty. The block and the affinity are written in one
+    /// transaction. Returns false when every pool is full.
+    private func claimBlock(host: String, family: IPFamily, pools: [IPPool]) async throws -> Bool {
+        let (items, _) = try await store.list(prefix: IPAMKeys.blockPrefix(family))
+        var existing: [String: KeyValue] = [:]
+        for item in items { existing[item.key] = item }
+        for pool in pools {
+            guard let network = pool.spec.network, let size = pool.spec.effectiveBlockSize,
+                let blocks = try? network.subdivided(into: size)
+            else { continue }
+            let inPool = existing.keys.filter { key in
+                cidr(fromBlockKey: key, family: family).map { network.contains($0) } ?? false
+            }.count
+            let total = blocks.count
+            // Every existing block may be passed over before a free one turns up; a few more cover lost races.
+            let steps = min(total, UInt128(inPool) + 64)
+            var index = Self.startIndex(host: host, count: total)
+            for _ in 0..<steps {
+                defer { index = index + 1 == total ? 0 : index + 1 }
+                let cidr = blocks[index]
+                let key = IPAMKeys.block(cidr)
+                let affinity = encode(BlockAffinity(state: "confirmed"))
+                let affinityKey = IPAMKeys.affinity(host: host, cidr: cidr)
+                var writes: [Write]? = nil
+                if let stored = existing[key] {
+                    var block = try decode(Block.self, stored.value, key: key)
+                    if block.affinity == nil && block.isEmpty {
+                        block.affinity = "host:\(host)"
+                        block.sequenceNumber += 1
+                        writes = [
+                            .update(key: key, value: encode(block), ifRevision: stored.modRevision),
+                            .put(key: affinityKey, value: affinity),
+                        ]
+                    }
+                } else {
+                    let block = Block(cidr: cidr, host: host, sequenceStart: nanoseconds())
+                    writes = [.create(key: key, value: encode(block)), .create(key: affinityKey, value: affinity)]
+                }
+                if let writes {
+                    do {
+                        try await store.transact(writes)
+                        return true
+                    } catch {
+                        if !error.isConflict { throw IPAMError.datastore("\(error)") }
+                        // Someone else took it: look further.
+                    }
+                }
+            }
+        }
+        return false
+    }
+
+    /// Assigns from blocks of other hosts (or no host) that have room.
+    private func borrow(
+        count: Int, request: AutoAssignRequest, family: IPFamily, pools: [IPPool]
+    ) async throws
+        -> [CIDR]?
+    {
+        let (items, _) = try await store.list(prefix: IPAMKeys.blockPrefix(family))
+        for item in items {
+            let block = try decode(Block.self, item.value, key: item.key)
+            guard !block.unallocated.isEmpty, block.host != request.host,
+                pools.contains(where: { $0.spec.network!.contains(block.network) })
+            else { continue }
+            if let got = try await assignFromBlock(block.network, count: count, request: request, onlyIfAffineTo: nil) {
+                if !got.isEmpty { return got }
+            } else {
+                return []  // lost a race: let the caller re-read
+            }
+        }
+        return nil
+    }
+
+    /// Names each pool, its size, how many blocks it holds and which nodes hold them.
+    func exhaustionReport(pools: [IPPool]) async throws -> String {
+        var parts: [String] = []
+        for pool in pools {
+            guard let network = pool.spec.network, let size = pool.spec.effectiveBlockSize else { continue }
+            let family = network.family
+            let (items, _) = try await store.list(prefix: IPAMKeys.blockPrefix(family))
+            var holders: [String: Int] = [:]
+            var blocks = 0
+            var used = 0
+            for item in items {
+                let block = try decode(Block.self, item.value, key: item.key)
+                guard network.contains(block.network) else { continue }
+                blocks += 1
+                used += block.inUse
+                holders[block.host ?? "(no node)", default: 0] += 1
+            }
+            let capacity = network.addressCount.map { "\($0)" } ?? "2^128"
+            let possible = (try? network.subdivided(into: size))?.count ?? 0
+            let nodes = holders.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
+            parts.append(
+                "pool \(pool.metadata.name ?? "") (\(network)) is full: \(used) of \(capacity) addresses in use, "
+                    + "\(blocks) of \(possible) /\(size) blocks allocated, held by [\(nodes)]")
+        }
+        return "No IPs available in pools: " + parts.joined(separator: "; ")
+    }
+
+    // MARK: AssignIP
+
+    /// Assigns one given address (CNI `IP=`); claims its block for `host` when nobody holds it.
+    public func assignIP(
+        _ address: IPAddress, handle: String, attributes: [String: String] = [:], host: String,
+        intendedUse: IPPoolAllowedUse = .workload
+    ) async throws {
+        let pools = try await pools().filter { $0.spec.disabled != true }
+        guard let pool = pools.first(where: { $0.spec.network?.contains(address) == true }),
+            let size = pool.spec.effectiveBlockSize, let network = pool.spec.network
+        else { throw IPAMError.notInPool(address.description) }
+        if !pool.spec.effectiveAllowedUses.contains(intendedUse) {
+            throw IPAMError.noPools(
+                "IP address \(address) is in IP pool \"\(pool.metadata.name ?? "")\", which is not allowed for use \"\(intendedUse.rawValue)\" (allowedUses: \(pool.spec.effectiveAllowedUses.map(\.rawValue)))"
+            )
+        }
+        let cidr = try CIDR(address: address, prefixLength: size).network
+        _ = network
+        let strict = try await configuration().strictAffinity == true
+        for _ in 0..<Self.retries {
+            let key = IPAMKeys.block(cidr)
+            var writes: [Write]
+            if let stored = try await store.get(key) {
+                var block = try decode(Block.self, stored.value, key: key)
+                if strict, let owner = block.host, owner != host {
+                    throw IPAMError.exhausted(
+                        "cannot assign \(address): its block \(cidr) is affine to node \(owner) and strict affinity is enabled"
+                    )
+                }
+                guard block.assign(address: address, handle: handle, attributes: attributes) else {
+                    throw IPAMError.alreadyAssigned(address.description)
+                }
+                writes = [.update(key: key, value: encode(block), ifRevision: stored.modRevision)]
+            } else {
+                var block = Block(cidr: cidr, host: host, sequenceStart: nanoseconds())
+                _ = block.assign(address: address, handle: handle, attributes: attributes)
+                writes = [
+                    .create(key: key, value: encode(block)),
+                    .put(
+                        key: IPAMKeys.affinity(host: host, cidr: cidr), value: encode(BlockAffinity(state: "confirmed"))
+                    ),
+                ]
+            }
+            writes.append(try await handleWrite(handle, block: cidr, delta: 1))
+            do {
+                try await store.transact(writes)
+                return
+            } catch {
+                if !error.isConflict { throw IPAMError.datastore("\(error)") }
+            }
+        }
+        throw IPAMError.tooManyRetries
+    }
+
+    // MARK: Release
+
+    /// Releases addresses (optionally only if held by `handle`). Returns the ones that were not allocated.
+    /// A block left empty gives up its affinity in the same transaction, keeping its free queue for reuse.
+    @discardableResult
+    public func releaseIPs(_ addresses: [IPAddress], handle: String? = nil) async throws -> [IPAddress] {
+        var notAllocated: [IPAddress] = []
+        var byBlock: [String: (cidr: CIDR, ordinals: Set<Int>)] = [:]
+        for family in IPFamily.allCases {
+            let wanted = addresses.filter { $0.family == family }
+            guard !wanted.isEmpty else { continue }
+            let (items, _) = try await store.list(prefix: IPAMKeys.blockPrefix(family))
+            let blocks = try items.map { try decode(Block.self, $0.value, key: $0.key).network }
+            for address in wanted {
+                guard let cidr = blocks.first(where: { $0.contains(address) }),
+                    let ordinal = cidr.ordinal(of: address)
+                else {
+                    notAllocated.append(address)
+                    continue
+                }
+                byBlock[IPAMKeys.block(cidr), default: (cidr, [])].ordinals.insert(Int(ordinal))
+            }
+        }
+        for (_, entry) in byBlock {
+            let freed = try await release(in: entry.cidr) { ordinal, attribute in
+                entry.ordinals.contains(ordinal) && (handle == nil || attribute.handle_id == handle)
+            }
+            let freedCount = freed.values.reduce(0, +)
+            if freedCount < entry.ordinals.count {
+                // Those not freed were free already (or held by another handle): report them.
+                let (items, _) = try await store.list(prefix: IPAMKeys.block(entry.cidr))
+                if let block = try items.first.map({ try decode(Block.self, $0.value, key: $0.key) }) {
+                    for ordinal in entry.ordinals {
+                        let address = entry.cidr.address(atOrdinal: UInt128(ordinal))!
+                        if block.allocations[ordinal] == nil || handle != nil { notAllocated.append(address) }
+                    }
+                }
+            }
+        }
+        return notAllocated.filter { address in
+            addresses.contains(address)
+        }.reduce(into: [IPAddress]()) { if !$0.contains($1) { $0.append($1) } }
+    }
+
+    /// Releases every address held by `handle`. Releasing an unknown handle does nothing (idempotent DEL).
+    public func releaseByHandle(_ handle: String) async throws {
+        let key = IPAMKeys.handle(handle)
+        guard let stored = try await store.get(key) else { return }
+        let record = try decode(IPAMHandle.self, stored.value, key: key)
+        for blockText in record.block.keys.sorted() {
+            guard let cidr = try? CIDR(blockText) else { continue }
+            _ = try await release(in: cidr) { _, attribute in attribute.handle_id == handle }
+        }
+        // A handle whose counts drifted (a crash between writes is impossible, but old data may differ) goes too.
+        if let left = try await store.get(key) {
+            _ = try? await store.delete(key, ifRevision: left.modRevision)
+        }
+    }
+
+    /// One compare-and-swap release in one block, with the handle counts and the affinity in the same
+    /// transaction.
+    private func release(
+        in cidr: CIDR, where predicate: @escaping (Int, AllocationAttribute) -> Bool
+    ) async throws
+        -> [String: Int]
+    {
+        let key = IPAMKeys.block(cidr)
+        for _ in 0..<Self.retries {
+            guard let stored = try await store.get(key) else { return [:] }
+            var block = try decode(Block.self, stored.value, key: key)
+            let freed = block.release(where: predicate)
+            if freed.isEmpty { return [:] }
+            var writes: [Write] = []
+            if block.isEmpty, let host = block.host {
+                block.affinity = nil
+                writes.append(.delete(key: IPAMKeys.affinity(host: host, cidr: cidr), ifRevision: nil))
+            }
+            writes.insert(.update(key: key, value: encode(block), ifRevision: stored.modRevision), at: 0)
+            for (handle, count) in freed where !handle.isEmpty {
+                writes.append(try await handleWrite(handle, block: cidr, delta: -count))
+            }
+            do {
+                try await store.transact(writes)
+                return freed
+            } catch {
+                if !error.isConflict { throw IPAMError.datastore("\(error)") }
+            }
+        }
+        throw IPAMError.tooManyRetries
+    }
+}
