@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "TandemStoreSQLite", targets: ["TandemStoreSQLite"]),
         .library(name: "TandemIPAM", targets: ["TandemIPAM"]),
         .executable(name: "tandemctl", targets: ["tandemctl"]),
+        .executable(name: "tandem", targets: ["tandem"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -29,6 +30,7 @@ let package = Package(
             dependencies: ["TandemCore", "TandemSelector", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict),
         .target(name: "TandemStore", dependencies: ["TandemModel"], swiftSettings: strict),
+        .target(name: "TandemCNI", swiftSettings: strict),
         .target(
             name: "TandemIPAM", dependencies: ["TandemCore", "TandemModel", "TandemSelector", "TandemStore"],
             swiftSettings: strict),
@@ -38,6 +40,10 @@ let package = Package(
             dependencies: ["TandemStore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         // Executables stay thin.
+        .executableTarget(
+            name: "tandem",
+            dependencies: ["TandemCNI", "TandemIPAM", "TandemStoreSQLite"],
+            swiftSettings: strict),
         .executableTarget(
             name: "tandemctl",
             dependencies: [
@@ -49,7 +55,8 @@ let package = Package(
         .target(name: "TandemTestSupport", path: "Sources/TandemTestSupport", swiftSettings: strict),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"], swiftSettings: strict),
         .testTarget(
-            name: "TandemIPAMTests", dependencies: ["TandemIPAM", "TandemStoreSQLite", "TandemTestSupport"],
+            name: "TandemIPAMTests",
+            dependencies: ["TandemIPAM", "TandemCNI", "TandemStoreSQLite", "TandemTestSupport", "tandem", "tandemctl"],
             swiftSettings: strict),
         .testTarget(name: "TandemSelectorTests", dependencies: ["TandemSelector"], swiftSettings: strict),
         .testTarget(

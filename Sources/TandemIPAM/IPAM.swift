@@ -235,7 +235,10 @@ public struct IPAM: Sendable {
                         "Need to allocate an IPAM block but could not - limit of \(cap) blocks reached for this node "
                             + "(assigned \(assigned.count) out of \(count) requested \(family) addresses)")
                 }
-                if try await claimBlock(host: request.host, family: family, pools: pools) { continue }
+                if let got = try await claimBlock(count: need, request: request, family: family, pools: pools) {
+                    assigned += got
+                    continue
+                }
             }
             // 3. Borrow from other hosts' blocks, unless affinity is strict.
             if config.strictAffinity != true {
@@ -331,10 +334,16 @@ public struct IPAM: Sendable {
         return UInt128(hash) % count
     }
 
-    /// Claims one block for `host` in the first pool that has one free: a block CIDR nobody has created, or
-    /// an existing block nobody is affine to that is empty. The block and the affinity are written in one
-    /// transaction. Returns false when every pool is full.
-    private func claimBlock(host: String, family: IPFamily, pools: [IPPool]) async throws -> Bool {
+    /// Claims one block for the request's host in the first pool that has one free (a block CIDR nobody has
+    /// created, or an existing block nobody is affine to that is empty) and assigns from it. The block, the
+    /// affinity and the handle are written in one transaction, so a block is never left affine and empty by a
+    /// claim. Returns nil when every pool is full.
+    private func claimBlock(
+        count: Int, request: AutoAssignRequest, family: IPFamily, pools: [IPPool]
+    ) async throws
+        -> [CIDR]?
+    {
+        let host = request.host
         let (items, _) = try await store.list(prefix: IPAMKeys.blockPrefix(family))
         var existing: [String: KeyValue] = [:]
         for item in items { existing[item.key] = item }
@@ -356,24 +365,27 @@ public struct IPAM: Sendable {
                 let affinity = encode(BlockAffinity(state: "confirmed"))
                 let affinityKey = IPAMKeys.affinity(host: host, cidr: cidr)
                 var writes: [Write]? = nil
+                var addresses: [IPAddress] = []
                 if let stored = existing[key] {
                     var block = try decode(Block.self, stored.value, key: key)
                     if block.affinity == nil && block.isEmpty {
                         block.affinity = "host:\(host)"
-                        block.sequenceNumber += 1
+                        addresses = block.assign(count: count, handle: request.handle, attributes: request.attributes)
                         writes = [
                             .update(key: key, value: encode(block), ifRevision: stored.modRevision),
                             .put(key: affinityKey, value: affinity),
                         ]
                     }
                 } else {
-                    let block = Block(cidr: cidr, host: host, sequenceStart: nanoseconds())
+                    var block = Block(cidr: cidr, host: host, sequenceStart: nanoseconds())
+                    addresses = block.assign(count: count, handle: request.handle, attributes: request.attributes)
                     writes = [.create(key: key, value: encode(block)), .create(key: affinityKey, value: affinity)]
                 }
-                if let writes {
+                if var writes, !addresses.isEmpty {
+                    writes.append(try await handleWrite(request.handle, block: cidr, delta: addresses.count))
                     do {
                         try await store.transact(writes)
-                        return true
+                        return addresses.map { try! CIDR(address: $0, prefixLength: cidr.prefixLength) }
                     } catch {
                         if !error.isConflict { throw IPAMError.datastore("\(error)") }
                         // Someone else took it: look further.
@@ -381,7 +393,7 @@ public struct IPAM: Sendable {
                 }
             }
         }
-        return false
+        return nil
     }
 
     /// Assigns from blocks of other hosts (or no host) that have room.
@@ -484,6 +496,36 @@ public struct IPAM: Sendable {
             }
         }
         throw IPAMError.tooManyRetries
+    }
+
+    // MARK: Queries
+
+    /// Every address held by `handle`, with its block's prefix length, in address order.
+    public func addresses(ofHandle handle: String) async throws -> [CIDR] {
+        let key = IPAMKeys.handle(handle)
+        guard let stored = try await store.get(key) else { return [] }
+        let record = try decode(IPAMHandle.self, stored.value, key: key)
+        var result: [CIDR] = []
+        for blockText in record.block.keys {
+            guard let cidr = try? CIDR(blockText), let blockValue = try await store.get(IPAMKeys.block(cidr)) else {
+                continue
+            }
+            let block = try decode(Block.self, blockValue.value, key: IPAMKeys.block(cidr))
+            for (ordinal, index) in block.allocations.enumerated() {
+                guard let index, block.attributes[index].handle_id == handle,
+                    let address = cidr.address(atOrdinal: UInt128(ordinal))
+                else { continue }
+                result.append(try CIDR(address: address, prefixLength: cidr.prefixLength))
+            }
+        }
+        return result.sorted()
+    }
+
+    /// Every handle ID in the store.
+    public func handles() async throws -> [String] {
+        try await store.list(prefix: IPAMKeys.handlePrefix).items.map {
+            String($0.key.dropFirst(IPAMKeys.handlePrefix.count))
+        }
     }
 
     // MARK: Release

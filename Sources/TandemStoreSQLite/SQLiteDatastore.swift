@@ -262,3 +262,14 @@ public final class SQLiteDatastore: Datastore {
             modRevision: row["mod_revision"], version: row["version"])
     }
 }
+
+/// Opens the datastore a URL names (`sqlite:///path.db`; `etcd://...` once that backend exists).
+public func openDatastore(url: String) throws -> any Datastore {
+    switch try DatastoreLocation(url: url) {
+    case .sqlite(let path):
+        return try SQLiteDatastore(path: path)
+    case .etcd:
+        throw DatastoreError.invalidLocation(
+            "the etcd datastore backend is not available in this build; use sqlite:///path/to/file.db")
+    }
+}

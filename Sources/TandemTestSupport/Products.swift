@@ -19,12 +19,13 @@ public enum TestProducts {
         public var stderr: String
     }
 
-    /// Runs a product binary with `arguments`, optional extra environment and standard input.
+    /// Runs a product binary (or an absolute path) with `arguments`, extra environment and standard input.
     public static func run(
         _ name: String, _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil
     ) throws -> Output {
         let process = Process()
-        process.executableURL = directory().appendingPathComponent(name)
+        process.executableURL =
+            name.hasPrefix("/") ? URL(fileURLWithPath: name) : directory().appendingPathComponent(name)
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let out = Pipe()
