@@ -47,7 +47,7 @@ let package = Package(
         .executableTarget(
             name: "tandemctl",
             dependencies: [
-                "TandemModel", "TandemStore", "TandemStoreSQLite",
+                "TandemModel", "TandemStore", "TandemStoreSQLite", "TandemIPAM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
