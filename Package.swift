@@ -31,10 +31,16 @@ let package = Package(
             swiftSettings: strict),
         .target(name: "TandemStore", dependencies: ["TandemModel"], swiftSettings: strict),
         .target(name: "TandemCNI", swiftSettings: strict),
+        .target(name: "TandemNetlinkCodec", dependencies: ["TandemCore"], swiftSettings: strict),
         .target(
             name: "TandemIPAM", dependencies: ["TandemCore", "TandemModel", "TandemSelector", "TandemStore"],
             swiftSettings: strict),
         // System layer.
+        .target(name: "CNetlink"),
+        .target(name: "TandemLinux", dependencies: ["CNetlink"], swiftSettings: strict),
+        .target(
+            name: "TandemNetlink", dependencies: ["CNetlink", "TandemLinux", "TandemNetlinkCodec", "TandemCore"],
+            swiftSettings: strict),
         .target(
             name: "TandemStoreSQLite",
             dependencies: ["TandemStore", .product(name: "GRDB", package: "GRDB.swift")],
@@ -57,6 +63,10 @@ let package = Package(
         .testTarget(
             name: "TandemIPAMTests",
             dependencies: ["TandemIPAM", "TandemCNI", "TandemStoreSQLite", "TandemTestSupport", "tandem", "tandemctl"],
+            swiftSettings: strict),
+        .testTarget(name: "TandemNetlinkCodecTests", dependencies: ["TandemNetlinkCodec"], swiftSettings: strict),
+        .testTarget(
+            name: "TandemNetlinkTests", dependencies: ["TandemNetlink", "TandemLinux", "TandemTestSupport"],
             swiftSettings: strict),
         .testTarget(name: "TandemSelectorTests", dependencies: ["TandemSelector"], swiftSettings: strict),
         .testTarget(

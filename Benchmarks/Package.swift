@@ -12,6 +12,8 @@ let package = Package(
                 .product(name: "TandemCore", package: "main"),
                 .product(name: "TandemStore", package: "main"),
                 .product(name: "TandemStoreSQLite", package: "main"),
+                .product(name: "TandemIPAM", package: "main"),
+                .product(name: "TandemModel", package: "main"),
             ],
             swiftSettings: [.treatAllWarnings(as: .error)])
     ]

@@ -259,11 +259,14 @@ public struct IPAM: Sendable {
         throw IPAMError.tooManyRetries
     }
 
-    /// The confirmed affine blocks of `host` that lie in `pools`, in address order.
+    /// The confirmed affine blocks of `host` that lie in `pools`, the most recently claimed first. Calico walks
+    /// them in address order, which reads every full block before reaching the one with room: a node with many
+    /// blocks paid for each pod in proportion to its pod count. The newest block is the one most likely to have
+    /// room; older blocks with freed addresses are still found after it.
     func affineBlocks(host: String, family: IPFamily, pools: [IPPool]) async throws -> [CIDR] {
         let (items, _) = try await store.list(prefix: IPAMKeys.affinityPrefix(host: host, family: family))
         var blocks: [CIDR] = []
-        for item in items {
+        for item in items.sorted(by: { ($0.createRevision, $0.key) > ($1.createRevision, $1.key) }) {
             let affinity = try decode(BlockAffinity.self, item.value, key: item.key)
             guard affinity.state == "confirmed", affinity.deleted != true,
                 let cidr = cidr(fromAffinityKey: item.key, family: family),
@@ -271,7 +274,7 @@ public struct IPAM: Sendable {
             else { continue }
             blocks.append(cidr)
         }
-        return blocks.sorted()
+        return blocks
     }
 
     /// Parses the block CIDR back from the last path element of a block key.
@@ -296,6 +299,9 @@ public struct IPAM: Sendable {
     {
         let key = IPAMKeys.block(cidr)
         guard let stored = try await store.get(key) else { return [] }
+        // A full block is recognised from its stored bytes without decoding it (the encoding is ours, with
+        // sorted keys); decoding a block with its attributes costs far more than the read.
+        if Block.isFull(encoded: stored.value) { return [] }
         var block = try decode(Block.self, stored.value, key: key)
         if let host, block.host != host { return [] }
         let addresses = block.assign(count: count, handle: request.handle, attributes: request.attributes)

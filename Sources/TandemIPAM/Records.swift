@@ -98,6 +98,20 @@ public struct Block: Codable, Sendable, Equatable {
     /// The parsed CIDR.
     public var network: CIDR { try! CIDR(cidr) }
 
+    private static let fullMarker = Array(#""unallocated":[]"#.utf8)
+
+    /// Whether an encoded block has no free address, from its bytes alone.
+    static func isFull(encoded bytes: [UInt8]) -> Bool {
+        let marker = fullMarker
+        guard bytes.count >= marker.count else { return false }
+        var index = 0
+        while index <= bytes.count - marker.count {
+            if bytes[index] == marker[0] && bytes[index..<(index + marker.count)].elementsEqual(marker) { return true }
+            index += 1
+        }
+        return false
+    }
+
     /// The host this block is affine to, if any.
     public var host: String? {
         guard let affinity, affinity.hasPrefix("host:") else { return nil }

@@ -87,3 +87,37 @@ public struct ScratchDirectory: Sendable {
 
     public func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
+
+/// A shell command's output, for tests that check the kernel with an independent tool (`ip`, `ping`).
+@discardableResult
+public func shell(_ command: String) throws -> TestProducts.Output {
+    try TestProducts.run("/bin/sh", ["-c", command])
+}
+
+/// A network namespace made for one test (`ip netns add tdm-<label>-<random>`), deleted by `remove()` with
+/// everything inside it.
+public struct TestNamespace: Sendable {
+    public let name: String
+    public var path: String { "/var/run/netns/" + name }
+
+    /// Creates the namespace with `lo` up. Names stay within the kernel's 15-character interface limit when
+    /// reused as link names.
+    public init(_ label: String) throws {
+        name = "tdm-\(label.prefix(6))-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        let created = try shell("ip netns add \(name) && ip -n \(name) link set lo up")
+        guard created.status == 0 else { throw TestSupportError("ip netns add \(name): \(created.stderr)") }
+    }
+
+    /// Runs a shell command inside the namespace.
+    @discardableResult
+    public func run(_ command: String) throws -> TestProducts.Output {
+        try shell("ip netns exec \(name) sh -c '\(command.replacingOccurrences(of: "'", with: "'\\''"))'")
+    }
+
+    public func remove() { _ = try? shell("ip netns del \(name)") }
+}
+
+public struct TestSupportError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

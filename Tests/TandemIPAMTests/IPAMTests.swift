@@ -1,11 +1,12 @@
 import Foundation
 import TandemCore
-import TandemIPAM
 import TandemModel
 import TandemStore
 import TandemStoreSQLite
 import TandemTestSupport
 import Testing
+
+@testable import TandemIPAM
 
 /// An IPAM over a fresh SQLite store, with pools and configuration applied from YAML.
 struct Fixture {
@@ -228,5 +229,20 @@ func strictConfig(maxBlocks: Int = 0) -> String {
         #expect(resourceName(for: "10.0.0.0/26") == "10-0-0-0-26")
         #expect(resourceName(for: "fd00::/122") == "fd00---122")
         #expect(resourceName(for: "fd00:10:244::40/122") == "fd00-10-244--40-122")
+    }
+}
+
+@Suite struct BlockEncodingTests {
+    /// The full-block shortcut reads the encoded bytes; it must agree with the decoded block in every state.
+    @Test func fullIsRecognisedFromTheEncodingInBothFamilies() throws {
+        for cidr in [CIDR("10.0.0.0/30"), CIDR("fd00::/126")] {
+            var block = Block(cidr: cidr, host: "n", sequenceStart: 1)
+            #expect(!Block.isFull(encoded: encode(block)))
+            _ = block.assign(count: 3, handle: "h", attributes: [:])
+            #expect(!Block.isFull(encoded: encode(block)))
+            _ = block.assign(count: 1, handle: "h", attributes: [:])
+            #expect(block.unallocated.isEmpty)
+            #expect(Block.isFull(encoded: encode(block)))
+        }
     }
 }

@@ -1,6 +1,8 @@
 import Foundation
 import Glibc
 import TandemCore
+import TandemIPAM
+import TandemModel
 import TandemStore
 import TandemStoreSQLite
 
@@ -102,6 +104,69 @@ func storeBenchmark(path: String, increments: Int) async throws {
             Double(increments) / seconds))
 }
 
+/// A fresh store with one IPv4 and one IPv6 pool and strict affinity without a block cap (so one host can
+/// fill a whole pool).
+func ipamFixture(path: String, v4: String, v6: String) async throws -> IPAM {
+    try? FileManager.default.removeItem(atPath: path)
+    let store = try SQLiteDatastore(path: path)
+    let manifest = """
+        apiVersion: projectcalico.org/v3
+        kind: IPPool
+        metadata: {name: v4}
+        spec: {cidr: "\(v4)"}
+        ---
+        apiVersion: projectcalico.org/v3
+        kind: IPPool
+        metadata: {name: v6}
+        spec: {cidr: "\(v6)"}
+        ---
+        apiVersion: projectcalico.org/v3
+        kind: IPAMConfiguration
+        metadata: {name: default}
+        spec: {strictAffinity: true, maxBlocksPerHost: 1000000}
+        """
+    let resources = ResourceStore(datastore: store, now: { "" }, newUID: { UUID().uuidString })
+    try await resources.write(try Manifest.parse(manifest).resources, mode: .apply)
+    return IPAM(store: store, nanoseconds: { UInt64(Date().timeIntervalSince1970 * 1e9) })
+}
+
+func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+/// Dual-stack AutoAssign calls per second through the library, one pod per call.
+func ipamRate(path: String, count: Int) async throws {
+    let ipam = try await ipamFixture(path: path, v4: "10.244.0.0/16", v6: "fd00:10:244::/48")
+    let elapsed = try await ContinuousClock().measure {
+        for index in 0..<count {
+            _ = try await ipam.autoAssign(AutoAssignRequest(num4: 1, num6: 1, handle: "net.c\(index)", host: "node-a"))
+        }
+    }
+    print(String(format: "library: %d dual-stack assignments in %.2f s = %.0f/s", count, seconds(elapsed), Double(count) / seconds(elapsed)))
+}
+
+/// Time to fill a /16 IPv4 pool and a /112 IPv6 pool, one address per request, as pods would.
+func ipamFill(path: String) async throws {
+    let ipam = try await ipamFixture(path: path, v4: "10.244.0.0/16", v6: "fd00:10:244::/112")
+    for (family, label) in [(IPFamily.v4, "IPv4 /16"), (.v6, "IPv6 /112")] {
+        var assigned = 0
+        let elapsed = await ContinuousClock().measure {
+            while true {
+                do {
+                    _ = try await ipam.autoAssign(
+                        AutoAssignRequest(
+                            num4: family == .v4 ? 1 : 0, num6: family == .v6 ? 1 : 0, handle: "fill.\(assigned)",
+                            host: "node-a"))
+                    assigned += 1
+                } catch {
+                    break
+                }
+            }
+        }
+        print(String(format: "library: filled the %@ pool (%d addresses) in %.1f s = %.0f/s", label, assigned, seconds(elapsed), Double(assigned) / seconds(elapsed)))
+    }
+}
+
 @main
 struct Bench {
     static func main() async throws {
@@ -113,8 +178,14 @@ struct Bench {
             let path = arguments.dropFirst().first ?? "/tmp/tandem-bench.db"
             let count = arguments.dropFirst(2).first.flatMap(Int.init) ?? 2000
             try await storeBenchmark(path: path, increments: count)
+        case "ipam-rate":
+            try await ipamRate(
+                path: arguments.dropFirst(2).first ?? "/tmp/tandem-bench-ipam.db",
+                count: arguments.dropFirst().first.flatMap(Int.init) ?? 2000)
+        case "ipam-fill":
+            try await ipamFill(path: arguments.dropFirst().first ?? "/tmp/tandem-bench-fill.db")
         default:
-            print("usage: tandem-bench address | store [db-path] [increments]")
+            print("usage: tandem-bench address | store [db-path] [increments] | ipam-rate [count] [db-path] | ipam-fill [db-path]")
         }
     }
 }
