@@ -45,10 +45,14 @@ let package = Package(
             name: "TandemStoreSQLite",
             dependencies: ["TandemStore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
+        .target(
+            name: "TandemDataplane",
+            dependencies: ["TandemCore", "TandemLinux", "TandemNetlink", "TandemNetlinkCodec"],
+            swiftSettings: strict),
         // Executables stay thin.
         .executableTarget(
             name: "tandem",
-            dependencies: ["TandemCNI", "TandemIPAM", "TandemStoreSQLite"],
+            dependencies: ["TandemCNI", "TandemIPAM", "TandemStoreSQLite", "TandemDataplane", "TandemModel"],
             swiftSettings: strict),
         .executableTarget(
             name: "tandemctl",
@@ -67,6 +71,13 @@ let package = Package(
         .testTarget(name: "TandemNetlinkCodecTests", dependencies: ["TandemNetlinkCodec"], swiftSettings: strict),
         .testTarget(
             name: "TandemNetlinkTests", dependencies: ["TandemNetlink", "TandemLinux", "TandemTestSupport"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "TandemPluginTests",
+            dependencies: [
+                "TandemCNI", "TandemCore", "TandemIPAM", "TandemModel", "TandemStore", "TandemStoreSQLite",
+                "TandemTestSupport", "tandem", "tandemctl",
+            ],
             swiftSettings: strict),
         .testTarget(name: "TandemSelectorTests", dependencies: ["TandemSelector"], swiftSettings: strict),
         .testTarget(

@@ -5,7 +5,10 @@ cd "$(dirname "$0")/.."
 
 packages=(
   libsqlite3-dev   # the embedded datastore (GRDB links the system SQLite)
-  iproute2         # ip netns / link / route, for the integration tests and the lab
+  iproute2         # ip netns / link / route / tc: the tests check the kernel with it, the lab builds with it
+  iputils-ping     # the pod connectivity tests
+  containernetworking-plugins  # reference plugins: host-local, portmap, tuning, bandwidth (chaining tests, benchmarks)
+  iptables         # portmap programs iptables/ip6tables
 )
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   apt-get update -qq

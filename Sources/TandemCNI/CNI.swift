@@ -18,13 +18,20 @@ public struct CNIError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     public static let incompatibleVersion = 1
+    public static let unsupportedField = 2
     public static let invalidEnvironment = 4
     public static let ioFailure = 5
     public static let decodeFailure = 6
     public static let invalidConfig = 7
     public static let tryAgainLater = 11
+    /// STATUS: the plugin cannot add pods now (CNI 1.1.0).
+    public static let notAvailable = 50
     /// IPAM could not assign (pool exhausted, no pool): Tandem's own code.
     public static let ipamFailure = 100
+    /// The kernel refused a step of wiring the pod, or the datastore failed: Tandem's own code.
+    public static let dataplaneFailure = 101
+    /// CHECK found the pod's network different from its result: Tandem's own code.
+    public static let checkFailed = 102
 
     public var description: String { details.isEmpty ? msg : "\(msg): \(details)" }
 
@@ -117,29 +124,5 @@ public struct IPAMConfig: Sendable, Equatable {
             throw CNIError(
                 code: CNIError.invalidConfig, "ipam.assign_ipv4 and ipam.assign_ipv6 are both false: nothing to assign")
         }
-    }
-}
-
-/// An IPAM result: one address per family with its block's prefix, and a default route per family.
-public struct IPAMResult: Sendable, Equatable {
-    /// Addresses as `address/prefix`.
-    public var addresses: [(address: String, isIPv6: Bool)]
-
-    public init(addresses: [(address: String, isIPv6: Bool)]) { self.addresses = addresses }
-
-    public static func == (lhs: IPAMResult, rhs: IPAMResult) -> Bool {
-        lhs.addresses.map(\.address) == rhs.addresses.map(\.address)
-    }
-
-    /// The result JSON in the requested spec version: 0.3.x/0.4.0 carry `version` per IP, 1.x does not.
-    public func json(cniVersion: String) -> String {
-        let legacy = cniVersion.hasPrefix("0.")
-        let ips: [[String: Any]] = addresses.map { entry in
-            var ip: [String: Any] = ["address": entry.address]
-            if legacy { ip["version"] = entry.isIPv6 ? "6" : "4" }
-            return ip
-        }
-        let routes: [[String: Any]] = addresses.map { ["dst": $0.isIPv6 ? "::/0" : "0.0.0.0/0"] }
-        return jsonText(["cniVersion": cniVersion, "ips": ips, "routes": routes, "dns": [String: Any]()])
     }
 }

@@ -1,0 +1,288 @@
+import Glibc
+import TandemCore
+import TandemLinux
+import TandemNetlink
+import TandemNetlinkCodec
+
+/// How one pod is wired: a veth pair from the host namespace into the pod's, the pod's addresses, its gateway
+/// routes and neighbours, and a host route per address. The layout is Calico's (calico.md §2.3), so operators'
+/// habits and Calico's tooling carry over; where Calico leaves a gap, it is closed here and said so.
+public struct PodInterfaceSpec: Sendable, Equatable {
+    /// The pod's network namespace (`CNI_NETNS`).
+    public var namespacePath: String
+    /// The pod-side interface name (`CNI_IFNAME`, usually eth0).
+    public var containerInterface: String
+    /// The host-side interface name (`cali` + 11 hex digits).
+    public var hostInterface: String
+    /// The pod's addresses, /32 and /128.
+    public var addresses: [CIDR]
+    /// MTU of both ends; nil keeps the kernel's default.
+    public var mtu: UInt32?
+    /// `container_settings.allow_ip_forwarding`: whether the pod may forward packets.
+    public var allowIPForwarding: Bool
+
+    public init(
+        namespacePath: String, containerInterface: String, hostInterface: String, addresses: [CIDR],
+        mtu: UInt32? = nil, allowIPForwarding: Bool = false
+    ) {
+        self.namespacePath = namespacePath
+        self.containerInterface = containerInterface
+        self.hostInterface = hostInterface
+        self.addresses = addresses
+        self.mtu = mtu
+        self.allowIPForwarding = allowIPForwarding
+    }
+
+    public var families: Set<IPFamily> { Set(addresses.map(\.family)) }
+}
+
+/// What `PodInterface.setUp` made.
+public struct WiredPod: Sendable, Equatable {
+    public var containerMAC: MACAddress
+    public var containerIndex: Int32
+    public var hostIndex: Int32
+}
+
+/// Why wiring a pod failed: the step and the underlying error, in a sentence an operator can act on.
+public struct PodWiringError: Error, CustomStringConvertible {
+    public enum Kind: Sendable { case namespace, exists, kernel }
+    public var kind: Kind
+    public var description: String
+}
+
+/// Wiring, unwiring and checking a pod's interface.
+public enum PodInterface {
+    /// The gateways pods route through. Nothing owns 169.254.1.1; the host veth answers for it (proxy ARP) and
+    /// the pod also gets a permanent neighbour entry for it. The IPv6 gateway is the host veth's own link-local
+    /// address, derived from its MAC ee:ee:ee:ee:ee:ee.
+    public static let ipv4Gateway = IPAddress.v4(IPv4Address(169, 254, 1, 1))
+    public static let ipv6Gateway = IPAddress.v6(MACAddress.calicoHostVeth.eui64LinkLocal)
+
+    /// Wires the pod. On any failure everything made so far is removed (deleting the host veth removes its peer,
+    /// and with them their addresses, routes and neighbours) before the error is thrown.
+    public static func setUp(_ spec: PodInterfaceSpec) throws -> WiredPod {
+        let namespaceFD: Int32
+        do {
+            namespaceFD = try NetworkNamespace.open(spec.namespacePath)
+        } catch {
+            throw PodWiringError(kind: .namespace, description: "cannot use the pod's network namespace: \(error)")
+        }
+        defer { close(namespaceFD) }
+        let host = try Netlink()
+        let pod = try Netlink(namespace: spec.namespacePath)
+        if try pod.link(named: spec.containerInterface) != nil {
+            throw PodWiringError(
+                kind: .exists,
+                description:
+                    "interface \(spec.containerInterface) already exists in \(spec.namespacePath); "
+                    + "a second ADD for the same container and interface is refused (DEL it first)")
+        }
+        // A host veth of this name is left over from an earlier sandbox of the same pod: its namespace is gone or
+        // replaced, and the new pair needs the name.
+        if let stale = try host.link(named: spec.hostInterface) { try host.deleteLink(stale) }
+        try host.createVeth(
+            name: spec.hostInterface, peerName: spec.containerInterface, mtu: spec.mtu, mac: .calicoHostVeth,
+            peerNamespaceFD: namespaceFD, peerNamespaceName: spec.namespacePath)
+        do {
+            return try wire(spec, host: host, pod: pod)
+        } catch {
+            if let made = try? host.link(named: spec.hostInterface) { try? host.deleteLink(made) }
+            throw error
+        }
+    }
+
+    private static func wire(_ spec: PodInterfaceSpec, host: Netlink, pod: Netlink) throws -> WiredPod {
+        guard let hostLink = try host.link(named: spec.hostInterface) else {
+            throw PodWiringError(
+                kind: .kernel, description: "the host veth \(spec.hostInterface) vanished after creation")
+        }
+        let families = spec.families
+        let name = spec.hostInterface
+        // Host side (this thread is in the host namespace: the plugin never enters another one on it).
+        if families.contains(.v4) {
+            try Sysctl.write(Sysctl.interfaceKey(ipv6: false, name, "route_localnet"), "1")
+            try? Sysctl.write(Sysctl.interfaceKey(ipv6: false, name, "proxy_delay", neighbour: true), "0")
+            try Sysctl.write(Sysctl.interfaceKey(ipv6: false, name, "proxy_arp"), "1")
+            try Sysctl.write(Sysctl.interfaceKey(ipv6: false, name, "forwarding"), "1")
+        }
+        // DAD off before the link comes up, so its link-local address is usable at once; for an IPv4-only pod
+        // too (a kernel without IPv6 has no such file, hence try?).
+        try? Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "accept_dad"), "0")
+        if families.contains(.v6) {
+            try Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "disable_ipv6"), "0")
+            try Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "accept_dad"), "0")
+            try Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "proxy_ndp"), "1")
+            try Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "forwarding"), "1")
+        }
+        try? Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "accept_ra"), "0")
+        try host.setLink(hostLink, LinkChange(up: true))
+        if families.contains(.v6) {
+            // The pod's IPv6 gateway is this address. The kernel derives it from the MAC only when the host uses
+            // EUI-64 link-locals and only once the peer is up; adding it explicitly makes it exist now and
+            // whatever addr_gen_mode the host has (Calico instead reads back what the kernel made and toggles the
+            // link when it differs).
+            do {
+                try host.addAddress(
+                    CIDR(uncheckedGateway: ipv6Gateway, prefixLength: 64), to: hostLink, noDAD: true)
+            } catch {
+                guard error.isExists else { throw error }
+            }
+        }
+
+        // Pod side: sysctls need a thread inside the namespace; netlink goes through the socket opened there.
+        let ifName = spec.containerInterface
+        try NetworkNamespace.run(in: spec.namespacePath) {
+            try? Sysctl.write(Sysctl.interfaceKey(ipv6: true, ifName, "accept_dad"), "0")
+            if families.contains(.v6) {
+                for scope in ["all", "default", "lo"] {
+                    try Sysctl.write(Sysctl.interfaceKey(ipv6: true, scope, "disable_ipv6"), "0")
+                }
+                try Sysctl.write(Sysctl.interfaceKey(ipv6: true, ifName, "disable_ipv6"), "0")
+                try Sysctl.write(Sysctl.interfaceKey(ipv6: true, ifName, "accept_dad"), "0")
+                try Sysctl.write(
+                    Sysctl.interfaceKey(ipv6: true, "all", "forwarding"), spec.allowIPForwarding ? "1" : "0")
+            }
+            if families.contains(.v4) {
+                try Sysctl.write("net.ipv4.ip_forward", spec.allowIPForwarding ? "1" : "0")
+            }
+        }
+        guard let podLink = try pod.link(named: ifName), let podMAC = podLink.mac else {
+            throw PodWiringError(kind: .kernel, description: "the pod interface \(ifName) vanished after creation")
+        }
+        try pod.setLink(podLink, LinkChange(up: true))
+        for address in spec.addresses {
+            try pod.addAddress(address, to: podLink, noDAD: true)
+        }
+        if families.contains(.v4) {
+            try pod.addRoute(
+                Route(
+                    destination: CIDR(uncheckedGateway: ipv4Gateway, prefixLength: 32), outputInterface: podLink.index,
+                    scope: RouteScope.link),
+                interfaceName: ifName, replace: true)
+            try pod.addRoute(
+                Route(destination: .defaultRoute(.v4), gateway: ipv4Gateway, outputInterface: podLink.index),
+                interfaceName: ifName, replace: true)
+        }
+        if families.contains(.v6) {
+            try pod.addRoute(
+                Route(destination: .defaultRoute(.v6), gateway: ipv6Gateway, outputInterface: podLink.index),
+                interfaceName: ifName, replace: true)
+        }
+        // The gateways' neighbour entries, permanent: the pod never waits on ARP or neighbour discovery for its
+        // first packet, and loses neither to a host whose proxy ARP has no route to answer with.
+        for gateway in [ipv4Gateway, ipv6Gateway] where families.contains(gateway.family) {
+            try pod.replaceNeighbour(
+                Neighbour(index: podLink.index, address: gateway, mac: .calicoHostVeth), interfaceName: ifName)
+        }
+
+        // Host routes: one per pod address, to the veth.
+        for address in spec.addresses {
+            let route = Route(
+                destination: address, outputInterface: hostLink.index,
+                scope: address.family == .v4 ? RouteScope.link : RouteScope.universe)
+            do {
+                try host.addRoute(route, interfaceName: name)
+            } catch {
+                guard error.isExists else { throw error }
+                let existing = try host.routes(family: address.family).first {
+                    $0.destination == address && $0.type == RouteType.unicast
+                }
+                if let existing, existing.outputInterface != hostLink.index {
+                    throw PodWiringError(
+                        kind: .exists,
+                        description:
+                            "a route to \(address) already exists on another interface (index "
+                            + "\(existing.outputInterface.map(String.init) ?? "none")), not \(name): "
+                            + "another pod or the operator holds this address")
+                }
+                try host.addRoute(route, interfaceName: name, replace: true)
+            }
+        }
+        return WiredPod(containerMAC: podMAC, containerIndex: podLink.index, hostIndex: hostLink.index)
+    }
+
+    /// Whether the pod already has an interface of this name: a repeated ADD, refused before any address is
+    /// assigned so that its rollback cannot release the running pod's addresses.
+    public static func containerInterfaceExists(namespacePath: String, name: String) throws -> Bool {
+        try Netlink(namespace: namespacePath).link(named: name) != nil
+    }
+
+    /// Removes the pod's interface (and with it the host veth). A namespace or interface that is already gone
+    /// is success: DEL must be repeatable.
+    public static func tearDown(namespacePath: String, containerInterface: String) throws {
+        guard !namespacePath.isEmpty else { return }
+        let pod: Netlink
+        do {
+            pod = try Netlink(namespace: namespacePath)
+        } catch let error as SystemError where error.errno == ENOENT || error.errno == EINVAL {
+            return
+        }
+        guard let link = try pod.link(named: containerInterface) else { return }
+        do {
+            try pod.deleteLink(link)
+        } catch {
+            guard error.isNotFound else { throw error }
+        }
+    }
+
+    /// Compares the kernel with what ADD made: every difference, as sentences (empty when all is well).
+    public static func check(_ spec: PodInterfaceSpec, containerMAC: MACAddress?) throws -> [String] {
+        var problems: [String] = []
+        let pod: Netlink
+        do {
+            pod = try Netlink(namespace: spec.namespacePath)
+        } catch {
+            return ["the pod's network namespace \(spec.namespacePath) cannot be entered: \(error)"]
+        }
+        let ifName = spec.containerInterface
+        guard let podLink = try pod.link(named: ifName) else {
+            return ["interface \(ifName) does not exist in \(spec.namespacePath)"]
+        }
+        if !podLink.isUp { problems.append("interface \(ifName) in the pod is down") }
+        if let containerMAC, podLink.mac != containerMAC {
+            problems.append(
+                "interface \(ifName) has MAC \(podLink.mac?.description ?? "none"), the result says \(containerMAC)")
+        }
+        let held = Set(try pod.addresses(index: podLink.index).map(\.cidr))
+        for address in spec.addresses where !held.contains(address) {
+            problems.append("address \(address) is missing from \(ifName) in the pod")
+        }
+        for family in spec.families.sorted(by: { $0.rawValue < $1.rawValue }) {
+            let gateway = family == .v4 ? ipv4Gateway : ipv6Gateway
+            let hasDefault = try pod.routes(family: family).contains {
+                $0.destination.prefixLength == 0 && $0.gateway == gateway && $0.outputInterface == podLink.index
+            }
+            if !hasDefault {
+                problems.append(
+                    "the pod has no \(family) default route via \(gateway) dev \(ifName)")
+            }
+        }
+        let host = try Netlink()
+        guard let hostLink = try host.link(named: spec.hostInterface) else {
+            problems.append("the host interface \(spec.hostInterface) does not exist")
+            return problems
+        }
+        if !hostLink.isUp { problems.append("the host interface \(spec.hostInterface) is down") }
+        for family in spec.families {
+            let routes = try host.routes(family: family)
+            for address in spec.addresses where address.family == family {
+                if !routes.contains(where: { $0.destination == address && $0.outputInterface == hostLink.index }) {
+                    problems.append("the host has no route to \(address) dev \(spec.hostInterface)")
+                }
+            }
+        }
+        return problems
+    }
+}
+
+extension CIDR {
+    /// `0.0.0.0/0` or `::/0`.
+    public static func defaultRoute(_ family: IPFamily) -> CIDR {
+        CIDR(uncheckedGateway: IPAddress(family: family, integer: 0), prefixLength: 0)
+    }
+
+    /// A CIDR from an address and a prefix length known to be valid for its family.
+    init(uncheckedGateway address: IPAddress, prefixLength: Int) {
+        self = try! CIDR(address: address, prefixLength: prefixLength)
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import TandemCNI
+import TandemCore
+import TandemIPAM
+import TandemStore
+
+/// The tandem-ipam plugin's work for one invocation, also used in-process by the `tandem` plugin when its IPAM
+/// type is tandem-ipam (no second process per pod).
+struct IPAMPlugin {
+    let network: String
+    let ipamConfig: IPAMConfig
+    let ipam: IPAM
+    let host: String
+    let handle: String
+
+    init(network: String, config: [String: Any], containerID: String, store: any Datastore) throws(CNIError) {
+        self.network = network
+        ipamConfig = try IPAMConfig(network: config)
+        ipam = IPAM(store: store, nanoseconds: { UInt64(Date().timeIntervalSince1970 * 1e9) })
+        host = nodeName(config: config)
+        handle = "\(network).\(containerID)"
+    }
+
+    /// ADD: one address per enabled family (or the `IP=` addresses), with the block's prefix. The same ADD
+    /// twice returns the same addresses.
+    func add(args: [String: String]) async throws -> [CIDR] {
+        let held = try await ipam.addresses(ofHandle: handle)
+        if !held.isEmpty { return held }
+        var attributes = ["node": host, "timestamp": ISO8601DateFormatter().string(from: Date())]
+        if let pod = args["K8S_POD_NAME"] { attributes["pod"] = pod }
+        if let namespace = args["K8S_POD_NAMESPACE"] { attributes["namespace"] = namespace }
+        if let requested = args["IP"] {
+            for text in requested.split(separator: ",") {
+                let address: IPAddress
+                do {
+                    address = try IPAddress(String(text))
+                } catch {
+                    try? await ipam.releaseByHandle(handle)
+                    throw CNIError(code: CNIError.invalidEnvironment, "invalid CNI_ARGS IP", details: "\(error)")
+                }
+                do {
+                    try await ipam.assignIP(address, handle: handle, attributes: attributes, host: host)
+                } catch {
+                    try? await ipam.releaseByHandle(handle)
+                    throw CNIError(code: CNIError.ipamFailure, "cannot assign \(address)", details: "\(error)")
+                }
+            }
+            return try await ipam.addresses(ofHandle: handle)
+        }
+        let request = AutoAssignRequest(
+            num4: ipamConfig.assignIPv4 ? 1 : 0, num6: ipamConfig.assignIPv6 ? 1 : 0, handle: handle,
+            attributes: attributes, host: host, ipv4Pools: ipamConfig.ipv4Pools, ipv6Pools: ipamConfig.ipv6Pools)
+        do {
+            let assignment = try await ipam.autoAssign(request)
+            return assignment.ipv4 + assignment.ipv6
+        } catch {
+            throw CNIError(code: CNIError.ipamFailure, "IP address assignment failed", details: "\(error)")
+        }
+    }
+
+    /// DEL: releases everything the handle holds; nothing held is success.
+    func delete() async throws {
+        try await ipam.releaseByHandle(handle)
+    }
+
+    /// CHECK: the handle holds an address of every family the configuration asks for.
+    func check() async throws {
+        let held = try await ipam.addresses(ofHandle: handle)
+        if held.isEmpty {
+            throw CNIError(code: CNIError.ipamFailure, "no addresses are allocated for \(handle)")
+        }
+        let families = Set(held.map(\.family))
+        for (wanted, family) in [(ipamConfig.assignIPv4, IPFamily.v4), (ipamConfig.assignIPv6, .v6)]
+        where wanted && !families.contains(family) {
+            throw CNIError(code: CNIError.ipamFailure, "the allocation of \(handle) has no \(family) address")
+        }
+    }
+
+    /// STATUS: the store answers and an enabled pool exists for each family the configuration assigns.
+    func status() async throws {
+        let pools = try await ipam.pools().filter { $0.spec.disabled != true }
+        for (wanted, family) in [(ipamConfig.assignIPv4, IPFamily.v4), (ipamConfig.assignIPv6, .v6)]
+        where wanted && !pools.contains(where: { $0.spec.network?.family == family }) {
+            throw CNIError(
+                code: CNIError.notAvailable, "the plugin is not available", details: "no enabled \(family) IP pool")
+        }
+    }
+
+    /// GC: releases this network's allocations whose container is not among the valid attachments.
+    func garbageCollect(validContainers: Set<String>) async throws {
+        for held in try await ipam.handles() where held.hasPrefix(network + ".") {
+            if !validContainers.contains(String(held.dropFirst(network.count + 1))) {
+                try await ipam.releaseByHandle(held)
+            }
+        }
+    }
+}
+
+/// The node name: the configuration's `nodename`, else `NODENAME`, else the host name (Calico's order).
+func nodeName(config: [String: Any]) -> String {
+    (config["nodename"] as? String) ?? ProcessInfo.processInfo.environment["NODENAME"]
+        ?? ProcessInfo.processInfo.hostName
+}
+
+/// `cni.dev/valid-attachments` (CNI 1.1.0 GC), or `cni.dev/attachments` as some runtimes spell it.
+func validContainers(config: [String: Any]) -> Set<String> {
+    let attachments =
+        (config["cni.dev/valid-attachments"] as? [[String: Any]]) ?? (config["cni.dev/attachments"] as? [[String: Any]])
+        ?? []
+    return Set(attachments.compactMap { $0["containerID"] as? String })
+}
+
+/// The IPAM plugin's result: addresses with their block's prefix, and a default route per family.
+func ipamResult(_ cidrs: [CIDR]) -> CNIResult {
+    CNIResult(
+        ips: cidrs.map { CNIResult.IP(address: $0.description) },
+        routes: Array(Set(cidrs.map(\.family))).sorted { $0.rawValue < $1.rawValue }.map {
+            CNIResult.Route(dst: $0 == .v4 ? "0.0.0.0/0" : "::/0")
+        })
+}

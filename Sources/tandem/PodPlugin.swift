@@ -1,0 +1,320 @@
+import Foundation
+import TandemCNI
+import TandemCore
+import TandemDataplane
+import TandemModel
+import TandemStore
+
+/// The `tandem` CNI plugin: gets addresses from the configured IPAM plugin, wires the pod, records its
+/// WorkloadEndpoint. Any failure after addresses were assigned releases them and removes what was made.
+struct PodPlugin {
+    let cni: CNIEnvironment
+    let config: [String: Any]
+    let cniVersion: String
+    let network: String
+    let store: any Datastore
+    let ipamType: String
+
+    var host: String { nodeName(config: config) }
+    var podNamespace: String? { cni.args["K8S_POD_NAMESPACE"] }
+    var podName: String? { cni.args["K8S_POD_NAME"] }
+    var hostInterface: String { hostVethName(namespace: podNamespace, pod: podName, containerID: cni.containerID) }
+
+    init(
+        cni: CNIEnvironment, config: [String: Any], cniVersion: String, network: String, store: any Datastore
+    )
+        throws(CNIError)
+    {
+        self.cni = cni
+        self.config = config
+        self.cniVersion = cniVersion
+        self.network = network
+        self.store = store
+        guard let ipam = config["ipam"] as? [String: Any], let type = ipam["type"] as? String, !type.isEmpty else {
+            throw CNIError(code: CNIError.invalidConfig, "the network configuration has no ipam.type")
+        }
+        ipamType = type
+        if let mtu = config["mtu"], !(mtu is Int) || (mtu as? Int).map({ $0 < 0 || $0 > 65535 }) == true {
+            throw CNIError(code: CNIError.invalidConfig, "invalid mtu: \(mtu); expected a number from 0 to 65535")
+        }
+    }
+
+    /// `mtu` from the configuration; 0 or absent keeps the kernel's default.
+    var mtu: UInt32? { (config["mtu"] as? Int).flatMap { $0 > 0 ? UInt32($0) : nil } }
+
+    var allowIPForwarding: Bool {
+        ((config["container_settings"] as? [String: Any])?["allow_ip_forwarding"] as? Bool) ?? false
+    }
+
+    func spec(addresses: [CIDR]) -> PodInterfaceSpec {
+        PodInterfaceSpec(
+            namespacePath: cni.netns, containerInterface: cni.ifName, hostInterface: hostInterface,
+            addresses: addresses.map { try! CIDR(address: $0.address, prefixLength: $0.family.bitWidth) }, mtu: mtu,
+            allowIPForwarding: allowIPForwarding)
+    }
+
+    // MARK: IPAM, in-process for tandem-ipam, else the plugin found through CNI_PATH
+
+    func ipamAdd() async throws -> (addresses: [CIDR], result: CNIResult) {
+        if ipamType == "tandem-ipam" {
+            let ipam = try IPAMPlugin(network: network, config: config, containerID: cni.containerID, store: store)
+            let cidrs = try await ipam.add(args: cni.args)
+            return (cidrs, ipamResult(cidrs))
+        }
+        let output = try DelegatedPlugin(type: ipamType, cni: cni).run("ADD", config: config)
+        let result = try CNIResult(object: output ?? [:], field: "the result of IPAM plugin \(ipamType)")
+        var cidrs: [CIDR] = []
+        for ip in result.ips {
+            guard let cidr = try? CIDR(ip.address) else {
+                throw CNIError(
+                    code: CNIError.ipamFailure, "IPAM plugin \(ipamType) returned an invalid address: \(ip.address)")
+            }
+            cidrs.append(cidr)
+        }
+        return (cidrs, result)
+    }
+
+    func ipamDelete() async throws {
+        if ipamType == "tandem-ipam" {
+            try await IPAMPlugin(network: network, config: config, containerID: cni.containerID, store: store).delete()
+        } else {
+            _ = try DelegatedPlugin(type: ipamType, cni: cni).run("DEL", config: config)
+        }
+    }
+
+    // MARK: Commands
+
+    func add() async throws -> CNIResult {
+        guard !cni.netns.isEmpty else {
+            throw CNIError(code: CNIError.invalidEnvironment, "CNI_NETNS is required for ADD")
+        }
+        guard !cni.ifName.isEmpty else {
+            throw CNIError(code: CNIError.invalidEnvironment, "CNI_IFNAME is required for ADD")
+        }
+        // Checked before any address is assigned, so a bad path leaves nothing behind.
+        guard FileManager.default.fileExists(atPath: cni.netns) else {
+            throw CNIError(
+                code: CNIError.invalidEnvironment, "the network namespace \(cni.netns) (CNI_NETNS) does not exist")
+        }
+        let exists: Bool
+        do {
+            exists = try PodInterface.containerInterfaceExists(namespacePath: cni.netns, name: cni.ifName)
+        } catch {
+            throw CNIError(
+                code: CNIError.invalidEnvironment, "cannot use the pod's network namespace", details: "\(error)")
+        }
+        if exists {
+            throw CNIError(
+                code: CNIError.dataplaneFailure, "interface \(cni.ifName) already exists in \(cni.netns)",
+                details: "a second ADD for the same container and interface is refused; DEL it first")
+        }
+        let (addresses, ipamOutput) = try await ipamAdd()
+        killPoint("after-ipam")
+        guard !addresses.isEmpty else {
+            try? await ipamDelete()
+            throw CNIError(code: CNIError.ipamFailure, "IPAM plugin \(ipamType) returned no address")
+        }
+        let wired: WiredPod
+        do {
+            wired = try PodInterface.setUp(spec(addresses: addresses))
+        } catch let error as PodWiringError {
+            try? await ipamDelete()
+            let code = error.kind == .namespace ? CNIError.invalidEnvironment : CNIError.dataplaneFailure
+            throw CNIError(code: code, "cannot wire the pod", details: error.description)
+        } catch {
+            try? await ipamDelete()
+            throw CNIError(code: CNIError.dataplaneFailure, "cannot wire the pod", details: "\(error)")
+        }
+        killPoint("after-veth")
+        do {
+            try await writeEndpoint(addresses: addresses, mac: wired.containerMAC)
+        } catch {
+            try? PodInterface.tearDown(namespacePath: cni.netns, containerInterface: cni.ifName)
+            try? await ipamDelete()
+            throw CNIError(code: CNIError.dataplaneFailure, "cannot record the WorkloadEndpoint", details: "\(error)")
+        }
+        killPoint("after-endpoint")
+        let podAddresses = spec(addresses: addresses).addresses
+        return CNIResult(
+            interfaces: [
+                .init(name: hostInterface, mac: MACAddress.calicoHostVeth.description),
+                .init(
+                    name: cni.ifName, mac: wired.containerMAC.description, mtu: mtu.map(Int.init), sandbox: cni.netns),
+            ],
+            // IPv4 first: the primary family of a dual-stack pod, as Kubernetes lists it.
+            ips: podAddresses.sorted { $0.family.rawValue < $1.family.rawValue }.map {
+                CNIResult.IP(address: $0.description, interface: 1)
+            },
+            routes: ipamOutput.routes)
+    }
+
+    func delete() async throws {
+        do {
+            try PodInterface.tearDown(namespacePath: cni.netns, containerInterface: cni.ifName)
+        } catch {
+            throw CNIError(code: CNIError.dataplaneFailure, "cannot remove the pod's interface", details: "\(error)")
+        }
+        try await deleteEndpoint()
+        try await ipamDelete()
+    }
+
+    func check() async throws {
+        guard let previous = config["prevResult"] as? [String: Any] else {
+            throw CNIError(code: CNIError.invalidConfig, "CHECK needs prevResult in the network configuration")
+        }
+        let result = try CNIResult(object: previous, field: "prevResult")
+        if ipamType == "tandem-ipam" {
+            try await IPAMPlugin(network: network, config: config, containerID: cni.containerID, store: store).check()
+        } else {
+            _ = try DelegatedPlugin(type: ipamType, cni: cni).run("CHECK", config: config)
+        }
+        var addresses: [CIDR] = []
+        for ip in result.ips {
+            guard let cidr = try? CIDR(ip.address) else {
+                throw CNIError(code: CNIError.decodeFailure, "invalid prevResult: address \(ip.address)")
+            }
+            addresses.append(cidr)
+        }
+        let containerMAC = result.interfaces.first { $0.name == cni.ifName && $0.sandbox != nil }?.mac.flatMap {
+            try? MACAddress($0)
+        }
+        let problems = try PodInterface.check(spec(addresses: addresses), containerMAC: containerMAC)
+        if !problems.isEmpty {
+            throw CNIError(
+                code: CNIError.checkFailed, "the pod's network differs from its result",
+                details: problems.joined(separator: "; "))
+        }
+        let endpoints = try await resources.list(.workloadEndpoint, namespace: endpointNamespace)
+        if !endpoints.contains(where: { ($0.resource as? WorkloadEndpoint)?.spec.containerID == cni.containerID }) {
+            throw CNIError(
+                code: CNIError.checkFailed, "the pod's network differs from its result",
+                details: "no WorkloadEndpoint records container \(cni.containerID)")
+        }
+    }
+
+    func status() async throws {
+        if ipamType == "tandem-ipam" {
+            try await IPAMPlugin(network: network, config: config, containerID: "", store: store).status()
+        } else {
+            _ = try DelegatedPlugin(type: ipamType, cni: cni).run("STATUS", config: config)
+        }
+    }
+
+    func garbageCollect() async throws {
+        let valid = validContainers(config: config)
+        if ipamType == "tandem-ipam" {
+            try await IPAMPlugin(network: network, config: config, containerID: "", store: store)
+                .garbageCollect(validContainers: valid)
+        } else {
+            _ = try DelegatedPlugin(type: ipamType, cni: cni).run("GC", config: config)
+        }
+        // Endpoints of this node whose container is gone (an ADD killed after writing it, a lost DEL).
+        var stale: [(kind: ResourceKind, name: String, namespace: String?)] = []
+        for stored in try await resources.list(.workloadEndpoint) {
+            guard let endpoint = stored.resource as? WorkloadEndpoint, endpoint.spec.node == host,
+                let container = endpoint.spec.containerID, !valid.contains(container)
+            else { continue }
+            stale.append((.workloadEndpoint, endpoint.metadata.name ?? "", endpoint.metadata.namespace))
+        }
+        if !stale.isEmpty { _ = try await resources.delete(stale, skipMissing: true) }
+    }
+
+    // MARK: The WorkloadEndpoint
+
+    var resources: ResourceStore {
+        ResourceStore(
+            datastore: store, now: { ISO8601DateFormatter().string(from: Date()) }, newUID: { UUID().uuidString })
+    }
+
+    var endpointNamespace: String { podNamespace ?? "default" }
+
+    func endpoint(addresses: [CIDR], mac: MACAddress) -> WorkloadEndpoint {
+        var spec = WorkloadEndpointSpec()
+        if let podName {
+            spec.orchestrator = "k8s"
+            spec.pod = podName
+            spec.profiles = ["kns.\(endpointNamespace)"]
+        } else {
+            spec.orchestrator = "cni"
+            spec.workload = cni.containerID
+        }
+        spec.node = host
+        spec.endpoint = cni.ifName
+        spec.containerID = cni.containerID
+        spec.ipNetworks = self.spec(addresses: addresses).addresses.map(\.description)
+        spec.interfaceName = hostInterface
+        spec.mac = mac.description
+        return WorkloadEndpoint(
+            metadata: ObjectMeta(name: spec.derivedName, namespace: endpointNamespace), spec: spec)
+    }
+
+    func writeEndpoint(addresses: [CIDR], mac: MACAddress) async throws {
+        let resource = endpoint(addresses: addresses, mac: mac)
+        let problems = resource.validate()
+        if !problems.isEmpty {
+            throw ResourceValidationError(
+                kind: "WorkloadEndpoint", name: resource.metadata.name ?? "", problems: problems)
+        }
+        try await resources.write([resource], mode: .apply)
+    }
+
+    /// Deletes the endpoint only if it still belongs to this container: an older sandbox's DEL must not remove
+    /// the live pod's endpoint (Calico's rule).
+    func deleteEndpoint() async throws {
+        let name = endpoint(addresses: [], mac: .calicoHostVeth).metadata.name ?? ""
+        guard let stored = try await resources.get(.workloadEndpoint, name: name, namespace: endpointNamespace),
+            (stored.resource as? WorkloadEndpoint)?.spec.containerID == cni.containerID
+        else { return }
+        _ = try await resources.delete([(.workloadEndpoint, name, endpointNamespace)], skipMissing: true)
+    }
+}
+
+/// Dies like a runtime's SIGKILL at a named point of ADD when `TANDEM_TEST_KILL_AT` names it: the tests use it to
+/// prove that DEL and GC clean up after an ADD that never finished. Nothing else sets the variable.
+func killPoint(_ name: String) {
+    if ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"] == name { _exit(137) }
+}
+
+/// Another CNI plugin (an IPAM plugin such as host-local) run as the spec says: found in CNI_PATH, given the
+/// same environment with CNI_COMMAND set and the network configuration on stdin.
+struct DelegatedPlugin {
+    let type: String
+    let cni: CNIEnvironment
+
+    func run(_ command: String, config: [String: Any]) throws -> [String: Any]? {
+        let environment = ProcessInfo.processInfo.environment
+        let paths = (environment["CNI_PATH"] ?? "").split(separator: ":").map(String.init)
+        guard
+            let executable = paths.map({ "\($0)/\(type)" }).first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
+        else {
+            throw CNIError(
+                code: CNIError.invalidConfig, "IPAM plugin \(type) not found in CNI_PATH",
+                details: "CNI_PATH=\(environment["CNI_PATH"] ?? "")")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        var childEnvironment = environment
+        childEnvironment["CNI_COMMAND"] = command
+        process.environment = childEnvironment
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        let data = try JSONSerialization.data(withJSONObject: config)
+        input.fileHandleForWriting.write(data)
+        try input.fileHandleForWriting.close()
+        let reply = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let object = (try? JSONSerialization.jsonObject(with: reply)) as? [String: Any]
+        guard process.terminationStatus == 0 else {
+            throw CNIError(
+                code: object?["code"] as? Int ?? CNIError.ipamFailure,
+                "IPAM plugin \(type) failed on \(command): \(object?["msg"] as? String ?? "exit status \(process.terminationStatus)")",
+                details: object?["details"] as? String ?? "")
+        }
+        return object
+    }
+}

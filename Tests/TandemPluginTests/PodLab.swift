@@ -1,0 +1,129 @@
+import Foundation
+import TandemCNI
+import TandemCore
+import TandemIPAM
+import TandemModel
+import TandemStore
+import TandemStoreSQLite
+import TandemTestSupport
+import Testing
+
+/// A node namespace with an uplink and a default route per family (as a real node has), a store with
+/// dual-stack pools, and the `tandem` binary run inside the node the way a container runtime runs it.
+struct PodLab {
+    let scratch: ScratchDirectory
+    let node: TestNamespace
+    var pods: [TestNamespace] = []
+    var datastore: String { "sqlite://" + scratch.file("tandem.db") }
+    static let nodeIPv4 = "198.51.100.1"
+    static let nodeIPv6 = "2001:db8:100::1"
+
+    init(pools: String = PodLab.dualStackPools) throws {
+        scratch = try ScratchDirectory("pod-lab")
+        node = try TestNamespace("node")
+        do {
+            let file = try scratch.write("pools.yaml", pools)
+            let applied = try TestProducts.run("tandemctl", ["apply", "-f", file, "--datastore", datastore])
+            guard applied.status == 0 else { throw TestSupportError("tandemctl apply: \(applied.stderr)") }
+            // The uplink's far end stays in the node too: all the node needs is a unicast default route per family
+            // through an interface other than the pods' (what proxy ARP answers with).
+            let uplink = try node.run(
+                """
+                ip link add up0 type veth peer name up1 && ip link set up0 up && ip link set up1 up &&
+                ip addr add \(Self.nodeIPv4)/24 dev up0 && ip addr add \(Self.nodeIPv6)/64 dev up0 nodad &&
+                ip route add default via 198.51.100.2 dev up0 onlink &&
+                ip -6 route add default via 2001:db8:100::2 dev up0 onlink
+                """)
+            guard uplink.status == 0 else { throw TestSupportError("node uplink: \(uplink.stderr)") }
+        } catch {
+            node.remove()
+            scratch.remove()
+            throw error
+        }
+    }
+
+    /// A fresh pod namespace, removed with the lab.
+    mutating func newPod() throws -> TestNamespace {
+        let pod = try TestNamespace("pod")
+        pods.append(pod)
+        return pod
+    }
+
+    func remove() {
+        for pod in pods { pod.remove() }
+        node.remove()
+        scratch.remove()
+    }
+
+    static let dualStackPools = """
+        apiVersion: projectcalico.org/v3
+        kind: IPPool
+        metadata: {name: v4}
+        spec: {cidr: 10.77.0.0/16}
+        ---
+        apiVersion: projectcalico.org/v3
+        kind: IPPool
+        metadata: {name: v6}
+        spec: {cidr: "fd00:77::/48"}
+        """
+
+    /// A network configuration for the tandem plugin with tandem-ipam.
+    func config(
+        version: String = "1.0.0", v4: Bool = true, v6: Bool = true, mtu: Int = 1450, extra: String = ""
+    )
+        -> String
+    {
+        """
+        {"cniVersion":"\(version)","name":"k8s-pod-network","type":"tandem","nodename":"node-a","mtu":\(mtu),
+         "datastore":"\(datastore)"\(extra),
+         "ipam":{"type":"tandem-ipam","assign_ipv4":"\(v4)","assign_ipv6":"\(v6)"}}
+        """
+    }
+
+    /// Runs a plugin binary inside the node namespace with the CNI environment; returns exit status, the JSON
+    /// it printed and the raw output.
+    func run(
+        _ command: String, binary: String = TestProducts.directory().appendingPathComponent("tandem").path,
+        pod: TestNamespace?, container: String, config: String,
+        args: String = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+        environment: [String: String] = [:]
+    ) throws -> (status: Int32, json: [String: Any], output: String) {
+        let output = try TestProducts.run(
+            "/usr/bin/env", ["ip", "netns", "exec", node.name, binary],
+            environment: [
+                "CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_NETNS": pod?.path ?? "",
+                "CNI_IFNAME": "eth0", "CNI_ARGS": args,
+                "CNI_PATH": "/usr/lib/cni:" + TestProducts.directory().path,
+            ].merging(environment) { $1 }, stdin: config)
+        let json = (try? JSONSerialization.jsonObject(with: Data(output.stdout.utf8))) as? [String: Any] ?? [:]
+        return (output.status, json, output.stdout + output.stderr)
+    }
+
+    /// What the store still holds: IPAM handles and WorkloadEndpoints.
+    func leftovers() async throws -> (handles: [String], endpoints: [String]) {
+        let store = try SQLiteDatastore(path: scratch.file("tandem.db"))
+        let ipam = IPAM(store: store, nanoseconds: { 0 })
+        let resources = ResourceStore(datastore: store, now: { "" }, newUID: { "" })
+        let endpoints = try await resources.list(.workloadEndpoint).map { $0.resource.metadata.name ?? "" }
+        return (try await ipam.handles(), endpoints)
+    }
+
+    /// `ping -c 1` from a namespace; true when answered.
+    static func ping(from namespace: TestNamespace, _ address: String) throws -> Bool {
+        try namespace.run("ping -c 1 -W 2 \(address)").status == 0
+    }
+}
+
+/// The addresses of a result, without prefix lengths.
+func resultAddresses(_ json: [String: Any]) -> [String] {
+    (json["ips"] as? [[String: Any]] ?? []).compactMap {
+        ($0["address"] as? String)?.split(separator: "/").first.map(String.init)
+    }
+}
+
+/// A result with the config's prevResult set, for CHECK and DEL.
+func withPrevResult(_ config: String, _ result: [String: Any]) throws -> String {
+    var object = try JSONSerialization.jsonObject(with: Data(config.utf8)) as! [String: Any]
+    object["prevResult"] = result
+    return String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+}
