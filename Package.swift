@@ -57,7 +57,7 @@ let package = Package(
         .executableTarget(
             name: "tandemctl",
             dependencies: [
-                "TandemModel", "TandemStore", "TandemStoreSQLite", "TandemIPAM",
+                "TandemCore", "TandemModel", "TandemStore", "TandemStoreSQLite", "TandemIPAM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

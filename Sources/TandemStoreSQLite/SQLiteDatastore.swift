@@ -40,6 +40,9 @@ public final class SQLiteDatastore: Datastore {
         }
         do {
             pool = try Self.openPool(path: path, configuration: configuration, timeout: busyTimeout)
+            // GRDB sets `synchronous = NORMAL` on the writer after `prepareDatabase` when it switches to WAL, which
+            // makes commits durable only at the next checkpoint. Every write goes through this one connection.
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
             try pool.writeWithoutTransaction { db in
                 try db.inTransaction(.immediate) {
                     try db.execute(
@@ -70,6 +73,11 @@ public final class SQLiteDatastore: Datastore {
         } catch {
             throw .backend("cannot open SQLite datastore \(path): \(error)")
         }
+    }
+
+    /// The writer connection's `PRAGMA synchronous` (2 is FULL); for the durability test.
+    func writerSynchronousMode() throws -> Int {
+        try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
     }
 
     /// Opens the pool, retrying while another process holds the lock that switching to WAL needs: SQLite

@@ -26,7 +26,9 @@ struct IPAMPlugin {
     func add(args: [String: String]) async throws -> [CIDR] {
         let held = try await ipam.addresses(ofHandle: handle)
         if !held.isEmpty { return held }
-        var attributes = ["node": host, "timestamp": ISO8601DateFormatter().string(from: Date())]
+        var attributes = [
+            "node": host, "timestamp": Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)),
+        ]
         if let pod = args["K8S_POD_NAME"] { attributes["pod"] = pod }
         if let namespace = args["K8S_POD_NAMESPACE"] { attributes["namespace"] = namespace }
         if let requested = args["IP"] {

@@ -223,7 +223,8 @@ struct PodPlugin {
 
     var resources: ResourceStore {
         ResourceStore(
-            datastore: store, now: { ISO8601DateFormatter().string(from: Date()) }, newUID: { UUID().uuidString })
+            datastore: store, now: { Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)) },
+            newUID: { UUID().uuidString })
     }
 
     var endpointNamespace: String { podNamespace ?? "default" }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TandemCore
 import TandemModel
 import TandemStore
 import TandemStoreSQLite
@@ -44,7 +45,7 @@ struct DatastoreOptions: ParsableArguments {
     func resourceStore() throws -> ResourceStore {
         ResourceStore(
             datastore: try open(),
-            now: { ISO8601DateFormatter().string(from: Date()) },
+            now: { Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)) },
             newUID: { UUID().uuidString.lowercased() })
     }
 }

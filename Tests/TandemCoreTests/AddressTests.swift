@@ -178,3 +178,14 @@ import Testing
         #expect(throws: AddressParseError.self) { try MACAddress(text) }
     }
 }
+
+@Suite struct TimestampTests {
+    @Test(arguments: [
+        (Int64(0), "1970-01-01T00:00:00Z"), (951_782_400, "2000-02-29T00:00:00Z"),
+        (1_796_044_826, "2026-11-30T13:20:26Z"),
+        (4_107_542_399, "2100-02-28T23:59:59Z"), (-1, "1969-12-31T23:59:59Z"),
+    ])
+    func formatsUTC(seconds: Int64, expected: String) {
+        #expect(Timestamp.rfc3339(secondsSinceEpoch: seconds) == expected)
+    }
+}

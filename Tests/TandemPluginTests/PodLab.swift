@@ -32,7 +32,8 @@ struct PodLab {
                 ip link add up0 type veth peer name up1 && ip link set up0 up && ip link set up1 up &&
                 ip addr add \(Self.nodeIPv4)/24 dev up0 && ip addr add \(Self.nodeIPv6)/64 dev up0 nodad &&
                 ip route add default via 198.51.100.2 dev up0 onlink &&
-                ip -6 route add default via 2001:db8:100::2 dev up0 onlink
+                ip -6 route add default via 2001:db8:100::2 dev up0 onlink &&
+                sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
                 """)
             guard uplink.status == 0 else { throw TestSupportError("node uplink: \(uplink.stderr)") }
         } catch {

@@ -111,6 +111,23 @@ enum Stack: String, CaseIterable, Sendable {
         _ = try lab.run("DEL", pod: pod, container: "ctr-wep", config: lab.config())
     }
 
+    /// Two pods on one node reach each other over both families through the node's host routes.
+    @Test func podsOnOneNodeReachEachOther() async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        let podA = try lab.newPod()
+        let podB = try lab.newPod()
+        let addA = try lab.run(
+            "ADD", pod: podA, container: "ctr-a", config: lab.config(),
+            args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=a")
+        let addB = try lab.run(
+            "ADD", pod: podB, container: "ctr-b", config: lab.config(),
+            args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=b")
+        #expect(addA.status == 0 && addB.status == 0, "\(addA.output) \(addB.output)")
+        for address in resultAddresses(addB.json) { #expect(try PodLab.ping(from: podA, address), "a to \(address)") }
+        for address in resultAddresses(addA.json) { #expect(try PodLab.ping(from: podB, address), "b to \(address)") }
+    }
+
     @Test func statusAndGarbageCollection() async throws {
         var lab = try PodLab()
         defer { lab.remove() }

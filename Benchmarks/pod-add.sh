@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Pod ADD and DEL latency: the `tandem` plugin (with tandem-ipam, in-process) against Debian's reference `ptp` +
+# `host-local`, side by side in one run, IPv4-only and dual-stack: N pods one after another (p50 / p99), then
+# 20 ADDs at once. Each plugin runs inside a node namespace with an uplink and default routes, as on a node.
+# Usage: Benchmarks/pod-add.sh [pods]     (run as root; installs containernetworking-plugins if missing)
+set -euo pipefail
+cd "$(dirname "$0")"
+n=${1:-200}
+[ -x /usr/lib/cni/ptp ] || {
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends containernetworking-plugins >/dev/null
+}
+# Built as it ships: the Swift runtime and Foundation linked statically (half the start-up of a dynamic build).
+(cd .. && swift build -c release --static-swift-stdlib --product tandem >/dev/null &&
+  swift build -c release --static-swift-stdlib --product tandemctl >/dev/null)
+exec python3 - "$n" "$(cd .. && pwd)/.build/release" <<'PY'
+import json, os, shutil, statistics, subprocess, sys, tempfile, time
+from concurrent.futures import ThreadPoolExecutor
+
+n, release = int(sys.argv[1]), sys.argv[2]
+work = tempfile.mkdtemp(prefix="tandem-pod-bench-")
+node = f"tbn-{os.getpid()}"
+pods = [f"tbp-{os.getpid()}-{i}" for i in range(n)]
+
+def sh(command):
+    subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+def cleanup():
+    for name in pods + [node]:
+        subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+    shutil.rmtree(work, ignore_errors=True)
+
+try:
+    sh(f"ip netns add {node} && ip -n {node} link set lo up && "
+       f"ip -n {node} link add up0 type veth peer name up1 && ip -n {node} link set up0 up && ip -n {node} link set up1 up && "
+       f"ip -n {node} addr add 198.51.100.1/24 dev up0 && ip -n {node} addr add 2001:db8:100::1/64 dev up0 nodad && "
+       f"ip -n {node} route add default via 198.51.100.2 dev up0 onlink && "
+       f"ip -n {node} -6 route add default via 2001:db8:100::2 dev up0 onlink")
+    for pod in pods:
+        sh(f"ip netns add {pod}")
+    store = f"sqlite://{work}/tandem.db"
+    subprocess.run([f"{release}/tandemctl", "apply", "--datastore", store, "-f", "-"], check=True, stdout=subprocess.DEVNULL,
+                   input=b"apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v4}\nspec: {cidr: 10.91.0.0/16}\n---\n"
+                         b"apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: 'fd00:91::/48'}\n")
+
+    def config(plugin, dual):
+        if plugin == "tandem":
+            return {"cniVersion": "1.0.0", "name": "bench", "type": "tandem", "nodename": "node-a", "mtu": 1450,
+                    "datastore": store, "ipam": {"type": "tandem-ipam", "assign_ipv4": "true", "assign_ipv6": str(dual).lower()}}
+        ranges = [[{"subnet": "10.90.0.0/16"}]] + ([[{"subnet": "fd00:90::/64"}]] if dual else [])
+        routes = [{"dst": "0.0.0.0/0"}] + ([{"dst": "::/0"}] if dual else [])
+        return {"cniVersion": "1.0.0", "name": "bench-ptp", "type": "ptp", "ipMasq": False, "mtu": 1450,
+                "ipam": {"type": "host-local", "dataDir": f"{work}/host-local", "ranges": ranges, "routes": routes}}
+
+    def call(plugin, command, pod, index, dual):
+        binary = f"{release}/tandem" if plugin == "tandem" else "/usr/lib/cni/ptp"
+        env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=f"{plugin.replace('+', '-')}-{index}", CNI_NETNS=f"/var/run/netns/{pod}",
+                   CNI_IFNAME="eth0", CNI_PATH="/usr/lib/cni", CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p{index}")
+        start = time.perf_counter()
+        done = subprocess.run(["ip", "netns", "exec", node, binary], input=json.dumps(config(plugin, dual)).encode(),
+                              env=env, capture_output=True)
+        elapsed = (time.perf_counter() - start) * 1000
+        if done.returncode != 0:
+            raise SystemExit(f"{plugin} {command} pod {index}: {done.stdout.decode()} {done.stderr.decode()}")
+        return elapsed
+
+    def pct(values, p):
+        values = sorted(values)
+        return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+    print(f"{n} pods one after another, then 20 ADDs at once; latency in ms (each call is a process, run in the node namespace)")
+    print(f"{'':22} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9} {'20 at once: p50':>16} {'wall':>8}")
+    results = {}
+    for dual in (False, True):
+        for plugin in ("tandem", "ptp+host-local"):
+            adds = [call(plugin, "ADD", pods[i], i, dual) for i in range(n)]
+            dels = [call(plugin, "DEL", pods[i], i, dual) for i in range(n)]
+            start = time.perf_counter()
+            with ThreadPoolExecutor(20) as pool:
+                burst = list(pool.map(lambda i: call(plugin, "ADD", pods[i], i, dual), range(20)))
+            wall = (time.perf_counter() - start) * 1000
+            for i in range(20):
+                call(plugin, "DEL", pods[i], i, dual)
+            label = f"{plugin} {'dual-stack' if dual else 'IPv4'}"
+            results[label] = statistics.median(adds)
+            print(f"{label:22} {statistics.median(adds):9.1f} {pct(adds, 99):9.1f} {statistics.median(dels):9.1f} "
+                  f"{pct(dels, 99):9.1f} {statistics.median(burst):16.1f} {wall:8.0f}", flush=True)
+    for family in ("IPv4", "dual-stack"):
+        print(f"ADD p50 ratio tandem / ptp+host-local, {family}: "
+              f"{results['tandem ' + family] / results['ptp+host-local ' + family]:.2f}")
+finally:
+    cleanup()
+PY
