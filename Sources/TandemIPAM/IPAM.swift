@@ -218,7 +218,8 @@ public struct IPAM: Sendable {
             // 1. Blocks this host is affine to, in the chosen pools.
             let affine = try await affineBlocks(host: request.host, family: family, pools: pools)
             var madeProgress = false
-            for cidr in affine where assigned.count < count {
+            for (cidr, item) in affine where assigned.count < count {
+                guard try isConfirmed(item) else { continue }
                 if let got = try await assignFromBlock(
                     cidr, count: need, request: request, onlyIfAffineTo: request.host)
                 {
@@ -230,7 +231,7 @@ public struct IPAM: Sendable {
             if madeProgress { continue }
             // 2. Claim a new block.
             if config.autoAllocateBlocks ?? true {
-                if affine.count >= cap {
+                if try affine.filter({ try isConfirmed($0.item) }).count >= cap {
                     throw IPAMError.exhausted(
                         "Need to allocate an IPAM block but could not - limit of \(cap) blocks reached for this node "
                             + "(assigned \(assigned.count) out of \(count) requested \(family) addresses)")
@@ -263,18 +264,22 @@ public struct IPAM: Sendable {
     /// them in address order, which reads every full block before reaching the one with room: a node with many
     /// blocks paid for each pod in proportion to its pod count. The newest block is the one most likely to have
     /// room; older blocks with freed addresses are still found after it.
-    func affineBlocks(host: String, family: IPFamily, pools: [IPPool]) async throws -> [CIDR] {
+    func affineBlocks(host: String, family: IPFamily, pools: [IPPool]) async throws -> [(cidr: CIDR, item: KeyValue)] {
         let (items, _) = try await store.list(prefix: IPAMKeys.affinityPrefix(host: host, family: family))
-        var blocks: [CIDR] = []
-        for item in items.sorted(by: { ($0.createRevision, $0.key) > ($1.createRevision, $1.key) }) {
-            let affinity = try decode(BlockAffinity.self, item.value, key: item.key)
-            guard affinity.state == "confirmed", affinity.deleted != true,
-                let cidr = cidr(fromAffinityKey: item.key, family: family),
+        // Sorted and filtered by key alone; an affinity's state is decoded only when its block is tried (a node
+        // with a thousand blocks does not decode a thousand records per pod).
+        return items.sorted(by: { ($0.createRevision, $0.key) > ($1.createRevision, $1.key) }).compactMap { item in
+            guard let cidr = cidr(fromAffinityKey: item.key, family: family),
                 pools.contains(where: { $0.spec.network!.contains(cidr) })
-            else { continue }
-            blocks.append(cidr)
+            else { return nil }
+            return (cidr, item)
         }
-        return blocks
+    }
+
+    /// Whether a stored affinity is confirmed (not pending, not being deleted).
+    func isConfirmed(_ item: KeyValue) throws -> Bool {
+        let affinity = try decode(BlockAffinity.self, item.value, key: item.key)
+        return affinity.state == "confirmed" && affinity.deleted != true
     }
 
     /// Parses the block CIDR back from the last path element of a block key.

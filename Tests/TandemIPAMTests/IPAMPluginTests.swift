@@ -75,7 +75,9 @@ func addresses(_ json: [String: Any]) -> [String] {
         #expect(versions == (version.hasPrefix("0.") ? ["4", "6"] : [nil, nil]))
         #expect((first["routes"] as? [[String: Any]])?.compactMap { $0["dst"] as? String } == ["0.0.0.0/0", "::/0"])
         #expect(addresses(try plugin.run("ADD", config: config).1) == ips)
-        #expect(try plugin.run("CHECK", config: config).0 == 0)
+        // CHECK exists from CNI 0.4.0; asked of 0.3.1 it is an incompatible-version error.
+        let check = try plugin.run("CHECK", config: config)
+        #expect(version == "0.3.1" ? check.1["code"] as? Int == 1 : check.0 == 0)
         #expect(try plugin.run("DEL", config: config).0 == 0)
         #expect(try plugin.run("DEL", config: config).0 == 0)
         #expect(try plugin.run("CHECK", config: config).0 != 0)
@@ -118,7 +120,9 @@ func addresses(_ json: [String: Any]) -> [String] {
         #expect(try plugin.run("FROB", config: plugin.config()).1["code"] as? Int == 4)
         let version = try plugin.run("VERSION", config: plugin.config())
         #expect((version.1["supportedVersions"] as? [String])?.contains("1.1.0") == true)
-        #expect(try plugin.run("STATUS", config: plugin.config()).0 == 0)
+        #expect(try plugin.run("STATUS", config: plugin.config(version: "1.1.0")).0 == 0)
+        // STATUS and GC exist from CNI 1.1.0.
+        #expect(try plugin.run("STATUS", config: plugin.config(version: "1.0.0")).1["code"] as? Int == 1)
     }
 
     @Test func dualStackFailureReleasesTheIPv4Address() throws {
@@ -128,7 +132,7 @@ func addresses(_ json: [String: Any]) -> [String] {
         defer { plugin.scratch.remove() }
         let (status, json) = try plugin.run("ADD", config: plugin.config())
         #expect(status != 0 && "\(json["details"] ?? "")".contains("IPv6"))
-        #expect(try plugin.run("STATUS", config: plugin.config()).1["code"] as? Int == 50)
+        #expect(try plugin.run("STATUS", config: plugin.config(version: "1.1.0")).1["code"] as? Int == 50)
         let show = try TestProducts.run("tandemctl", ["get", "ippool", "--datastore", plugin.datastore])
         #expect(show.status == 0)
         let store = try SQLiteDatastore(path: plugin.scratch.file("tandem.db"))
