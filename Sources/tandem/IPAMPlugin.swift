@@ -100,8 +100,7 @@ struct IPAMPlugin {
 
 /// The node name: the configuration's `nodename`, else `NODENAME`, else the host name (Calico's order).
 func nodeName(config: [String: Any]) -> String {
-    (config["nodename"] as? String) ?? ProcessInfo.processInfo.environment["NODENAME"]
-        ?? ProcessInfo.processInfo.hostName
+    (config["nodename"] as? String) ?? environment["NODENAME"] ?? ProcessInfo.processInfo.hostName
 }
 
 /// `cni.dev/valid-attachments` (CNI 1.1.0 GC), or `cni.dev/attachments` as some runtimes spell it.

@@ -273,7 +273,7 @@ struct PodPlugin {
 /// Dies like a runtime's SIGKILL at a named point of ADD when `TANDEM_TEST_KILL_AT` names it: the tests use it to
 /// prove that DEL and GC clean up after an ADD that never finished. Nothing else sets the variable.
 func killPoint(_ name: String) {
-    if ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"] == name { _exit(137) }
+    if environment["TANDEM_TEST_KILL_AT"] == name { _exit(137) }
 }
 
 /// Another CNI plugin (an IPAM plugin such as host-local) run as the spec says: found in CNI_PATH, given the
@@ -283,7 +283,6 @@ struct DelegatedPlugin {
     let cni: CNIEnvironment
 
     func run(_ command: String, config: [String: Any]) throws -> [String: Any]? {
-        let environment = ProcessInfo.processInfo.environment
         let paths = (environment["CNI_PATH"] ?? "").split(separator: ":").map(String.init)
         guard
             let executable = paths.map({ "\($0)/\(type)" }).first(where: {

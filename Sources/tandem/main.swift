@@ -8,7 +8,8 @@ import TandemStoreSQLite
 // CNI IPAM plugin. One binary so the pod plugin runs IPAM in-process.
 
 let environment = ProcessInfo.processInfo.environment
-let invokedAs = URL(fileURLWithPath: CommandLine.arguments.first ?? "tandem").lastPathComponent
+// The last path element of argv[0], by string: URL would stat the file for nothing.
+let invokedAs = (CommandLine.arguments.first ?? "tandem").split(separator: "/").last.map(String.init) ?? "tandem"
 let isIPAM = invokedAs == "tandem-ipam"
 let input = FileHandle.standardInput.readDataToEndOfFile()
 
