@@ -202,6 +202,25 @@ struct ConflistRunner {
         }
     }
 
+    /// A failure after the addresses were assigned and the veth made (the pod's address is already routed to
+    /// another interface on the node) rolls everything back: the addresses released, the veth gone, no endpoint.
+    @Test func aWiringFailureRollsEverythingBack() async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        let pod = try lab.newPod()
+        try lab.node.run("ip route add 10.77.0.50/32 dev up0")
+        let run = try lab.run(
+            "ADD", pod: pod, container: "ctr-rb", config: lab.config(v4: true, v6: false),
+            args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;IP=10.77.0.50")
+        #expect(run.json["code"] as? Int == CNIError.dataplaneFailure, "\(run.output)")
+        #expect((run.json["details"] as? String)?.contains("10.77.0.50/32 already exists on another interface") == true)
+        #expect(!(try pod.run("ip link show").stdout.contains("eth0")))
+        #expect(!(try lab.node.run("ip link show").stdout.contains("cali")))
+        #expect(try lab.node.run("ip route show 10.77.0.50").stdout.contains("dev up0"))
+        let left = try await lab.leftovers()
+        #expect(left.handles.isEmpty && left.endpoints.isEmpty, "\(left)")
+    }
+
     /// An exhausted pool: IPAM's error, with the pool named, and nothing wired.
     @Test func exhaustedPoolIsAnIPAMErrorNamingThePool() async throws {
         var lab = try PodLab(
