@@ -39,8 +39,12 @@ public struct ResourceStore: Sendable {
     /// Decodes stored bytes into a resource of `kind`, with `resourceVersion` from the store.
     func decode(_ keyValue: KeyValue, kind: ResourceKind) throws(ResourceError) -> StoredResource {
         var warnings: [String] = []
-        guard let text = String(validating: keyValue.value, as: UTF8.self),
-            let document = try? YAMLCodec.documents(from: text, warnings: &warnings).first
+        // Stored values are JSON; the YAML reader remains for anything written otherwise.
+        guard
+            let document = (try? JSONValue.parse(json: keyValue.value))
+                ?? String(validating: keyValue.value, as: UTF8.self).flatMap({
+                    try? YAMLCodec.documents(from: $0, warnings: &warnings).first
+                })
         else {
             throw ResourceError("stored value of \(keyValue.key) is not valid JSON")
         }
