@@ -218,6 +218,7 @@ public struct IPAM: Sendable {
             // 1. Blocks this host is affine to, in the chosen pools.
             let affine = try await affineBlocks(host: request.host, family: family, pools: pools)
             var madeProgress = false
+            var lostARace = false
             for (cidr, item) in affine where assigned.count < count {
                 guard try isConfirmed(item) else { continue }
                 if let got = try await assignFromBlock(
@@ -225,10 +226,14 @@ public struct IPAM: Sendable {
                 {
                     assigned += got
                     madeProgress = madeProgress || !got.isEmpty
+                } else {
+                    lostARace = true
                 }
             }
             if assigned.count == count { return assigned }
-            if madeProgress { continue }
+            // Another writer changed one of this node's blocks under us: read again rather than claim a new block
+            // (claiming on every lost race leaves a busy node with many nearly empty blocks).
+            if madeProgress || lostARace { continue }
             // 2. Claim a new block.
             if config.autoAllocateBlocks ?? true {
                 if try affine.filter({ try isConfirmed($0.item) }).count >= cap {
@@ -243,10 +248,14 @@ public struct IPAM: Sendable {
             }
             // 3. Borrow from other hosts' blocks, unless affinity is strict.
             if config.strictAffinity != true {
-                if let got = try await borrow(count: need, request: request, family: family, pools: pools), !got.isEmpty
-                {
+                switch try await borrow(count: need, request: request, family: family, pools: pools) {
+                case .some(let got) where !got.isEmpty:
                     assigned += got
                     continue
+                case .some:
+                    continue  // lost a race for a block with room: read again
+                case nil:
+                    break
                 }
                 throw IPAMError.exhausted(
                     "Assigned \(assigned.count) out of \(count) requested \(family) addresses; "
@@ -399,7 +408,10 @@ public struct IPAM: Sendable {
                         return addresses.map { try! CIDR(address: $0, prefixLength: cidr.prefixLength) }
                     } catch {
                         if !error.isConflict { throw IPAMError.datastore("\(error)") }
-                        // Someone else took it: look further.
+                        // Someone else took it, perhaps another request of this node: the caller reads the node's
+                        // blocks again before claiming (moving on to the next block would give a busy node one
+                        // nearly empty block per lost race).
+                        return []
                     }
                 }
             }
