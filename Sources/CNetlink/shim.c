@@ -1,8 +1,5 @@
 #define _GNU_SOURCE
 #include <sched.h>
-#include <unistd.h>
 #include "CNetlink.h"
 
 int cnl_setns(int fd, int nstype) { return setns(fd, nstype); }
-
-int cnl_gettid(void) { return gettid(); }

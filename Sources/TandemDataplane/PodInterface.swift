@@ -110,7 +110,6 @@ public enum PodInterface {
         try? Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "accept_dad"), "0")
         if families.contains(.v6) {
             try Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "disable_ipv6"), "0")
-            try Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "accept_dad"), "0")
             try Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "proxy_ndp"), "1")
             try Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "forwarding"), "1")
         }
@@ -138,7 +137,6 @@ public enum PodInterface {
                     try Sysctl.write(Sysctl.interfaceKey(ipv6: true, scope, "disable_ipv6"), "0")
                 }
                 try Sysctl.write(Sysctl.interfaceKey(ipv6: true, ifName, "disable_ipv6"), "0")
-                try Sysctl.write(Sysctl.interfaceKey(ipv6: true, ifName, "accept_dad"), "0")
                 try Sysctl.write(
                     Sysctl.interfaceKey(ipv6: true, "all", "forwarding"), spec.allowIPForwarding ? "1" : "0")
             }

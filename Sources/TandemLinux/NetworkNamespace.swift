@@ -17,8 +17,6 @@ public struct SystemError: Error, CustomStringConvertible, Equatable {
 /// Network namespaces, entered safely: `setns` changes only the calling OS thread, and Swift tasks move between
 /// threads, so work inside another namespace runs on a thread of its own made for it and ended after it.
 public enum NetworkNamespace {
-    /// The namespace directory `ip netns` uses.
-    public static let runDirectory = "/var/run/netns"
     /// `NSFS_MAGIC` (linux/magic.h): the filesystem of namespace files.
     static let nsfsMagic = 0x6e73_6673
 

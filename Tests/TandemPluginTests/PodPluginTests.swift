@@ -10,6 +10,17 @@ enum Stack: String, CaseIterable, Sendable {
     var v6: Bool { self != .ipv4Only }
 }
 
+@Suite struct HostInterfaceNameTests {
+    /// Calico's rule: `cali` + the first 11 hex digits of SHA-1("<namespace>.<pod>"); expected values from
+    /// Python's hashlib; without Kubernetes names, the container ID's first 11 characters.
+    @Test func followsCalicosRule() {
+        #expect(hostVethName(namespace: "default", pod: "web", containerID: "x") == "cali68caf03a5f4")
+        #expect(hostVethName(namespace: "kube-system", pod: "coredns-abc", containerID: "x") == "cali3d5d6ab04b5")
+        #expect(hostVethName(namespace: nil, pod: nil, containerID: "0123456789abcdef") == "cali0123456789a")
+        #expect(hostVethName(namespace: "default", pod: "web", containerID: "x").count <= 15)
+    }
+}
+
 @Suite struct PodPluginTests {
     /// The whole life of a pod, for every spec version and every family mix: ADD, traffic both ways over every
     /// family, CHECK passing and then failing precisely once a route is gone, DEL twice, nothing left.

@@ -2,7 +2,7 @@
 #define TANDEM_CNETLINK_H
 
 // Kernel UAPI headers Swift's Glibc module does not expose (sockaddr_nl, the netlink socket options), and the
-// two calls Glibc declares only under _GNU_SOURCE. _GNU_SOURCE stays out of this header: defining it here
+// call Glibc declares only under _GNU_SOURCE. _GNU_SOURCE stays out of this header: defining it here
 // changes fd_set for every Swift importer.
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -13,8 +13,5 @@ static const int CNL_CLONE_NEWNET = 0x40000000;
 
 /// setns(2): moves the calling thread into the namespace `fd` refers to.
 int cnl_setns(int fd, int nstype);
-
-/// The kernel thread id of the calling thread (gettid(2)).
-int cnl_gettid(void);
 
 #endif
