@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Pod ADD and DEL latency: the `tandem` plugin (with tandem-ipam, in-process) against Debian's reference `ptp` +
-# `host-local`, side by side in one run, IPv4-only and dual-stack: N pods one after another (p50 / p99), then
-# 20 ADDs at once. Each plugin runs inside a node namespace with an uplink and default routes, as on a node.
+# Pod ADD and DEL latency: the `tandem` plugin (with tandem-ipam) against Debian's reference `ptp` + `host-local`,
+# side by side in one run, IPv4-only and dual-stack: N pods one after another (p50 / p99), then 20 ADDs at once.
+# Tandem is measured as it is deployed (the `tandem` shim with `tandem-node` serving it on the node) and without
+# an agent (the shim execs `tandem-cni`, one process per call, as Calico's plugin runs).
+# The driver enters the node's network namespace itself and runs each plugin there directly, as a container
+# runtime on the node does (no `ip netns exec` per call).
 # Usage: Benchmarks/pod-add.sh [pods]     (run as root; installs containernetworking-plugins if missing)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,22 +13,27 @@ n=${1:-200}
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends containernetworking-plugins >/dev/null
 }
-# Built as it ships: the Swift runtime and Foundation linked statically (half the start-up of a dynamic build).
-(cd .. && swift build -c release --static-swift-stdlib --product tandem >/dev/null &&
-  swift build -c release --static-swift-stdlib --product tandemctl >/dev/null)
+# Built as they ship: the Swift runtime and Foundation linked statically (the shim is fully static anyway).
+(cd .. && for product in tandem tandem-cni tandem-node tandemctl; do
+  swift build -c release --static-swift-stdlib --product $product >/dev/null
+done)
 exec python3 - "$n" "$(cd .. && pwd)/.build/release" <<'PY'
-import json, os, shutil, statistics, subprocess, sys, tempfile, time
+import ctypes, json, os, shutil, statistics, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 
 n, release = int(sys.argv[1]), sys.argv[2]
 work = tempfile.mkdtemp(prefix="tandem-pod-bench-")
 node = f"tbn-{os.getpid()}"
 pods = [f"tbp-{os.getpid()}-{i}" for i in range(n)]
+agent = None
 
 def sh(command):
     subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 def cleanup():
+    if agent:
+        agent.terminate()
+        agent.wait()
     for name in pods + [node]:
         subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
     shutil.rmtree(work, ignore_errors=True)
@@ -42,9 +50,24 @@ try:
     subprocess.run([f"{release}/tandemctl", "apply", "--datastore", store, "-f", "-"], check=True, stdout=subprocess.DEVNULL,
                    input=b"apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v4}\nspec: {cidr: 10.91.0.0/16}\n---\n"
                          b"apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: 'fd00:91::/48'}\n")
+    # From here on this process (and every thread and child it starts) is on the node.
+    with open(f"/var/run/netns/{node}") as handle:
+        if ctypes.CDLL(None, use_errno=True).setns(handle.fileno(), 0x40000000) != 0:
+            raise SystemExit(f"setns into {node}: {os.strerror(ctypes.get_errno())}")
+    log = open(f"{work}/tandem-node.log", "w+")
+    agent = subprocess.Popen([f"{release}/tandem-node"], stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(500):
+        log.seek(0)
+        if "serving CNI" in log.read() or agent.poll() is not None:
+            break
+        time.sleep(0.01)
+    log.seek(0)
+    if "serving CNI" not in log.read():
+        log.seek(0)
+        raise SystemExit(f"tandem-node did not start: {log.read()}")
 
     def config(plugin, dual):
-        if plugin == "tandem":
+        if plugin.startswith("tandem"):
             return {"cniVersion": "1.0.0", "name": "bench", "type": "tandem", "nodename": "node-a", "mtu": 1450,
                     "datastore": store, "ipam": {"type": "tandem-ipam", "assign_ipv4": "true", "assign_ipv6": str(dual).lower()}}
         ranges = [[{"subnet": "10.90.0.0/16"}]] + ([[{"subnet": "fd00:90::/64"}]] if dual else [])
@@ -53,12 +76,13 @@ try:
                 "ipam": {"type": "host-local", "dataDir": f"{work}/host-local", "ranges": ranges, "routes": routes}}
 
     def call(plugin, command, pod, index, dual):
-        binary = f"{release}/tandem" if plugin == "tandem" else "/usr/lib/cni/ptp"
-        env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=f"{plugin.replace('+', '-')}-{index}", CNI_NETNS=f"/var/run/netns/{pod}",
-                   CNI_IFNAME="eth0", CNI_PATH="/usr/lib/cni", CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p{index}")
+        binary = f"{release}/tandem" if plugin.startswith("tandem") else "/usr/lib/cni/ptp"
+        env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=f"{plugin.split()[0].replace('+', '-')}-{index}",
+                   CNI_NETNS=f"/var/run/netns/{pod}", CNI_IFNAME="eth0", CNI_PATH="/usr/lib/cni",
+                   CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=p{index}",
+                   TANDEM_AGENT_SOCKET="none" if plugin == "tandem (no agent)" else "@tandem-cni")
         start = time.perf_counter()
-        done = subprocess.run(["ip", "netns", "exec", node, binary], input=json.dumps(config(plugin, dual)).encode(),
-                              env=env, capture_output=True)
+        done = subprocess.run([binary], input=json.dumps(config(plugin, dual)).encode(), env=env, capture_output=True)
         elapsed = (time.perf_counter() - start) * 1000
         if done.returncode != 0:
             raise SystemExit(f"{plugin} {command} pod {index}: {done.stdout.decode()} {done.stderr.decode()}")
@@ -68,11 +92,12 @@ try:
         values = sorted(values)
         return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
-    print(f"{n} pods one after another, then 20 ADDs at once; latency in ms (each call is a process, run in the node namespace)")
-    print(f"{'':22} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9} {'20 at once: p50':>16} {'wall':>8}")
+    print(f"{n} pods one after another, then 20 ADDs at once; latency in ms (each call is a process, run on the node)")
+    print(f"{'':36} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9} {'20 at once: p50':>16} {'wall':>8}")
     results = {}
+    plugins = ("tandem", "tandem (no agent)", "ptp+host-local")
     for dual in (False, True):
-        for plugin in ("tandem", "ptp+host-local"):
+        for plugin in plugins:
             adds = [call(plugin, "ADD", pods[i], i, dual) for i in range(n)]
             dels = [call(plugin, "DEL", pods[i], i, dual) for i in range(n)]
             start = time.perf_counter()
@@ -81,13 +106,14 @@ try:
             wall = (time.perf_counter() - start) * 1000
             for i in range(20):
                 call(plugin, "DEL", pods[i], i, dual)
-            label = f"{plugin} {'dual-stack' if dual else 'IPv4'}"
+            label = f"{plugin}, {'dual-stack' if dual else 'IPv4'}"
             results[label] = statistics.median(adds)
-            print(f"{label:22} {statistics.median(adds):9.1f} {pct(adds, 99):9.1f} {statistics.median(dels):9.1f} "
+            print(f"{label:36} {statistics.median(adds):9.1f} {pct(adds, 99):9.1f} {statistics.median(dels):9.1f} "
                   f"{pct(dels, 99):9.1f} {statistics.median(burst):16.1f} {wall:8.0f}", flush=True)
     for family in ("IPv4", "dual-stack"):
-        print(f"ADD p50 ratio tandem / ptp+host-local, {family}: "
-              f"{results['tandem ' + family] / results['ptp+host-local ' + family]:.2f}")
+        for plugin in plugins[:2]:
+            print(f"ADD p50 ratio {plugin} / ptp+host-local, {family}: "
+                  f"{results[f'{plugin}, {family}'] / results[f'ptp+host-local, {family}']:.2f}")
 finally:
     cleanup()
 PY

@@ -43,12 +43,57 @@ public struct CNIError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Serialises a JSON object with sorted keys.
+/// Serialises a JSON object with sorted keys and unescaped slashes, written directly for the Swift types results
+/// are built from (JSONSerialization cost more than the rest of a pod's result); other values go through
+/// JSONSerialization.
 public func jsonText(_ object: Any) -> String {
-    let data =
-        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
-        ?? Data("{}".utf8)
-    return String(decoding: data, as: UTF8.self)
+    var out = ""
+    appendJSON(object, to: &out)
+    return out
+}
+
+private func appendJSON(_ value: Any, to out: inout String) {
+    switch value {
+    case let text as String:
+        out += "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                out += "\\u00" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
+    case _ where type(of: value) == Bool.self: out += (value as! Bool) ? "true" : "false"
+    case let number as Int: out += String(number)
+    case let object as [String: Any]:
+        out += "{"
+        for (index, key) in object.keys.sorted().enumerated() {
+            if index > 0 { out += "," }
+            appendJSON(key, to: &out)
+            out += ":"
+            appendJSON(object[key]!, to: &out)
+        }
+        out += "}"
+    case let array as [Any]:
+        out += "["
+        for (index, element) in array.enumerated() {
+            if index > 0 { out += "," }
+            appendJSON(element, to: &out)
+        }
+        out += "]"
+    default:
+        let data =
+            (try? JSONSerialization.data(
+                withJSONObject: [value], options: [.sortedKeys, .withoutEscapingSlashes, .fragmentsAllowed]))
+            ?? Data("[null]".utf8)
+        out += String(decoding: data.dropFirst().dropLast(), as: UTF8.self)
+    }
 }
 
 /// The CNI environment of one invocation.

@@ -122,9 +122,10 @@ public struct IPAM: Sendable {
 
     /// The pools a request may use, in order (Calico `determinePools`).
     func determinePools(
-        family: IPFamily, requested: [String], host: String, use: IPPoolAllowedUse
+        family: IPFamily, requested: [String], host: String, use: IPPoolAllowedUse, context: AssignContext? = nil
     ) async throws -> [IPPool] {
-        let all = try await pools()
+        let all: [IPPool]
+        if let context { all = context.pools } else { all = try await pools() }
         let enabled = all.filter { $0.spec.disabled != true && $0.spec.network != nil }
         var chosen: [IPPool]
         if !requested.isEmpty {
@@ -145,7 +146,8 @@ public struct IPAM: Sendable {
                 if !chosen.contains(pool) { chosen.append(pool) }
             }
         } else {
-            let labels = try await nodeLabels(host)
+            let labels: [String: String]
+            if let context { labels = context.labels } else { labels = try await nodeLabels(host) }
             chosen = enabled.filter { pool in
                 guard pool.spec.network!.family == family, pool.spec.assignmentMode != "Manual" else { return false }
                 let selector = (try? Selector(parsing: pool.spec.nodeSelector ?? "all()")) ?? Selector.all
@@ -171,20 +173,31 @@ public struct IPAM: Sendable {
 
     // MARK: AutoAssign
 
+    /// What one AutoAssign reads once for both families.
+    struct AssignContext {
+        var pools: [IPPool]
+        var configuration: IPAMConfigurationSpec
+        var labels: [String: String]
+    }
+
     /// Assigns `num4` IPv4 and `num6` IPv6 addresses. Both families or neither: if the second family fails,
     /// the first family's addresses are released and the error names the family and the reason.
     public func autoAssign(_ request: AutoAssignRequest) async throws -> Assignment {
         var assignment = Assignment()
+        // Pools, configuration and the node's labels are read once for both families.
+        let context = AssignContext(
+            pools: try await pools(), configuration: try await configuration(),
+            labels: try await nodeLabels(request.host))
         if request.num4 > 0 {
             do {
-                assignment.ipv4 = try await assign(family: .v4, request: request)
+                assignment.ipv4 = try await assign(family: .v4, request: request, context: context)
             } catch {
                 throw IPAMError.exhausted("IPv4 assignment failed: \(error)")
             }
         }
         if request.num6 > 0 {
             do {
-                assignment.ipv6 = try await assign(family: .v6, request: request)
+                assignment.ipv6 = try await assign(family: .v6, request: request, context: context)
             } catch {
                 let released = assignment.ipv4.map(\.address)
                 if !released.isEmpty { _ = try? await releaseIPs(released, handle: request.handle) }
@@ -197,12 +210,12 @@ public struct IPAM: Sendable {
         return assignment
     }
 
-    private func assign(family: IPFamily, request: AutoAssignRequest) async throws -> [CIDR] {
+    private func assign(family: IPFamily, request: AutoAssignRequest, context: AssignContext) async throws -> [CIDR] {
         let count = family == .v4 ? request.num4 : request.num6
         let pools = try await determinePools(
             family: family, requested: family == .v4 ? request.ipv4Pools : request.ipv6Pools, host: request.host,
-            use: request.intendedUse)
-        let config = try await configuration()
+            use: request.intendedUse, context: context)
+        let config = context.configuration
         let configured = config.maxBlocksPerHost ?? 0
         let cap =
             switch (configured, request.maxBlocksPerHost) {

@@ -8,9 +8,10 @@ func isDNSLabel(_ text: Substring) -> Bool {
 
 /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, any length.
 func matchesNameLabel(_ text: Substring) -> Bool {
-    guard let first = text.first, let last = text.last else { return false }
-    let allowed = text.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" }
-    return allowed && first != "-" && last != "-"
+    let bytes = text.utf8
+    guard let first = bytes.first, let last = bytes.last else { return false }
+    let allowed = bytes.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D }
+    return allowed && first != 0x2D && last != 0x2D
 }
 
 /// Calico's `name` rule: dot-separated `[a-z0-9]([-a-z0-9]*[a-z0-9])?` parts (no per-part length limit).

@@ -1,92 +1,168 @@
-import Foundation
-import TandemCNI
-import TandemCore
-import TandemStore
-import TandemStoreSQLite
+import Glibc
+import TandemCNIWire
 
-// The `tandem` binary: the CNI plugin that wires pods, and, invoked as `tandem-ipam` (argv[0], a symlink), the
-// CNI IPAM plugin. One binary so the pod plugin runs IPAM in-process.
+// `tandem`: the CNI plugin the container runtime calls. It hands the call to the node agent over a Unix socket
+// (the agent keeps the datastore open and does the work), or, when no agent answers on this node, execs
+// `tandem-cni` beside it to do the work in-process. Kept free of Foundation so that it starts in about a
+// millisecond: process start-up is most of a CNI call's cost. Invoked as `tandem-ipam` it forwards that too.
 
-let environment = ProcessInfo.processInfo.environment
-// The last path element of argv[0], by string: URL would stat the file for nothing.
-let invokedAs = (CommandLine.arguments.first ?? "tandem").split(separator: "/").last.map(String.init) ?? "tandem"
-let isIPAM = invokedAs == "tandem-ipam"
-let input = FileHandle.standardInput.readDataToEndOfFile()
+let arguments = CommandLine.arguments
+let invokedAs = String((arguments.first ?? "tandem").split(separator: "/").last ?? "tandem")
 
-/// Writes the spec's error JSON to stdout and exits 1.
-func fail(_ error: CNIError, cniVersion: String) -> Never {
-    print(error.json(cniVersion: cniVersion))
+/// Writes the CNI spec's error JSON and exits 1. `cniVersion` is taken from the configuration when readable.
+func fail(_ message: String, details: String, configuration: [UInt8], code: Int = 11) -> Never {
+    let version = cniVersion(in: configuration) ?? "1.1.0"
+    let text =
+        "{\"cniVersion\":\"\(escaped(version))\",\"code\":\(code),\"details\":\"\(escaped(details))\","
+        + "\"msg\":\"\(escaped(message))\"}\n"
+    writeAll(1, Array(text.utf8))
     exit(1)
 }
 
-let config = (try? JSONSerialization.jsonObject(with: input)) as? [String: Any]
-let requestedVersion = config?["cniVersion"] as? String ?? "1.1.0"
-
-/// Commands and the first spec version that has them.
-let commandIntroduced = ["ADD": "0.1.0", "DEL": "0.1.0", "CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"]
-
-func versionTuple(_ text: String) -> [Int] { text.split(separator: ".").map { Int($0) ?? 0 } }
-
-do {
-    let cni = try CNIEnvironment(environment)
-    if cni.command == "VERSION" {
-        print(jsonText(["cniVersion": requestedVersion, "supportedVersions": supportedCNIVersions]))
-        exit(0)
-    }
-    guard let introduced = commandIntroduced[cni.command] else {
-        throw CNIError(code: CNIError.invalidEnvironment, "unknown CNI_COMMAND \(cni.command)")
-    }
-    guard let config else {
-        throw CNIError(
-            code: CNIError.decodeFailure, "cannot decode the network configuration on stdin as a JSON object")
-    }
-    guard supportedCNIVersions.contains(requestedVersion) else {
-        throw CNIError(
-            code: CNIError.incompatibleVersion, "unsupported CNI version \(requestedVersion)",
-            details: "supported: \(supportedCNIVersions.joined(separator: ", "))")
-    }
-    guard versionTuple(requestedVersion).lexicographicallyPrecedes(versionTuple(introduced)) == false else {
-        throw CNIError(
-            code: CNIError.incompatibleVersion, "\(cni.command) is not part of CNI \(requestedVersion)",
-            details: "it was introduced in \(introduced)")
-    }
-    guard let network = config["name"] as? String, !network.isEmpty else {
-        throw CNIError(code: CNIError.invalidConfig, "the network configuration has no name")
-    }
-    let ipamSection = config["ipam"] as? [String: Any]
-    let url =
-        (ipamSection?["datastore"] as? String) ?? (config["datastore"] as? String) ?? environment["TANDEM_DATASTORE"]
-        ?? DatastoreLocation.defaultURL
-    let store: any Datastore
-    do {
-        store = try openDatastore(url: url)
-    } catch {
-        throw CNIError(code: CNIError.tryAgainLater, "cannot open the datastore \(url)", details: "\(error)")
-    }
-
-    if isIPAM {
-        let plugin = try IPAMPlugin(network: network, config: config, containerID: cni.containerID, store: store)
-        switch cni.command {
-        case "ADD": print(ipamResult(try await plugin.add(args: cni.args)).json(cniVersion: requestedVersion))
-        case "DEL": try await plugin.delete()
-        case "CHECK": try await plugin.check()
-        case "STATUS": try await plugin.status()
-        default: try await plugin.garbageCollect(validContainers: validContainers(config: config))
-        }
-    } else {
-        let plugin = try PodPlugin(
-            cni: cni, config: config, cniVersion: requestedVersion, network: network, store: store)
-        switch cni.command {
-        case "ADD": print(try await plugin.add().json(cniVersion: requestedVersion))
-        case "DEL": try await plugin.delete()
-        case "CHECK": try await plugin.check()
-        case "STATUS": try await plugin.status()
-        default: try await plugin.garbageCollect()
+func escaped(_ text: String) -> String {
+    var out = ""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case _ where scalar.value < 0x20:
+            out += "\\u00" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+        default: out.unicodeScalars.append(scalar)
         }
     }
-    exit(0)
-} catch let error as CNIError {
-    fail(error, cniVersion: requestedVersion)
-} catch {
-    fail(CNIError(code: CNIError.tryAgainLater, "datastore error", details: "\(error)"), cniVersion: requestedVersion)
+    return out
 }
+
+/// The value of the first `"cniVersion"` key, found by scanning (no JSON parser here); nil when absent.
+func cniVersion(in configuration: [UInt8]) -> String? {
+    let key = Array("\"cniVersion\"".utf8)
+    guard configuration.count > key.count else { return nil }
+    for start in 0...(configuration.count - key.count) where Array(configuration[start..<(start + key.count)]) == key {
+        var index = start + key.count
+        while index < configuration.count,
+            [UInt8(ascii: " "), UInt8(ascii: ":"), 9, 10, 13].contains(configuration[index])
+        {
+            index += 1
+        }
+        guard index < configuration.count, configuration[index] == UInt8(ascii: "\"") else { return nil }
+        guard let end = configuration[(index + 1)...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
+        return String(decoding: configuration[(index + 1)..<end], as: UTF8.self)
+    }
+    return nil
+}
+
+/// Writes everything it can; a socket peer that closed early (the agent refusing a caller) is not a SIGPIPE: its
+/// reply is still read.
+func writeAll(_ fd: Int32, _ bytes: [UInt8], socket: Bool = false) {
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes[offset...].withUnsafeBytes {
+            socket ? send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) : write(fd, $0.baseAddress, $0.count)
+        }
+        if written < 0 && errno == EINTR { continue }
+        if written <= 0 { return }
+        offset += written
+    }
+}
+
+func readAll(_ fd: Int32) -> [UInt8] {
+    var data: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { return data }
+        data += chunk[0..<count]
+    }
+}
+
+/// Reads exactly `count` bytes; nil if the peer closed or failed first.
+func readExactly(_ fd: Int32, _ count: Int) -> [UInt8]? {
+    var data = [UInt8](repeating: 0, count: count)
+    var offset = 0
+    while offset < count {
+        let got = data[offset...].withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if got < 0 && errno == EINTR { continue }
+        if got <= 0 { return nil }
+        offset += got
+    }
+    return data
+}
+
+/// Connects to the agent: `@name` is an abstract socket (one per network namespace), anything else a path.
+/// Nil when nothing listens there.
+func connectToAgent(_ address: String) -> Int32? {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    var socketAddress = sockaddr_un()
+    socketAddress.sun_family = sa_family_t(AF_UNIX)
+    var path = Array(address.utf8)
+    if path.first == UInt8(ascii: "@") { path[0] = 0 }
+    let capacity = MemoryLayout.size(ofValue: socketAddress.sun_path)
+    guard path.count < capacity else {
+        close(fd)
+        return nil
+    }
+    withUnsafeMutableBytes(of: &socketAddress.sun_path) { buffer in
+        for (index, byte) in path.enumerated() { buffer[index] = byte }
+    }
+    // An abstract name's length is exact; a path's includes its terminating zero.
+    let length = MemoryLayout<sa_family_t>.size + path.count + (path.first == 0 ? 0 : 1)
+    let connected = withUnsafePointer(to: &socketAddress) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(length)) }
+    }
+    guard connected == 0 else {
+        close(fd)
+        return nil
+    }
+    return fd
+}
+
+/// Replaces this process with `tandem-cni` from the same directory, argv unchanged (argv[0] still selects the
+/// IPAM plugin), stdin not yet read.
+func runInProcess() -> Never {
+    var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let length = readlink("/proc/self/exe", &target, target.count - 1)
+    var directory = length > 0 ? String(decoding: target[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+    if let slash = directory.lastIndex(of: "/") { directory = String(directory[..<slash]) }
+    let executable = directory + "/tandem-cni"
+    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
+    argv.append(nil)
+    execv(executable, &argv)
+    let reason = String(cString: strerror(errno))
+    fail("cannot run the plugin", details: "\(executable): \(reason)", configuration: readAll(0), code: 5)
+}
+
+let address = getenv("TANDEM_AGENT_SOCKET").map { String(cString: $0) } ?? CNIWire.defaultAddress
+guard address != "none", let agent = connectToAgent(address) else { runInProcess() }
+
+let configuration = readAll(0)
+var environment: [String: String] = [:]
+var entry = environ
+while let pointer = entry.pointee {
+    let text = String(cString: pointer)
+    if let equals = text.firstIndex(of: "=") {
+        environment[String(text[..<equals])] = String(text[text.index(after: equals)...])
+    }
+    entry += 1
+}
+writeAll(
+    agent, CNIRequest(invokedAs: invokedAs, stdin: configuration, environment: environment).encoded(), socket: true)
+guard let header = readExactly(agent, 8) else {
+    fail("the Tandem node agent closed the connection", details: "agent at \(address)", configuration: configuration)
+}
+let reply: CNIReply
+do {
+    let length = try cniWireBodyLength(header: header, magic: CNIWire.replyMagic)
+    guard let body = readExactly(agent, length) else {
+        fail(
+            "the Tandem node agent closed the connection", details: "agent at \(address)", configuration: configuration)
+    }
+    reply = try CNIReply(body: body)
+} catch {
+    fail("bad reply from the Tandem node agent", details: error.description, configuration: configuration)
+}
+writeAll(1, reply.stdout)
+writeAll(2, reply.stderr)
+exit(reply.exitStatus)

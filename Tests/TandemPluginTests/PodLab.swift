@@ -14,6 +14,8 @@ struct PodLab {
     let scratch: ScratchDirectory
     let node: TestNamespace
     var pods: [TestNamespace] = []
+    /// `tandem-node` serving CNI calls in the node, once started.
+    var agent: AgentProcess?
     var datastore: String { "sqlite://" + scratch.file("tandem.db") }
     static let nodeIPv4 = "198.51.100.1"
     static let nodeIPv6 = "2001:db8:100::1"
@@ -51,6 +53,7 @@ struct PodLab {
     }
 
     func remove() {
+        agent?.stop()
         for pod in pods { pod.remove() }
         node.remove()
         scratch.remove()
@@ -100,6 +103,12 @@ struct PodLab {
         return (output.status, json, output.stdout + output.stderr)
     }
 
+    /// Starts `tandem-node` in the node namespace, as a node runs it; from then on the `tandem` shim hands every
+    /// call made in the node to it.
+    mutating func startAgent() throws {
+        agent = try AgentProcess(namespace: node, log: scratch.file("tandem-node.log"))
+    }
+
     /// What the store still holds: IPAM handles and WorkloadEndpoints.
     func leftovers() async throws -> (handles: [String], endpoints: [String]) {
         let store = try SQLiteDatastore(path: scratch.file("tandem.db"))
@@ -127,4 +136,47 @@ func withPrevResult(_ config: String, _ result: [String: Any]) throws -> String 
     var object = try JSONSerialization.jsonObject(with: Data(config.utf8)) as! [String: Any]
     object["prevResult"] = result
     return String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+}
+
+/// A `tandem-node` process inside a namespace, its output in a log file.
+final class AgentProcess: Sendable {
+    let process: Process
+    let logPath: String
+
+    init(namespace: TestNamespace, log: String, arguments: [String] = []) throws {
+        logPath = log
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments =
+            [
+                "ip", "netns", "exec", namespace.name,
+                TestProducts.directory().appendingPathComponent("tandem-node").path,
+            ]
+            + arguments
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        self.process = process
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !self.log.contains("serving CNI calls") {
+            guard process.isRunning, ContinuousClock.now < deadline else {
+                stop()
+                throw TestSupportError("tandem-node did not start: \(self.log)")
+            }
+            usleep(10_000)
+        }
+    }
+
+    /// Everything the agent has logged.
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM, then waits for the exit (`ip netns exec` execs the agent, so the signal reaches it).
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
 }

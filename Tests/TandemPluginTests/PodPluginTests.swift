@@ -28,6 +28,11 @@ enum Stack: String, CaseIterable, Sendable {
     func podLifecycle(version: String, stack: Stack) async throws {
         var lab = try PodLab()
         defer { lab.remove() }
+        try await Self.lifecycle(lab: &lab, version: version, stack: stack)
+    }
+
+    /// The checks of `podLifecycle`, also run with the node agent serving the plugin.
+    static func lifecycle(lab: inout PodLab, version: String, stack: Stack) async throws {
         let pod = try lab.newPod()
         let config = lab.config(version: version, v4: stack.v4, v6: stack.v6)
         let add = try lab.run("ADD", pod: pod, container: "ctr-1", config: config)

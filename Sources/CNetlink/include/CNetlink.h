@@ -14,4 +14,10 @@ static const int CNL_CLONE_NEWNET = 0x40000000;
 /// setns(2): moves the calling thread into the namespace `fd` refers to.
 int cnl_setns(int fd, int nstype);
 
+/// accept4(2) with SOCK_CLOEXEC: a connection not inherited by plugins the agent runs.
+int cnl_accept_cloexec(int fd);
+
+/// The connected peer's user and process IDs (getsockopt SO_PEERCRED); 0 on success, -1 with errno.
+int cnl_peer_credentials(int fd, unsigned int *uid, int *pid);
+
 #endif

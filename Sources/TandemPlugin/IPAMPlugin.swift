@@ -13,11 +13,14 @@ struct IPAMPlugin {
     let host: String
     let handle: String
 
-    init(network: String, config: [String: Any], containerID: String, store: any Datastore) throws(CNIError) {
+    init(
+        network: String, config: [String: Any], containerID: String, store: any Datastore,
+        environment: [String: String]
+    ) throws(CNIError) {
         self.network = network
         ipamConfig = try IPAMConfig(network: config)
         ipam = IPAM(store: store, nanoseconds: { UInt64(Date().timeIntervalSince1970 * 1e9) })
-        host = nodeName(config: config)
+        host = nodeName(config: config, environment: environment)
         handle = "\(network).\(containerID)"
     }
 
@@ -99,7 +102,7 @@ struct IPAMPlugin {
 }
 
 /// The node name: the configuration's `nodename`, else `NODENAME`, else the host name (Calico's order).
-func nodeName(config: [String: Any]) -> String {
+func nodeName(config: [String: Any], environment: [String: String]) -> String {
     (config["nodename"] as? String) ?? environment["NODENAME"] ?? ProcessInfo.processInfo.hostName
 }
 

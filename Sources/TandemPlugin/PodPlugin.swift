@@ -8,6 +8,7 @@ import TandemStore
 /// The `tandem` CNI plugin: gets addresses from the configured IPAM plugin, wires the pod, records its
 /// WorkloadEndpoint. Any failure after addresses were assigned releases them and removes what was made.
 struct PodPlugin {
+    let invocation: CNIInvocation
     let cni: CNIEnvironment
     let config: [String: Any]
     let cniVersion: String
@@ -15,16 +16,17 @@ struct PodPlugin {
     let store: any Datastore
     let ipamType: String
 
-    var host: String { nodeName(config: config) }
+    var environment: [String: String] { invocation.environment }
+    var host: String { nodeName(config: config, environment: environment) }
     var podNamespace: String? { cni.args["K8S_POD_NAMESPACE"] }
     var podName: String? { cni.args["K8S_POD_NAME"] }
     var hostInterface: String { hostVethName(namespace: podNamespace, pod: podName, containerID: cni.containerID) }
 
     init(
-        cni: CNIEnvironment, config: [String: Any], cniVersion: String, network: String, store: any Datastore
-    )
-        throws(CNIError)
-    {
+        invocation: CNIInvocation, cni: CNIEnvironment, config: [String: Any], cniVersion: String, network: String,
+        store: any Datastore
+    ) throws(CNIError) {
+        self.invocation = invocation
         self.cni = cni
         self.config = config
         self.cniVersion = cniVersion
@@ -57,11 +59,12 @@ struct PodPlugin {
 
     func ipamAdd() async throws -> (addresses: [CIDR], result: CNIResult) {
         if ipamType == "tandem-ipam" {
-            let ipam = try IPAMPlugin(network: network, config: config, containerID: cni.containerID, store: store)
+            let ipam = try IPAMPlugin(
+                network: network, config: config, containerID: cni.containerID, store: store, environment: environment)
             let cidrs = try await ipam.add(args: cni.args)
             return (cidrs, ipamResult(cidrs))
         }
-        let output = try DelegatedPlugin(type: ipamType, cni: cni).run("ADD", config: config)
+        let output = try DelegatedPlugin(type: ipamType, environment: environment).run("ADD", config: config)
         let result = try CNIResult(object: output ?? [:], field: "the result of IPAM plugin \(ipamType)")
         var cidrs: [CIDR] = []
         for ip in result.ips {
@@ -76,9 +79,11 @@ struct PodPlugin {
 
     func ipamDelete() async throws {
         if ipamType == "tandem-ipam" {
-            try await IPAMPlugin(network: network, config: config, containerID: cni.containerID, store: store).delete()
+            try await IPAMPlugin(
+                network: network, config: config, containerID: cni.containerID, store: store, environment: environment
+            ).delete()
         } else {
-            _ = try DelegatedPlugin(type: ipamType, cni: cni).run("DEL", config: config)
+            _ = try DelegatedPlugin(type: ipamType, environment: environment).run("DEL", config: config)
         }
     }
 
@@ -109,7 +114,7 @@ struct PodPlugin {
                 details: "a second ADD for the same container and interface is refused; DEL it first")
         }
         let (addresses, ipamOutput) = try await ipamAdd()
-        killPoint("after-ipam")
+        invocation.checkpoint("after-ipam")
         guard !addresses.isEmpty else {
             try? await ipamDelete()
             throw CNIError(code: CNIError.ipamFailure, "IPAM plugin \(ipamType) returned no address")
@@ -125,7 +130,7 @@ struct PodPlugin {
             try? await ipamDelete()
             throw CNIError(code: CNIError.dataplaneFailure, "cannot wire the pod", details: "\(error)")
         }
-        killPoint("after-veth")
+        invocation.checkpoint("after-veth")
         do {
             try await writeEndpoint(addresses: addresses, mac: wired.containerMAC)
         } catch {
@@ -133,7 +138,7 @@ struct PodPlugin {
             try? await ipamDelete()
             throw CNIError(code: CNIError.dataplaneFailure, "cannot record the WorkloadEndpoint", details: "\(error)")
         }
-        killPoint("after-endpoint")
+        invocation.checkpoint("after-endpoint")
         let podAddresses = spec(addresses: addresses).addresses
         return CNIResult(
             interfaces: [
@@ -164,9 +169,11 @@ struct PodPlugin {
         }
         let result = try CNIResult(object: previous, field: "prevResult")
         if ipamType == "tandem-ipam" {
-            try await IPAMPlugin(network: network, config: config, containerID: cni.containerID, store: store).check()
+            try await IPAMPlugin(
+                network: network, config: config, containerID: cni.containerID, store: store, environment: environment
+            ).check()
         } else {
-            _ = try DelegatedPlugin(type: ipamType, cni: cni).run("CHECK", config: config)
+            _ = try DelegatedPlugin(type: ipamType, environment: environment).run("CHECK", config: config)
         }
         var addresses: [CIDR] = []
         for ip in result.ips {
@@ -194,19 +201,23 @@ struct PodPlugin {
 
     func status() async throws {
         if ipamType == "tandem-ipam" {
-            try await IPAMPlugin(network: network, config: config, containerID: "", store: store).status()
+            try await IPAMPlugin(
+                network: network, config: config, containerID: "", store: store, environment: environment
+            ).status()
         } else {
-            _ = try DelegatedPlugin(type: ipamType, cni: cni).run("STATUS", config: config)
+            _ = try DelegatedPlugin(type: ipamType, environment: environment).run("STATUS", config: config)
         }
     }
 
     func garbageCollect() async throws {
         let valid = validContainers(config: config)
         if ipamType == "tandem-ipam" {
-            try await IPAMPlugin(network: network, config: config, containerID: "", store: store)
-                .garbageCollect(validContainers: valid)
+            try await IPAMPlugin(
+                network: network, config: config, containerID: "", store: store, environment: environment
+            )
+            .garbageCollect(validContainers: valid)
         } else {
-            _ = try DelegatedPlugin(type: ipamType, cni: cni).run("GC", config: config)
+            _ = try DelegatedPlugin(type: ipamType, environment: environment).run("GC", config: config)
         }
         // Endpoints of this node whose container is gone (an ADD killed after writing it, a lost DEL).
         var stale: [(kind: ResourceKind, name: String, namespace: String?)] = []
@@ -270,17 +281,11 @@ struct PodPlugin {
     }
 }
 
-/// Dies like a runtime's SIGKILL at a named point of ADD when `TANDEM_TEST_KILL_AT` names it: the tests use it to
-/// prove that DEL and GC clean up after an ADD that never finished. Nothing else sets the variable.
-func killPoint(_ name: String) {
-    if environment["TANDEM_TEST_KILL_AT"] == name { _exit(137) }
-}
-
 /// Another CNI plugin (an IPAM plugin such as host-local) run as the spec says: found in CNI_PATH, given the
 /// same environment with CNI_COMMAND set and the network configuration on stdin.
 struct DelegatedPlugin {
     let type: String
-    let cni: CNIEnvironment
+    let environment: [String: String]
 
     func run(_ command: String, config: [String: Any]) throws -> [String: Any]? {
         let paths = (environment["CNI_PATH"] ?? "").split(separator: ":").map(String.init)

@@ -1,0 +1,188 @@
+import CNetlink
+import Foundation
+import Glibc
+import TandemCNIWire
+import TandemPlugin
+import TandemStore
+import TandemStoreSQLite
+
+/// The agent's CNI service: the `tandem` shim forwards each CNI call here, and it runs with the datastore
+/// already open and the code already loaded, so a pod's ADD costs the work and not a process start-up
+/// (Cilium's agent does the same for its plugin). Each connection is served on its own thread.
+///
+/// Only root (or the agent's own user) may call: the caller's credentials are checked with `SO_PEERCRED`,
+/// because an abstract socket has no file permissions.
+public final class CNIService: Sendable {
+    /// `@name` for an abstract socket (per network namespace), or a filesystem path (created mode 0600).
+    public let address: String
+    private let listener: Int32
+    private let datastores = DatastoreCache()
+    private let log: @Sendable (String) -> Void
+
+    /// Binds and listens: `ss -xlp | grep tandem-cni` shows it.
+    public init(address: String, log: @escaping @Sendable (String) -> Void) throws {
+        self.address = address
+        self.log = log
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw CNIServiceError("socket(AF_UNIX): \(String(cString: strerror(errno)))") }
+        var socketAddress = sockaddr_un()
+        socketAddress.sun_family = sa_family_t(AF_UNIX)
+        var path = Array(address.utf8)
+        let abstract = path.first == UInt8(ascii: "@")
+        if abstract { path[0] = 0 }
+        guard !path.isEmpty, path.count < MemoryLayout.size(ofValue: socketAddress.sun_path) else {
+            close(fd)
+            throw CNIServiceError("invalid CNI socket address \"\(address)\": expected @name or a path under 108 bytes")
+        }
+        withUnsafeMutableBytes(of: &socketAddress.sun_path) { buffer in
+            for (index, byte) in path.enumerated() { buffer[index] = byte }
+        }
+        if !abstract { unlink(address) }
+        let length = MemoryLayout<sa_family_t>.size + path.count + (abstract ? 0 : 1)
+        let bound = withUnsafePointer(to: &socketAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(length)) }
+        }
+        guard bound == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw CNIServiceError(
+                "cannot listen on \(address): \(reason)"
+                    + (errno == EADDRINUSE ? " (another tandem-node serves CNI in this network namespace)" : ""))
+        }
+        if !abstract { chmod(address, 0o600) }
+        guard listen(fd, 128) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw CNIServiceError("listen on \(address): \(reason)")
+        }
+        listener = fd
+    }
+
+    /// Accepts calls until the process ends; each is served on a thread of its own.
+    public func serve() -> Never {
+        while true {
+            let connection = cnl_accept_cloexec(listener)
+            if connection < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                log("accept on \(address): \(String(cString: strerror(errno)))")
+                sleep(1)
+                continue
+            }
+            let thread = Thread { [self] in
+                handle(connection)
+                close(connection)
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    /// Removes a filesystem socket on shutdown (an abstract one disappears with the process).
+    public func removeSocketFile() {
+        if !address.hasPrefix("@") { unlink(address) }
+    }
+
+    private func handle(_ connection: Int32) {
+        var uid: UInt32 = 0
+        var pid: Int32 = 0
+        guard cnl_peer_credentials(connection, &uid, &pid) == 0 else { return }
+        guard uid == 0 || uid == geteuid() else {
+            log("refused a CNI call from uid \(uid) (pid \(pid)): only root may call")
+            let error =
+                "{\"cniVersion\":\"1.1.0\",\"code\":5,\"msg\":\"permission denied\",\"details\":\"the Tandem node agent serves CNI calls from root only; caller uid \(uid)\"}\n"
+            _ = writeAll(connection, CNIReply(exitStatus: 1, stdout: Array(error.utf8)).encoded())
+            return
+        }
+        let request: CNIRequest
+        do {
+            guard let header = readExactly(connection, 8) else { return }
+            let length = try cniWireBodyLength(header: header, magic: CNIWire.requestMagic)
+            guard let body = readExactly(connection, length) else { return }
+            request = try CNIRequest(body: body)
+        } catch {
+            log("malformed CNI call from pid \(pid): \(error)")
+            return
+        }
+        let started = ContinuousClock.now
+        let outcome = runBlocking(request)
+        let elapsed = ContinuousClock.now - started
+        let command = request.environment["CNI_COMMAND"] ?? "?"
+        let container = request.environment["CNI_CONTAINERID"] ?? ""
+        let milliseconds =
+            Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds)
+            * 1000
+        log(
+            "\(request.invokedAs) \(command) \(container): "
+                + (outcome.exitStatus == 0
+                    ? "ok" : "failed: " + outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+                + " (\(String(format: "%.1f", milliseconds)) ms)")
+        // The caller may be gone (the runtime's timeout); nothing to do about a failed write.
+        _ = writeAll(connection, CNIReply(exitStatus: outcome.exitStatus, stdout: Array(outcome.stdout.utf8)).encoded())
+    }
+
+    /// Runs the plugin's async work from this connection's thread and waits for it.
+    private func runBlocking(_ request: CNIRequest) -> CNIOutcome {
+        let invocation = CNIInvocation(
+            invokedAs: request.invokedAs, environment: request.environment, stdin: request.stdin)
+        let box = OutcomeBox()
+        let done = DispatchSemaphore(value: 0)
+        let datastores = self.datastores
+        Task {
+            box.set(await runCNI(invocation, openDatastore: { url in try datastores.open(url) }))
+            done.signal()
+        }
+        done.wait()
+        return box.get()
+    }
+}
+
+/// Why the CNI service could not start.
+public struct CNIServiceError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Datastores opened once and shared by every call (a SQLite pool is safe across threads and processes).
+final class DatastoreCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var opened: [String: any Datastore] = [:]
+
+    func open(_ url: String) throws -> any Datastore {
+        try lock.withLock {
+            if let store = opened[url] { return store }
+            let store = try openDatastore(url: url)
+            opened[url] = store
+            return store
+        }
+    }
+}
+
+private final class OutcomeBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var outcome = CNIOutcome(exitStatus: 1, stdout: "")
+    func set(_ value: CNIOutcome) { lock.withLock { outcome = value } }
+    func get() -> CNIOutcome { lock.withLock { outcome } }
+}
+
+private func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if written < 0 && errno == EINTR { continue }
+        if written <= 0 { return false }
+        offset += written
+    }
+    return true
+}
+
+private func readExactly(_ fd: Int32, _ count: Int) -> [UInt8]? {
+    var data = [UInt8](repeating: 0, count: count)
+    var offset = 0
+    while offset < count {
+        let got = data[offset...].withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if got < 0 && errno == EINTR { continue }
+        if got <= 0 { return nil }
+        offset += got
+    }
+    return data
+}

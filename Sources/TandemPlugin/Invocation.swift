@@ -1,0 +1,127 @@
+import Foundation
+import TandemCNI
+import TandemCore
+import TandemStore
+
+/// One run of the CNI plugin: what the runtime gave it. The standalone `tandem-cni` process builds it from its own
+/// argv, environment and stdin; the node agent builds it from what the `tandem` shim forwarded.
+public struct CNIInvocation: Sendable {
+    /// The last path element of argv[0]: `tandem-ipam` selects the IPAM plugin, anything else the pod plugin.
+    public var invokedAs: String
+    public var environment: [String: String]
+    public var stdin: [UInt8]
+    /// Called at named points of ADD (`after-ipam`, `after-veth`, `after-endpoint`); the standalone process dies
+    /// there when `TANDEM_TEST_KILL_AT` names the point, so tests can prove DEL and GC clean up after it.
+    public var checkpoint: @Sendable (String) -> Void
+
+    public init(
+        invokedAs: String, environment: [String: String], stdin: [UInt8],
+        checkpoint: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
+        self.invokedAs = invokedAs
+        self.environment = environment
+        self.stdin = stdin
+        self.checkpoint = checkpoint
+    }
+}
+
+/// What the plugin answers: its exit status and stdout (a result, a version list or the spec's error JSON).
+public struct CNIOutcome: Sendable, Equatable {
+    public var exitStatus: Int32
+    public var stdout: String
+
+    public init(exitStatus: Int32, stdout: String) {
+        self.exitStatus = exitStatus
+        self.stdout = stdout
+    }
+}
+
+/// Opens (or reuses) the datastore a URL names.
+public typealias DatastoreOpener = @Sendable (String) throws -> any Datastore
+
+/// Commands and the first spec version that has them.
+let commandIntroduced = ["ADD": "0.1.0", "DEL": "0.1.0", "CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"]
+
+func versionTuple(_ text: String) -> [Int] { text.split(separator: ".").map { Int($0) ?? 0 } }
+
+/// Runs one CNI invocation of `tandem` (the pod plugin) or `tandem-ipam` and returns what to print and the exit
+/// status; never exits the process, so the agent can serve many.
+public func runCNI(_ invocation: CNIInvocation, openDatastore: DatastoreOpener) async -> CNIOutcome {
+    let config = (try? JSONSerialization.jsonObject(with: Data(invocation.stdin))) as? [String: Any]
+    let requestedVersion = config?["cniVersion"] as? String ?? "1.1.0"
+    do {
+        return CNIOutcome(
+            exitStatus: 0,
+            stdout: try await dispatch(invocation, config: config, requestedVersion: requestedVersion, openDatastore))
+    } catch let error as CNIError {
+        return CNIOutcome(exitStatus: 1, stdout: error.json(cniVersion: requestedVersion) + "\n")
+    } catch {
+        let failure = CNIError(code: CNIError.tryAgainLater, "datastore error", details: "\(error)")
+        return CNIOutcome(exitStatus: 1, stdout: failure.json(cniVersion: requestedVersion) + "\n")
+    }
+}
+
+private func dispatch(
+    _ invocation: CNIInvocation, config: [String: Any]?, requestedVersion: String,
+    _ openDatastore: DatastoreOpener
+) async throws -> String {
+    let environment = invocation.environment
+    let cni = try CNIEnvironment(environment)
+    if cni.command == "VERSION" {
+        return jsonText(["cniVersion": requestedVersion, "supportedVersions": supportedCNIVersions]) + "\n"
+    }
+    guard let introduced = commandIntroduced[cni.command] else {
+        throw CNIError(code: CNIError.invalidEnvironment, "unknown CNI_COMMAND \(cni.command)")
+    }
+    guard let config else {
+        throw CNIError(
+            code: CNIError.decodeFailure, "cannot decode the network configuration on stdin as a JSON object")
+    }
+    guard supportedCNIVersions.contains(requestedVersion) else {
+        throw CNIError(
+            code: CNIError.incompatibleVersion, "unsupported CNI version \(requestedVersion)",
+            details: "supported: \(supportedCNIVersions.joined(separator: ", "))")
+    }
+    guard versionTuple(requestedVersion).lexicographicallyPrecedes(versionTuple(introduced)) == false else {
+        throw CNIError(
+            code: CNIError.incompatibleVersion, "\(cni.command) is not part of CNI \(requestedVersion)",
+            details: "it was introduced in \(introduced)")
+    }
+    guard let network = config["name"] as? String, !network.isEmpty else {
+        throw CNIError(code: CNIError.invalidConfig, "the network configuration has no name")
+    }
+    let ipamSection = config["ipam"] as? [String: Any]
+    let url =
+        (ipamSection?["datastore"] as? String) ?? (config["datastore"] as? String) ?? environment["TANDEM_DATASTORE"]
+        ?? DatastoreLocation.defaultURL
+    let store: any Datastore
+    do {
+        store = try openDatastore(url)
+    } catch {
+        throw CNIError(code: CNIError.tryAgainLater, "cannot open the datastore \(url)", details: "\(error)")
+    }
+
+    if invocation.invokedAs == "tandem-ipam" {
+        let plugin = try IPAMPlugin(
+            network: network, config: config, containerID: cni.containerID, store: store, environment: environment)
+        switch cni.command {
+        case "ADD": return ipamResult(try await plugin.add(args: cni.args)).json(cniVersion: requestedVersion) + "\n"
+        case "DEL": try await plugin.delete()
+        case "CHECK": try await plugin.check()
+        case "STATUS": try await plugin.status()
+        default: try await plugin.garbageCollect(validContainers: validContainers(config: config))
+        }
+    } else {
+        let plugin = try PodPlugin(
+            invocation: invocation, cni: cni, config: config, cniVersion: requestedVersion, network: network,
+            store: store)
+        switch cni.command {
+        case "ADD": return try await plugin.add().json(cniVersion: requestedVersion) + "\n"
+        case "DEL": try await plugin.delete()
+        case "CHECK": try await plugin.check()
+        case "STATUS": try await plugin.status()
+        default: try await plugin.garbageCollect()
+        }
+    }
+    return ""
+}

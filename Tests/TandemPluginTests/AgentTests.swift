@@ -1,0 +1,133 @@
+import Foundation
+import TandemCNI
+import TandemTestSupport
+import Testing
+
+/// The `tandem` shim with `tandem-node` serving it: the same pod life as without the agent, calls really served by
+/// the agent, many at once, and the shim falling back to `tandem-cni` when the agent is gone.
+@Suite struct AgentTests {
+    @Test(arguments: Stack.allCases)
+    func podLifecycleThroughTheAgent(stack: Stack) async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        try lab.startAgent()
+        try await PodPluginTests.lifecycle(lab: &lab, version: "1.1.0", stack: stack)
+        let log = try #require(lab.agent).log
+        for command in ["ADD", "CHECK", "DEL"] {
+            #expect(log.contains("tandem \(command) ctr-1: ok"), "\(log)")
+        }
+        #expect(log.contains("tandem CHECK ctr-1: failed"), "the CHECK after the route was removed")
+    }
+
+    @Test func concurrentAddsThroughTheAgentGetDistinctAddresses() async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        try lab.startAgent()
+        let pods = try (0..<12).map { _ in try lab.newPod() }
+        let config = lab.config()
+        let labCopy = lab
+        let results = try await withThrowingTaskGroup(of: (Int, Int32, [String]).self) { group in
+            for (index, pod) in pods.enumerated() {
+                group.addTask {
+                    let add = try labCopy.run(
+                        "ADD", pod: pod, container: "many-\(index)", config: config,
+                        args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-\(index)")
+                    return (index, add.status, resultAddresses(add.json))
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results.allSatisfy { $0.1 == 0 })
+        let addresses = results.flatMap(\.2)
+        #expect(addresses.count == 24)
+        #expect(Set(addresses).count == 24, "no address handed out twice")
+        // Every pod reaches the node over both families.
+        for pod in pods.prefix(3) {
+            #expect(try PodLab.ping(from: pod, PodLab.nodeIPv4))
+            #expect(try PodLab.ping(from: pod, PodLab.nodeIPv6))
+        }
+        #expect(try #require(lab.agent).log.components(separatedBy: "tandem ADD many-").count == 13)
+        for (index, pod) in pods.enumerated() {
+            let del = try lab.run(
+                "DEL", pod: pod, container: "many-\(index)", config: config,
+                args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-\(index)")
+            #expect(del.status == 0, "\(del.output)")
+        }
+        let left = try await lab.leftovers()
+        #expect(left.handles.isEmpty && left.endpoints.isEmpty)
+    }
+
+    @Test func withoutTheAgentTheShimRunsThePluginItself() async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        try lab.startAgent()
+        let first = try lab.newPod()
+        let served = try lab.run("ADD", pod: first, container: "before", config: lab.config())
+        #expect(served.status == 0, "\(served.output)")
+        let agent = try #require(lab.agent)
+        #expect(agent.log.contains("tandem ADD before: ok"))
+        agent.stop()
+        #expect(agent.log.contains("tandem-node: stopped"))
+        let second = try lab.newPod()
+        let alone = try lab.run("ADD", pod: second, container: "after", config: lab.config())
+        #expect(alone.status == 0, "\(alone.output)")
+        #expect(!agent.log.contains("after"))
+        #expect(try PodLab.ping(from: second, PodLab.nodeIPv6))
+        // TANDEM_AGENT_SOCKET=none forces the in-process path even with an agent running.
+        try lab.startAgent()
+        let third = try lab.newPod()
+        let forced = try lab.run(
+            "ADD", pod: third, container: "forced", config: lab.config(), environment: ["TANDEM_AGENT_SOCKET": "none"])
+        #expect(forced.status == 0, "\(forced.output)")
+        #expect(!(try #require(lab.agent).log.contains("forced")))
+        for (pod, container) in [(first, "before"), (second, "after"), (third, "forced")] {
+            #expect(try lab.run("DEL", pod: pod, container: container, config: lab.config()).status == 0)
+        }
+        let left = try await lab.leftovers()
+        #expect(left.handles.isEmpty && left.endpoints.isEmpty)
+    }
+
+    @Test func badInputThroughTheAgentGetsTheSameErrors() throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        try lab.startAgent()
+        let pod = try lab.newPod()
+        let malformed = try lab.run("ADD", pod: pod, container: "bad", config: "{not json")
+        #expect(malformed.status != 0)
+        #expect(malformed.json["code"] as? Int == CNIError.decodeFailure)
+        let missing = try lab.run(
+            "ADD", pod: nil, container: "bad", config: lab.config(), environment: ["CNI_NETNS": "/var/run/netns/none"])
+        #expect(missing.json["code"] as? Int == CNIError.invalidEnvironment, "\(missing.output)")
+        #expect(try #require(lab.agent).log.contains("tandem ADD bad: failed"))
+        let left = try lab.node.run("ip -o link show | grep -c cali || true").stdout
+        #expect(left.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+    }
+
+    @Test func onlyRootMayCallTheAgent() throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        try lab.startAgent()
+        let shim = TestProducts.directory().appendingPathComponent("tandem").path
+        let refused = try lab.node.run(
+            "echo '{\"cniVersion\":\"1.1.0\"}' | CNI_COMMAND=VERSION setpriv --reuid=65534 --regid=65534 --clear-groups \(shim)"
+        )
+        #expect(refused.status == 1, "\(refused.stdout) \(refused.stderr)")
+        #expect(refused.stdout.contains("permission denied"), "\(refused.stdout)")
+        #expect(try #require(lab.agent).log.contains("refused a CNI call from uid 65534"))
+    }
+
+    @Test func aSecondAgentInTheSameNamespaceRefusesToStart() throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        try lab.startAgent()
+        #expect(throws: TestSupportError.self) {
+            try AgentProcess(namespace: lab.node, log: lab.scratch.file("second.log"))
+        }
+        let second = (try? String(contentsOfFile: lab.scratch.file("second.log"), encoding: .utf8)) ?? ""
+        #expect(second.contains("another tandem-node serves CNI in this network namespace"), "\(second)")
+        let bad = try lab.node.run(
+            "\(TestProducts.directory().appendingPathComponent("tandem-node").path) --cni-socket ''")
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("--cni-socket"), "\(bad.stderr)")
+    }
+}
