@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Tandem on one node, for real: a node network namespace with an uplink, dual-stack pools in the embedded datastore,
-# two pods wired by the `tandem` CNI plugin (addresses from tandem-ipam), then pod-to-pod and pod-to-node pings over
-# IPv4 and IPv6, CHECK, and DEL. Everything it makes is removed at the end, also on failure. Run as root after
+# the node agent `tandem-node` serving the `tandem` CNI plugin there, two pods wired by the plugin (addresses from
+# tandem-ipam), then pod-to-pod and pod-to-node pings over IPv4 and IPv6, CHECK, and DEL. Everything it makes is removed at the end, also on failure. Run as root after
 # scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(swift build --show-bin-path)
-[ -x "$bin/tandem" ] || swift build
+for product in tandem tandem-cni tandem-node tandemctl; do [ -x "$bin/$product" ] || swift build; done
 tag=demo$$
 node=tdm-$tag-node
 work=$(mktemp -d /tmp/tandem-demo-XXXXXX)
 export TANDEM_DATASTORE=sqlite://$work/tandem.db
+agent=
 cleanup() {
+  if [ -n "$agent" ]; then kill "$agent" 2>/dev/null && wait "$agent" 2>/dev/null || true; fi
   for ns in "$node" "tdm-$tag-a" "tdm-$tag-b"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -35,6 +37,12 @@ ip -n "$node" -6 route add default via 2001:db8:100::2 dev up0 onlink
 # A node routes between its pods: IPv6 forwarding is one global switch (IPv4's is per interface, and the plugin
 # turns it on for each pod's veth). Kubernetes nodes have both on; a fresh namespace has neither.
 ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+
+step "tandem-node on the node: the tandem plugin hands it every CNI call (without it, the plugin works alone)"
+ip netns exec "$node" "$bin/tandem-node" >"$work/tandem-node.log" 2>&1 &
+agent=$!
+for _ in $(seq 100); do grep -q "serving CNI" "$work/tandem-node.log" && break; sleep 0.1; done
+cat "$work/tandem-node.log"
 
 config='{"cniVersion":"1.1.0","name":"k8s-pod-network","type":"tandem","nodename":"node-a","mtu":1450,
  "ipam":{"type":"tandem-ipam","assign_ipv4":"true","assign_ipv6":"true"}}'
@@ -73,4 +81,7 @@ for pod in a b; do
   cni DEL "$pod" && echo "DEL pod-$pod: ok"
 done
 "$bin/tandemctl" ipam show
+
+step "what tandem-node served"
+tail -n +2 "$work/tandem-node.log"
 exit $failed

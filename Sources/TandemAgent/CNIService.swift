@@ -58,8 +58,21 @@ public final class CNIService: Sendable {
         listener = fd
     }
 
-    /// Accepts calls until the process ends; each is served on a thread of its own.
+    /// How many calls are served at once; more wait in the listen backlog. A node starts pods a few at a time.
+    public static let concurrentCalls = 32
+
+    /// Accepts calls until the process ends, on `concurrentCalls` threads made once (a thread per call cost more
+    /// than the rest of the hand-off).
     public func serve() -> Never {
+        for _ in 1..<Self.concurrentCalls {
+            let thread = Thread { [self] in acceptLoop() }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        acceptLoop()
+    }
+
+    private func acceptLoop() -> Never {
         while true {
             let connection = cnl_accept_cloexec(listener)
             if connection < 0 {
@@ -68,12 +81,8 @@ public final class CNIService: Sendable {
                 sleep(1)
                 continue
             }
-            let thread = Thread { [self] in
-                handle(connection)
-                close(connection)
-            }
-            thread.stackSize = 1 << 20
-            thread.start()
+            handle(connection)
+            close(connection)
         }
     }
 

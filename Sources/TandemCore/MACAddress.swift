@@ -16,6 +16,13 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
 
     init(uncheckedBytes: [UInt8]) { bytes = uncheckedBytes }
 
+    /// A random unicast, locally administered address (the kind the kernel picks for a veth end without one).
+    public static func randomLocallyAdministered<G: RandomNumberGenerator>(using generator: inout G) -> MACAddress {
+        var bytes = (0..<6).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        bytes[0] = (bytes[0] & 0xFE) | 0x02
+        return MACAddress(uncheckedBytes: bytes)
+    }
+
     /// Parses `aa:bb:cc:dd:ee:ff` (or with `-` separators), either case.
     public init(_ text: String) throws(AddressParseError) {
         let parts = text.split(separator: text.contains("-") ? "-" : ":", omittingEmptySubsequences: false)

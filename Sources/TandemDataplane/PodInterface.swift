@@ -43,6 +43,26 @@ public struct WiredPod: Sendable, Equatable {
     public var hostIndex: Int32
 }
 
+/// A pod's veth pair between `PodInterface.createLink` and `configure`, with the netlink sockets of both ends.
+/// Used by one thread at a time.
+public final class PodLink: @unchecked Sendable {
+    let host: Netlink
+    let pod: Netlink
+    let hostInterface: String
+    var hostLink: Link?
+
+    init(host: Netlink, pod: Netlink, hostInterface: String) {
+        self.host = host
+        self.pod = pod
+        self.hostInterface = hostInterface
+    }
+
+    /// Deletes the pair (`ip link del cali…`); the pod end goes with it.
+    public func remove() {
+        if let made = try? host.link(named: hostInterface) { try? host.deleteLink(made) }
+    }
+}
+
 /// Why wiring a pod failed: the step and the underlying error, in a sentence an operator can act on.
 public struct PodWiringError: Error, CustomStringConvertible {
     public enum Kind: Sendable { case namespace, exists, kernel }
@@ -58,9 +78,24 @@ public enum PodInterface {
     public static let ipv4Gateway = IPAddress.v4(IPv4Address(169, 254, 1, 1))
     public static let ipv6Gateway = IPAddress.v6(MACAddress.calicoHostVeth.eui64LinkLocal)
 
-    /// Wires the pod. On any failure everything made so far is removed (deleting the host veth removes its peer,
-    /// and with them their addresses, routes and neighbours) before the error is thrown.
-    public static func setUp(_ spec: PodInterfaceSpec) throws -> WiredPod {
+    /// Wires the pod: `createLink`, then `configure`. On any failure everything made so far is removed (deleting
+    /// the host veth removes its peer, and with them their addresses, routes and neighbours) before the error is
+    /// thrown.
+    public static func setUp(_ spec: PodInterfaceSpec, containerMAC: MACAddress? = nil) throws -> WiredPod {
+        let link = try createLink(spec, containerMAC: containerMAC)
+        do {
+            return try configure(spec, link: link)
+        } catch {
+            link.remove()
+            throw error
+        }
+    }
+
+    /// The pod's veth pair, made and brought up before its addresses are known: the kernel's slowest step of a
+    /// pod's ADD, so the plugin runs it while IPAM assigns the addresses. `spec.addresses` is not used.
+    /// `ip link add cali… address ee:ee:ee:ee:ee:ee type veth peer name eth0 netns NS` and `ip link set cali… up`,
+    /// with DAD and router advertisements off on the host end first. On failure nothing is left.
+    public static func createLink(_ spec: PodInterfaceSpec, containerMAC: MACAddress? = nil) throws -> PodLink {
         let namespaceFD: Int32
         do {
             namespaceFD = try NetworkNamespace.open(spec.namespacePath)
@@ -82,19 +117,33 @@ public enum PodInterface {
         if let stale = try host.link(named: spec.hostInterface) { try host.deleteLink(stale) }
         try host.createVeth(
             name: spec.hostInterface, peerName: spec.containerInterface, mtu: spec.mtu, mac: .calicoHostVeth,
-            peerNamespaceFD: namespaceFD, peerNamespaceName: spec.namespacePath)
+            peerMAC: containerMAC, peerNamespaceFD: namespaceFD, peerNamespaceName: spec.namespacePath)
+        let link = PodLink(host: host, pod: pod, hostInterface: spec.hostInterface)
         do {
-            return try wire(spec, host: host, pod: pod)
+            guard let hostLink = try host.link(named: spec.hostInterface) else {
+                throw PodWiringError(
+                    kind: .kernel, description: "the host veth \(spec.hostInterface) vanished after creation")
+            }
+            // DAD off before the link comes up, so its link-local address is usable at once; for an IPv4-only pod
+            // too (a kernel without IPv6 has no such file, hence try?).
+            try? Sysctl.write(Sysctl.interfaceKey(ipv6: true, spec.hostInterface, "accept_dad"), "0")
+            try? Sysctl.write(Sysctl.interfaceKey(ipv6: true, spec.hostInterface, "accept_ra"), "0")
+            try host.setLink(hostLink, LinkChange(up: true))
+            link.hostLink = hostLink
         } catch {
-            if let made = try? host.link(named: spec.hostInterface) { try? host.deleteLink(made) }
+            link.remove()
             throw error
         }
+        return link
     }
 
-    private static func wire(_ spec: PodInterfaceSpec, host: Netlink, pod: Netlink) throws -> WiredPod {
-        guard let hostLink = try host.link(named: spec.hostInterface) else {
-            throw PodWiringError(
-                kind: .kernel, description: "the host veth \(spec.hostInterface) vanished after creation")
+    /// Gives a pod made by `createLink` its addresses, routes, neighbours and sysctls, and the host its routes to
+    /// them. Leaves removing the link on failure to the caller (`PodLink.remove`).
+    public static func configure(_ spec: PodInterfaceSpec, link: PodLink) throws -> WiredPod {
+        let host = link.host
+        let pod = link.pod
+        guard let hostLink = link.hostLink else {
+            throw PodWiringError(kind: .kernel, description: "the host veth \(spec.hostInterface) was not made")
         }
         let families = spec.families
         let name = spec.hostInterface
@@ -105,16 +154,11 @@ public enum PodInterface {
             try Sysctl.write(Sysctl.interfaceKey(ipv6: false, name, "proxy_arp"), "1")
             try Sysctl.write(Sysctl.interfaceKey(ipv6: false, name, "forwarding"), "1")
         }
-        // DAD off before the link comes up, so its link-local address is usable at once; for an IPv4-only pod
-        // too (a kernel without IPv6 has no such file, hence try?).
-        try? Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "accept_dad"), "0")
         if families.contains(.v6) {
             try Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "disable_ipv6"), "0")
             try Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "proxy_ndp"), "1")
             try Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "forwarding"), "1")
         }
-        try? Sysctl.write(Sysctl.interfaceKey(ipv6: true, name, "accept_ra"), "0")
-        try host.setLink(hostLink, LinkChange(up: true))
         if families.contains(.v6) {
             // The pod's IPv6 gateway is this address. The kernel derives it from the MAC only when the host uses
             // EUI-64 link-locals and only once the peer is up; adding it explicitly makes it exist now and

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TandemCNI
 import TandemCore
 import TandemIPAM
@@ -27,6 +28,10 @@ struct IPAMPlugin {
     /// ADD: one address per enabled family (or the `IP=` addresses), with the block's prefix. The same ADD
     /// twice returns the same addresses.
     func add(args: [String: String]) async throws -> [CIDR] {
+        try await ipamGate.serialize { try await assign(args: args) }
+    }
+
+    private func assign(args: [String: String]) async throws -> [CIDR] {
         let held = try await ipam.addresses(ofHandle: handle)
         if !held.isEmpty { return held }
         var attributes = [
@@ -65,7 +70,7 @@ struct IPAMPlugin {
 
     /// DEL: releases everything the handle holds; nothing held is success.
     func delete() async throws {
-        try await ipam.releaseByHandle(handle)
+        try await ipamGate.serialize { try await ipam.releaseByHandle(handle) }
     }
 
     /// CHECK: the handle holds an address of every family the configuration asks for.
@@ -121,4 +126,51 @@ func ipamResult(_ cidrs: [CIDR]) -> CNIResult {
         routes: Array(Set(cidrs.map(\.family))).sorted { $0.rawValue < $1.rawValue }.map {
             CNIResult.Route(dst: $0 == .v4 ? "0.0.0.0/0" : "::/0")
         })
+}
+
+/// Assignments and releases made by this process, one at a time. Correctness never depends on it (every write is a
+/// compare-and-swap); it keeps the agent's concurrent calls from racing each other for the same block and
+/// retrying, as Calico's IPAM plugin does with its host-wide lock.
+let ipamGate = SerialGate()
+
+/// A first-come, first-served lock for async code.
+final class SerialGate: Sendable {
+    private let state = Mutex<(busy: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func serialize<T>(_ body: () async throws -> T) async throws -> T {
+        await enter()
+        do {
+            let value = try await body()
+            leave()
+            return value
+        } catch {
+            leave()
+            throw error
+        }
+    }
+
+    private func enter() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let admitted = state.withLock { state -> Bool in
+                if !state.busy {
+                    state.busy = true
+                    return true
+                }
+                state.waiters.append(continuation)
+                return false
+            }
+            if admitted { continuation.resume() }
+        }
+    }
+
+    private func leave() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.waiters.isEmpty {
+                state.busy = false
+                return nil
+            }
+            return state.waiters.removeFirst()
+        }
+        next?.resume()
+    }
 }

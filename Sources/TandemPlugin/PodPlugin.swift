@@ -113,31 +113,60 @@ struct PodPlugin {
                 code: CNIError.dataplaneFailure, "interface \(cni.ifName) already exists in \(cni.netns)",
                 details: "a second ADD for the same container and interface is refused; DEL it first")
         }
-        let (addresses, ipamOutput) = try await ipamAdd()
+        // IPAM and the veth pair (the kernel's slowest step) at once; then the pod's addresses and routes while
+        // its WorkloadEndpoint is written. The pod's MAC is chosen here so the endpoint can be written before the
+        // kernel has finished. Any failure undoes all three.
+        var random = SystemRandomNumberGenerator()
+        let containerMAC = MACAddress.randomLocallyAdministered(using: &random)
+        let linkSpec = spec(addresses: [])
+        async let linking = onThread { try PodInterface.createLink(linkSpec, containerMAC: containerMAC) }
+        let assigned: Result<(addresses: [CIDR], result: CNIResult), any Error>
+        do {
+            assigned = .success(try await ipamAdd())
+        } catch {
+            assigned = .failure(error)
+        }
+        let link: PodLink
+        switch (await linking, assigned) {
+        case (.success(let made), .success):
+            link = made
+        case (.success(let made), .failure(let error)):
+            made.remove()
+            throw error
+        case (.failure(let error), _):
+            if case .success = assigned { try? await ipamDelete() }
+            throw wiringError(error)
+        }
+        let (addresses, ipamOutput) = try assigned.get()
         invocation.checkpoint("after-ipam")
         guard !addresses.isEmpty else {
+            link.remove()
             try? await ipamDelete()
             throw CNIError(code: CNIError.ipamFailure, "IPAM plugin \(ipamType) returned no address")
         }
-        let wired: WiredPod
+        let fullSpec = spec(addresses: addresses)
+        async let configuring = onThread { try PodInterface.configure(fullSpec, link: link) }
+        var recorded: (any Error)?
         do {
-            wired = try PodInterface.setUp(spec(addresses: addresses))
-        } catch let error as PodWiringError {
-            try? await ipamDelete()
-            let code = error.kind == .namespace ? CNIError.invalidEnvironment : CNIError.dataplaneFailure
-            throw CNIError(code: code, "cannot wire the pod", details: error.description)
+            try await writeEndpoint(addresses: addresses, mac: containerMAC)
         } catch {
+            recorded = error
+        }
+        let configured = await configuring
+        if case .failure(let error) = configured {
+            link.remove()
+            if recorded == nil { try? await deleteEndpoint() }
             try? await ipamDelete()
-            throw CNIError(code: CNIError.dataplaneFailure, "cannot wire the pod", details: "\(error)")
+            throw wiringError(error)
         }
         invocation.checkpoint("after-veth")
-        do {
-            try await writeEndpoint(addresses: addresses, mac: wired.containerMAC)
-        } catch {
-            try? PodInterface.tearDown(namespacePath: cni.netns, containerInterface: cni.ifName)
+        if let recorded {
+            link.remove()
             try? await ipamDelete()
-            throw CNIError(code: CNIError.dataplaneFailure, "cannot record the WorkloadEndpoint", details: "\(error)")
+            throw CNIError(
+                code: CNIError.dataplaneFailure, "cannot record the WorkloadEndpoint", details: "\(recorded)")
         }
+        let wired = try configured.get()
         invocation.checkpoint("after-endpoint")
         let podAddresses = spec(addresses: addresses).addresses
         return CNIResult(
@@ -151,6 +180,15 @@ struct PodPlugin {
                 CNIResult.IP(address: $0.description, interface: 1)
             },
             routes: ipamOutput.routes)
+    }
+
+    /// A wiring failure as the CNI error: a namespace problem is the caller's environment, the rest ours.
+    func wiringError(_ error: any Error) -> CNIError {
+        if let error = error as? PodWiringError {
+            let code = error.kind == .namespace ? CNIError.invalidEnvironment : CNIError.dataplaneFailure
+            return CNIError(code: code, "cannot wire the pod", details: error.description)
+        }
+        return CNIError(code: CNIError.dataplaneFailure, "cannot wire the pod", details: "\(error)")
     }
 
     func delete() async throws {
@@ -321,5 +359,15 @@ struct DelegatedPlugin {
                 details: object?["details"] as? String ?? "")
         }
         return object
+    }
+}
+
+/// Runs blocking kernel work on a thread of its own, off Swift's small pool of cooperative threads, and waits for it
+/// without blocking a thread.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async -> Result<T, any Error> {
+    await withCheckedContinuation { continuation in
+        let thread = Thread { continuation.resume(returning: Result { try body() }) }
+        thread.stackSize = 1 << 20
+        thread.start()
     }
 }

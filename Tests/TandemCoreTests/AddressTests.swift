@@ -173,6 +173,13 @@ import Testing
         #expect(try MACAddress("76:0d:a8:1a:26:23").eui64LinkLocal.description == "fe80::740d:a8ff:fe1a:2623")
     }
 
+    @Test func randomAddressesAreLocallyAdministeredUnicast() {
+        var generator = SystemRandomNumberGenerator()
+        let macs = (0..<200).map { _ in MACAddress.randomLocallyAdministered(using: &generator) }
+        #expect(macs.allSatisfy { $0.bytes.count == 6 && $0.bytes[0] & 0x01 == 0 && $0.bytes[0] & 0x02 == 0x02 })
+        #expect(Set(macs).count > 190)
+    }
+
     @Test(arguments: ["", "ee:ee:ee:ee:ee", "ee:ee:ee:ee:ee:ee:ee", "eg:ee:ee:ee:ee:ee", "e:ee:ee:ee:ee:eee"])
     func rejects(text: String) {
         #expect(throws: AddressParseError.self) { try MACAddress(text) }
