@@ -18,11 +18,17 @@ public final class CNIService: Sendable {
     private let listener: Int32
     private let datastores = DatastoreCache()
     private let log: @Sendable (String) -> Void
+    private let checkpoint: @Sendable (String) -> Void
 
-    /// Binds and listens: `ss -xlp | grep tandem-cni` shows it.
-    public init(address: String, log: @escaping @Sendable (String) -> Void) throws {
+    /// Binds and listens: `ss -xlp | grep tandem-cni` shows it. `checkpoint` is called at the named points of each
+    /// ADD (see `CNIInvocation`).
+    public init(
+        address: String, log: @escaping @Sendable (String) -> Void,
+        checkpoint: @escaping @Sendable (String) -> Void = { _ in }
+    ) throws {
         self.address = address
         self.log = log
+        self.checkpoint = checkpoint
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw CNIServiceError("socket(AF_UNIX): \(String(cString: strerror(errno)))") }
         var socketAddress = sockaddr_un()
@@ -132,7 +138,8 @@ public final class CNIService: Sendable {
     /// Runs the plugin's async work from this connection's thread and waits for it.
     private func runBlocking(_ request: CNIRequest) -> CNIOutcome {
         let invocation = CNIInvocation(
-            invokedAs: request.invokedAs, environment: request.environment, stdin: request.stdin)
+            invokedAs: request.invokedAs, environment: request.environment, stdin: request.stdin,
+            checkpoint: checkpoint)
         let box = OutcomeBox()
         let done = DispatchSemaphore(value: 0)
         let datastores = self.datastores

@@ -20,7 +20,14 @@ struct TandemNode: ParsableCommand {
     func run() throws {
         let service: CNIService
         do {
-            service = try CNIService(address: cniSocket) { line in say(line) }
+            let killAt = ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"]
+            service = try CNIService(
+                address: cniSocket, log: { line in say(line) },
+                checkpoint: { point in
+                    // The agent dies at the named point of an ADD, as a crash would: the tests use it to prove the
+                    // shim reports it and a DEL cleans up. Nothing else sets the variable.
+                    if point == killAt { _exit(137) }
+                })
         } catch {
             throw ValidationError("--cni-socket \(cniSocket): \(error)")
         }

@@ -87,6 +87,29 @@ import Testing
         #expect(left.handles.isEmpty && left.endpoints.isEmpty)
     }
 
+    /// The agent dies in the middle of an ADD: the shim says so with a CNI error, and once an agent is back a DEL
+    /// leaves nothing behind.
+    @Test(arguments: ["after-ipam", "after-veth", "after-endpoint"])
+    func anAgentThatDiesMidwayIsReportedAndCleanedUp(point: String) async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        try lab.startAgent(environment: ["TANDEM_TEST_KILL_AT": point])
+        let pod = try lab.newPod()
+        let add = try lab.run("ADD", pod: pod, container: "crash", config: lab.config())
+        #expect(add.status == 1, "\(add.output)")
+        #expect(add.json["code"] as? Int == CNIError.tryAgainLater, "\(add.output)")
+        #expect((add.json["msg"] as? String)?.contains("agent closed the connection") == true, "\(add.output)")
+        let crashed = try #require(lab.agent)
+        crashed.process.waitUntilExit()
+        #expect(crashed.process.terminationStatus == 137)
+        try lab.startAgent()
+        let del = try lab.run("DEL", pod: pod, container: "crash", config: lab.config())
+        #expect(del.status == 0, "\(del.output)")
+        #expect(!(try lab.node.run("ip -o link show").stdout.contains("cali")))
+        let left = try await lab.leftovers()
+        #expect(left.handles.isEmpty && left.endpoints.isEmpty, "\(left)")
+    }
+
     @Test func badInputThroughTheAgentGetsTheSameErrors() throws {
         var lab = try PodLab()
         defer { lab.remove() }

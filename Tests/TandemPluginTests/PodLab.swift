@@ -105,8 +105,9 @@ struct PodLab {
 
     /// Starts `tandem-node` in the node namespace, as a node runs it; from then on the `tandem` shim hands every
     /// call made in the node to it.
-    mutating func startAgent() throws {
-        agent = try AgentProcess(namespace: node, log: scratch.file("tandem-node.log"))
+    mutating func startAgent(environment: [String: String] = [:]) throws {
+        agent?.stop()
+        agent = try AgentProcess(namespace: node, log: scratch.file("tandem-node.log"), environment: environment)
     }
 
     /// What the store still holds: IPAM handles and WorkloadEndpoints.
@@ -143,7 +144,9 @@ final class AgentProcess: Sendable {
     let process: Process
     let logPath: String
 
-    init(namespace: TestNamespace, log: String, arguments: [String] = []) throws {
+    init(
+        namespace: TestNamespace, log: String, arguments: [String] = [], environment: [String: String] = [:]
+    ) throws {
         logPath = log
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         let process = Process()
@@ -155,6 +158,7 @@ final class AgentProcess: Sendable {
             ]
             + arguments
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
