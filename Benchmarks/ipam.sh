@@ -13,8 +13,16 @@ trap 'rm -rf "$work"' EXIT
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends containernetworking-plugins >/dev/null
 }
 # Built as it ships: the Swift runtime and Foundation linked statically (half the start-up of a dynamic build).
-(cd .. && swift build -c release --static-swift-stdlib --product tandem >/dev/null &&
-  swift build -c release --static-swift-stdlib --product tandemctl >/dev/null)
+(cd .. && for product in tandem tandem-cni tandem-node tandemctl; do
+  swift build -c release --static-swift-stdlib --product $product >/dev/null
+done)
+# Two ways for tandem-ipam: served by a node agent (on a socket of this run's own), and without one (the `tandem` shim
+# execs `tandem-cni`, a process per call).
+agent_socket=@tandem-ipam-bench-$$
+"$(cd .. && pwd)/.build/release/tandem-node" --cni-socket "$agent_socket" >"$work/tandem-node.log" 2>&1 &
+agent=$!
+trap 'kill $agent 2>/dev/null; wait $agent 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do grep -q "serving CNI" "$work/tandem-node.log" && break; sleep 0.1; done
 ln -s "$(cd .. && pwd)/.build/release/tandem" "$work/tandem-ipam"
 tandemctl=$(cd .. && pwd)/.build/release/tandemctl
 store="sqlite://$work/tandem.db"
@@ -51,17 +59,19 @@ run() {
   awk -v a="$start" -v b="$end" 'BEGIN { print b - a }'
 }
 
-printf '%-26s %12s %12s %8s\n' "$n pods, sequential" "tandem-ipam" "host-local" "ratio"
+printf '%-22s %14s %14s %12s %8s %8s\n' "$n pods, sequential" "tandem-ipam" "(no agent)" "host-local" "ratio" "(no agent)"
 for family in v4 dual; do
   v6=false
   [ $family = dual ] && v6=true
   for command in ADD DEL; do
-    t=$(run "$work/tandem-ipam" $command "$(tandem_conf $v6)" "t$family")
+    a=$(TANDEM_AGENT_SOCKET=$agent_socket run "$work/tandem-ipam" $command "$(tandem_conf $v6)" "a$family")
+    t=$(TANDEM_AGENT_SOCKET=none run "$work/tandem-ipam" $command "$(tandem_conf $v6)" "t$family")
     h=$(run /usr/lib/cni/host-local $command "$(host_local_conf $family)" "h$family")
-    awk -v n="$n" -v t="$t" -v h="$h" -v label="$command $family" \
-      'BEGIN { printf "%-26s %10.0f/s %10.0f/s %8.2f\n", label, n / t, n / h, h / t }'
+    awk -v n="$n" -v a="$a" -v t="$t" -v h="$h" -v label="$command $family" \
+      'BEGIN { printf "%-22s %12.0f/s %12.0f/s %10.0f/s %8.2f %8.2f\n", label, n / a, n / t, n / h, h / a, h / t }'
   done
 done
+grep -q "tandem-ipam ADD av4" "$work/tandem-node.log" || { echo "the agent served nothing" >&2; exit 1; }
 # After all DELs nothing may be left: a benchmark that leaks addresses measures the wrong thing.
 "$tandemctl" ipam check --datastore "$store" >/dev/null
 echo "(ratio = host-local time / tandem-ipam time; above 1 means tandem-ipam is faster)"
