@@ -34,6 +34,7 @@ let package = Package(
         .target(name: "TandemStore", dependencies: ["TandemModel"], swiftSettings: strict),
         .target(name: "TandemCNI", swiftSettings: strict),
         .target(name: "TandemCNIWire", swiftSettings: strict),
+        .target(name: "TandemAutodetection", dependencies: ["TandemCore"], swiftSettings: strict),
         .target(name: "TandemNetlinkCodec", dependencies: ["TandemCore"], swiftSettings: strict),
         .target(
             name: "TandemIPAM", dependencies: ["TandemCore", "TandemModel", "TandemSelector", "TandemStore"],
@@ -82,6 +83,9 @@ let package = Package(
         // Test helpers (running binaries, scratch directories); used by tests only.
         .target(name: "TandemTestSupport", path: "Sources/TandemTestSupport", swiftSettings: strict),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"], swiftSettings: strict),
+        .testTarget(
+            name: "TandemAutodetectionTests", dependencies: ["TandemAutodetection", "TandemCore"],
+            swiftSettings: strict),
         .testTarget(name: "TandemCNITests", dependencies: ["TandemCNI", "TandemCNIWire"], swiftSettings: strict),
         .testTarget(
             name: "TandemIPAMTests",
