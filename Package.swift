@@ -58,7 +58,12 @@ let package = Package(
             dependencies: ["TandemCNI", "TandemIPAM", "TandemStoreSQLite", "TandemDataplane", "TandemModel"],
             swiftSettings: strict),
         .target(
-            name: "TandemAgent", dependencies: ["CNetlink", "TandemCNIWire", "TandemPlugin", "TandemStoreSQLite"],
+            name: "TandemAgent",
+            dependencies: [
+                "CNetlink", "TandemAutodetection", "TandemCNIWire", "TandemNetlink", "TandemNetlinkCodec",
+                "TandemPlugin",
+                "TandemStoreSQLite",
+            ],
             swiftSettings: strict),
         // Executables stay thin. `tandem` is the CNI shim: Glibc and the wire format only, for a fast start.
         .executableTarget(
@@ -70,7 +75,8 @@ let package = Package(
         .executableTarget(
             name: "tandem-node",
             dependencies: [
-                "TandemAgent", "TandemCNIWire", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "TandemAgent", "TandemAutodetection", "TandemCNIWire", "TandemCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
         .executableTarget(

@@ -161,7 +161,6 @@ public struct AutodetectionResult: Sendable, Equatable {
     /// How to fix a failure, worded for the most telling case: only link-local IPv6 addresses (seed 001).
     var remedy: [String] {
         let addresses = findings.filter { $0.address != nil }
-        let flag = family == .v4 ? "--ipv4-address" : "--ipv6-address"
         let methodFlag = family == .v4 ? "--ipv4-autodetection" : "--ipv6-autodetection"
         var lines: [String] = []
         if family == .v6, !addresses.isEmpty,
@@ -176,8 +175,8 @@ public struct AutodetectionResult: Sendable, Equatable {
         lines.append(
             "Fix: give the interface that connects this node to the others a global or ULA \(familyName) address "
                 + (family == .v4 ? "(ip addr add 10.0.0.5/24 dev eth0)" : "(ip -6 addr add fd00:10::5/64 dev eth0)")
-                + ", or name the address with \(flag) ADDRESS/PREFIX, or choose another method with \(methodFlag) "
-                + "(interface=REGEX, cidr=CIDR, can-reach=DESTINATION)"
+                + ", or point autodetection at the right one with \(methodFlag) cidr=PREFIX (or interface=REGEX, "
+                + "can-reach=DESTINATION)"
                 + (family == .v6 ? ", or run without IPv6 (no enabled IPv6 pool, or --no-ipv6)." : "."))
         return lines
     }

@@ -41,6 +41,8 @@ public enum AddressAttribute {
 }
 
 public enum AddressFlags {
+    /// IFA_F_TEMPORARY (alias IFA_F_SECONDARY): an IPv6 privacy address.
+    public static let temporary: UInt32 = 0x01
     public static let noDAD: UInt32 = 0x02
     public static let dadFailed: UInt32 = 0x08
     public static let deprecated: UInt32 = 0x20

@@ -1,14 +1,23 @@
 import ArgumentParser
 import Foundation
 import TandemAgent
+import TandemAutodetection
 import TandemCNIWire
+import TandemCore
 
-/// The Tandem node agent. This release serves the CNI plugin's calls; start-up (address autodetection, node
-/// registration), the dataplane reconcile and BGP join it as they are built.
+/// The Tandem node agent. This release serves the CNI plugin's calls and explains the node's address
+/// autodetection; registration, the dataplane reconcile and BGP join it as they are built.
 struct TandemNode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem-node",
-        abstract: "The Tandem node agent: serves the tandem CNI plugin on this node.")
+        abstract: "The Tandem node agent.",
+        subcommands: [Serve.self, Autodetect.self],
+        defaultSubcommand: Serve.self)
+}
+
+/// `tandem-node [serve]`: serves the tandem CNI plugin on this node.
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve the tandem CNI plugin on this node (the default).")
 
     @Option(
         name: .customLong("cni-socket"),
@@ -46,6 +55,56 @@ struct TandemNode: ParsableCommand {
             sources.append(source)
         }
         withExtendedLifetime(sources) { dispatchMain() }
+    }
+}
+
+/// `tandem-node autodetect`: which address of each family this node would use, and why every other one was
+/// rejected. Exits 1 when a family it was asked for has none.
+struct Autodetect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the node's IPv4 and IPv6 addresses autodetection chooses, and why.")
+
+    @Option(
+        name: .customLong("ipv4-autodetection"),
+        help: ArgumentHelp(
+            "first-found, interface=REGEX[,REGEX], skip-interface=REGEX[,REGEX], can-reach=DEST or cidr=CIDR[,CIDR].",
+            valueName: "method"))
+    var ipv4Method: String = ProcessInfo.processInfo.environment["IP_AUTODETECTION_METHOD"] ?? "first-found"
+
+    @Option(
+        name: .customLong("ipv6-autodetection"), help: ArgumentHelp("As --ipv4-autodetection.", valueName: "method"))
+    var ipv6Method: String = ProcessInfo.processInfo.environment["IP6_AUTODETECTION_METHOD"] ?? "first-found"
+
+    @Flag(name: .customLong("no-ipv4"), help: "Do not look for an IPv4 address (an IPv6-only node).")
+    var noIPv4 = false
+
+    @Flag(name: .customLong("no-ipv6"), help: "Do not look for an IPv6 address (an IPv4-only node).")
+    var noIPv6 = false
+
+    func run() throws {
+        var requests: [(IPFamily, String, String)] = []
+        if !noIPv4 { requests.append((.v4, ipv4Method, "--ipv4-autodetection")) }
+        if !noIPv6 { requests.append((.v6, ipv6Method, "--ipv6-autodetection")) }
+        var methods: [(IPFamily, AutodetectionMethod)] = []
+        for (family, text, flag) in requests {
+            do {
+                methods.append((family, try AutodetectionMethod(parsing: text)))
+            } catch {
+                throw ValidationError("\(flag) \(text): \(error)")
+            }
+        }
+        let interfaces = try readHostInterfaces()
+        var failed = false
+        for (family, method) in methods {
+            var source: IPAddress?
+            if case .canReach(let destination) = method {
+                source = try kernelSourceAddress(toward: destination, family: family)
+            }
+            let result = autodetect(family: family, method: method, interfaces: interfaces, reachSource: source)
+            print(result.explanation)
+            failed = failed || result.chosen == nil
+        }
+        if failed { throw ExitCode(1) }
     }
 }
 
