@@ -67,7 +67,7 @@ let package = Package(
             swiftSettings: strict),
         // Executables stay thin. `tandem` is the CNI shim: Glibc and the wire format only, for a fast start.
         .executableTarget(
-            name: "tandem", dependencies: ["TandemCNIWire"], swiftSettings: strict,
+            name: "tandem", dependencies: ["CNetlink", "TandemCNIWire"], swiftSettings: strict,
             // Linked fully static (no dynamic loader, no relocations at start): about 1 ms from exec to exit.
             linkerSettings: [.unsafeFlags(["-static-executable"])]),
         .executableTarget(

@@ -17,6 +17,9 @@ public final class CNIService: Sendable {
     public let address: String
     private let listener: Int32
     private let datastores = DatastoreCache()
+    /// Calls for the same container and interface run one after another: a runtime's DEL waits for the ADD it
+    /// cleans up after, even when the runtime stopped waiting for that ADD (its shim was killed).
+    private let perContainer = KeyedSerialGate()
     private let log: @Sendable (String) -> Void
     private let checkpoint: @Sendable (String) -> Void
 
@@ -108,6 +111,9 @@ public final class CNIService: Sendable {
             _ = writeAll(connection, CNIReply(exitStatus: 1, stdout: Array(error.utf8)).encoded())
             return
         }
+        // A caller that stalls mid-request does not hold this thread for ever.
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let request: CNIRequest
         do {
             guard let header = readExactly(connection, 8) else { return }
@@ -143,8 +149,15 @@ public final class CNIService: Sendable {
         let box = OutcomeBox()
         let done = DispatchSemaphore(value: 0)
         let datastores = self.datastores
+        let perContainer = self.perContainer
+        let key = request.environment["CNI_CONTAINERID"].map { "\($0)/\(request.environment["CNI_IFNAME"] ?? "")" }
         Task {
-            box.set(await runCNI(invocation, openDatastore: { url in try datastores.open(url) }))
+            let run = { await runCNI(invocation, openDatastore: { url in try datastores.open(url) }) }
+            if let key {
+                box.set(await perContainer.serialize(key, run))
+            } else {
+                box.set(await run())
+            }
             done.signal()
         }
         done.wait()

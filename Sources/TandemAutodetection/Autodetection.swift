@@ -261,8 +261,12 @@ func exclusion(of name: String, method: AutodetectionMethod) -> String? {
             return "skipped: matches the default exclusion \(pattern)"
         }
         return firstMatch(patterns).map { "skipped: matches \($0) of \(method)" }
-    case .firstFound, .canReach, .cidr:
+    case .firstFound:
         return firstMatch(AutodetectionMethod.defaultExclusions).map { "skipped: matches the default exclusion \($0)" }
+    case .canReach, .cidr:
+        // As Calico: the operator named the destination or the prefix, so every interface is looked at (a node's
+        // address may live on lo or a bridge in a routed fabric).
+        return nil
     }
 }
 

@@ -557,6 +557,24 @@ public struct IPAM: Sendable {
         return result.sorted()
     }
 
+    /// The nodes named (`node` attribute) by the allocations a handle holds: whose pod it is.
+    public func nodes(ofHandle handle: String) async throws -> Set<String> {
+        let key = IPAMKeys.handle(handle)
+        guard let stored = try await store.get(key) else { return [] }
+        let record = try decode(IPAMHandle.self, stored.value, key: key)
+        var nodes: Set<String> = []
+        for blockText in record.block.keys {
+            guard let cidr = try? CIDR(blockText), let blockValue = try await store.get(IPAMKeys.block(cidr)) else {
+                continue
+            }
+            let block = try decode(Block.self, blockValue.value, key: IPAMKeys.block(cidr))
+            for attribute in block.attributes where attribute.handle_id == handle {
+                if let node = attribute.secondary?["node"] { nodes.insert(node) }
+            }
+        }
+        return nodes
+    }
+
     /// Every handle ID in the store.
     public func handles() async throws -> [String] {
         try await store.list(prefix: IPAMKeys.handlePrefix).items.map {

@@ -28,12 +28,20 @@ struct IPAMPlugin {
     /// ADD: one address per enabled family (or the `IP=` addresses), with the block's prefix. The same ADD
     /// twice returns the same addresses.
     func add(args: [String: String]) async throws -> [CIDR] {
-        try await ipamGate.serialize { try await assign(args: args) }
+        try await addReportingFresh(args: args).addresses
+    }
+
+    /// ADD, also saying whether the addresses were assigned by this call (false: the handle already held them,
+    /// so a failed pod ADD must not release them: they may be a running pod's).
+    func addReportingFresh(args: [String: String]) async throws -> (addresses: [CIDR], fresh: Bool) {
+        try await ipamGate.serialize {
+            let held = try await ipam.addresses(ofHandle: handle)
+            if !held.isEmpty { return (held, false) }
+            return (try await assign(args: args), true)
+        }
     }
 
     private func assign(args: [String: String]) async throws -> [CIDR] {
-        let held = try await ipam.addresses(ofHandle: handle)
-        if !held.isEmpty { return held }
         var attributes = [
             "node": host, "timestamp": Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)),
         ]
@@ -97,18 +105,27 @@ struct IPAMPlugin {
     }
 
     /// GC: releases this network's allocations whose container is not among the valid attachments.
+    /// The runtime lists only its own node's attachments, so only this node's allocations are candidates: a
+    /// handle whose addresses name another node (or no node) is left alone. `<network>.<container>` with a
+    /// container ID free of dots, so that network `a` never collects the handles of network `a.b`.
     func garbageCollect(validContainers: Set<String>) async throws {
-        for held in try await ipam.handles() where held.hasPrefix(network + ".") {
-            if !validContainers.contains(String(held.dropFirst(network.count + 1))) {
+        try await ipamGate.serialize {
+            for held in try await ipam.handles() where held.hasPrefix(network + ".") {
+                let container = String(held.dropFirst(network.count + 1))
+                guard !container.contains("."), !validContainers.contains(container),
+                    try await ipam.nodes(ofHandle: held) == [host]
+                else { continue }
                 try await ipam.releaseByHandle(held)
             }
         }
     }
 }
 
-/// The node name: the configuration's `nodename`, else `NODENAME`, else the host name (Calico's order).
+/// The node name: the configuration's `nodename`, else `NODENAME`, else the host name lower-cased (Calico's order;
+/// Kubernetes node names are lower case).
 func nodeName(config: [String: Any], environment: [String: String]) -> String {
-    (config["nodename"] as? String) ?? environment["NODENAME"] ?? ProcessInfo.processInfo.hostName
+    (config["nodename"] as? String) ?? environment["NODENAME"]
+        ?? ProcessInfo.processInfo.hostName.trimmingCharacters(in: .whitespaces).lowercased()
 }
 
 /// `cni.dev/valid-attachments` (CNI 1.1.0 GC), or `cni.dev/attachments` as some runtimes spell it.
@@ -135,6 +152,8 @@ let ipamGate = SerialGate()
 
 /// A first-come, first-served lock for async code.
 final class SerialGate: Sendable {
+    init() {}
+
     private let state = Mutex<(busy: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     func serialize<T>(_ body: () async throws -> T) async throws -> T {
@@ -149,7 +168,7 @@ final class SerialGate: Sendable {
         }
     }
 
-    private func enter() async {
+    func enter() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let admitted = state.withLock { state -> Bool in
                 if !state.busy {
@@ -163,7 +182,7 @@ final class SerialGate: Sendable {
         }
     }
 
-    private func leave() {
+    func leave() {
         let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
             if state.waiters.isEmpty {
                 state.busy = false
@@ -172,5 +191,30 @@ final class SerialGate: Sendable {
             return state.waiters.removeFirst()
         }
         next?.resume()
+    }
+}
+
+/// One `SerialGate` per key (a container): calls for the same key run one after another, others at once. The node
+/// agent uses it so that a runtime's DEL waits for the ADD it is cleaning up after, even when the runtime gave up
+/// waiting for that ADD.
+public final class KeyedSerialGate: Sendable {
+    private let gates = Mutex<[String: (gate: SerialGate, users: Int)]>([:])
+
+    public init() {}
+
+    public func serialize<T: Sendable>(_ key: String, _ body: () async -> T) async -> T {
+        let gate = gates.withLock { gates -> SerialGate in
+            let entry = gates[key] ?? (SerialGate(), 0)
+            gates[key] = (entry.gate, entry.users + 1)
+            return entry.gate
+        }
+        await gate.enter()
+        let value = await body()
+        gate.leave()
+        gates.withLock { gates in
+            guard let entry = gates[key] else { return }
+            gates[key] = entry.users > 1 ? (entry.gate, entry.users - 1) : nil
+        }
+        return value
     }
 }

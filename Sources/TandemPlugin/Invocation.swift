@@ -10,7 +10,9 @@ public struct CNIInvocation: Sendable {
     public var invokedAs: String
     public var environment: [String: String]
     public var stdin: [UInt8]
-    /// Called at named points of ADD (`after-ipam`, `after-veth`, `after-endpoint`); the standalone process dies
+    /// Called at named points of ADD: `after-ipam` (addresses assigned and the veth pair made), `after-veth` (the
+    /// pod configured; its WorkloadEndpoint written alongside), `after-endpoint` (everything done but the reply).
+    /// The standalone process dies
     /// there when `TANDEM_TEST_KILL_AT` names the point, so tests can prove DEL and GC clean up after it.
     public var checkpoint: @Sendable (String) -> Void
 

@@ -57,12 +57,14 @@ struct PodPlugin {
 
     // MARK: IPAM, in-process for tandem-ipam, else the plugin found through CNI_PATH
 
-    func ipamAdd() async throws -> (addresses: [CIDR], result: CNIResult) {
+    /// Addresses from IPAM; `fresh` is false when tandem-ipam's handle already held them (not ours to release if
+    /// this ADD fails). A delegated plugin's addresses are always treated as this call's.
+    func ipamAdd() async throws -> (addresses: [CIDR], result: CNIResult, fresh: Bool) {
         if ipamType == "tandem-ipam" {
             let ipam = try IPAMPlugin(
                 network: network, config: config, containerID: cni.containerID, store: store, environment: environment)
-            let cidrs = try await ipam.add(args: cni.args)
-            return (cidrs, ipamResult(cidrs))
+            let (cidrs, fresh) = try await ipam.addReportingFresh(args: cni.args)
+            return (cidrs, ipamResult(cidrs), fresh)
         }
         let output = try DelegatedPlugin(type: ipamType, environment: environment).run("ADD", config: config)
         let result = try CNIResult(object: output ?? [:], field: "the result of IPAM plugin \(ipamType)")
@@ -74,7 +76,7 @@ struct PodPlugin {
             }
             cidrs.append(cidr)
         }
-        return (cidrs, result)
+        return (cidrs, result, true)
     }
 
     func ipamDelete() async throws {
@@ -120,7 +122,7 @@ struct PodPlugin {
         let containerMAC = MACAddress.randomLocallyAdministered(using: &random)
         let linkSpec = spec(addresses: [])
         async let linking = onThread { try PodInterface.createLink(linkSpec, containerMAC: containerMAC) }
-        let assigned: Result<(addresses: [CIDR], result: CNIResult), any Error>
+        let assigned: Result<(addresses: [CIDR], result: CNIResult, fresh: Bool), any Error>
         do {
             assigned = .success(try await ipamAdd())
         } catch {
@@ -134,14 +136,16 @@ struct PodPlugin {
             made.remove()
             throw error
         case (.failure(let error), _):
-            if case .success = assigned { try? await ipamDelete() }
+            if case .success(let got) = assigned, got.fresh { try? await ipamDelete() }
             throw wiringError(error)
         }
-        let (addresses, ipamOutput) = try assigned.get()
+        let (addresses, ipamOutput, fresh) = try assigned.get()
+        /// Rolls back what this ADD assigned; addresses the handle already held stay for the DEL that follows.
+        func releaseIfFresh() async { if fresh { try? await ipamDelete() } }
         invocation.checkpoint("after-ipam")
         guard !addresses.isEmpty else {
             link.remove()
-            try? await ipamDelete()
+            await releaseIfFresh()
             throw CNIError(code: CNIError.ipamFailure, "IPAM plugin \(ipamType) returned no address")
         }
         let fullSpec = spec(addresses: addresses)
@@ -156,13 +160,15 @@ struct PodPlugin {
         if case .failure(let error) = configured {
             link.remove()
             if recorded == nil { try? await deleteEndpoint() }
-            try? await ipamDelete()
+            await releaseIfFresh()
             throw wiringError(error)
         }
         invocation.checkpoint("after-veth")
         if let recorded {
             link.remove()
-            try? await ipamDelete()
+            // The write may have landed although it reported an error (a timeout after the commit).
+            try? await deleteEndpoint()
+            await releaseIfFresh()
             throw CNIError(
                 code: CNIError.dataplaneFailure, "cannot record the WorkloadEndpoint", details: "\(recorded)")
         }
@@ -347,9 +353,10 @@ struct DelegatedPlugin {
         process.standardOutput = output
         try process.run()
         let data = try JSONSerialization.data(withJSONObject: config)
-        input.fileHandleForWriting.write(data)
-        try input.fileHandleForWriting.close()
-        let reply = output.fileHandleForReading.readDataToEndOfFile()
+        // Throwing forms: a plugin that exits without reading its input must not take the agent down.
+        try? input.fileHandleForWriting.write(contentsOf: data)
+        try? input.fileHandleForWriting.close()
+        let reply = (try? output.fileHandleForReading.readToEnd()) ?? Data()
         process.waitUntilExit()
         let object = (try? JSONSerialization.jsonObject(with: reply)) as? [String: Any]
         guard process.terminationStatus == 0 else {

@@ -27,6 +27,8 @@ struct Serve: ParsableCommand {
     var cniSocket: String = ProcessInfo.processInfo.environment["TANDEM_AGENT_SOCKET"] ?? CNIWire.defaultAddress
 
     func run() throws {
+        // A delegated IPAM plugin that exits before reading its input must not kill the agent.
+        signal(SIGPIPE, SIG_IGN)
         let service: CNIService
         do {
             let killAt = ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"]

@@ -1,3 +1,4 @@
+import CNetlink
 import Glibc
 import TandemCNIWire
 
@@ -113,6 +114,16 @@ func connectToAgent(_ address: String) -> Int32? {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(length)) }
     }
     guard connected == 0 else {
+        close(fd)
+        return nil
+    }
+    // Anyone may bind an abstract name while the agent is down: only an agent running as root (or as this user)
+    // is given the call; anything else is ignored and the plugin runs in-process.
+    var uid: UInt32 = 0
+    var pid: Int32 = 0
+    guard cnl_peer_credentials(fd, &uid, &pid) == 0, uid == 0 || uid == geteuid() else {
+        let warning = "tandem: ignoring \(address): it is held by uid \(uid) (pid \(pid)), not by root\n"
+        writeAll(2, Array(warning.utf8))
         close(fd)
         return nil
     }

@@ -115,6 +115,12 @@ struct AutodetectionTests {
         let inCIDR = autodetect(family: .v4, method: .cidr([CIDR("172.16.0.0/12")]), interfaces: interfaces)
         #expect(inCIDR.chosen?.interface == "wlan0")
         #expect(inCIDR.findings.contains { $0.reason == "outside cidr=172.16.0.0/12" })
+        // cidr= and can-reach= look at every interface, excluded names too (a routed fabric puts the node's address
+        // on lo), as Calico does.
+        let onLoopback = autodetect(
+            family: .v4, method: .cidr([CIDR("10.255.0.0/24")]),
+            interfaces: [HostInterface(name: "lo", addresses: [address("127.0.0.1/8"), address("10.255.0.7/32")])])
+        #expect(onLoopback.chosen?.address == CIDR("10.255.0.7/32"))
         // interface= may name a /128 on purpose.
         let vip = autodetect(
             family: .v6, method: .interface(["^lo$"]),

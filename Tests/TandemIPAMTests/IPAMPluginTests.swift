@@ -153,9 +153,17 @@ func addresses(_ json: [String: Any]) -> [String] {
             with:
                 #""type":"tandem-ipam","cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}],"nodename""#
         )
+        // Another node's pod, and a pod of a network whose name extends this one's: neither is this GC's to collect.
+        let otherNode = plugin.config().replacingOccurrences(of: "node-a", with: "node-b")
+        #expect(try plugin.run("ADD", container: "elsewhere", config: otherNode).0 == 0)
+        let otherNetwork = plugin.config().replacingOccurrences(of: "k8s-pod-network", with: "k8s-pod-network.v2")
+        #expect(try plugin.run("ADD", container: "other-net", config: otherNetwork).0 == 0)
         #expect(try plugin.run("GC", config: gc).0 == 0)
         #expect(try plugin.run("CHECK", container: "keep", config: plugin.config()).0 == 0)
         #expect(try plugin.run("CHECK", container: "stale1", config: plugin.config()).0 != 0)
+        #expect(try plugin.run("CHECK", container: "stale2", config: plugin.config()).0 != 0)
+        #expect(try plugin.run("CHECK", container: "elsewhere", config: otherNode).0 == 0, "another node's pod")
+        #expect(try plugin.run("CHECK", container: "other-net", config: otherNetwork).0 == 0, "another network's pod")
     }
 
     /// 8 processes x 1,000 dual-stack ADDs through the real binary on one store, one node per process (1,000

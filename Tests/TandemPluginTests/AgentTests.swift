@@ -139,6 +139,35 @@ import Testing
         #expect(try #require(lab.agent).log.contains("refused a CNI call from uid 65534"))
     }
 
+    /// An unprivileged process that takes the agent's abstract name is not given the call: the shim says so and
+    /// runs the plugin itself.
+    @Test func anImpostorOnTheAgentsSocketIsIgnored() async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        // tandem-node itself, run as nobody, stands in for any unprivileged program holding the name.
+        let impostor = Process()
+        impostor.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        impostor.arguments = [
+            "ip", "netns", "exec", lab.node.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+            TestProducts.directory().appendingPathComponent("tandem-node").path,
+        ]
+        let output = Pipe()
+        impostor.standardOutput = output
+        try impostor.run()
+        defer {
+            impostor.terminate()
+            impostor.waitUntilExit()
+        }
+        let ready = output.fileHandleForReading.availableData
+        #expect(String(decoding: ready, as: UTF8.self).contains("serving CNI calls"))
+        let pod = try lab.newPod()
+        let add = try lab.run("ADD", pod: pod, container: "trusting", config: lab.config())
+        #expect(add.status == 0, "\(add.output)")
+        #expect(add.output.contains("ignoring @tandem-cni: it is held by uid 65534"), "\(add.output)")
+        #expect(try PodLab.ping(from: pod, PodLab.nodeIPv4))
+        #expect(try lab.run("DEL", pod: pod, container: "trusting", config: lab.config()).status == 0)
+    }
+
     @Test func aSecondAgentInTheSameNamespaceRefusesToStart() throws {
         var lab = try PodLab()
         defer { lab.remove() }
