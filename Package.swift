@@ -26,7 +26,7 @@ let package = Package(
     targets: [
         // Pure libraries: no Glibc, no syscalls.
         .target(name: "TandemCore", swiftSettings: strict),
-        .target(name: "TandemSelector", swiftSettings: strict),
+        .target(name: "TandemSelector", dependencies: ["TandemCore"], swiftSettings: strict),
         .target(
             name: "TandemModel",
             dependencies: ["TandemCore", "TandemSelector", .product(name: "Yams", package: "Yams")],

@@ -83,6 +83,18 @@ struct Autodetect: ParsableCommand {
     @Flag(name: .customLong("no-ipv6"), help: "Do not look for an IPv6 address (an IPv4-only node).")
     var noIPv6 = false
 
+    @Option(
+        name: .customLong("router-id"),
+        help: ArgumentHelp(
+            "BGP router ID: an IPv4-format ID, or hash; default the node's IPv4 address, hashed when it has none.",
+            valueName: "id"))
+    var routerID: String = ProcessInfo.processInfo.environment["CALICO_ROUTER_ID"] ?? ""
+
+    @Option(name: .customLong("nodename"), help: "The node's name (default NODENAME, else the host name).")
+    var nodeName: String =
+        ProcessInfo.processInfo.environment["NODENAME"]
+        ?? ProcessInfo.processInfo.hostName.trimmingCharacters(in: .whitespaces).lowercased()
+
     func run() throws {
         var requests: [(IPFamily, String, String)] = []
         if !noIPv4 { requests.append((.v4, ipv4Method, "--ipv4-autodetection")) }
@@ -97,6 +109,7 @@ struct Autodetect: ParsableCommand {
         }
         let interfaces = try readHostInterfaces()
         var failed = false
+        var ipv4: IPv4Address?
         for (family, method) in methods {
             var source: IPAddress?
             if case .canReach(let destination) = method {
@@ -105,6 +118,14 @@ struct Autodetect: ParsableCommand {
             let result = autodetect(family: family, method: method, interfaces: interfaces, reachSource: source)
             print(result.explanation)
             failed = failed || result.chosen == nil
+            if family == .v4, case .v4(let address)? = result.chosen?.address.address { ipv4 = address }
+        }
+        // Other nodes' IDs come from the datastore at registration; here the choice alone is shown.
+        do {
+            let decision = try chooseRouterID(nodeName: nodeName, configured: routerID, nodeIPv4: ipv4, others: [:])
+            print("BGP router ID of \(nodeName): \(decision.id) (\(decision.reason))")
+        } catch {
+            throw ValidationError("--router-id \(routerID): \(error)")
         }
         if failed { throw ExitCode(1) }
     }

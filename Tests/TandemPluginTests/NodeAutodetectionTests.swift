@@ -31,6 +31,8 @@ import Testing
         #expect(failed.stdout.contains("docker0: rejected: skipped: matches the default exclusion ^docker.*"))
         #expect(failed.stdout.contains("Every IPv6 address on this host is link-local"))
         #expect(failed.stdout.contains("Fix: give the interface"))
+        #expect(failed.stdout.contains("BGP router ID of"))
+        #expect(failed.stdout.contains(": 192.0.2.10 (the node's IPv4 address)"), "\(failed.stdout)")
 
         try node.run("ip -6 addr add fd00:10::5/64 dev eth0 nodad && ip -6 addr add 2001:db8:10::5/64 dev eth0 nodad")
         try node.run("ip -6 addr add 2001:db8:10::99/128 dev uplink nodad")
@@ -44,8 +46,13 @@ import Testing
         try node.run("ip -6 route add 2001:db8:99::/48 via 2001:db8:10::1 dev eth0")
         let reach = try autodetect(in: node, "--no-ipv4 --ipv6-autodetection can-reach=2001:db8:99::1")
         #expect(reach.stdout.contains("(can-reach=2001:db8:99::1): 2001:db8:10::5/64 on eth0"), "\(reach.stdout)")
-        let ula = try autodetect(in: node, "--no-ipv4 --ipv6-autodetection cidr=fd00::/8")
+        let ula = try autodetect(in: node, "--no-ipv4 --ipv6-autodetection cidr=fd00::/8 --nodename nodeTest")
         #expect(ula.stdout.contains("(cidr=fd00::/8): fd00:10::5/64 on eth0"), "\(ula.stdout)")
+        // An IPv6-only node needs no router ID setting: Calico's hash of its name.
+        #expect(
+            ula.stdout.contains(
+                "BGP router ID of nodeTest: 109.174.215.226 (hash of the node name (the node has no IPv4 address))"),
+            "\(ula.stdout)")
         let unreachable = try autodetect(in: node, "--no-ipv4 --ipv6-autodetection can-reach=2001:db8:77::1")
         #expect(unreachable.status == 1)
         #expect(unreachable.stdout.contains("no route to 2001:db8:77::1"), "\(unreachable.stdout)")
@@ -59,5 +66,7 @@ import Testing
         #expect(bad.stderr.contains("--ipv6-autodetection interface=eth("), "\(bad.stderr)")
         #expect(bad.stderr.contains("invalid regular expression"), "\(bad.stderr)")
         #expect(!bad.stdout.contains("autodetection ("), "nothing is reported before the flags are valid")
+        let badID = try autodetect(in: node, "--no-ipv6 --router-id 10.0.0.500")
+        #expect(badID.stderr.contains("invalid router ID \"10.0.0.500\""), "\(badID.stderr)")
     }
 }
