@@ -2,6 +2,7 @@ import CNetlink
 import Glibc
 import TandemAutodetection
 import TandemCore
+import TandemLinux
 import TandemNetlink
 import TandemNetlinkCodec
 
@@ -55,5 +56,27 @@ public func kernelSourceAddress(toward destination: String, family: IPFamily) th
             return try? IPAddress(networkBytes: withUnsafeBytes(of: address) { Array($0) })
         }
         return try? IPAddress(networkBytes: Array(raw[8..<24]))  // sin6_addr
+    }
+}
+
+/// What the kernel says about each family's forwarding and default route (`sysctl net.ipv4.ip_forward
+/// net.ipv6.conf.all.forwarding`, `ip route show default`, `ip -6 route show default`).
+public func readFamilyStates(_ families: [IPFamily]) throws -> [FamilyState] {
+    let netlink = try Netlink()
+    let links = try netlink.links()
+    return try families.map { family in
+        let key = family == .v4 ? "net.ipv4.ip_forward" : "net.ipv6.conf.all.forwarding"
+        let forwarding = (try? Sysctl.read(key)).map { $0 != "0" }
+        let defaultRoute = try netlink.routes(family: family).first {
+            $0.destination.prefixLength == 0 && $0.type == RouteType.unicast
+        }
+        let uplink = defaultRoute?.outputInterface.flatMap { index in links.first { $0.index == index }?.name }
+        var acceptRA: Int?
+        if family == .v6, let uplink {
+            acceptRA = (try? Sysctl.read(Sysctl.interfaceKey(ipv6: true, uplink, "accept_ra"))).flatMap { Int($0) }
+        }
+        return FamilyState(
+            family: family, forwarding: forwarding, defaultRouteInterface: uplink, uplinkAcceptRA: acceptRA,
+            defaultRouteFromRA: defaultRoute?.routeProtocol == RouteProtocol.routerAdvertisement)
     }
 }

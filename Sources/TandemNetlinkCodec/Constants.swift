@@ -85,6 +85,8 @@ public enum RouteProtocol {
     public static let kernel: UInt8 = 2
     public static let boot: UInt8 = 3
     public static let `static`: UInt8 = 4
+    /// RTPROT_RA: learned from an IPv6 router advertisement.
+    public static let routerAdvertisement: UInt8 = 9
     public static let bird: UInt8 = 12
     public static let tandem: UInt8 = 80
 }

@@ -61,7 +61,8 @@ struct Serve: ParsableCommand {
 }
 
 /// `tandem-node autodetect`: which address of each family this node would use, and why every other one was
-/// rejected. Exits 1 when a family it was asked for has none.
+/// rejected; whether the node forwards and has a default route in each family; its BGP router ID. Exits 1 when a
+/// family it was asked for has no address or lacks forwarding or a default route.
 struct Autodetect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the node's IPv4 and IPv6 addresses autodetection chooses, and why.")
@@ -120,6 +121,11 @@ struct Autodetect: ParsableCommand {
             failed = failed || result.chosen == nil
             if family == .v4, case .v4(let address)? = result.chosen?.address.address { ipv4 = address }
         }
+        // Forwarding and a default route for every family asked for.
+        let problems = checkNode(try readFamilyStates(methods.map(\.0)))
+        print(problems.isEmpty ? "Node checks: forwarding and a default route for every family" : "Node checks:")
+        for problem in problems { print("  \(problem)") }
+        failed = failed || !problems.isEmpty
         // Other nodes' IDs come from the datastore at registration; here the choice alone is shown.
         do {
             let decision = try chooseRouterID(nodeName: nodeName, configured: routerID, nodeIPv4: ipv4, others: [:])

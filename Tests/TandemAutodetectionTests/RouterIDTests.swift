@@ -61,3 +61,50 @@ struct RouterIDTests {
 extension String {
     fileprivate var leftPadded: String { count == 1 ? "0" + self : self }
 }
+
+struct NodeCheckTests {
+    @Test func aFreshNodeLacksForwardingAndDefaultRoutesInBothFamilies() {
+        let problems = checkNode([
+            FamilyState(family: .v4, forwarding: false, defaultRouteInterface: nil),
+            FamilyState(family: .v6, forwarding: false, defaultRouteInterface: nil),
+        ])
+        #expect(problems.count == 4)
+        #expect(
+            problems.map(\.description).contains {
+                $0.hasPrefix("IPv6: forwarding is off (net.ipv6.conf.all.forwarding=0)")
+            })
+        #expect(problems.map(\.description).contains { $0.contains("IPv4: no default route") })
+        #expect(problems.allSatisfy { !$0.fix.isEmpty })
+    }
+
+    @Test func aReadyNodeHasNoProblems() {
+        #expect(
+            checkNode([
+                FamilyState(family: .v4, forwarding: true, defaultRouteInterface: "eth0"),
+                FamilyState(family: .v6, forwarding: true, defaultRouteInterface: "eth0"),
+            ]).isEmpty)
+    }
+
+    /// The pain of IPv6 nodes that learn their default route by SLAAC: forwarding on makes the kernel ignore router
+    /// advertisements unless accept_ra is 2, and the route expires.
+    @Test func routerAdvertisedDefaultRouteNeedsAcceptRA2() {
+        let state = FamilyState(
+            family: .v6, forwarding: true, defaultRouteInterface: "ens3", uplinkAcceptRA: 1, defaultRouteFromRA: true)
+        let problems = checkNode([state])
+        #expect(problems.count == 1)
+        #expect(problems[0].fix == "sysctl -w net.ipv6.conf.ens3.accept_ra=2, or configure a static default route")
+        var fixed = state
+        fixed.uplinkAcceptRA = 2
+        #expect(checkNode([fixed]).isEmpty)
+        let off = checkNode([
+            FamilyState(family: .v6, forwarding: false, defaultRouteInterface: "ens3", defaultRouteFromRA: true)
+        ])
+        #expect(off[0].fix.contains("accept_ra=2 first"))
+    }
+
+    @Test func aKernelWithoutTheFamily() {
+        let problems = checkNode([FamilyState(family: .v6, forwarding: nil, defaultRouteInterface: nil)])
+        #expect(problems.count == 1)
+        #expect(problems[0].problem.contains("no IPv6"))
+    }
+}

@@ -34,13 +34,27 @@ import Testing
         #expect(failed.stdout.contains("BGP router ID of"))
         #expect(failed.stdout.contains(": 192.0.2.10 (the node's IPv4 address)"), "\(failed.stdout)")
 
+        // A fresh namespace forwards nothing and has no default route: said for both families, with the fix.
+        #expect(failed.stdout.contains("IPv4: forwarding is off (net.ipv4.ip_forward=0)"), "\(failed.stdout)")
+        #expect(failed.stdout.contains("IPv6: forwarding is off (net.ipv6.conf.all.forwarding=0)"))
+        #expect(failed.stdout.contains("IPv4: no default route"))
+        #expect(failed.stdout.contains("IPv6: no default route"))
+        #expect(failed.stdout.contains("Fix: sysctl -w net.ipv6.conf.all.forwarding=1"))
+
         try node.run("ip -6 addr add fd00:10::5/64 dev eth0 nodad && ip -6 addr add 2001:db8:10::5/64 dev eth0 nodad")
         try node.run("ip -6 addr add 2001:db8:10::99/128 dev uplink nodad")
+        let ready = try node.run(
+            """
+            sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 &&
+            ip route add default via 192.0.2.1 && ip -6 route add default via 2001:db8:10::1 dev eth0
+            """)
+        #expect(ready.status == 0, "\(ready.stderr)")
         let found = try autodetect(in: node)
         #expect(found.status == 0, "\(found.stdout)\(found.stderr)")
         #expect(found.stdout.contains("IPv6 autodetection (first-found): 2001:db8:10::5/64 on eth0"), "\(found.stdout)")
         #expect(found.stdout.contains("eth0 fd00:10::5/64: usable: unique local (fc00::/7), ranked below global"))
         #expect(found.stdout.contains("uplink 2001:db8:10::99/128: rejected: a /128, usually a virtual IP"))
+        #expect(found.stdout.contains("Node checks: forwarding and a default route for every family"))
 
         // can-reach follows the kernel's route; cidr= picks the ULA.
         try node.run("ip -6 route add 2001:db8:99::/48 via 2001:db8:10::1 dev eth0")
@@ -53,6 +67,7 @@ import Testing
             ula.stdout.contains(
                 "BGP router ID of nodeTest: 109.174.215.226 (hash of the node name (the node has no IPv4 address))"),
             "\(ula.stdout)")
+        try node.run("ip -6 route del default")
         let unreachable = try autodetect(in: node, "--no-ipv4 --ipv6-autodetection can-reach=2001:db8:77::1")
         #expect(unreachable.status == 1)
         #expect(unreachable.stdout.contains("no route to 2001:db8:77::1"), "\(unreachable.stdout)")
