@@ -32,7 +32,7 @@ let package = Package(
             dependencies: ["TandemCore", "TandemSelector", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict),
         .target(name: "TandemStore", dependencies: ["TandemModel"], swiftSettings: strict),
-        .target(name: "TandemCNI", swiftSettings: strict),
+        .target(name: "TandemCNI", dependencies: ["TandemCore"], swiftSettings: strict),
         .target(name: "TandemCNIWire", swiftSettings: strict),
         .target(name: "TandemAutodetection", dependencies: ["TandemCore"], swiftSettings: strict),
         .target(name: "TandemNetlinkCodec", dependencies: ["TandemCore"], swiftSettings: strict),
@@ -65,9 +65,10 @@ let package = Package(
                 "TandemStoreSQLite",
             ],
             swiftSettings: strict),
-        // Executables stay thin. `tandem` is the CNI shim: Glibc and the wire format only, for a fast start.
+        // Executables stay thin. `tandem` is the CNI shim: Glibc, the wire format and TandemCore only (no
+        // Foundation), for a fast start.
         .executableTarget(
-            name: "tandem", dependencies: ["CNetlink", "TandemCNIWire"], swiftSettings: strict,
+            name: "tandem", dependencies: ["CNetlink", "TandemCNIWire", "TandemCore"], swiftSettings: strict,
             // Linked fully static (no dynamic loader, no relocations at start): about 1 ms from exec to exit.
             linkerSettings: [.unsafeFlags(["-static-executable"])]),
         .executableTarget(

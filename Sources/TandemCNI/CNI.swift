@@ -1,4 +1,5 @@
 import Foundation
+import TandemCore
 
 /// The CNI spec versions Tandem speaks.
 public let supportedCNIVersions = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
@@ -54,21 +55,7 @@ public func jsonText(_ object: Any) -> String {
 
 private func appendJSON(_ value: Any, to out: inout String) {
     switch value {
-    case let text as String:
-        out += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                out += "\\u00" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
+    case let text as String: out += jsonQuoted(text)
     case _ where type(of: value) == Bool.self: out += (value as! Bool) ? "true" : "false"
     case let number as Int: out += String(number)
     case let object as [String: Any]:

@@ -36,7 +36,7 @@ public struct PodInterfaceSpec: Sendable, Equatable {
     public var families: Set<IPFamily> { Set(addresses.map(\.family)) }
 }
 
-/// What `PodInterface.setUp` made.
+/// What `PodInterface.configure` made.
 public struct WiredPod: Sendable, Equatable {
     public var containerMAC: MACAddress
     public var containerIndex: Int32
@@ -77,19 +77,6 @@ public enum PodInterface {
     /// address, derived from its MAC ee:ee:ee:ee:ee:ee.
     public static let ipv4Gateway = IPAddress.v4(IPv4Address(169, 254, 1, 1))
     public static let ipv6Gateway = IPAddress.v6(MACAddress.calicoHostVeth.eui64LinkLocal)
-
-    /// Wires the pod: `createLink`, then `configure`. On any failure everything made so far is removed (deleting
-    /// the host veth removes its peer, and with them their addresses, routes and neighbours) before the error is
-    /// thrown.
-    public static func setUp(_ spec: PodInterfaceSpec, containerMAC: MACAddress? = nil) throws -> WiredPod {
-        let link = try createLink(spec, containerMAC: containerMAC)
-        do {
-            return try configure(spec, link: link)
-        } catch {
-            link.remove()
-            throw error
-        }
-    }
 
     /// The pod's veth pair, made and brought up before its addresses are known: the kernel's slowest step of a
     /// pod's ADD, so the plugin runs it while IPAM assigns the addresses. `spec.addresses` is not used.
@@ -138,7 +125,8 @@ public enum PodInterface {
     }
 
     /// Gives a pod made by `createLink` its addresses, routes, neighbours and sysctls, and the host its routes to
-    /// them. Leaves removing the link on failure to the caller (`PodLink.remove`).
+    /// them. Leaves removing the link on failure to the caller (`PodLink.remove`: deleting the host veth removes
+    /// its peer, and with them their addresses, routes and neighbours).
     public static func configure(_ spec: PodInterfaceSpec, link: PodLink) throws -> WiredPod {
         let host = link.host
         let pod = link.pod

@@ -1,3 +1,4 @@
+import TandemCore
 import TandemModel
 
 // Blocks are the records IPAM reads and writes on every assignment, and the largest: Foundation's JSONEncoder and
@@ -166,19 +167,5 @@ func decode(_ type: Block.Type, _ bytes: [UInt8], key: String) throws -> Block {
 }
 
 private func appendJSONString(_ text: String, to out: inout [UInt8]) {
-    out.append(UInt8(ascii: "\""))
-    for byte in text.utf8 {
-        switch byte {
-        case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
-        case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-        case 0x0A: out += Array("\\n".utf8)
-        case 0x0D: out += Array("\\r".utf8)
-        case 0x09: out += Array("\\t".utf8)
-        case 0..<0x20:
-            let hex = Array("0123456789abcdef".utf8)
-            out += Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
-        default: out.append(byte)
-        }
-    }
-    out.append(UInt8(ascii: "\""))
+    out += Array(jsonQuoted(text).utf8)
 }

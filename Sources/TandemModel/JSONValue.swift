@@ -1,3 +1,5 @@
+import TandemCore
+
 /// A JSON document tree that keeps the order of object keys, so resources print in the order operators
 /// know from Calico, and numbers keep their exact text (an int64 is never rounded through a Double).
 public enum JSONValue: Sendable, Equatable {
@@ -140,21 +142,7 @@ extension JSONValue {
     }
 
     private static func writeString(_ text: String, to out: inout String) {
-        out += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case let c where c.value < 0x20:
-                let hex = String(c.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
+        out += jsonQuoted(text)
     }
 }
 

@@ -60,13 +60,11 @@ struct PodPlugin {
     /// Addresses from IPAM; `fresh` is false when tandem-ipam's handle already held them (not ours to release if
     /// this ADD fails). A delegated plugin's addresses are always treated as this call's.
     func ipamAdd() async throws -> (addresses: [CIDR], result: CNIResult, fresh: Bool) {
-        if ipamType == "tandem-ipam" {
-            let ipam = try IPAMPlugin(
-                network: network, config: config, containerID: cni.containerID, store: store, environment: environment)
-            let (cidrs, fresh) = try await ipam.addReportingFresh(args: cni.args)
+        if usesTandemIPAM {
+            let (cidrs, fresh) = try await tandemIPAM().addReportingFresh(args: cni.args)
             return (cidrs, ipamResult(cidrs), fresh)
         }
-        let output = try DelegatedPlugin(type: ipamType, environment: environment).run("ADD", config: config)
+        let output = try delegatedIPAM.run("ADD", config: config)
         let result = try CNIResult(object: output ?? [:], field: "the result of IPAM plugin \(ipamType)")
         var cidrs: [CIDR] = []
         for ip in result.ips {
@@ -80,14 +78,24 @@ struct PodPlugin {
     }
 
     func ipamDelete() async throws {
-        if ipamType == "tandem-ipam" {
-            try await IPAMPlugin(
-                network: network, config: config, containerID: cni.containerID, store: store, environment: environment
-            ).delete()
+        if usesTandemIPAM {
+            try await tandemIPAM().delete()
         } else {
-            _ = try DelegatedPlugin(type: ipamType, environment: environment).run("DEL", config: config)
+            _ = try delegatedIPAM.run("DEL", config: config)
         }
     }
+
+    var usesTandemIPAM: Bool { ipamType == "tandem-ipam" }
+
+    /// tandem-ipam, in this process.
+    func tandemIPAM(containerID: String? = nil) throws(CNIError) -> IPAMPlugin {
+        try IPAMPlugin(
+            network: network, config: config, containerID: containerID ?? cni.containerID, store: store,
+            environment: environment)
+    }
+
+    /// Any other IPAM plugin, through CNI_PATH.
+    var delegatedIPAM: DelegatedPlugin { DelegatedPlugin(type: ipamType, environment: environment) }
 
     // MARK: Commands
 
@@ -103,17 +111,22 @@ struct PodPlugin {
             throw CNIError(
                 code: CNIError.invalidEnvironment, "the network namespace \(cni.netns) (CNI_NETNS) does not exist")
         }
-        let exists: Bool
-        do {
-            exists = try PodInterface.containerInterfaceExists(namespacePath: cni.netns, name: cni.ifName)
-        } catch {
-            throw CNIError(
-                code: CNIError.invalidEnvironment, "cannot use the pod's network namespace", details: "\(error)")
-        }
-        if exists {
-            throw CNIError(
-                code: CNIError.dataplaneFailure, "interface \(cni.ifName) already exists in \(cni.netns)",
-                details: "a second ADD for the same container and interface is refused; DEL it first")
+        // A second ADD for a running pod must not release its addresses. tandem-ipam says which addresses this
+        // call assigned, and only those are rolled back, so the veth step's own check suffices; a delegated
+        // plugin cannot say, so the pod is checked before it is called.
+        if !usesTandemIPAM {
+            let exists: Bool
+            do {
+                exists = try PodInterface.containerInterfaceExists(namespacePath: cni.netns, name: cni.ifName)
+            } catch {
+                throw CNIError(
+                    code: CNIError.invalidEnvironment, "cannot use the pod's network namespace", details: "\(error)")
+            }
+            if exists {
+                throw CNIError(
+                    code: CNIError.dataplaneFailure, "interface \(cni.ifName) already exists in \(cni.netns)",
+                    details: "a second ADD for the same container and interface is refused; DEL it first")
+            }
         }
         // IPAM and the veth pair (the kernel's slowest step) at once; then the pod's addresses and routes while
         // its WorkloadEndpoint is written. The pod's MAC is chosen here so the endpoint can be written before the
@@ -212,12 +225,10 @@ struct PodPlugin {
             throw CNIError(code: CNIError.invalidConfig, "CHECK needs prevResult in the network configuration")
         }
         let result = try CNIResult(object: previous, field: "prevResult")
-        if ipamType == "tandem-ipam" {
-            try await IPAMPlugin(
-                network: network, config: config, containerID: cni.containerID, store: store, environment: environment
-            ).check()
+        if usesTandemIPAM {
+            try await tandemIPAM().check()
         } else {
-            _ = try DelegatedPlugin(type: ipamType, environment: environment).run("CHECK", config: config)
+            _ = try delegatedIPAM.run("CHECK", config: config)
         }
         var addresses: [CIDR] = []
         for ip in result.ips {
@@ -244,24 +255,19 @@ struct PodPlugin {
     }
 
     func status() async throws {
-        if ipamType == "tandem-ipam" {
-            try await IPAMPlugin(
-                network: network, config: config, containerID: "", store: store, environment: environment
-            ).status()
+        if usesTandemIPAM {
+            try await tandemIPAM(containerID: "").status()
         } else {
-            _ = try DelegatedPlugin(type: ipamType, environment: environment).run("STATUS", config: config)
+            _ = try delegatedIPAM.run("STATUS", config: config)
         }
     }
 
     func garbageCollect() async throws {
         let valid = validContainers(config: config)
-        if ipamType == "tandem-ipam" {
-            try await IPAMPlugin(
-                network: network, config: config, containerID: "", store: store, environment: environment
-            )
-            .garbageCollect(validContainers: valid)
+        if usesTandemIPAM {
+            try await tandemIPAM(containerID: "").garbageCollect(validContainers: valid)
         } else {
-            _ = try DelegatedPlugin(type: ipamType, environment: environment).run("GC", config: config)
+            _ = try delegatedIPAM.run("GC", config: config)
         }
         // Endpoints of this node whose container is gone (an ADD killed after writing it, a lost DEL).
         var stale: [(kind: ResourceKind, name: String, namespace: String?)] = []

@@ -1,6 +1,7 @@
 import CNetlink
 import Glibc
 import TandemCNIWire
+import TandemCore
 
 // `tandem`: the CNI plugin the container runtime calls. It hands the call to the node agent over a Unix socket
 // (the agent keeps the datastore open and does the work), or, when no agent answers on this node, execs
@@ -14,25 +15,10 @@ let invokedAs = String((arguments.first ?? "tandem").split(separator: "/").last 
 func fail(_ message: String, details: String, configuration: [UInt8], code: Int = 11) -> Never {
     let version = cniVersion(in: configuration) ?? "1.1.0"
     let text =
-        "{\"cniVersion\":\"\(escaped(version))\",\"code\":\(code),\"details\":\"\(escaped(details))\","
-        + "\"msg\":\"\(escaped(message))\"}\n"
+        "{\"cniVersion\":\(jsonQuoted(version)),\"code\":\(code),\"details\":\(jsonQuoted(details)),"
+        + "\"msg\":\(jsonQuoted(message))}\n"
     writeAll(1, Array(text.utf8))
     exit(1)
-}
-
-func escaped(_ text: String) -> String {
-    var out = ""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case _ where scalar.value < 0x20:
-            out += "\\u00" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out
 }
 
 /// The value of the first `"cniVersion"` key, found by scanning (no JSON parser here); nil when absent.

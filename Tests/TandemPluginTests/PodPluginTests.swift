@@ -122,6 +122,9 @@ enum Stack: String, CaseIterable, Sendable {
         // A second ADD for the same container and interface is refused and does not disturb the pod.
         let again = try lab.run("ADD", pod: pod, container: "ctr-wep", config: lab.config())
         #expect(again.status != 0)
+        #expect(again.json["code"] as? Int == CNIError.dataplaneFailure, "\(again.output)")
+        #expect(again.output.contains("interface eth0 already exists"), "\(again.output)")
+        #expect(try lab.node.run("ip link show \(hostVeth)").status == 0, "the running pod's host veth stays")
         #expect(try PodLab.ping(from: lab.node, addresses[0]))
         #expect(try await lab.leftovers().handles.count == 1)
         _ = try lab.run("DEL", pod: pod, container: "ctr-wep", config: lab.config())
