@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "tandem", targets: ["tandem"]),
         .executable(name: "tandem-cni", targets: ["tandem-cni"]),
         .executable(name: "tandem-node", targets: ["tandem-node"]),
+        .executable(name: "tandem-lab", targets: ["tandem-lab"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -36,6 +37,8 @@ let package = Package(
         .target(name: "TandemCNIWire", swiftSettings: strict),
         .target(name: "TandemAutodetection", dependencies: ["TandemCore"], swiftSettings: strict),
         .target(name: "TandemNetlinkCodec", dependencies: ["TandemCore"], swiftSettings: strict),
+        .target(
+            name: "TandemBGP", dependencies: ["TandemCore", "TandemModel", "TandemSelector"], swiftSettings: strict),
         .target(
             name: "TandemIPAM", dependencies: ["TandemCore", "TandemModel", "TandemSelector", "TandemStore"],
             swiftSettings: strict),
@@ -60,8 +63,8 @@ let package = Package(
         .target(
             name: "TandemAgent",
             dependencies: [
-                "CNetlink", "TandemAutodetection", "TandemCNIWire", "TandemNetlink", "TandemNetlinkCodec",
-                "TandemPlugin",
+                "CNetlink", "TandemAutodetection", "TandemBGP", "TandemCNIWire", "TandemIPAM", "TandemNetlink",
+                "TandemNetlinkCodec", "TandemPlugin",
                 "TandemStoreSQLite",
             ],
             swiftSettings: strict),
@@ -76,7 +79,14 @@ let package = Package(
         .executableTarget(
             name: "tandem-node",
             dependencies: [
-                "TandemAgent", "TandemAutodetection", "TandemCNIWire", "TandemCore",
+                "TandemAgent", "TandemAutodetection", "TandemCNIWire", "TandemCore", "TandemModel", "TandemStore",
+                "TandemStoreSQLite", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "tandem-lab",
+            dependencies: [
+                "TandemBGP", "TandemCore", "TandemLinux", "TandemNetlink", "TandemNetlinkCodec",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
+#include <errno.h>
 #include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include "CNetlink.h"
 
@@ -15,3 +17,17 @@ int cnl_peer_credentials(int fd, unsigned int *uid, int *pid) {
     *pid = credentials.pid;
     return 0;
 }
+
+int cnl_unshare(int flags) { return unshare(flags); }
+
+int cnl_bind_mount(const char *source, const char *target) { return mount(source, target, "none", MS_BIND, NULL); }
+
+int cnl_make_shared(const char *target) {
+    if (mount("", target, "none", MS_SHARED | MS_REC, NULL) == 0) return 0;
+    if (errno != EINVAL) return -1;
+    // Not a mount point yet: bind it onto itself first, as `ip netns add` does.
+    if (mount(target, target, "none", MS_BIND | MS_REC, NULL) != 0) return -1;
+    return mount("", target, "none", MS_SHARED | MS_REC, NULL);
+}
+
+int cnl_detach_unmount(const char *target) { return umount2(target, MNT_DETACH); }

@@ -24,6 +24,11 @@ public struct CIDR: Hashable, Comparable, Sendable, CustomStringConvertible {
         self.prefixLength = prefixLength
     }
 
+    /// The single address `address`/32 or `address`/128.
+    public init(host address: IPAddress) {
+        self.init(uncheckedAddress: address, prefixLength: address.family.bitWidth)
+    }
+
     /// Parses `address/length`. The length is decimal without leading zeros or sign.
     public init(_ text: String) throws(AddressParseError) {
         guard let slash = text.utf8.firstIndex(of: UInt8(ascii: "/")) else {

@@ -298,6 +298,22 @@ public struct IPAM: Sendable {
         }
     }
 
+    /// Every confirmed block affine to `host`, both families, in address order: the blocks the node routes and
+    /// announces.
+    public func confirmedAffineBlocks(host: String) async throws -> [CIDR] {
+        var blocks: [CIDR] = []
+        for family in [IPFamily.v4, .v6] {
+            let (items, _) = try await store.list(prefix: IPAMKeys.affinityPrefix(host: host, family: family))
+            for item in items {
+                guard let cidr = cidr(fromAffinityKey: item.key, family: family), try isConfirmed(item) else {
+                    continue
+                }
+                blocks.append(cidr)
+            }
+        }
+        return blocks.sorted()
+    }
+
     /// Whether a stored affinity is confirmed (not pending, not being deleted).
     func isConfirmed(_ item: KeyValue) throws -> Bool {
         let affinity = try decode(BlockAffinity.self, item.value, key: item.key)

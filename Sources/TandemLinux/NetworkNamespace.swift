@@ -57,6 +57,53 @@ public enum NetworkNamespace {
         }
     }
 
+    /// Where named namespaces live (`ip netns` uses the same directory, so `ip netns exec NAME` finds ours).
+    public static let namedDirectory = "/run/netns"
+
+    /// `ip netns add NAME`: a new network namespace, kept alive by a bind mount at `/run/netns/NAME`, with its
+    /// loopback still down. Returns the path.
+    @discardableResult
+    public static func create(named name: String) throws(SystemError) -> String {
+        let path = "\(namedDirectory)/\(name)"
+        mkdir(namedDirectory, 0o755)
+        // The directory is a shared mount so that the namespace mounts made below propagate to every mount
+        // namespace (a container runtime's, `ip netns exec`'s).
+        guard cnl_make_shared(namedDirectory) == 0 else {
+            throw SystemError(errno: errno, "make \(namedDirectory) a shared mount")
+        }
+        let fd = Glibc.open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
+        guard fd >= 0 else { throw SystemError(errno: errno, "create \(path)") }
+        close(fd)
+        var failure: SystemError?
+        let status = runOnNewThread {
+            // unshare moves only this thread into the new namespace; the bind mount keeps the namespace alive after
+            // the thread ends.
+            guard cnl_unshare(CNL_CLONE_NEWNET) == 0 else {
+                failure = SystemError(errno: errno, "create network namespace \(name) (unshare)")
+                return
+            }
+            if cnl_bind_mount("/proc/thread-self/ns/net", path) != 0 {
+                failure = SystemError(errno: errno, "bind the new network namespace to \(path)")
+            }
+        }
+        if status != 0 { failure = SystemError(errno: status, "create a thread for network namespace \(name)") }
+        if let failure {
+            unlink(path)
+            throw failure
+        }
+        return path
+    }
+
+    /// `ip netns del NAME`: unmounts and removes `/run/netns/NAME`. The kernel frees the namespace, with its
+    /// links and routes, once no process or open descriptor holds it. A missing name is not an error.
+    public static func delete(named name: String) throws(SystemError) {
+        let path = "\(namedDirectory)/\(name)"
+        if cnl_detach_unmount(path) != 0, errno != EINVAL, errno != ENOENT {
+            throw SystemError(errno: errno, "unmount \(path)")
+        }
+        if unlink(path) != 0, errno != ENOENT { throw SystemError(errno: errno, "remove \(path)") }
+    }
+
     /// Runs `work` on a new pthread and waits for it; returns pthread_create's status.
     private static func runOnNewThread(_ work: @escaping () -> Void) -> Int32 {
         let box = Unmanaged.passRetained(WorkBox(work)).toOpaque()

@@ -64,7 +64,14 @@ public final class Netlink: @unchecked Sendable {
             operation: "create veth \(name) with peer \(peerName)", command: netns(command))
     }
 
-    /// `ip link set dev NAME [up|down] [address MAC] [mtu M] [name N]`.
+    /// `ip link add NAME type bridge`.
+    public func createBridge(name: String) throws(NetlinkError) {
+        try socket.perform(
+            LinkRequest.createBridge(name: name), operation: "create bridge \(name) in \(namespace)",
+            command: netns("ip link add \(name) type bridge"))
+    }
+
+    /// `ip link set dev NAME [up|down] [address MAC] [mtu M] [name N] [master BR]`.
     public func setLink(_ link: Link, _ change: LinkChange) throws(NetlinkError) {
         var command = "ip link set dev \(link.name)"
         if let up = change.up { command += up ? " up" : " down" }
@@ -72,6 +79,7 @@ public final class Netlink: @unchecked Sendable {
         if let mtu = change.mtu { command += " mtu \(mtu)" }
         if let name = change.name { command += " name \(name)" }
         if change.namespaceFD != nil { command += " netns NS" }
+        if let master = change.masterIndex { command += " master if\(master)" }
         try socket.perform(
             LinkRequest.set(index: link.index, change), operation: "configure link \(link.name) in \(namespace)",
             command: netns(command))

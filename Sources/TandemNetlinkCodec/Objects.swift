@@ -128,15 +128,19 @@ public struct LinkChange: Equatable, Sendable {
     public var name: String?
     /// Move the link into the network namespace this descriptor refers to.
     public var namespaceFD: Int32?
+    /// Enslave the link to the bridge (or bond) with this index (`ip link set dev NAME master BR`).
+    public var masterIndex: Int32?
 
     public init(
-        up: Bool? = nil, mac: MACAddress? = nil, mtu: UInt32? = nil, name: String? = nil, namespaceFD: Int32? = nil
+        up: Bool? = nil, mac: MACAddress? = nil, mtu: UInt32? = nil, name: String? = nil, namespaceFD: Int32? = nil,
+        masterIndex: Int32? = nil
     ) {
         self.up = up
         self.mac = mac
         self.mtu = mtu
         self.name = name
         self.namespaceFD = namespaceFD
+        self.masterIndex = masterIndex
     }
 }
 
@@ -187,6 +191,18 @@ public enum LinkRequest {
             payload: InterfaceInfoHeader().encoded() + NetlinkAttribute.encode(attributes))
     }
 
+    /// `ip link add NAME type bridge`.
+    public static func createBridge(name: String) -> NetlinkMessage {
+        let attributes = [
+            NetlinkAttribute(LinkAttribute.name, string: name),
+            NetlinkAttribute(
+                LinkAttribute.linkInfo, nested: [NetlinkAttribute(LinkAttribute.infoKind, string: "bridge")]),
+        ]
+        return NetlinkMessage(
+            type: NetlinkMessageType.newLink, flags: [.request, .acknowledge, .create, .exclusive],
+            payload: InterfaceInfoHeader().encoded() + NetlinkAttribute.encode(attributes))
+    }
+
     /// `ip link set dev INDEX [up|down] [address MAC] [mtu M] [name N] [netns NS]`.
     public static func set(index: Int32, _ change: LinkChange) -> NetlinkMessage {
         var header = InterfaceInfoHeader(index: index)
@@ -199,6 +215,7 @@ public enum LinkRequest {
         if let mtu = change.mtu { attributes.append(NetlinkAttribute(LinkAttribute.mtu, u32: mtu)) }
         if let name = change.name { attributes.append(NetlinkAttribute(LinkAttribute.name, string: name)) }
         if let fd = change.namespaceFD { attributes.append(NetlinkAttribute(LinkAttribute.namespaceFD, i32: fd)) }
+        if let master = change.masterIndex { attributes.append(NetlinkAttribute(LinkAttribute.master, i32: master)) }
         return NetlinkMessage(
             type: NetlinkMessageType.newLink, flags: [.request, .acknowledge],
             payload: header.encoded() + NetlinkAttribute.encode(attributes))

@@ -274,10 +274,11 @@ public final class SQLiteDatastore: Datastore {
 }
 
 /// Opens the datastore a URL names (`sqlite:///path.db`; `etcd://...` once that backend exists).
-public func openDatastore(url: String) throws -> any Datastore {
+/// `watchPollInterval` is how often a SQLite watch looks for new revisions.
+public func openDatastore(url: String, watchPollInterval: Duration = .milliseconds(10)) throws -> any Datastore {
     switch try DatastoreLocation(url: url) {
     case .sqlite(let path):
-        return try SQLiteDatastore(path: path)
+        return try SQLiteDatastore(path: path, watchPollInterval: watchPollInterval)
     case .etcd:
         throw DatastoreError.invalidLocation(
             "the etcd datastore backend is not available in this build; use sqlite:///path/to/file.db")

@@ -4,6 +4,9 @@ import TandemAgent
 import TandemAutodetection
 import TandemCNIWire
 import TandemCore
+import TandemModel
+import TandemStore
+import TandemStoreSQLite
 
 /// The Tandem node agent. This release serves the CNI plugin's calls and explains the node's address
 /// autodetection; registration, the dataplane reconcile and BGP join it as they are built.
@@ -15,20 +18,172 @@ struct TandemNode: ParsableCommand {
         defaultSubcommand: Serve.self)
 }
 
-/// `tandem-node [serve]`: serves the tandem CNI plugin on this node.
+/// `tandem-node [serve]`: registers the node, serves the tandem CNI plugin, keeps the node's routes and its
+/// BIRD configuration equal to the datastore's state.
 struct Serve: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Serve the tandem CNI plugin on this node (the default).")
+    static let configuration = CommandConfiguration(
+        abstract: "Register the node, serve the CNI plugin, program routes and BGP (the default).")
+
+    static let environment = ProcessInfo.processInfo.environment
 
     @Option(
         name: .customLong("cni-socket"),
         help: ArgumentHelp(
             "Where the tandem CNI shim finds the agent: @name (an abstract socket, one per network namespace) or a path.",
             valueName: "address"))
-    var cniSocket: String = ProcessInfo.processInfo.environment["TANDEM_AGENT_SOCKET"] ?? CNIWire.defaultAddress
+    var cniSocket: String = environment["TANDEM_AGENT_SOCKET"] ?? CNIWire.defaultAddress
+
+    @Option(name: .customLong("nodename"), help: "The node's name (TANDEM_NODENAME, NODENAME, else the host name).")
+    var nodeName: String =
+        environment["TANDEM_NODENAME"] ?? environment["NODENAME"]
+        ?? ProcessInfo.processInfo.hostName.trimmingCharacters(in: .whitespaces).lowercased()
+
+    @Option(name: .customLong("datastore"), help: "The datastore URL (TANDEM_DATASTORE).")
+    var datastore: String = environment["TANDEM_DATASTORE"] ?? DatastoreLocation.defaultURL
+
+    @Option(
+        name: .customLong("ip"),
+        help: ArgumentHelp(
+            "IPv4 address: autodetect, none, an address or CIDR (TANDEM_IP). Default: autodetect when an enabled IPv4 pool exists.",
+            valueName: "value"))
+    var ip: String = environment["TANDEM_IP"] ?? ""
+
+    @Option(
+        name: .customLong("ip6"),
+        help: ArgumentHelp(
+            "IPv6 address: autodetect, none, an address or CIDR (TANDEM_IP6). Default: autodetect when an enabled IPv6 pool exists.",
+            valueName: "value"))
+    var ip6: String = environment["TANDEM_IP6"] ?? ""
+
+    @Option(
+        name: .customLong("ipv4-autodetection"),
+        help: ArgumentHelp(
+            "first-found, interface=REGEX[,REGEX], skip-interface=REGEX[,REGEX], can-reach=DEST or cidr=CIDR[,CIDR] (TANDEM_IP_AUTODETECTION_METHOD).",
+            valueName: "method"))
+    var ipv4Method: String = environment["TANDEM_IP_AUTODETECTION_METHOD"] ?? "first-found"
+
+    @Option(
+        name: .customLong("ipv6-autodetection"),
+        help: ArgumentHelp("As --ipv4-autodetection (TANDEM_IP6_AUTODETECTION_METHOD).", valueName: "method"))
+    var ipv6Method: String = environment["TANDEM_IP6_AUTODETECTION_METHOD"] ?? "first-found"
+
+    @Option(name: .customLong("as"), help: "The node's BGP AS number (TANDEM_AS); default the cluster's.")
+    var asNumber: String = environment["TANDEM_AS"] ?? ""
+
+    @Option(
+        name: .customLong("router-id"),
+        help: ArgumentHelp("BGP router ID: an IPv4-format ID, or hash (TANDEM_ROUTER_ID).", valueName: "id"))
+    var routerID: String = environment["TANDEM_ROUTER_ID"] ?? ""
+
+    @Option(
+        name: .customLong("ipv4-pool-cidr"), help: "Create the IPv4 pool default-ipv4-ippool when none exists.")
+    var ipv4PoolCIDR: String = environment["TANDEM_IPV4POOL_CIDR"] ?? ""
+
+    @Option(
+        name: .customLong("ipv6-pool-cidr"), help: "Create the IPv6 pool default-ipv6-ippool when none exists.")
+    var ipv6PoolCIDR: String = environment["TANDEM_IPV6POOL_CIDR"] ?? ""
+
+    @Option(name: .customLong("label"), help: ArgumentHelp("A label of the Node (repeatable).", valueName: "key=value"))
+    var labels: [String] = []
+
+    @Option(
+        name: .customLong("route-reflector-cluster-id"),
+        help: ArgumentHelp("Make this node a route reflector of this cluster ID.", valueName: "id"))
+    var routeReflectorClusterID: String?
+
+    @Option(
+        name: .customLong("bird-dir"),
+        help: ArgumentHelp("Where BIRD's configuration, socket and log live.", valueName: "directory"))
+    var birdDirectory: String = environment["TANDEM_BIRD_DIR"] ?? "/var/run/tandem"
+
+    @Flag(name: .customLong("no-bgp"), help: "Do not run BIRD (routes between nodes come from elsewhere).")
+    var noBGP = false
+
+    @Option(
+        name: .customLong("resync-interval"),
+        help: ArgumentHelp("Seconds between full reconciles of routes and BGP.", valueName: "seconds"))
+    var resyncSeconds: Double = 10
+
+    func settings() throws -> NodeSettings {
+        let name = nodeName.trimmingCharacters(in: .whitespaces).lowercased()
+        guard !name.isEmpty else { throw ValidationError("--nodename is empty") }
+        var settings = NodeSettings(nodeName: name)
+        do {
+            settings.ipv4 = try AddressSetting(parsing: ip, family: .v4, flag: "--ip")
+            settings.ipv6 = try AddressSetting(parsing: ip6, family: .v6, flag: "--ip6")
+        } catch {
+            throw ValidationError(error.description)
+        }
+        for (family, text, flag) in [
+            (IPFamily.v4, ipv4Method, "--ipv4-autodetection"), (.v6, ipv6Method, "--ipv6-autodetection"),
+        ] {
+            do {
+                let method = try AutodetectionMethod(parsing: text)
+                if family == .v4 { settings.ipv4Method = method } else { settings.ipv6Method = method }
+            } catch {
+                throw ValidationError("\(flag) \(text): \(error)")
+            }
+        }
+        if !asNumber.isEmpty {
+            guard let value = ASNumber(text: asNumber) else {
+                throw ValidationError("--as \(asNumber): not an AS number (0-4294967295 or asdot such as 1.10)")
+            }
+            settings.asNumber = value.value
+        }
+        settings.routerID = routerID
+        for (text, family, flag) in [
+            (ipv4PoolCIDR, IPFamily.v4, "--ipv4-pool-cidr"), (ipv6PoolCIDR, .v6, "--ipv6-pool-cidr"),
+        ] where !text.isEmpty && text != "none" {
+            guard let cidr = try? CIDR(text), cidr.family == family else {
+                throw ValidationError("\(flag) \(text): not an \(family) CIDR")
+            }
+            if family == .v4 { settings.ipv4PoolCIDR = cidr } else { settings.ipv6PoolCIDR = cidr }
+        }
+        for label in labels {
+            let parts = label.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty else {
+                throw ValidationError("--label \(label): expected key=value")
+            }
+            settings.labels[parts[0]] = parts[1]
+        }
+        settings.routeReflectorClusterID = routeReflectorClusterID
+        guard resyncSeconds > 0 else { throw ValidationError("--resync-interval \(resyncSeconds): must be positive") }
+        return settings
+    }
 
     func run() throws {
         // A delegated IPAM plugin that exits before reading its input must not kill the agent.
         signal(SIGPIPE, SIG_IGN)
+        let settings = try settings()
+        let store: ResourceStore
+        do {
+            store = ResourceStore(
+                datastore: try openDatastore(url: datastore, watchPollInterval: .milliseconds(50)),
+                now: { Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)) },
+                newUID: { UUID().uuidString.lowercased() })
+        } catch {
+            throw ValidationError("--datastore \(datastore): \(error)")
+        }
+
+        // Registration: the node's addresses, router ID and the Node record.
+        let registration: Registration
+        do {
+            registration = try blocking {
+                try await registerNode(
+                    settings, store: store, interfaces: readHostInterfaces,
+                    reachSource: { try kernelSourceAddress(toward: $0, family: $1) })
+            }
+        } catch {
+            say("start-up failed: \(error)")
+            throw ExitCode(1)
+        }
+        for line in registration.report { say(line) }
+        say(
+            "registered node \(settings.nodeName): IPv4 \(registration.ipv4?.description ?? "none"), IPv6 "
+                + "\(registration.ipv6?.description ?? "none"), router ID \(registration.routerID)")
+        let families = [registration.ipv4, registration.ipv6].compactMap { $0?.family }
+        for problem in checkNode((try? readFamilyStates(families)) ?? []) { say("node check: \(problem)") }
+
         let service: CNIService
         do {
             let killAt = ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"]
@@ -44,11 +199,31 @@ struct Serve: ParsableCommand {
         }
         say("serving CNI calls on \(cniSocket)")
         Thread.detachNewThread { service.serve() }
+
+        var bird: BirdControl?
+        if !noBGP {
+            try? FileManager.default.createDirectory(atPath: birdDirectory, withIntermediateDirectories: true)
+            bird = BirdControl(configPath: birdDirectory + "/bird.conf", socketPath: birdDirectory + "/bird.ctl")
+        }
+        let agent: NodeAgent
+        do {
+            agent = try NodeAgent(
+                nodeName: settings.nodeName, store: store, routerID: registration.routerID, bird: bird,
+                birdLog: bird == nil ? nil : birdDirectory + "/bird.log",
+                resync: .milliseconds(Int(resyncSeconds * 1000)),
+                log: { say($0) })
+        } catch {
+            say("start-up failed: \(error)")
+            throw ExitCode(1)
+        }
+        Task { await agent.run() }
+
         var sources: [any DispatchSourceSignal] = []
         for number in [SIGTERM, SIGINT] {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .main)
             source.setEventHandler {
+                // BIRD and the routes stay: pods keep their traffic while the agent restarts.
                 service.removeSocketFile()
                 say("stopped")
                 Foundation.exit(0)
@@ -58,6 +233,18 @@ struct Serve: ParsableCommand {
         }
         withExtendedLifetime(sources) { dispatchMain() }
     }
+}
+
+/// Runs async work from synchronous start-up code and waits for it.
+func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
+    nonisolated(unsafe) var result: Result<T, any Error>?
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        do { result = .success(try await work()) } catch { result = .failure(error) }
+        done.signal()
+    }
+    done.wait()
+    return try result!.get()
 }
 
 /// `tandem-node autodetect`: which address of each family this node would use, and why every other one was

@@ -20,4 +20,16 @@ int cnl_accept_cloexec(int fd);
 /// The connected peer's user and process IDs (getsockopt SO_PEERCRED); 0 on success, -1 with errno.
 int cnl_peer_credentials(int fd, unsigned int *uid, int *pid);
 
+/// unshare(2).
+int cnl_unshare(int flags);
+
+/// mount --bind SOURCE TARGET.
+int cnl_bind_mount(const char *source, const char *target);
+
+/// mount --make-rshared TARGET, after binding TARGET onto itself when it is not a mount point yet.
+int cnl_make_shared(const char *target);
+
+/// umount -l TARGET.
+int cnl_detach_unmount(const char *target);
+
 #endif

@@ -1,0 +1,110 @@
+import Foundation
+import TandemBGP
+import TandemCore
+import TandemIPAM
+import TandemModel
+import TandemNetlink
+import TandemStore
+
+/// The node agent's control loop: level-triggered. Any change under `/calico/` in the datastore, and a timer
+/// (the resync), start a pass that reads the desired state whole (this node's endpoints and blocks, the BGP
+/// resources) and makes the kernel's routes and BIRD's configuration match it. A route deleted by hand returns
+/// at the next resync; a pass that fails is logged and retried by the next.
+public final class NodeAgent: Sendable {
+    public let nodeName: String
+    let store: ResourceStore
+    let ipam: IPAM
+    let routes: RouteReconciler
+    let bird: BirdControl?
+    let birdLog: String?
+    let routerID: IPv4Address
+    let resync: Duration
+    let log: @Sendable (String) -> Void
+
+    public init(
+        nodeName: String, store: ResourceStore, routerID: IPv4Address, bird: BirdControl?, birdLog: String?,
+        resync: Duration, log: @escaping @Sendable (String) -> Void
+    ) throws {
+        self.nodeName = nodeName
+        self.store = store
+        self.ipam = IPAM(store: store.datastore, nanoseconds: { DispatchTime.now().uptimeNanoseconds })
+        self.routes = RouteReconciler(netlink: try Netlink())
+        self.bird = bird
+        self.birdLog = birdLog
+        self.routerID = routerID
+        self.resync = resync
+        self.log = log
+    }
+
+    /// Runs until the task is cancelled.
+    public func run() async {
+        let (triggers, trigger) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let revision = (try? await store.datastore.currentRevision()) ?? 0
+        let watcher = Task {
+            while !Task.isCancelled {
+                do {
+                    for try await _ in store.datastore.watch(prefix: "/calico/", fromRevision: revision + 1) {
+                        trigger.yield()
+                    }
+                } catch {
+                    log("datastore watch failed (\(error)); the resync keeps the node converging")
+                }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: resync)
+                trigger.yield()
+            }
+        }
+        defer {
+            watcher.cancel()
+            ticker.cancel()
+        }
+        trigger.yield()
+        for await _ in triggers {
+            // Gather a burst of changes (a pod's ADD writes several keys) into one pass.
+            try? await Task.sleep(for: .milliseconds(20))
+            await pass()
+        }
+    }
+
+    /// One reconcile pass; failures are logged.
+    public func pass() async {
+        let started = ContinuousClock.now
+        do {
+            let endpoints = try await store.list(.workloadEndpoint).compactMap { $0.resource as? WorkloadEndpoint }
+            let blocks = try await ipam.confirmedAffineBlocks(host: nodeName)
+            let desired = desiredRoutes(node: nodeName, endpoints: endpoints, affineBlocks: blocks)
+            let report = try routes.reconcile(desired)
+            for line in report.added { log("route: \(line)") }
+            for line in report.removed { log("route: \(line)") }
+            if let bird {
+                let config = try await birdConfig(blocks: blocks)
+                switch try bird.apply(config) {
+                case .unchanged: break
+                case .reconfigured: log("BIRD reconfigured (\(bird.configPath))")
+                case .started: log("BIRD started (\(bird.configPath), socket \(bird.socketPath))")
+                }
+            }
+            if !report.isEmpty {
+                log("reconciled in \((ContinuousClock.now - started).formatted(.units(allowed: [.milliseconds])))")
+            }
+        } catch {
+            log("reconcile failed: \(error)")
+        }
+    }
+
+    /// This node's BIRD configuration from the datastore.
+    func birdConfig(blocks: [CIDR]) async throws -> String {
+        let nodes = try await store.list(.node).compactMap { $0.resource as? Node }.map(BGPNode.init)
+        let configurations = try await store.list(.bgpConfiguration).compactMap { $0.resource as? BGPConfiguration }
+        let peers = try await store.list(.bgpPeer).compactMap { $0.resource as? BGPPeer }
+        let pools = try await store.list(.ipPool).compactMap { $0.resource as? IPPool }
+        return try renderBirdConfig(
+            BirdInput(
+                nodeName: nodeName, routerID: routerID, nodes: nodes, configurations: configurations, peers: peers,
+                pools: pools, affineBlocks: blocks, logFile: birdLog))
+    }
+}

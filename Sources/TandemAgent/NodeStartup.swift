@@ -1,0 +1,247 @@
+import Foundation
+import TandemAutodetection
+import TandemCore
+import TandemModel
+import TandemStore
+
+/// How one family's node address is given: `IP` / `IP6` in Calico's terms.
+public enum AddressSetting: Sendable, Equatable, CustomStringConvertible {
+    /// Not given: autodetected when an enabled IP pool of the family exists.
+    case unset
+    /// Always autodetected.
+    case autodetect
+    /// The node has no address of this family.
+    case none
+    /// This address, with the prefix of its network (`10.0.0.5/24`; a bare address is a /32 or /128).
+    case address(CIDR)
+
+    /// Parses `""`, `autodetect`, `none`, an address or a CIDR of `family`; `flag` names the setting in errors.
+    public init(parsing text: String, family: IPFamily, flag: String) throws(AgentError) {
+        switch text.trimmingCharacters(in: .whitespaces).lowercased() {
+        case "": self = .unset
+        case "autodetect": self = .autodetect
+        case "none": self = .none
+        default:
+            guard let cidr = try? CIDR(cidrOrAddress: text.trimmingCharacters(in: .whitespaces)) else {
+                throw AgentError("\(flag) \"\(text)\" is not an address, a CIDR, autodetect or none")
+            }
+            guard cidr.family == family else {
+                throw AgentError(
+                    "\(flag) \"\(text)\" is an \(cidr.family) address; an \(family) address is needed here")
+            }
+            self = .address(cidr)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .unset: "unset"
+        case .autodetect: "autodetect"
+        case .none: "none"
+        case .address(let cidr): cidr.description
+        }
+    }
+}
+
+/// A failure of the node agent, worded for the operator.
+public struct AgentError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// What `tandem-node` is told about the node it runs on.
+public struct NodeSettings: Sendable {
+    public var nodeName: String
+    public var ipv4: AddressSetting = .unset
+    public var ipv6: AddressSetting = .unset
+    public var ipv4Method: AutodetectionMethod = .firstFound
+    public var ipv6Method: AutodetectionMethod = .firstFound
+    /// The node's AS number; nil uses the cluster's (BGPConfiguration default, else 64512).
+    public var asNumber: UInt32?
+    /// `CALICO_ROUTER_ID`: empty, an IPv4-format ID, or `hash`.
+    public var routerID: String = ""
+    /// Pools created when no pool of the family exists.
+    public var ipv4PoolCIDR: CIDR?
+    public var ipv6PoolCIDR: CIDR?
+    /// Labels merged into the Node's.
+    public var labels: [String: String] = [:]
+    /// Makes the node a route reflector of this cluster ID.
+    public var routeReflectorClusterID: String?
+
+    public init(nodeName: String) { self.nodeName = nodeName }
+}
+
+/// The annotation that records a node's BGP router ID, so that every node can check its own against the others'.
+public let routerIDAnnotation = "tandem.dev/router-id"
+
+/// What start-up decided: the registered node, its addresses and router ID.
+public struct Registration: Sendable {
+    public var node: Node
+    public var ipv4: CIDR?
+    public var ipv6: CIDR?
+    public var routerID: IPv4Address
+    /// What start-up did and why, one line each, for the log.
+    public var report: [String]
+}
+
+/// The first pool of a family is created from `cidr` when the datastore has none (Calico's `configureIPPools`):
+/// `default-ipv4-ippool` with NAT outgoing, `default-ipv6-ippool` without.
+public func defaultPool(_ cidr: CIDR) throws(AgentError) -> IPPool {
+    let family = cidr.family
+    let flag = family == .v4 ? "--ipv4-pool-cidr" : "--ipv6-pool-cidr"
+    guard cidr.isStrictlyMasked else {
+        throw AgentError("\(flag) \(cidr) has host bits set; did you mean \(cidr.network)?")
+    }
+    let blockSize = IPPoolSpec.defaultBlockSize(family)
+    guard cidr.prefixLength <= blockSize else {
+        throw AgentError("\(flag) \(cidr) is smaller than one /\(blockSize) block; use a /\(blockSize) or larger")
+    }
+    var spec = IPPoolSpec()
+    spec.cidr = cidr.description
+    spec.blockSize = blockSize
+    spec.natOutgoing = family == .v4
+    spec.nodeSelector = "all()"
+    spec.vxlanMode = "Never"
+    if family == .v4 { spec.ipipMode = "Never" }
+    return IPPool(metadata: ObjectMeta(name: family == .v4 ? "default-ipv4-ippool" : "default-ipv6-ippool"), spec: spec)
+}
+
+/// Registers this node: creates the default pools it was given when none of the family exist, finds its
+/// address of each wanted family (IPv6 whenever an enabled IPv6 pool exists), refuses an address another node
+/// holds, chooses a router ID no other node has, and writes the Node with compare-and-swap.
+public func registerNode(
+    _ settings: NodeSettings, store: ResourceStore, interfaces: () throws -> [HostInterface],
+    reachSource: (String, IPFamily) throws -> IPAddress?
+) async throws -> Registration {
+    var report: [String] = []
+    // Default pools.
+    var pools = try await store.list(.ipPool).compactMap { $0.resource as? IPPool }
+    for cidr in [settings.ipv4PoolCIDR, settings.ipv6PoolCIDR].compactMap({ $0 }) {
+        guard !pools.contains(where: { $0.spec.network?.family == cidr.family }) else {
+            report.append(
+                "\(cidr.family) pool exists; --\(cidr.family == .v4 ? "ipv4" : "ipv6")-pool-cidr \(cidr) not used")
+            continue
+        }
+        let pool = try defaultPool(cidr)
+        let problems = pool.validate()
+        guard problems.isEmpty else { throw AgentError("default pool \(cidr): \(problems)") }
+        do {
+            try await store.write([pool], mode: .create)
+            report.append("created IPPool \(pool.metadata.name!) \(cidr)")
+        } catch {
+            // Another node created it first: theirs stands.
+            report.append("IPPool \(pool.metadata.name!) was created by another node meanwhile")
+        }
+        pools = try await store.list(.ipPool).compactMap { $0.resource as? IPPool }
+    }
+    func hasEnabledPool(_ family: IPFamily) -> Bool {
+        pools.contains { $0.spec.network?.family == family && $0.spec.disabled != true }
+    }
+
+    // Addresses.
+    var wanted: [(IPFamily, AddressSetting)] = [(.v4, settings.ipv4), (.v6, settings.ipv6)]
+    let nothingSaid = settings.ipv4 == .unset && settings.ipv6 == .unset
+    if nothingSaid && !hasEnabledPool(.v4) && !hasEnabledPool(.v6) {
+        // No pool and no setting: an IPv4 node, as Calico's default.
+        wanted[0].1 = .autodetect
+        report.append("no enabled IP pool yet: detecting IPv4 only (create pools or pass --ip6 autodetect)")
+    }
+    var chosen: [IPFamily: CIDR] = [:]
+    var hostInterfaces: [HostInterface]?
+    for (family, setting) in wanted {
+        let name = family == .v4 ? "IPv4" : "IPv6"
+        switch setting {
+        case .none:
+            report.append("\(name): none, as configured")
+            continue
+        case .address(let cidr):
+            chosen[family] = cidr
+            report.append("\(name): \(cidr), as configured")
+            continue
+        case .unset where !hasEnabledPool(family):
+            report.append("\(name): not used (no enabled \(name) pool)")
+            continue
+        case .unset, .autodetect:
+            break
+        }
+        let method = family == .v4 ? settings.ipv4Method : settings.ipv6Method
+        if hostInterfaces == nil { hostInterfaces = try interfaces() }
+        var source: IPAddress?
+        if case .canReach(let destination) = method { source = try reachSource(destination, family) }
+        let result = autodetect(family: family, method: method, interfaces: hostInterfaces!, reachSource: source)
+        guard let found = result.chosen else {
+            let why =
+                setting == .unset ? " (an enabled \(name) pool exists, so this node needs an \(name) address)" : ""
+            throw AgentError("failed to autodetect an \(name) address\(why).\n\(result.explanation)")
+        }
+        report.append(result.explanation)
+        chosen[family] = found.address
+    }
+    guard !chosen.isEmpty else {
+        throw AgentError("the node has neither an IPv4 nor an IPv6 address; give --ip or --ip6, or create an IP pool")
+    }
+
+    // Registration, with compare-and-swap; a lost race re-reads.
+    for _ in 0..<10 {
+        let nodes = try await store.list(.node).compactMap { $0.resource as? Node }
+        let others = nodes.filter { $0.metadata.name != settings.nodeName }
+        for other in others {
+            for (family, cidr) in chosen {
+                let theirs = family == .v4 ? other.spec.bgp?.ipv4Address : other.spec.bgp?.ipv6Address
+                if let theirs, let address = try? CIDR(cidrOrAddress: theirs), address.address == cidr.address {
+                    throw AgentError(
+                        "\(cidr.address) is already the \(family) address of node \(other.metadata.name ?? ""); "
+                            + "two nodes cannot share an address (give this node another with --ip / --ip6, or "
+                            + "delete the stale node: tandemctl delete node \(other.metadata.name ?? ""))")
+                }
+            }
+        }
+        var otherIDs: [String: IPv4Address] = [:]
+        for other in others {
+            if let text = other.metadata.annotations?[routerIDAnnotation], let id = try? IPv4Address(text) {
+                otherIDs[other.metadata.name ?? ""] = id
+            }
+        }
+        var ipv4Address: IPv4Address?
+        if case .v4(let address)? = chosen[.v4]?.address { ipv4Address = address }
+        let decision: RouterIDDecision
+        do {
+            decision = try chooseRouterID(
+                nodeName: settings.nodeName, configured: settings.routerID, nodeIPv4: ipv4Address, others: otherIDs)
+        } catch {
+            throw AgentError("--router-id \(settings.routerID): \(error)")
+        }
+        report.append("BGP router ID \(decision.id) (\(decision.reason))")
+
+        let existing = nodes.first { $0.metadata.name == settings.nodeName }
+        var node = existing ?? Node(metadata: ObjectMeta(name: settings.nodeName))
+        var bgp = node.spec.bgp ?? NodeBGPSpec()
+        bgp.ipv4Address = chosen[.v4]?.description
+        bgp.ipv6Address = chosen[.v6]?.description
+        if let asNumber = settings.asNumber { bgp.asNumber = ASNumber(asNumber) }
+        if let cluster = settings.routeReflectorClusterID {
+            bgp.routeReflectorClusterID = cluster.isEmpty ? nil : cluster
+        }
+        node.spec.bgp = bgp
+        var labels = node.metadata.labels ?? [:]
+        for (key, value) in settings.labels { labels[key] = value }
+        node.metadata.labels = labels.isEmpty ? nil : labels
+        var annotations = node.metadata.annotations ?? [:]
+        annotations[routerIDAnnotation] = decision.id.description
+        node.metadata.annotations = annotations
+        let problems = node.validate()
+        guard problems.isEmpty else {
+            throw AgentError("Node \(settings.nodeName): " + problems.map(\.description).joined(separator: "; "))
+        }
+        do {
+            try await store.write([node], mode: existing == nil ? .create : .replace)
+        } catch let error as ResourceError {
+            // Someone else wrote the node list meanwhile (another node, the same ID race): decide again.
+            report.append("registration raced another writer (\(error)); retrying")
+            continue
+        }
+        return Registration(
+            node: node, ipv4: chosen[.v4], ipv6: chosen[.v6], routerID: decision.id, report: report)
+    }
+    throw AgentError("could not register node \(settings.nodeName): the datastore kept changing under ten attempts")
+}

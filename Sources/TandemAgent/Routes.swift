@@ -1,0 +1,112 @@
+import TandemCore
+import TandemModel
+import TandemNetlink
+import TandemNetlinkCodec
+
+/// A route the agent wants in the main table: to a local pod through its veth, or a blackhole for a block
+/// affine to this node (so traffic to an unassigned address of the block stops here instead of leaving by the
+/// default route).
+public struct DesiredRoute: Hashable, Sendable, CustomStringConvertible {
+    public var destination: CIDR
+    /// The pod's host-side interface; nil for a blackhole.
+    public var interfaceName: String?
+
+    public init(destination: CIDR, interfaceName: String?) {
+        self.destination = destination
+        self.interfaceName = interfaceName
+    }
+
+    public var description: String {
+        interfaceName.map { "\(destination) dev \($0)" } ?? "blackhole \(destination)"
+    }
+}
+
+/// The routes the agent owns for `node`: one /32 or /128 per address of each of its workload endpoints, one
+/// blackhole per affine block (except single-address blocks, which the pod route covers).
+public func desiredRoutes(node: String, endpoints: [WorkloadEndpoint], affineBlocks: [CIDR]) -> [DesiredRoute] {
+    var routes: [DesiredRoute] = []
+    for endpoint in endpoints where endpoint.spec.node == node {
+        guard let interface = endpoint.spec.interfaceName, !interface.isEmpty else { continue }
+        for text in endpoint.spec.ipNetworks ?? [] {
+            guard let cidr = try? CIDR(cidrOrAddress: text) else { continue }
+            routes.append(DesiredRoute(destination: CIDR(host: cidr.address), interfaceName: interface))
+        }
+    }
+    for block in affineBlocks where block.prefixLength < block.family.bitWidth {
+        routes.append(DesiredRoute(destination: block.network, interfaceName: nil))
+    }
+    return routes
+}
+
+/// What one reconcile pass changed.
+public struct RouteReport: Sendable, Equatable {
+    public var added: [String] = []
+    public var removed: [String] = []
+    /// Endpoints whose interface does not exist (yet): their routes wait for it.
+    public var waiting: [String] = []
+    public var isEmpty: Bool { added.isEmpty && removed.isEmpty }
+}
+
+/// Keeps the kernel's routes of protocol 80 (`proto 80` in `ip route`) equal to the desired ones. Only routes
+/// of that protocol in the main table are ever deleted, so routes of BIRD, the kernel, the CNI plugin's initial
+/// ones and the operator's are left alone; a pod route the plugin made is taken over by replacing it.
+public struct RouteReconciler: Sendable {
+    public static let routeProtocol = RouteProtocol.tandem
+
+    let netlink: Netlink
+
+    public init(netlink: Netlink) { self.netlink = netlink }
+
+    /// One pass: `ip route replace` for each missing route, `ip route del` for each owned route not wanted.
+    public func reconcile(_ desired: [DesiredRoute]) throws -> RouteReport {
+        var report = RouteReport()
+        let links = try netlink.links()
+        var indexByName: [String: Int32] = [:]
+        var nameByIndex: [Int32: String] = [:]
+        for link in links {
+            indexByName[link.name] = link.index
+            nameByIndex[link.index] = link.name
+        }
+        for family in [IPFamily.v4, .v6] {
+            let owned = try netlink.routes(family: family).filter { $0.routeProtocol == Self.routeProtocol }
+            var wanted: [Route] = []
+            for route in desired where route.destination.family == family {
+                if let name = route.interfaceName {
+                    guard let index = indexByName[name] else {
+                        report.waiting.append(route.description)
+                        continue
+                    }
+                    wanted.append(
+                        Route(
+                            destination: route.destination, outputInterface: index, routeProtocol: Self.routeProtocol,
+                            scope: family == .v4 ? RouteScope.link : RouteScope.universe))
+                } else {
+                    wanted.append(
+                        Route(
+                            destination: route.destination, routeProtocol: Self.routeProtocol, type: RouteType.blackhole
+                        ))
+                }
+            }
+            func same(_ kernel: Route, _ want: Route) -> Bool {
+                kernel.destination == want.destination && kernel.type == want.type
+                    && (want.type == RouteType.blackhole || kernel.outputInterface == want.outputInterface)
+            }
+            for want in wanted where !owned.contains(where: { same($0, want) }) {
+                let name = want.outputInterface.flatMap { nameByIndex[$0] }
+                try netlink.addRoute(want, interfaceName: name, replace: true)
+                report.added.append(want.ipCommand("replace", interfaceName: name))
+            }
+            for route in owned where !wanted.contains(where: { same(route, $0) }) {
+                let name = route.outputInterface.flatMap { nameByIndex[$0] }
+                do {
+                    try netlink.deleteRoute(route, interfaceName: name)
+                    report.removed.append(route.ipCommand("del", interfaceName: name))
+                } catch {
+                    // Gone already (its interface went with its pod).
+                    guard error.isNotFound else { throw error }
+                }
+            }
+        }
+        return report
+    }
+}

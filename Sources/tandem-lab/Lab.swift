@@ -1,0 +1,153 @@
+import Foundation
+import Glibc
+import TandemCore
+import TandemLinux
+import TandemNetlink
+import TandemNetlinkCodec
+
+/// A lab node: a network namespace with an underlay veth on the fabric bridge.
+struct LabNode: Codable {
+    var name: String
+    var namespace: String
+    var ipv4: String?
+    var ipv6: String?
+    var agentPID: Int32?
+
+    var addresses: [String] { [ipv4, ipv6].compactMap { $0 } }
+}
+
+/// A lab pod: a network namespace wired by the tandem CNI plugin on one node.
+struct LabPod: Codable {
+    var name: String
+    var node: String
+    var namespace: String
+    var containerID: String
+    var ipv4: String?
+    var ipv6: String?
+
+    var addresses: [String] { [ipv4, ipv6].compactMap { $0 } }
+}
+
+/// Everything a lab made, written as it is made, so `down` removes it even after a failed `up`.
+struct LabState: Codable {
+    var name: String
+    var ipv4: Bool
+    var ipv6: Bool
+    var datastore: String
+    var fabric: String
+    var nodes: [LabNode] = []
+    var pods: [LabPod] = []
+    var namespaces: [String] = []
+}
+
+/// Where labs keep their state, and the binaries they run.
+struct LabPaths {
+    var root: String
+    var name: String
+    var directory: String { "\(root)/\(name)" }
+    var stateFile: String { "\(directory)/state.json" }
+    func nodeDirectory(_ node: String) -> String { "\(directory)/\(node)" }
+
+    /// The directory of tandem-lab itself: tandem, tandem-node and tandemctl are built beside it.
+    static var binaries: String {
+        (Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])).deletingLastPathComponent().path
+    }
+
+    func load() throws -> LabState {
+        guard let data = FileManager.default.contents(atPath: stateFile) else {
+            throw LabError("no lab \"\(name)\" is up (no \(stateFile)); start one with: tandem-lab up")
+        }
+        do {
+            return try JSONDecoder().decode(LabState.self, from: data)
+        } catch {
+            throw LabError("\(stateFile) is not a lab state file: \(error)")
+        }
+    }
+
+    func save(_ state: LabState) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(state)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try data.write(to: URL(fileURLWithPath: stateFile + ".new"))
+        guard rename(stateFile + ".new", stateFile) == 0 else { throw LabError("cannot write \(stateFile)") }
+    }
+}
+
+struct LabError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The lab's fixed plan: underlay and pod addresses.
+enum LabPlan {
+    static let underlay4 = "10.99.0"
+    static let underlay6 = "fd99::"
+    static let gateway4 = try! IPAddress("10.99.0.254")
+    static let gateway6 = try! IPAddress("fd99::fe")
+    static let pool4 = "10.244.0.0/16"
+    static let pool6 = "fd00:244::/56"
+
+    static func nodeIPv4(_ index: Int) -> CIDR { try! CIDR("\(underlay4).\(index)/24") }
+    static func nodeIPv6(_ index: Int) -> CIDR { try! CIDR("\(underlay6)\(String(index, radix: 16))/64") }
+}
+
+/// Runs a command to completion; returns its status and output (stdout and stderr together).
+@discardableResult
+func run(
+    _ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: String? = nil
+) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let environment { process.environment = environment }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    let inputPipe = Pipe()
+    process.standardInput = input == nil ? FileHandle.nullDevice : inputPipe
+    try process.run()
+    if let input {
+        inputPipe.fileHandleForWriting.write(Data(input.utf8))
+        try? inputPipe.fileHandleForWriting.close()
+    }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// `ip netns exec NS COMMAND...`: the command runs inside the namespace (with its own /sys).
+func inNamespace(
+    _ namespace: String, _ command: [String], environment: [String: String]? = nil, input: String? = nil
+) throws -> (status: Int32, output: String) {
+    try run("/usr/sbin/ip", ["netns", "exec", namespace] + command, environment: environment, input: input)
+}
+
+/// Writes a sysctl inside a namespace.
+func sysctl(in namespace: String, _ settings: [(String, String)]) throws {
+    try NetworkNamespace.run(in: "\(NetworkNamespace.namedDirectory)/\(namespace)") {
+        for (key, value) in settings { try Sysctl.write(key, value) }
+    }
+}
+
+/// Whether a process is alive: it exists and is not a zombie (a daemon's zombie stays until init reaps it).
+func alive(_ pid: Int32?) -> Bool {
+    guard let pid, pid > 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return false }
+    return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
+}
+
+/// Stops a process: SIGTERM, then SIGKILL after `grace`.
+func stop(_ pid: Int32, grace: Double = 3) {
+    guard alive(pid) else { return }
+    kill(pid, SIGTERM)
+    let deadline = Date().addingTimeInterval(grace)
+    while Date() < deadline {
+        // Reap it if it is our child; otherwise wait for it to vanish.
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == pid || !alive(pid) { return }
+        usleep(20_000)
+    }
+    kill(pid, SIGKILL)
+}

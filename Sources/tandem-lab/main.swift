@@ -1,0 +1,504 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import TandemBGP
+import TandemCore
+import TandemLinux
+import TandemNetlink
+import TandemNetlinkCodec
+
+/// A Tandem cluster on one machine: nodes are network namespaces on a fabric bridge, each running tandem-node and
+/// BIRD; pods are namespaces wired by the real CNI plugin.
+struct TandemLab: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tandem-lab",
+        abstract: "A dual-stack Tandem cluster in network namespaces on this machine.",
+        subcommands: [Up.self, Pod.self, Check.self, Status.self, Down.self])
+}
+
+/// Options every subcommand shares.
+struct LabOptions: ParsableArguments {
+    @Option(name: .customLong("name"), help: "The lab's name; namespaces are called NAME-fab, NAME-n1, ...")
+    var name: String = "lab"
+
+    @Option(name: .customLong("state-dir"), help: "Where labs keep their state, datastore and logs.")
+    var stateDirectory: String = "/run/tandem-lab"
+
+    var paths: LabPaths { LabPaths(root: stateDirectory, name: name) }
+
+    func validate() throws {
+        guard !name.isEmpty, name.count <= 8, name.allSatisfy({ $0.isLetter || $0.isNumber }), name.first!.isLetter
+        else {
+            throw ValidationError("--name \(name): use 1 to 8 letters and digits, starting with a letter")
+        }
+    }
+}
+
+// MARK: - up
+
+struct Up: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Build the nodes and start tandem-node and BIRD on each.")
+
+    @OptionGroup var options: LabOptions
+
+    @Option(name: .customLong("nodes"), help: "How many nodes.")
+    var nodeCount: Int = 3
+
+    @Flag(name: .customLong("ipv4-only"), help: "IPv4 underlay and pods only.")
+    var ipv4Only = false
+
+    @Flag(name: .customLong("ipv6-only"), help: "IPv6 underlay and pods only (no IPv4 anywhere).")
+    var ipv6Only = false
+
+    @Option(name: .customLong("datastore"), help: "The datastore URL (default: a SQLite file in the lab's directory).")
+    var datastore: String?
+
+    @Option(name: .customLong("timeout"), help: "Seconds to wait for every BGP session.")
+    var timeout: Double = 60
+
+    func validate() throws {
+        guard (1...50).contains(nodeCount) else { throw ValidationError("--nodes \(nodeCount): use 1 to 50") }
+        guard !(ipv4Only && ipv6Only) else { throw ValidationError("--ipv4-only and --ipv6-only exclude each other") }
+    }
+
+    func run() throws {
+        let paths = options.paths
+        if FileManager.default.fileExists(atPath: paths.stateFile) {
+            throw LabError("lab \"\(options.name)\" is already up (\(paths.stateFile)); run tandem-lab down first")
+        }
+        let started = Date()
+        let datastoreURL = datastore ?? "sqlite://\(paths.directory)/datastore.db"
+        var state = LabState(
+            name: options.name, ipv4: !ipv6Only, ipv6: !ipv4Only, datastore: datastoreURL,
+            fabric: "\(options.name)-fab")
+        try paths.save(state)
+        do {
+            try build(&state, paths: paths)
+            try startAgents(&state, paths: paths)
+            try waitForSessions(state, paths: paths, started: started)
+        } catch {
+            print("tandem-lab up failed: \(error)")
+            print(
+                "Logs: \(paths.directory)/*/tandem-node.log; remove what was made with: tandem-lab down --name \(options.name)"
+            )
+            throw ExitCode(1)
+        }
+        let families = [state.ipv4 ? "IPv4" : nil, state.ipv6 ? "IPv6" : nil].compactMap { $0 }.joined(separator: " + ")
+        print(
+            "lab \(options.name) is up: \(nodeCount) nodes, \(families), in \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
+        )
+        print("next: tandem-lab pod add n1; tandem-lab check; tandem-lab down")
+    }
+
+    /// The fabric bridge and the node namespaces, through our netlink layer.
+    func build(_ state: inout LabState, paths: LabPaths) throws {
+        let fabric = state.fabric
+        try NetworkNamespace.create(named: fabric)
+        state.namespaces.append(fabric)
+        try paths.save(state)
+        let fabricLink = try Netlink(namespace: "\(NetworkNamespace.namedDirectory)/\(fabric)")
+        if let lo = try fabricLink.link(named: "lo") { try fabricLink.setLink(lo, LinkChange(up: true)) }
+        // Bridged frames must not meet the host's netfilter rules in the fabric.
+        try sysctl(
+            in: fabric,
+            [
+                ("net/ipv6/conf/all/accept_dad", "0"), ("net/ipv6/conf/default/accept_dad", "0"),
+                ("net/ipv4/ip_forward", "1"), ("net/ipv6/conf/all/forwarding", "1"),
+            ])
+        try fabricLink.createBridge(name: "br0")
+        guard let bridge = try fabricLink.link(named: "br0") else { throw LabError("bridge br0 vanished") }
+        if state.ipv4 { try fabricLink.addAddress(CIDR(address: LabPlan.gateway4, prefixLength: 24), to: bridge) }
+        if state.ipv6 {
+            try fabricLink.addAddress(CIDR(address: LabPlan.gateway6, prefixLength: 64), to: bridge, noDAD: true)
+        }
+        try fabricLink.setLink(bridge, LinkChange(up: true))
+        print("fabric: bridge br0 in \(fabric)")
+
+        for index in 1...nodeCount {
+            let nodeName = "n\(index)"
+            let namespace = "\(state.name)-\(nodeName)"
+            try NetworkNamespace.create(named: namespace)
+            state.namespaces.append(namespace)
+            try paths.save(state)
+            let nodePath = "\(NetworkNamespace.namedDirectory)/\(namespace)"
+            let nodeFD = try NetworkNamespace.open(nodePath)
+            defer { close(nodeFD) }
+            try fabricLink.createVeth(
+                name: "to-\(nodeName)", peerName: "eth0", peerNamespaceFD: nodeFD, peerNamespaceName: namespace)
+            guard let port = try fabricLink.link(named: "to-\(nodeName)") else {
+                throw LabError("to-\(nodeName) vanished")
+            }
+            try fabricLink.setLink(port, LinkChange(up: true, masterIndex: bridge.index))
+            let node = try Netlink(namespace: nodePath)
+            if let lo = try node.link(named: "lo") { try node.setLink(lo, LinkChange(up: true)) }
+            // A node is a router: forwarding on, router advertisements and duplicate address detection off.
+            try sysctl(
+                in: namespace,
+                [
+                    ("net/ipv4/ip_forward", "1"), ("net/ipv6/conf/all/forwarding", "1"),
+                    ("net/ipv6/conf/all/accept_dad", "0"), ("net/ipv6/conf/default/accept_dad", "0"),
+                    ("net/ipv6/conf/all/accept_ra", "0"), ("net/ipv6/conf/default/accept_ra", "0"),
+                    ("net/ipv6/conf/eth0/accept_dad", "0"), ("net/ipv6/conf/eth0/accept_ra", "0"),
+                ])
+            guard let eth0 = try node.link(named: "eth0") else { throw LabError("eth0 of \(namespace) vanished") }
+            var labNode = LabNode(name: nodeName, namespace: namespace)
+            if state.ipv4 {
+                let address = LabPlan.nodeIPv4(index)
+                try node.addAddress(address, to: eth0)
+                labNode.ipv4 = address.address.description
+            }
+            if state.ipv6 {
+                let address = LabPlan.nodeIPv6(index)
+                try node.addAddress(address, to: eth0, noDAD: true)
+                labNode.ipv6 = address.address.description
+            }
+            try node.setLink(eth0, LinkChange(up: true))
+            if state.ipv4 {
+                try node.addRoute(
+                    Route(destination: "0.0.0.0/0", gateway: LabPlan.gateway4, outputInterface: eth0.index),
+                    interfaceName: "eth0")
+            }
+            if state.ipv6 {
+                try node.addRoute(
+                    Route(destination: "::/0", gateway: LabPlan.gateway6, outputInterface: eth0.index),
+                    interfaceName: "eth0")
+            }
+            state.nodes.append(labNode)
+            try paths.save(state)
+            print("node \(nodeName): namespace \(namespace), eth0 \(labNode.addresses.joined(separator: " "))")
+        }
+    }
+
+    /// tandem-node in each node, detached (its own session), logging to NODE/tandem-node.log. It registers the
+    /// node, creates the pools (the first one to start does), and starts BIRD.
+    func startAgents(_ state: inout LabState, paths: LabPaths) throws {
+        for index in state.nodes.indices {
+            let node = state.nodes[index]
+            let directory = paths.nodeDirectory(node.name)
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try writeCNIConfig(state: state, node: node.name, directory: directory)
+            state.nodes[index].agentPID = try startAgent(state: state, node: node, directory: directory)
+            try paths.save(state)
+            print("node \(node.name): tandem-node started (pid \(state.nodes[index].agentPID!))")
+        }
+    }
+
+    /// Waits until every node has a BGP session established with every other node in each family.
+    func waitForSessions(_ state: LabState, paths: LabPaths, started: Date) throws {
+        let expected = (state.nodes.count - 1) * ((state.ipv4 ? 1 : 0) + (state.ipv6 ? 1 : 0))
+        var reported: [String: Int] = [:]
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            var ready = 0
+            for node in state.nodes {
+                guard alive(node.agentPID) else {
+                    let log =
+                        (try? String(
+                            contentsOfFile: paths.nodeDirectory(node.name) + "/tandem-node.log", encoding: .utf8)) ?? ""
+                    throw LabError("tandem-node on \(node.name) exited:\n\(log)")
+                }
+                let established = bgpSessions(paths: paths, node: node.name).filter(\.isEstablished).count
+                if reported[node.name] != established {
+                    reported[node.name] = established
+                    print(
+                        "node \(node.name): \(established)/\(expected) BGP sessions established (\(String(format: "%.1f", Date().timeIntervalSince(started))) s)"
+                    )
+                }
+                if established >= expected { ready += 1 }
+            }
+            if ready == state.nodes.count { return }
+            if Date() > deadline {
+                throw LabError("BGP sessions not all established after \(Int(timeout)) s; see tandem-lab status")
+            }
+            usleep(100_000)
+        }
+    }
+}
+
+/// The CNI configuration of a node: the tandem plugin with tandem-ipam, the lab's datastore, the node's name.
+func writeCNIConfig(state: LabState, node: String, directory: String) throws {
+    let config: [String: Any] = [
+        "cniVersion": "1.1.0", "name": "tandem-lab", "type": "tandem", "nodename": node, "datastore": state.datastore,
+        "ipam": [
+            "type": "tandem-ipam", "assign_ipv4": state.ipv4 ? "true" : "false",
+            "assign_ipv6": state.ipv6 ? "true" : "false",
+        ],
+    ]
+    let data = try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys])
+    try data.write(to: URL(fileURLWithPath: directory + "/cni.conf"))
+}
+
+/// Starts tandem-node in a node's namespace (`ip netns exec` execs it, so the pid is the agent's); it outlives
+/// this command.
+func startAgent(state: LabState, node: LabNode, directory: String) throws -> Int32 {
+    var arguments = [
+        "netns", "exec", node.namespace, LabPaths.binaries + "/tandem-node", "serve",
+        "--nodename", node.name, "--datastore", state.datastore, "--bird-dir", directory, "--resync-interval", "5",
+    ]
+    arguments += state.ipv4 ? ["--ipv4-pool-cidr", LabPlan.pool4] : ["--ip", "none"]
+    arguments += state.ipv6 ? ["--ipv6-pool-cidr", LabPlan.pool6] : ["--ip6", "none"]
+    let log = directory + "/tandem-node.log"
+    if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+    handle.seekToEndOfFile()
+    defer { try? handle.close() }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+    process.arguments = arguments
+    process.standardInput = FileHandle.nullDevice
+    process.standardOutput = handle
+    process.standardError = handle
+    try process.run()
+    return process.processIdentifier
+}
+
+/// The node's BGP sessions from `birdc show protocols` (empty when BIRD does not answer).
+func bgpSessions(paths: LabPaths, node: String) -> [BirdProtocolStatus] {
+    let socket = paths.nodeDirectory(node) + "/bird.ctl"
+    guard FileManager.default.fileExists(atPath: socket),
+        let reply = try? run("/usr/sbin/birdc", ["-s", socket, "show", "protocols"]), reply.status == 0
+    else { return [] }
+    return parseBirdProtocols(reply.output).filter { $0.proto == "BGP" }
+}
+
+// MARK: - pod
+
+struct Pod: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pods: namespaces wired by the tandem CNI plugin.", subcommands: [PodAdd.self, PodDelete.self])
+}
+
+struct PodAdd: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "add", abstract: "Create a pod on a node.")
+
+    @OptionGroup var options: LabOptions
+
+    @Argument(help: "The node (n1, n2, ...).")
+    var node: String
+
+    @Argument(help: "The pod's name (default: pod-NODE-N).")
+    var name: String?
+
+    func run() throws {
+        let paths = options.paths
+        var state = try paths.load()
+        guard let labNode = state.nodes.first(where: { $0.name == node }) else {
+            throw ValidationError(
+                "node \(node) is not in lab \(options.name) (nodes: \(state.nodes.map(\.name).joined(separator: ", ")))"
+            )
+        }
+        var podName = name ?? ""
+        if podName.isEmpty {
+            var counter = 1
+            while state.pods.contains(where: { $0.name == "pod-\(node)-\(counter)" }) { counter += 1 }
+            podName = "pod-\(node)-\(counter)"
+        }
+        guard podName.count <= 40, podName.allSatisfy({ $0.isLowercase || $0.isNumber || $0 == "-" }) else {
+            throw ValidationError("pod name \(podName): use lower-case letters, digits and -, at most 40")
+        }
+        guard !state.pods.contains(where: { $0.name == podName }) else {
+            throw ValidationError("pod \(podName) already exists in lab \(options.name)")
+        }
+        let namespace = "\(state.name)-\(podName)"
+        let started = Date()
+        try NetworkNamespace.create(named: namespace)
+        state.namespaces.append(namespace)
+        try paths.save(state)
+        var pod = LabPod(name: podName, node: node, namespace: namespace, containerID: "\(state.name)-\(podName)")
+        let reply = try cni("ADD", pod: pod, node: labNode, paths: paths)
+        guard reply.status == 0 else {
+            try? NetworkNamespace.delete(named: namespace)
+            state.namespaces.removeAll { $0 == namespace }
+            try paths.save(state)
+            throw LabError("CNI ADD of \(podName) on \(node) failed (exit \(reply.status)): \(reply.output)")
+        }
+        let result = try JSONSerialization.jsonObject(with: Data(reply.output.utf8)) as? [String: Any]
+        for entry in (result?["ips"] as? [[String: Any]]) ?? [] {
+            guard let text = entry["address"] as? String, let cidr = try? CIDR(text) else { continue }
+            if cidr.family == .v4 { pod.ipv4 = cidr.address.description } else { pod.ipv6 = cidr.address.description }
+        }
+        state.pods.append(pod)
+        try paths.save(state)
+        print(
+            "pod \(podName) on \(node): \(pod.addresses.joined(separator: " ")) (\(Int(Date().timeIntervalSince(started) * 1000)) ms)"
+        )
+    }
+}
+
+struct PodDelete: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "del", abstract: "Delete a pod.")
+
+    @OptionGroup var options: LabOptions
+
+    @Argument(help: "The pod's name.")
+    var name: String
+
+    func run() throws {
+        let paths = options.paths
+        var state = try paths.load()
+        guard let pod = state.pods.first(where: { $0.name == name }),
+            let node = state.nodes.first(where: { $0.name == pod.node })
+        else { throw ValidationError("pod \(name) is not in lab \(options.name)") }
+        let reply = try cni("DEL", pod: pod, node: node, paths: paths)
+        guard reply.status == 0 else { throw LabError("CNI DEL of \(name) failed: \(reply.output)") }
+        try NetworkNamespace.delete(named: pod.namespace)
+        state.pods.removeAll { $0.name == name }
+        state.namespaces.removeAll { $0 == pod.namespace }
+        try paths.save(state)
+        print("pod \(name) deleted")
+    }
+}
+
+/// Calls the tandem CNI plugin inside the pod's node, as a container runtime on that node would.
+func cni(_ command: String, pod: LabPod, node: LabNode, paths: LabPaths) throws -> (status: Int32, output: String) {
+    let config = try String(contentsOfFile: paths.nodeDirectory(node.name) + "/cni.conf", encoding: .utf8)
+    let environment = [
+        "CNI_COMMAND": command, "CNI_CONTAINERID": pod.containerID,
+        "CNI_NETNS": "\(NetworkNamespace.namedDirectory)/\(pod.namespace)", "CNI_IFNAME": "eth0",
+        "CNI_PATH": LabPaths.binaries, "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=\(pod.name)",
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    ]
+    return try inNamespace(node.namespace, [LabPaths.binaries + "/tandem"], environment: environment, input: config)
+}
+
+// MARK: - check
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ping every pod and node from every pod, per family; exit 1 on any failure.")
+
+    @OptionGroup var options: LabOptions
+
+    func run() throws {
+        let state = try options.paths.load()
+        guard !state.pods.isEmpty else {
+            throw LabError("lab \(options.name) has no pods; add one: tandem-lab pod add n1")
+        }
+        var failures = 0
+        for family in [IPFamily.v4, .v6] where family == .v4 ? state.ipv4 : state.ipv6 {
+            func address(_ v4: String?, _ v6: String?) -> String? { family == .v4 ? v4 : v6 }
+            let targets: [(String, String)] =
+                state.pods.compactMap { pod in address(pod.ipv4, pod.ipv6).map { (pod.name, $0) } }
+                + state.nodes.compactMap { node in address(node.ipv4, node.ipv6).map { (node.name, $0) } }
+            let sources = state.pods.filter { address($0.ipv4, $0.ipv6) != nil }
+            // Every probe at once: each is a ping process waiting on the network, not on the CPU.
+            let results = ProbeResults()
+            let group = DispatchGroup()
+            for item in 0..<(sources.count * targets.count) {
+                let source = sources[item / targets.count]
+                let target = targets[item % targets.count]
+                if source.name == target.0 { continue }
+                group.enter()
+                Thread.detachNewThread {
+                    results.set(item, reachable: ping(from: source.namespace, to: target.1))
+                    group.leave()
+                }
+            }
+            group.wait()
+            let width = max(12, (targets.map(\.0.count) + sources.map(\.name.count)).max()! + 2)
+            func pad(_ text: String) -> String { text.padding(toLength: width, withPad: " ", startingAt: 0) }
+            print("\(family == .v4 ? "IPv4" : "IPv6"): rows ping columns")
+            print(pad("") + targets.map { pad($0.0) }.joined())
+            for (row, source) in sources.enumerated() {
+                var line = pad(source.name)
+                for (column, target) in targets.enumerated() {
+                    if source.name == target.0 {
+                        line += pad("-")
+                    } else if results.get(row * targets.count + column) == true {
+                        line += pad("ok")
+                    } else {
+                        line += pad("FAIL")
+                        failures += 1
+                    }
+                }
+                print(line)
+            }
+        }
+        if failures > 0 {
+            print("\(failures) unreachable; see tandem-lab status and ip -n NAME-n1 route")
+            throw ExitCode(1)
+        }
+        print("all reachable")
+    }
+}
+
+/// Thread-safe probe outcomes.
+final class ProbeResults: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [Int: Bool] = [:]
+    func set(_ item: Int, reachable: Bool) { lock.withLock { values[item] = reachable } }
+    func get(_ item: Int) -> Bool? { lock.withLock { values[item] } }
+}
+
+/// One ping from a namespace, retried once (the first packet may wait on neighbour discovery).
+func ping(from namespace: String, to address: String) -> Bool {
+    for _ in 0..<2 {
+        if let reply = try? inNamespace(namespace, ["ping", "-n", "-q", "-c", "1", "-W", "2", address]),
+            reply.status == 0
+        {
+            return true
+        }
+    }
+    return false
+}
+
+// MARK: - status
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Nodes, their agents and BGP sessions, and pods.")
+
+    @OptionGroup var options: LabOptions
+
+    func run() throws {
+        let paths = options.paths
+        let state = try paths.load()
+        print("lab \(state.name): datastore \(state.datastore)")
+        for node in state.nodes {
+            let sessions = bgpSessions(paths: paths, node: node.name)
+            let established = sessions.filter(\.isEstablished).count
+            print(
+                "node \(node.name) (\(node.addresses.joined(separator: " "))): tandem-node \(alive(node.agentPID) ? "running" : "NOT RUNNING"), BGP \(established)/\(sessions.count) established"
+            )
+            for session in sessions where !session.isEstablished {
+                print("  \(session.name): \(session.state) \(session.info)")
+            }
+        }
+        for pod in state.pods { print("pod \(pod.name) on \(pod.node): \(pod.addresses.joined(separator: " "))") }
+    }
+}
+
+// MARK: - down
+
+struct Down: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Remove every namespace, link and process of the lab.")
+
+    @OptionGroup var options: LabOptions
+
+    func run() throws {
+        let paths = options.paths
+        guard let state = try? paths.load() else {
+            print("no lab \(options.name) is up")
+            return
+        }
+        // Pods first, through the plugin, so an external datastore keeps no addresses of theirs.
+        for pod in state.pods {
+            if let node = state.nodes.first(where: { $0.name == pod.node }) {
+                _ = try? cni("DEL", pod: pod, node: node, paths: paths)
+            }
+        }
+        for node in state.nodes {
+            if let pid = node.agentPID { stop(pid) }
+            let pidFile = paths.nodeDirectory(node.name) + "/bird.conf.pid"
+            if let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
+                stop(pid)
+            }
+        }
+        for namespace in state.namespaces.reversed() { try? NetworkNamespace.delete(named: namespace) }
+        try? FileManager.default.removeItem(atPath: paths.directory)
+        print("lab \(state.name) removed: \(state.namespaces.count) namespaces, \(state.nodes.count) agents and BIRDs")
+    }
+}
+
+TandemLab.main()
