@@ -93,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "tandemctl",
             dependencies: [
-                "TandemCore", "TandemModel", "TandemStore", "TandemStoreSQLite", "TandemIPAM",
+                "TandemBGP", "TandemCore", "TandemModel", "TandemStore", "TandemStoreSQLite", "TandemIPAM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

@@ -1,0 +1,119 @@
+import ArgumentParser
+import Foundation
+import TandemBGP
+import TandemModel
+import TandemStore
+
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "Nodes: their addresses and BGP sessions.",
+        subcommands: [NodeStatus.self, NodeList.self])
+}
+
+/// `tandemctl node status`: this node's BGP sessions per family, from BIRD (as `calicoctl node status`), with
+/// what to check for every session that is not established.
+struct NodeStatus: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show this node's BGP sessions per family, from BIRD.")
+
+    @Option(
+        name: .customLong("bird-socket"),
+        help: ArgumentHelp("BIRD's control socket (tandem-node's --bird-dir, /bird.ctl).", valueName: "path"))
+    var birdSocket: String = (ProcessInfo.processInfo.environment["TANDEM_BIRD_DIR"] ?? "/var/run/tandem") + "/bird.ctl"
+
+    @Option(name: .customLong("birdc"), help: "The birdc program.")
+    var birdc: String = "/usr/sbin/birdc"
+
+    func run() async throws {
+        let reply = try runBirdc(["-s", birdSocket, "show", "protocols"])
+        guard reply.status == 0 else {
+            print("BIRD is not running on this node: no answer on \(birdSocket) (\(reply.output)).")
+            print("tandem-node starts BIRD: check that it runs (its log says why it stopped), or pass --bird-socket.")
+            throw ExitCode.failure
+        }
+        print("BIRD is running (\(birdSocket)).")
+        let sessions = parseBirdProtocols(reply.output).filter { $0.proto == "BGP" }
+        var hints: [String] = []
+        for (label, family) in [("IPv4", 4), ("IPv6", 6)] {
+            print("\n\(label) BGP status")
+            let rows: [[String]] = sessions.compactMap { session in
+                guard let (kind, address) = parseSessionName(session.name) else { return nil }
+                guard address.contains(":") == (family == 6) else { return nil }
+                let state = session.isEstablished ? "up" : session.state
+                let info = session.info.isEmpty ? "-" : session.info
+                if !session.isEstablished {
+                    hints.append(
+                        "\(address) (\(kind.rawValue)): \(session.info.isEmpty ? session.state : session.info). "
+                            + "Check that tandem-node and BIRD run on the peer, that \(address) answers on TCP port 179 "
+                            + "from this node, and that both sides use the same AS numbers (tandemctl node list).")
+                }
+                return [address, kind.rawValue, state, session.since, info]
+            }
+            if rows.isEmpty {
+                print("No \(label) peers found.")
+            } else {
+                print(
+                    boxTable(["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"], rows, rightAligned: []),
+                    terminator: "")
+            }
+        }
+        if !hints.isEmpty {
+            print("\nSessions not established:")
+            for hint in hints { print("  \(hint)") }
+        }
+    }
+
+    func runBirdc(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        guard FileManager.default.isExecutableFile(atPath: birdc) else {
+            throw ValidationError("--birdc \(birdc): not found; install bird2")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: birdc)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (
+            process.terminationStatus,
+            String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        )
+    }
+}
+
+/// `tandemctl node list`: every registered node with its AS number, addresses and router ID.
+struct NodeList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List the registered nodes with their addresses and BGP identity.")
+
+    @OptionGroup var options: DatastoreOptions
+
+    func run() async throws {
+        try await reportingErrors {
+            let store = try options.resourceStore()
+            let nodes = try await store.list(.node).compactMap { $0.resource as? Node }
+            let global = try await store.get(.bgpConfiguration, name: "default")?.resource as? BGPConfiguration
+            let globalAS = global?.spec.effectiveASNumber ?? BGPConfigurationSpec.defaultASNumber
+            let rows = nodes.map { node -> [String] in
+                let bgp = node.spec.bgp
+                return [
+                    node.metadata.name ?? "", bgp?.asNumber.map { "\($0)" } ?? "(\(globalAS))",
+                    bgp?.ipv4Address ?? "", bgp?.ipv6Address ?? "",
+                    node.metadata.annotations?["tandem.dev/router-id"] ?? "",
+                    bgp?.routeReflectorClusterID ?? "",
+                ]
+            }
+            let header = ["NAME", "ASN", "IPV4", "IPV6", "ROUTER ID", "RR CLUSTER"]
+            var widths = header.map(\.count)
+            for row in rows { for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) } }
+            for row in [header] + rows {
+                print(
+                    row.enumerated().map { $1.padding(toLength: widths[$0] + 3, withPad: " ", startingAt: 0) }.joined()
+                        .trimmingCharacters(in: .whitespaces))
+            }
+        }
+    }
+}
