@@ -103,6 +103,9 @@ let package = Package(
         .testTarget(
             name: "TandemAutodetectionTests", dependencies: ["TandemAutodetection", "TandemCore"],
             swiftSettings: strict),
+        .testTarget(
+            name: "TandemBGPTests", dependencies: ["TandemBGP", "TandemCore", "TandemModel"],
+            exclude: ["Golden"], swiftSettings: strict),
         .testTarget(name: "TandemCNITests", dependencies: ["TandemCNI", "TandemCNIWire"], swiftSettings: strict),
         .testTarget(
             name: "TandemIPAMTests",

@@ -105,6 +105,19 @@ public struct BGPSession: Sendable, Equatable {
     /// A static route that makes the peer reachable (`reachableBy`).
     public var reachableBy: IPAddress?
 
+    public init(
+        kind: Kind, address: IPAddress, port: Int? = nil, asNumber: UInt32, options: [String] = [],
+        channelOptions: [String] = [], reachableBy: IPAddress? = nil
+    ) {
+        self.kind = kind
+        self.address = address
+        self.port = port
+        self.asNumber = asNumber
+        self.options = options
+        self.channelOptions = channelOptions
+        self.reachableBy = reachableBy
+    }
+
     /// The BIRD protocol name, Calico's: `Mesh_10_0_0_2`, `Global_2001__102`, `Node_fd5f__3_port_500`.
     public var protocolName: String {
         var text = address.description.map { $0 == "." || $0 == ":" ? "_" : $0 }
@@ -221,13 +234,14 @@ public func bgpSessions(_ input: BirdInput, family: IPFamily) throws(BirdConfigE
         for (node, address, port, asNumber) in targets {
             var peerOptions = options
             var channelOptions: [String] = []
-            // A node that is a route reflector serves the peers outside its cluster as clients.
-            if let cluster = me.routeReflectorClusterID, node?.routeReflectorClusterID != cluster {
+            let localAS = spec.localASNumber?.value ?? myAS
+            // A node that is a route reflector serves the peers outside its cluster as clients; only an iBGP peer
+            // can be one (BIRD refuses the configuration otherwise).
+            if let cluster = me.routeReflectorClusterID, node?.routeReflectorClusterID != cluster, asNumber == localAS {
                 peerOptions.append("rr client;")
                 peerOptions.append("rr cluster id \(cluster);")
             }
             if node != nil { peerOptions += passive(peer: address, me: myAddress) }
-            let localAS = spec.localASNumber?.value ?? myAS
             if spec.nextHopMode == "Self" {
                 channelOptions.append("next hop self;")
             } else if spec.nextHopMode == "Keep" || (spec.keepOriginalNextHop == true && asNumber != localAS) {

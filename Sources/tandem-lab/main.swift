@@ -13,7 +13,7 @@ struct TandemLab: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem-lab",
         abstract: "A dual-stack Tandem cluster in network namespaces on this machine.",
-        subcommands: [Up.self, Pod.self, Check.self, Status.self, Down.self])
+        subcommands: [Up.self, Pod.self, Check.self, Status.self, Restart.self, Down.self])
 }
 
 /// Options every subcommand shares.
@@ -464,6 +464,44 @@ struct Status: ParsableCommand {
             }
         }
         for pod in state.pods { print("pod \(pod.name) on \(pod.node): \(pod.addresses.joined(separator: " "))") }
+    }
+}
+
+// MARK: - restart
+
+struct Restart: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Restart tandem-node on a node (BIRD, routes and pods stay).")
+
+    @OptionGroup var options: LabOptions
+
+    @Argument(help: "The node (n1, n2, ...).")
+    var node: String
+
+    func run() throws {
+        let paths = options.paths
+        var state = try paths.load()
+        guard let index = state.nodes.firstIndex(where: { $0.name == node }) else {
+            throw ValidationError("node \(node) is not in lab \(options.name)")
+        }
+        // Ready when it serves CNI calls again.
+        let log = paths.nodeDirectory(node) + "/tandem-node.log"
+        let before = (try? String(contentsOfFile: log, encoding: .utf8))?.components(separatedBy: "serving CNI calls").count ?? 0
+        let started = Date()
+        if let pid = state.nodes[index].agentPID { stop(pid) }
+        state.nodes[index].agentPID = try startAgent(
+            state: state, node: state.nodes[index], directory: paths.nodeDirectory(node))
+        try paths.save(state)
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            if text.components(separatedBy: "serving CNI calls").count > before { break }
+            guard alive(state.nodes[index].agentPID) else { throw LabError("tandem-node on \(node) exited; see \(log)") }
+            usleep(20_000)
+        }
+        print(
+            "node \(node): tandem-node restarted (pid \(state.nodes[index].agentPID!), \(Int(Date().timeIntervalSince(started) * 1000)) ms)"
+        )
     }
 }
 

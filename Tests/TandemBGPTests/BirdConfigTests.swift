@@ -1,0 +1,309 @@
+import Foundation
+import TandemBGP
+import TandemCore
+import TandemModel
+import Testing
+
+/// Parses a manifest of resources for a scenario.
+func resources(_ yaml: String) throws -> [any AnyResource] { try Manifest.parse(yaml).resources }
+
+/// The cluster of the scenarios: three nodes on 10.99.0.0/24 and fd99::/64, pools of both families.
+let clusterYAML = """
+    apiVersion: projectcalico.org/v3
+    kind: Node
+    metadata: {name: n1, labels: {rack: a}}
+    spec: {bgp: {ipv4Address: 10.99.0.1/24, ipv6Address: "fd99::1/64"}}
+    ---
+    apiVersion: projectcalico.org/v3
+    kind: Node
+    metadata: {name: n2, labels: {rack: a, role: edge}}
+    spec: {bgp: {ipv4Address: 10.99.0.2/24, ipv6Address: "fd99::2/64", asNumber: 64513}}
+    ---
+    apiVersion: projectcalico.org/v3
+    kind: Node
+    metadata: {name: n3, labels: {rack: b}}
+    spec: {bgp: {ipv4Address: 10.99.0.3/24, ipv6Address: "fd99::3/64"}}
+    ---
+    apiVersion: projectcalico.org/v3
+    kind: IPPool
+    metadata: {name: pods-v4}
+    spec: {cidr: 10.244.0.0/16}
+    ---
+    apiVersion: projectcalico.org/v3
+    kind: IPPool
+    metadata: {name: pods-v6}
+    spec: {cidr: "fd00:244::/56"}
+    """
+
+/// A scenario: extra resources on top of the cluster, and which node renders.
+struct Scenario: CustomStringConvertible, Sendable {
+    var name: String
+    var node: String = "n1"
+    var routerID = "10.99.0.1"
+    var replaceCluster: String? = nil
+    var extra: String = ""
+    var blocks: [String] = ["10.244.0.0/26", "fd00:244::/122"]
+    var description: String { name }
+
+    func input() throws -> BirdInput {
+        var all = try resources(replaceCluster ?? clusterYAML)
+        if !extra.isEmpty { all += try resources(extra) }
+        return BirdInput(
+            nodeName: node, routerID: try IPv4Address(routerID),
+            nodes: all.compactMap { $0 as? Node }.map(BGPNode.init),
+            configurations: all.compactMap { $0 as? BGPConfiguration },
+            peers: all.compactMap { $0 as? BGPPeer }, pools: all.compactMap { $0 as? IPPool },
+            affineBlocks: try blocks.map { try CIDR($0) })
+    }
+}
+
+let scenarios: [Scenario] = [
+    Scenario(name: "mesh-dual-stack"),
+    Scenario(
+        name: "ipv6-only", routerID: "103.107.139.184",
+        replaceCluster: """
+            apiVersion: projectcalico.org/v3
+            kind: Node
+            metadata: {name: n1}
+            spec: {bgp: {ipv6Address: "fd99::1/64"}}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: Node
+            metadata: {name: n2}
+            spec: {bgp: {ipv6Address: "fd99::2/64"}}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: IPPool
+            metadata: {name: pods-v6}
+            spec: {cidr: "fd00:244::/56"}
+            """, blocks: ["fd00:244::/122", "fd00:244::40/122"]),
+    Scenario(
+        name: "global-peers-no-mesh",
+        extra: """
+            apiVersion: projectcalico.org/v3
+            kind: BGPConfiguration
+            metadata: {name: default}
+            spec: {nodeToNodeMeshEnabled: false, asNumber: 64512}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: tor-v4}
+            spec: {peerIP: 10.99.0.250, asNumber: 65001, keepOriginalNextHop: true, keepaliveTime: 10s}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: tor-v6}
+            spec: {peerIP: "[fd99::fa]:1790", asNumber: 65001, maxRestartTime: 2m, ttlSecurity: 2}
+            """),
+    Scenario(
+        name: "node-specific-peer-selector",
+        extra: """
+            apiVersion: projectcalico.org/v3
+            kind: BGPConfiguration
+            metadata: {name: default}
+            spec: {nodeToNodeMeshEnabled: false}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: rack-a-to-edge}
+            spec: {nodeSelector: "rack == 'a'", peerSelector: "role == 'edge'", nextHopMode: Self}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: only-n3}
+            spec: {node: n3, peerIP: 10.99.0.251, asNumber: 65002}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: rack-a-upstream}
+            spec: {nodeSelector: "rack == 'a'", peerIP: "fd99::fb", asNumber: 65003, localASNumber: 65100, numAllowedLocalASNumbers: 1}
+            """),
+    Scenario(
+        name: "route-reflector",
+        replaceCluster: clusterYAML.replacingOccurrences(
+            of: "metadata: {name: n1, labels: {rack: a}}\nspec: {bgp: {ipv4Address: 10.99.0.1/24, ipv6Address: \"fd99::1/64\"}}",
+            with:
+                "metadata: {name: n1, labels: {rack: a, route-reflector: \"true\"}}\nspec: {bgp: {ipv4Address: 10.99.0.1/24, ipv6Address: \"fd99::1/64\", routeReflectorClusterID: 224.0.0.1}}"
+        ),
+        extra: """
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: clients-to-reflectors}
+            spec: {nodeSelector: "!has(route-reflector)", peerSelector: "has(route-reflector)"}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: reflectors-to-all}
+            spec: {nodeSelector: "has(route-reflector)", peerSelector: "all()"}
+            """),
+    Scenario(
+        name: "route-reflector-client", node: "n3", routerID: "10.99.0.3",
+        replaceCluster: clusterYAML.replacingOccurrences(
+            of: "metadata: {name: n1, labels: {rack: a}}\nspec: {bgp: {ipv4Address: 10.99.0.1/24, ipv6Address: \"fd99::1/64\"}}",
+            with:
+                "metadata: {name: n1, labels: {rack: a, route-reflector: \"true\"}}\nspec: {bgp: {ipv4Address: 10.99.0.1/24, ipv6Address: \"fd99::1/64\", routeReflectorClusterID: 224.0.0.1}}"
+        ),
+        extra: """
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: clients-to-reflectors}
+            spec: {nodeSelector: "!has(route-reflector)", peerSelector: "has(route-reflector)"}
+            """, blocks: ["10.244.0.128/26", "fd00:244::80/122"]),
+    Scenario(
+        name: "export-and-services",
+        extra: """
+            apiVersion: projectcalico.org/v3
+            kind: IPPool
+            metadata: {name: private-v4}
+            spec: {cidr: 10.250.0.0/16, disableBGPExport: true}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: IPPool
+            metadata: {name: private-v6}
+            spec: {cidr: "fd00:250::/56", disableBGPExport: true}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPConfiguration
+            metadata: {name: default}
+            spec:
+              serviceClusterIPs: [{cidr: 10.96.0.0/12}, {cidr: "fd00:96::/112"}]
+              serviceExternalIPs: [{cidr: 192.0.2.0/24}, {cidr: "2001:db8:e::/64"}]
+              serviceLoadBalancerIPs: [{cidr: 198.51.100.10/32}, {cidr: "2001:db8:1b::10/128"}]
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: tor}
+            spec: {peerIP: 10.99.1.250, asNumber: 65001, reachableBy: 10.99.0.254}
+            """, blocks: ["10.244.0.0/26", "10.250.0.0/26", "fd00:244::/122", "fd00:250::/122"]),
+]
+
+/// The golden file of a scenario (regenerate with TANDEM_UPDATE_GOLDEN=1 and review the diff).
+func goldenURL(_ name: String) -> URL {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Golden/\(name).conf")
+}
+
+/// Runs `bird -p -c FILE`: BIRD's own parser is the judge of the syntax.
+func birdParses(_ config: String) throws -> (ok: Bool, output: String) {
+    let file = FileManager.default.temporaryDirectory.appendingPathComponent("tandem-bird-\(UUID().uuidString).conf")
+    try config.write(to: file, atomically: true, encoding: .utf8)
+    defer { try? FileManager.default.removeItem(at: file) }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/sbin/bird")
+    process.arguments = ["-p", "-c", file.path]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus == 0, String(decoding: data, as: UTF8.self))
+}
+
+@Suite struct BirdConfigTests {
+    @Test(arguments: scenarios)
+    func matchesGoldenAndBIRDParsesIt(_ scenario: Scenario) throws {
+        let config = try renderBirdConfig(try scenario.input())
+        let url = goldenURL(scenario.name)
+        if ProcessInfo.processInfo.environment["TANDEM_UPDATE_GOLDEN"] == "1" {
+            try config.write(to: url, atomically: true, encoding: .utf8)
+        }
+        let golden = try String(contentsOf: url, encoding: .utf8)
+        #expect(config == golden, "rendered configuration differs from Golden/\(scenario.name).conf")
+        let parsed = try birdParses(config)
+        #expect(parsed.ok, "bird -p rejected \(scenario.name): \(parsed.output)")
+    }
+
+    @Test func meshSessionsAreEveryOtherNodeWithThePassiveRule() throws {
+        let input = try Scenario(name: "mesh").input()
+        let v4 = try bgpSessions(input, family: .v4)
+        #expect(v4.map(\.protocolName) == ["Mesh_10_99_0_2", "Mesh_10_99_0_3"])
+        // n2's own AS number is used for it.
+        #expect(v4.map(\.asNumber) == [64513, 64512])
+        // n1 (10.99.0.1) waits for both, whose addresses sort after its own.
+        #expect(v4.allSatisfy { $0.options.contains("passive on;") })
+        let v6 = try bgpSessions(input, family: .v6)
+        #expect(v6.map(\.protocolName) == ["Mesh_fd99__2", "Mesh_fd99__3"])
+        var fromN3 = input
+        fromN3.nodeName = "n3"
+        #expect(try bgpSessions(fromN3, family: .v4).allSatisfy { !$0.options.contains("passive on;") })
+    }
+
+    @Test func sessionNamesFollowCalicoAndParseBack() throws {
+        let global = BGPSession(
+            kind: .global, address: try IPAddress("2001::102"), asNumber: 1, options: [], channelOptions: [])
+        #expect(global.protocolName == "Global_2001__102")
+        let node = BGPSession(
+            kind: .nodeSpecific, address: try IPAddress("fd5f::3"), port: 500, asNumber: 1, options: [],
+            channelOptions: [])
+        #expect(node.protocolName == "Node_fd5f__3_port_500")
+        #expect(parseSessionName("Node_fd5f__3_port_500")?.address == "fd5f::3")
+        #expect(parseSessionName("Mesh_10_192_0_3")?.address == "10.192.0.3")
+        #expect(parseSessionName("Mesh_10_192_0_3")?.kind == .mesh)
+        #expect(parseSessionName("kernel_v4") == nil)
+    }
+
+    @Test func aRouteReflectorHasNoMeshAndServesOtherClustersAsClients() throws {
+        let scenario = scenarios.first { $0.name == "route-reflector" }!
+        let sessions = try bgpSessions(try scenario.input(), family: .v4)
+        #expect(sessions.map(\.protocolName) == ["Node_10_99_0_2", "Node_10_99_0_3"])
+        // n3 is an iBGP client; n2 (AS 64513) is an eBGP peer, which cannot be a client.
+        #expect(sessions[1].options.contains("rr client;") && sessions[1].options.contains("rr cluster id 224.0.0.1;"))
+        #expect(!sessions[0].options.contains("rr client;"))
+        let client = scenarios.first { $0.name == "route-reflector-client" }!
+        let clientSessions = try bgpSessions(try client.input(), family: .v6)
+        // n3 meshes with n2 (not a reflector) and peers with the reflector n1 through the selector.
+        #expect(clientSessions.map(\.protocolName) == ["Mesh_fd99__2", "Node_fd99__1"])
+    }
+
+    @Test func aNodeWithoutAnAddressOfAFamilyRendersNoSessionsForIt() throws {
+        let scenario = scenarios.first { $0.name == "ipv6-only" }!
+        let config = try renderBirdConfig(try scenario.input())
+        #expect(config.contains("# IPv4 disabled on this node: it has no IPv4 address."))
+        #expect(!config.contains("protocol kernel kernel_v4"))
+        #expect(config.contains("router id 103.107.139.184;"))
+    }
+
+    @Test func badSelectorsAndUnknownNodesNameWhatIsWrong() throws {
+        var input = try Scenario(name: "bad").input()
+        input.peers = try resources(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: broken}
+            spec: {peerSelector: "all()"}
+            """
+        ).compactMap { $0 as? BGPPeer }
+        input.peers[0].spec.peerSelector = "role == "
+        #expect(throws: BirdConfigError.self) { try renderBirdConfig(input) }
+        do {
+            _ = try renderBirdConfig(input)
+        } catch {
+            #expect(error.description.contains("BGPPeer broken: spec.peerSelector \"role == \""))
+        }
+        input.nodeName = "n9"
+        input.peers = []
+        do {
+            _ = try renderBirdConfig(input)
+            Issue.record("a node that is not registered must not render")
+        } catch {
+            #expect(error.description == "node n9 is not registered")
+        }
+    }
+
+    @Test func parsesBirdProtocols() {
+        let text = """
+            BIRD 2.0.12 ready.
+            Name       Proto      Table      State  Since         Info
+            device1    Device     ---        up     2026-11-30 17:48:52
+            kernel_v4  Kernel     master4    up     2026-11-30 17:48:52
+            Mesh_10_99_0_2 BGP        ---        up     2026-11-30 17:48:53  Established
+            Mesh_fd99__3 BGP        ---        start  2026-11-30 17:48:53  Passive     Received: Administrative shutdown
+            Mesh_10_99_0_4 BGP        ---        start  17:48:53.120  Active
+            """
+        let rows = parseBirdProtocols(text)
+        #expect(rows.map(\.name) == ["device1", "kernel_v4", "Mesh_10_99_0_2", "Mesh_fd99__3", "Mesh_10_99_0_4"])
+        #expect(rows[2].isEstablished && rows[2].since == "2026-11-30 17:48:53")
+        #expect(!rows[3].isEstablished && rows[3].info == "Passive Received: Administrative shutdown")
+        #expect(rows[4].since == "17:48:53.120" && rows[4].info == "Active")
+    }
+}
