@@ -104,6 +104,13 @@ let package = Package(
             name: "TandemAutodetectionTests", dependencies: ["TandemAutodetection", "TandemCore"],
             swiftSettings: strict),
         .testTarget(
+            name: "TandemAgentTests",
+            dependencies: [
+                "TandemAgent", "TandemAutodetection", "TandemCore", "TandemModel", "TandemNetlink", "TandemStore",
+                "TandemStoreSQLite", "TandemTestSupport",
+            ],
+            swiftSettings: strict),
+        .testTarget(
             name: "TandemBGPTests", dependencies: ["TandemBGP", "TandemCore", "TandemModel"],
             exclude: ["Golden"], swiftSettings: strict),
         .testTarget(name: "TandemCNITests", dependencies: ["TandemCNI", "TandemCNIWire"], swiftSettings: strict),
