@@ -111,6 +111,10 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(
+            name: "TandemLabTests",
+            dependencies: ["TandemTestSupport", "tandem-lab", "tandem-node", "tandem-cni", "tandemctl"],
+            swiftSettings: strict),
+        .testTarget(
             name: "TandemBGPTests", dependencies: ["TandemBGP", "TandemCore", "TandemModel"],
             exclude: ["Golden"], swiftSettings: strict),
         .testTarget(name: "TandemCNITests", dependencies: ["TandemCNI", "TandemCNIWire"], swiftSettings: strict),

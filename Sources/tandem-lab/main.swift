@@ -486,7 +486,8 @@ struct Restart: ParsableCommand {
         }
         // Ready when it serves CNI calls again.
         let log = paths.nodeDirectory(node) + "/tandem-node.log"
-        let before = (try? String(contentsOfFile: log, encoding: .utf8))?.components(separatedBy: "serving CNI calls").count ?? 0
+        let before =
+            (try? String(contentsOfFile: log, encoding: .utf8))?.components(separatedBy: "serving CNI calls").count ?? 0
         let started = Date()
         if let pid = state.nodes[index].agentPID { stop(pid) }
         state.nodes[index].agentPID = try startAgent(
@@ -496,7 +497,9 @@ struct Restart: ParsableCommand {
         while Date() < deadline {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             if text.components(separatedBy: "serving CNI calls").count > before { break }
-            guard alive(state.nodes[index].agentPID) else { throw LabError("tandem-node on \(node) exited; see \(log)") }
+            guard alive(state.nodes[index].agentPID) else {
+                throw LabError("tandem-node on \(node) exited; see \(log)")
+            }
             usleep(20_000)
         }
         print(

@@ -11,7 +11,8 @@ struct TandemCtl: AsyncParsableCommand {
         commandName: "tandemctl",
         abstract: "Manage Tandem resources (Calico projectcalico.org/v3 compatible).",
         subcommands: [
-            Apply.self, Create.self, Replace.self, Delete.self, Get.self, Patch.self, IPAMCommand.self, NodeCommand.self, Debug.self,
+            Apply.self, Create.self, Replace.self, Delete.self, Get.self, Patch.self, IPAMCommand.self,
+            NodeCommand.self, Debug.self,
         ])
 }
 

@@ -72,9 +72,10 @@ func endpoint(_ name: String, node: String, interface: String, _ addresses: [Str
         #expect(try ns.run("ip -6 route").stdout.contains("fd00:244::1 dev calipod1 proto 80"))
         // An endpoint whose interface is not there yet waits for it.
         let waiting = try reconciler.reconcile(
-            desired + desiredRoutes(
-                node: "n1", endpoints: [endpoint("b", node: "n1", interface: "calimissing", ["10.244.0.2/32"])],
-                affineBlocks: []))
+            desired
+                + desiredRoutes(
+                    node: "n1", endpoints: [endpoint("b", node: "n1", interface: "calimissing", ["10.244.0.2/32"])],
+                    affineBlocks: []))
         #expect(waiting.waiting == ["10.244.0.2/32 dev calimissing"])
     }
 }

@@ -121,7 +121,8 @@ let scenarios: [Scenario] = [
     Scenario(
         name: "route-reflector",
         replaceCluster: clusterYAML.replacingOccurrences(
-            of: "metadata: {name: n1, labels: {rack: a}}\nspec: {bgp: {ipv4Address: 10.99.0.1/24, ipv6Address: \"fd99::1/64\"}}",
+            of:
+                "metadata: {name: n1, labels: {rack: a}}\nspec: {bgp: {ipv4Address: 10.99.0.1/24, ipv6Address: \"fd99::1/64\"}}",
             with:
                 "metadata: {name: n1, labels: {rack: a, route-reflector: \"true\"}}\nspec: {bgp: {ipv4Address: 10.99.0.1/24, ipv6Address: \"fd99::1/64\", routeReflectorClusterID: 224.0.0.1}}"
         ),
@@ -139,7 +140,8 @@ let scenarios: [Scenario] = [
     Scenario(
         name: "route-reflector-client", node: "n3", routerID: "10.99.0.3",
         replaceCluster: clusterYAML.replacingOccurrences(
-            of: "metadata: {name: n1, labels: {rack: a}}\nspec: {bgp: {ipv4Address: 10.99.0.1/24, ipv6Address: \"fd99::1/64\"}}",
+            of:
+                "metadata: {name: n1, labels: {rack: a}}\nspec: {bgp: {ipv4Address: 10.99.0.1/24, ipv6Address: \"fd99::1/64\"}}",
             with:
                 "metadata: {name: n1, labels: {rack: a, route-reflector: \"true\"}}\nspec: {bgp: {ipv4Address: 10.99.0.1/24, ipv6Address: \"fd99::1/64\", routeReflectorClusterID: 224.0.0.1}}"
         ),

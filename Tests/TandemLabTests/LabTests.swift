@@ -1,0 +1,247 @@
+import Foundation
+import TandemTestSupport
+import Testing
+
+/// A lab of this test: a unique name (namespaces NAME-fab, NAME-n1, ...) and its own state directory, removed with
+/// `tandem-lab down` and a check that nothing it made is left.
+struct TestLab {
+    let name = "t" + String(UInt32.random(in: 0...0xFF_FFFF), radix: 16)
+    let state: ScratchDirectory
+
+    init() throws { state = try ScratchDirectory("lab") }
+
+    var options: [String] { ["--name", name, "--state-dir", state.path] }
+    var directory: String { state.path + "/" + name }
+
+    @discardableResult
+    func run(_ arguments: [String]) throws -> TestProducts.Output {
+        try TestProducts.run("tandem-lab", arguments + options)
+    }
+
+    /// `tandem-lab up`, failing the test with the lab's output if it fails.
+    func up(_ arguments: [String]) throws {
+        let output = try run(["up"] + arguments)
+        guard output.status == 0 else {
+            throw TestSupportError("tandem-lab up failed:\n\(output.stdout)\(output.stderr)")
+        }
+    }
+
+    /// Namespaces of this lab that exist.
+    func namespaces() throws -> [String] {
+        try shell("ip netns list").stdout.split(separator: "\n").map { String($0.split(separator: " ")[0]) }
+            .filter { $0.hasPrefix(name + "-") }
+    }
+
+    /// Processes whose command line names this lab's directory (tandem-node, BIRD).
+    func processes() throws -> [String] {
+        try shell("pgrep -af -- '\(directory)/' | grep -v pgrep || true").stdout.split(separator: "\n")
+            .map(String.init).filter { !$0.contains("<defunct>") }
+    }
+
+    /// Removes the lab and checks that nothing is left.
+    func down() {
+        _ = try? run(["down"])
+        state.remove()
+    }
+
+    /// `ip netns exec NODE-NS COMMAND`.
+    func onNode(_ node: String, _ command: String) throws -> TestProducts.Output {
+        try shell("ip netns exec \(name)-\(node) \(command)")
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds or `seconds` pass.
+func eventually(within seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try condition() { return true }
+        usleep(100_000)
+    }
+    return try condition()
+}
+
+/// The lab's pod addresses from `tandem-lab status`: `pod NAME on NODE: ADDR [ADDR]`.
+func podAddresses(_ status: String) -> [String: [String]] {
+    var result: [String: [String]] = [:]
+    for line in status.split(separator: "\n") where line.hasPrefix("pod ") {
+        let words = line.split(separator: " ").map(String.init)
+        result[words[1]] = Array(words.dropFirst(4))
+    }
+    return result
+}
+
+@Suite(.serialized) struct LabTests {
+    /// The issue's main demonstration, dual-stack: three nodes, a pod each, everything reaches everything; BGP routes
+    /// and blackholes in the kernel; sessions up in both families; agent restarts lose no packet; a route deleted by
+    /// hand returns and a foreign route stays; a broken node makes check fail; down leaves nothing.
+    @Test func dualStackClusterOfThree() throws {
+        let lab = try TestLab()
+        defer { lab.down() }
+        try lab.up(["--nodes", "3"])
+        for node in ["n1", "n2", "n3"] {
+            let added = try lab.run(["pod", "add", node])
+            #expect(added.status == 0, "\(added.stdout)\(added.stderr)")
+        }
+        let check = try lab.run(["check"])
+        #expect(check.status == 0, "\(check.stdout)")
+        #expect(check.stdout.contains("all reachable"))
+        #expect(check.stdout.contains("IPv4: rows ping columns") && check.stdout.contains("IPv6: rows ping columns"))
+
+        // Other nodes' blocks from BIRD, the node's own block as the agent's blackhole, per family.
+        let routes6 = try lab.onNode("n1", "ip -6 route").stdout
+        let routes4 = try lab.onNode("n1", "ip route").stdout
+        #expect(routes6.contains("/122 via fd99::2 dev eth0 proto bird"))
+        #expect(routes6.contains("/122 via fd99::3 dev eth0 proto bird"))
+        #expect(routes6.contains("blackhole fd00:244:") && routes6.contains("/122 dev lo proto 80"))
+        #expect(routes4.contains("/26 via 10.99.0.2 dev eth0 proto bird"))
+        #expect(routes4.contains("/26 proto 80") && routes4.contains("blackhole 10.244."))
+
+        // Sessions established in both families, as tandemctl shows them.
+        let status = try lab.onNode(
+            "n1", "\(TestProducts.directory().path)/tandemctl node status --bird-socket \(lab.directory)/n1/bird.ctl")
+        #expect(status.status == 0)
+        #expect(status.stdout.components(separatedBy: "Established").count - 1 == 4, "\(status.stdout)")
+        #expect(status.stdout.contains("IPv4 BGP status") && status.stdout.contains("IPv6 BGP status"))
+        #expect(status.stdout.contains("fd99::2") && status.stdout.contains("node-to-node mesh"))
+        let list = try TestProducts.run(
+            "tandemctl", ["node", "list", "--datastore", "sqlite://\(lab.directory)/datastore.db"])
+        #expect(
+            list.stdout.contains("n3") && list.stdout.contains("10.99.0.3/24") && list.stdout.contains("fd99::3/64"))
+
+        // Restarting tandem-node on both ends loses no packet of a running flow, in either family.
+        let pods = podAddresses(try lab.run(["status"]).stdout)
+        let target = try #require(pods["pod-n2-1"])
+        #expect(target.count == 2)
+        let flows = target.map { address in
+            Flow("ip netns exec \(lab.name)-pod-n1-1 ping -n -q -i 0.02 -c 200 \(address)")
+        }
+        usleep(300_000)
+        #expect(try lab.run(["restart", "n1"]).status == 0)
+        #expect(try lab.run(["restart", "n2"]).status == 0)
+        for flow in flows {
+            let output = flow.wait()
+            #expect(output.contains(" 0% packet loss"), "\(output)")
+        }
+
+        // A pod route deleted by hand returns within the resync (5 s in the lab); a route the agent does not own
+        // stays.
+        let podV4 = target.first { !$0.contains(":") }!
+        let podV6 = target.first { $0.contains(":") }!
+        _ = try lab.onNode("n2", "ip route add 198.51.100.0/24 via 10.99.0.254 proto static")
+        _ = try lab.onNode("n2", "ip -6 route add 2001:db8:99::/64 via fd99::fe proto static")
+        _ = try lab.onNode("n2", "ip route del \(podV4)/32")
+        _ = try lab.onNode("n2", "ip -6 route del \(podV6)/128")
+        #expect(
+            try eventually(within: 8) {
+                try lab.onNode("n2", "ip route").stdout.contains("\(podV4) dev cali")
+                    && lab.onNode("n2", "ip -6 route").stdout.contains("\(podV6) dev cali")
+            })
+        #expect(
+            try lab.onNode("n2", "ip route").stdout.contains("198.51.100.0/24 via 10.99.0.254 dev eth0 proto static"))
+        #expect(
+            try lab.onNode("n2", "ip -6 route").stdout.contains("2001:db8:99::/64 via fd99::fe dev eth0 proto static"))
+        #expect(try lab.run(["check"]).status == 0)
+
+        // A node whose BIRD is gone: check says so and fails.
+        let birdPID = try String(contentsOfFile: lab.directory + "/n3/bird.conf.pid", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let agent = "$(pgrep -f -- '--nodename n3 --datastore sqlite://\(lab.directory)/')"
+        _ = try shell("kill \(agent) && sleep 0.2 && kill \(birdPID)")
+        #expect(
+            try eventually(within: 10) {
+                try lab.onNode("n1", "ip route").stdout.contains("via 10.99.0.3") == false
+            })
+        let broken = try lab.run(["check"])
+        #expect(broken.status != 0)
+        #expect(broken.stdout.contains("FAIL"))
+
+        // Down leaves no namespace, link or process.
+        let down = try lab.run(["down"])
+        #expect(down.status == 0)
+        #expect(try lab.namespaces().isEmpty)
+        #expect(try lab.processes().isEmpty)
+    }
+
+    /// The same with no IPv4 anywhere: hashed router IDs, IPv6 sessions only, pods with IPv6 only.
+    @Test func ipv6OnlyClusterOfThree() throws {
+        let lab = try TestLab()
+        defer { lab.down() }
+        try lab.up(["--nodes", "3", "--ipv6-only"])
+        for node in ["n1", "n2", "n3"] { #expect(try lab.run(["pod", "add", node]).status == 0) }
+        let check = try lab.run(["check"])
+        #expect(check.status == 0, "\(check.stdout)")
+        #expect(!check.stdout.contains("IPv4:"))
+        let pods = podAddresses(try lab.run(["status"]).stdout)
+        #expect(pods.values.allSatisfy { $0.count == 1 && $0[0].contains(":") })
+        #expect(try lab.onNode("n1", "ip -6 route").stdout.contains("/122 via fd99::3 dev eth0 proto bird"))
+        #expect(!(try lab.onNode("n1", "ip route").stdout.contains("10.244.")))
+        let status = try lab.onNode(
+            "n1", "\(TestProducts.directory().path)/tandemctl node status --bird-socket \(lab.directory)/n1/bird.ctl")
+        #expect(status.stdout.contains("No IPv4 peers found."))
+        #expect(status.stdout.components(separatedBy: "Established").count - 1 == 2)
+        let log = try String(contentsOfFile: lab.directory + "/n1/tandem-node.log", encoding: .utf8)
+        #expect(log.contains("hash of the node name"))
+        #expect(try lab.run(["down"]).status == 0)
+        #expect(try lab.namespaces().isEmpty)
+    }
+
+    /// A node whose only IPv6 address is link-local, in a cluster with an IPv6 pool: tandem-node refuses to start
+    /// and says why and how to fix it.
+    @Test func aLinkLocalOnlyNodeFailsWithTheExplanation() throws {
+        let lab = try TestLab()
+        defer { lab.down() }
+        try lab.up(["--nodes", "1", "--ipv4-only"])
+        let pool = try lab.state.write(
+            "pool.yaml",
+            """
+            apiVersion: projectcalico.org/v3
+            kind: IPPool
+            metadata: {name: pods-v6}
+            spec: {cidr: "fd00:245::/56"}
+            """)
+        let datastore = "sqlite://\(lab.directory)/datastore.db"
+        #expect(try TestProducts.run("tandemctl", ["apply", "-f", pool, "--datastore", datastore]).status == 0)
+        // eth0 has 10.99.0.1/24 and its fe80:: address only.
+        let bin = TestProducts.directory().path
+        let started = try lab.onNode(
+            "n1",
+            "\(bin)/tandem-node serve --nodename n1 --datastore \(datastore) --cni-socket @tandem-ll-test "
+                + "--bird-dir \(lab.directory)/n1-second")
+        #expect(started.status == 1)
+        #expect(started.stdout.contains("failed to autodetect an IPv6 address"), "\(started.stdout)")
+        #expect(started.stdout.contains("an enabled IPv6 pool exists"))
+        #expect(started.stdout.contains("link-local"))
+        #expect(started.stdout.contains("Fix:"))
+        #expect(try lab.run(["down"]).status == 0)
+    }
+
+    @Test func badInputIsRefusedByName() throws {
+        let lab = try TestLab()
+        defer { lab.down() }
+        let both = try lab.run(["up", "--ipv4-only", "--ipv6-only"])
+        #expect(both.status != 0 && both.stderr.contains("--ipv4-only and --ipv6-only exclude each other"))
+        let nodes = try lab.run(["up", "--nodes", "0"])
+        #expect(nodes.status != 0 && nodes.stderr.contains("--nodes 0"))
+        let noLab = try lab.run(["check"])
+        #expect(noLab.status != 0 && (noLab.stdout + noLab.stderr).contains("no lab \"\(lab.name)\" is up"))
+        #expect(try lab.namespaces().isEmpty)
+    }
+}
+
+/// A shell command running on its own thread, for a flow that runs while the test does other things.
+final class Flow: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var output = ""
+
+    init(_ command: String) {
+        Thread.detachNewThread { [self] in
+            output = ((try? shell(command)).map { $0.stdout + $0.stderr }) ?? "could not run \(command)"
+            done.signal()
+        }
+    }
+
+    func wait() -> String {
+        done.wait()
+        return output
+    }
+}
