@@ -145,8 +145,11 @@ func podAddresses(_ status: String) -> [String: [String]] {
         // A node whose BIRD is gone: check says so and fails.
         let birdPID = try String(contentsOfFile: lab.directory + "/n3/bird.conf.pid", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        let agent = "$(pgrep -f -- '--nodename n3 --datastore sqlite://\(lab.directory)/')"
-        _ = try shell("kill \(agent) && sleep 0.2 && kill \(birdPID)")
+        let state = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: lab.directory + "/state.json")))
+        let nodes = try #require((state as? [String: Any])?["nodes"] as? [[String: Any]])
+        let agentPID = try #require(nodes.first { $0["name"] as? String == "n3" }?["agentPID"] as? Int)
+        _ = try shell("kill \(agentPID) && sleep 0.3 && kill \(birdPID)")
         #expect(
             try eventually(within: 10) {
                 try lab.onNode("n1", "ip route").stdout.contains("via 10.99.0.3") == false
