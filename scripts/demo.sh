@@ -39,7 +39,7 @@ ip -n "$node" -6 route add default via 2001:db8:100::2 dev up0 onlink
 ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 
 step "tandem-node on the node: the tandem plugin hands it every CNI call (without it, the plugin works alone)"
-ip netns exec "$node" "$bin/tandem-node" >"$work/tandem-node.log" 2>&1 &
+ip netns exec "$node" "$bin/tandem-node" serve --nodename node-a --no-bgp >"$work/tandem-node.log" 2>&1 &
 agent=$!
 for _ in $(seq 100); do grep -q "serving CNI" "$work/tandem-node.log" && break; sleep 0.1; done
 cat "$work/tandem-node.log"

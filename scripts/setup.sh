@@ -9,6 +9,7 @@ packages=(
   iputils-ping     # the pod connectivity tests
   containernetworking-plugins  # reference plugins: host-local, portmap, tuning, bandwidth (chaining tests, benchmarks)
   iptables         # portmap programs iptables/ip6tables
+  bird2            # BGP between nodes: tandem-node renders its configuration and runs it
 )
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   apt-get update -qq

@@ -147,6 +147,7 @@ struct Serve: ParsableCommand {
             settings.labels[parts[0]] = parts[1]
         }
         settings.routeReflectorClusterID = routeReflectorClusterID
+        guard !cniSocket.isEmpty else { throw ValidationError("--cni-socket is empty: give @name or a path") }
         guard resyncSeconds > 0 else { throw ValidationError("--resync-interval \(resyncSeconds): must be positive") }
         return settings
     }
@@ -155,6 +156,21 @@ struct Serve: ParsableCommand {
         // A delegated IPAM plugin that exits before reading its input must not kill the agent.
         signal(SIGPIPE, SIG_IGN)
         let settings = try settings()
+        // The socket first: a second agent on this node stops here, before it touches the datastore. Calls wait in
+        // the socket's backlog until the node is registered.
+        let service: CNIService
+        do {
+            let killAt = ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"]
+            service = try CNIService(
+                address: cniSocket, log: { line in say(line) },
+                checkpoint: { point in
+                    // The agent dies at the named point of an ADD, as a crash would: the tests use it to prove the
+                    // shim reports it and a DEL cleans up. Nothing else sets the variable.
+                    if point == killAt { _exit(137) }
+                })
+        } catch {
+            throw ValidationError("--cni-socket \(cniSocket): \(error)")
+        }
         let store: ResourceStore
         do {
             store = ResourceStore(
@@ -184,19 +200,6 @@ struct Serve: ParsableCommand {
         let families = [registration.ipv4, registration.ipv6].compactMap { $0?.family }
         for problem in checkNode((try? readFamilyStates(families)) ?? []) { say("node check: \(problem)") }
 
-        let service: CNIService
-        do {
-            let killAt = ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"]
-            service = try CNIService(
-                address: cniSocket, log: { line in say(line) },
-                checkpoint: { point in
-                    // The agent dies at the named point of an ADD, as a crash would: the tests use it to prove the
-                    // shim reports it and a DEL cleans up. Nothing else sets the variable.
-                    if point == killAt { _exit(137) }
-                })
-        } catch {
-            throw ValidationError("--cni-socket \(cniSocket): \(error)")
-        }
         say("serving CNI calls on \(cniSocket)")
         Thread.detachNewThread { service.serve() }
 

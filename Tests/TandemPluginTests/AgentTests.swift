@@ -144,12 +144,16 @@ import Testing
     @Test func anImpostorOnTheAgentsSocketIsIgnored() async throws {
         var lab = try PodLab()
         defer { lab.remove() }
-        // tandem-node itself, run as nobody, stands in for any unprivileged program holding the name.
+        // tandem-node itself, run as nobody with a datastore of its own, stands in for any unprivileged program
+        // holding the name.
+        let impostorStore = "/tmp/tandem-impostor-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: impostorStore) }
         let impostor = Process()
         impostor.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         impostor.arguments = [
             "ip", "netns", "exec", lab.node.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-            TestProducts.directory().appendingPathComponent("tandem-node").path,
+            TestProducts.directory().appendingPathComponent("tandem-node").path, "serve", "--no-bgp", "--nodename",
+            "impostor", "--datastore", "sqlite://\(impostorStore)/store.db",
         ]
         let output = Pipe()
         impostor.standardOutput = output
@@ -158,8 +162,14 @@ import Testing
             impostor.terminate()
             impostor.waitUntilExit()
         }
-        let ready = output.fileHandleForReading.availableData
-        #expect(String(decoding: ready, as: UTF8.self).contains("serving CNI calls"))
+        var ready = ""
+        let deadline = Date().addingTimeInterval(20)
+        while !ready.contains("serving CNI calls") && Date() < deadline {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            ready += String(decoding: chunk, as: UTF8.self)
+        }
+        #expect(ready.contains("serving CNI calls"), "\(ready)")
         let pod = try lab.newPod()
         let add = try lab.run("ADD", pod: pod, container: "trusting", config: lab.config())
         #expect(add.status == 0, "\(add.output)")
@@ -173,12 +183,15 @@ import Testing
         defer { lab.remove() }
         try lab.startAgent()
         #expect(throws: TestSupportError.self) {
-            try AgentProcess(namespace: lab.node, log: lab.scratch.file("second.log"))
+            try AgentProcess(
+                namespace: lab.node, log: lab.scratch.file("second.log"),
+                arguments: ["serve", "--nodename", "node-a", "--datastore", lab.datastore, "--no-bgp"])
         }
         let second = (try? String(contentsOfFile: lab.scratch.file("second.log"), encoding: .utf8)) ?? ""
         #expect(second.contains("another tandem-node serves CNI in this network namespace"), "\(second)")
         let bad = try lab.node.run(
-            "\(TestProducts.directory().appendingPathComponent("tandem-node").path) --cni-socket ''")
+            "\(TestProducts.directory().appendingPathComponent("tandem-node").path) --cni-socket '' --datastore \(lab.datastore)"
+        )
         #expect(bad.status != 0)
         #expect(bad.stderr.contains("--cni-socket"), "\(bad.stderr)")
     }

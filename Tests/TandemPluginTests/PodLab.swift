@@ -107,7 +107,11 @@ struct PodLab {
     /// call made in the node to it.
     mutating func startAgent(environment: [String: String] = [:]) throws {
         agent?.stop()
-        agent = try AgentProcess(namespace: node, log: scratch.file("tandem-node.log"), environment: environment)
+        // The node's own registration and routes, in this lab's datastore; no BGP (a single node has no peers).
+        agent = try AgentProcess(
+            namespace: node, log: scratch.file("tandem-node.log"),
+            arguments: ["serve", "--nodename", "node-a", "--datastore", datastore, "--no-bgp"],
+            environment: environment)
     }
 
     /// What the store still holds: IPAM handles and WorkloadEndpoints.
