@@ -14,6 +14,9 @@ let package = Package(
                 .product(name: "TandemStoreSQLite", package: "main"),
                 .product(name: "TandemIPAM", package: "main"),
                 .product(name: "TandemModel", package: "main"),
+                .product(name: "TandemAgent", package: "main"),
+                .product(name: "TandemLinux", package: "main"),
+                .product(name: "TandemNetlink", package: "main"),
             ],
             swiftSettings: [.treatAllWarnings(as: .error)])
     ]

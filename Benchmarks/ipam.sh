@@ -18,10 +18,16 @@ trap 'rm -rf "$work"' EXIT
 done)
 # Two ways for tandem-ipam: served by a node agent (on a socket of this run's own), and without one (the `tandem` shim
 # execs `tandem-cni`, a process per call).
-agent_socket=@tandem-ipam-bench-$$
-"$(cd .. && pwd)/.build/release/tandem-node" --cni-socket "$agent_socket" >"$work/tandem-node.log" 2>&1 &
+# The agent runs in a namespace of its own (its route reconcile must not touch this host) and listens on a socket
+# file, which the shim reaches from here.
+agent_socket=$work/agent.sock
+agent_ns=tbi-$$
+ip netns add "$agent_ns"
+ip netns exec "$agent_ns" "$(cd .. && pwd)/.build/release/tandem-node" serve --nodename node-a --no-bgp \
+  --datastore "sqlite://$work/tandem.db" --ip 192.0.2.1 --ip6 none --cni-socket "$agent_socket" \
+  >"$work/tandem-node.log" 2>&1 &
 agent=$!
-trap 'kill $agent 2>/dev/null; wait $agent 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $agent 2>/dev/null; wait $agent 2>/dev/null; ip netns del "$agent_ns"; rm -rf "$work"' EXIT
 for _ in $(seq 100); do grep -q "serving CNI" "$work/tandem-node.log" && break; sleep 0.1; done
 ln -s "$(cd .. && pwd)/.build/release/tandem" "$work/tandem-ipam"
 tandemctl=$(cd .. && pwd)/.build/release/tandemctl

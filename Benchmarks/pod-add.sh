@@ -55,7 +55,8 @@ try:
         if ctypes.CDLL(None, use_errno=True).setns(handle.fileno(), 0x40000000) != 0:
             raise SystemExit(f"setns into {node}: {os.strerror(ctypes.get_errno())}")
     log = open(f"{work}/tandem-node.log", "w+")
-    agent = subprocess.Popen([f"{release}/tandem-node"], stdout=log, stderr=subprocess.STDOUT)
+    agent = subprocess.Popen([f"{release}/tandem-node", "serve", "--nodename", "node-a", "--datastore", store, "--no-bgp"],
+                             stdout=log, stderr=subprocess.STDOUT)
     for _ in range(500):
         log.seek(0)
         if "serving CNI" in log.read() or agent.poll() is not None:

@@ -184,8 +184,14 @@ struct Bench {
                 count: arguments.dropFirst().first.flatMap(Int.init) ?? 2000)
         case "ipam-fill":
             try await ipamFill(path: arguments.dropFirst().first ?? "/tmp/tandem-bench-fill.db")
+        case "routes":
+            try routeBenchmark(
+                count: arguments.dropFirst().first.flatMap(Int.init) ?? 10_000,
+                runs: arguments.dropFirst(2).first.flatMap(Int.init) ?? 5)
         default:
-            print("usage: tandem-bench address | store [db-path] [increments] | ipam-rate [count] [db-path] | ipam-fill [db-path]")
+            print(
+                "usage: tandem-bench address | store [db-path] [increments] | ipam-rate [count] [db-path] | ipam-fill [db-path] | routes [count] [runs]"
+            )
         }
     }
 }
