@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "TandemAgent", targets: ["TandemAgent"]),
         .library(name: "TandemLinux", targets: ["TandemLinux"]),
         .library(name: "TandemNetlink", targets: ["TandemNetlink"]),
+        .library(name: "TandemNetlinkCodec", targets: ["TandemNetlinkCodec"]),
         .executable(name: "tandemctl", targets: ["tandemctl"]),
         .executable(name: "tandem", targets: ["tandem"]),
         .executable(name: "tandem-cni", targets: ["tandem-cni"]),

@@ -17,6 +17,7 @@ let package = Package(
                 .product(name: "TandemAgent", package: "main"),
                 .product(name: "TandemLinux", package: "main"),
                 .product(name: "TandemNetlink", package: "main"),
+                .product(name: "TandemNetlinkCodec", package: "main"),
             ],
             swiftSettings: [.treatAllWarnings(as: .error)])
     ]

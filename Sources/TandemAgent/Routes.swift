@@ -38,6 +38,13 @@ public func desiredRoutes(node: String, endpoints: [WorkloadEndpoint], affineBlo
     return routes
 }
 
+/// What identifies a route for the reconciler.
+struct RouteKey: Hashable {
+    var destination: CIDR
+    var type: UInt8
+    var interface: Int32?
+}
+
 /// What one reconcile pass changed.
 public struct RouteReport: Sendable, Equatable {
     public var added: [String] = []
@@ -87,16 +94,21 @@ public struct RouteReconciler: Sendable {
                         ))
                 }
             }
-            func same(_ kernel: Route, _ want: Route) -> Bool {
-                kernel.destination == want.destination && kernel.type == want.type
-                    && (want.type == RouteType.blackhole || kernel.outputInterface == want.outputInterface)
+            // Routes are matched by destination, type and interface (a blackhole has none): hash sets, so a pass
+            // over ten thousand converged routes is linear.
+            func key(_ route: Route) -> RouteKey {
+                RouteKey(
+                    destination: route.destination, type: route.type,
+                    interface: route.type == RouteType.blackhole ? nil : route.outputInterface)
             }
-            for want in wanted where !owned.contains(where: { same($0, want) }) {
+            let ownedKeys = Set(owned.map(key))
+            let wantedKeys = Set(wanted.map(key))
+            for want in wanted where !ownedKeys.contains(key(want)) {
                 let name = want.outputInterface.flatMap { nameByIndex[$0] }
                 try netlink.addRoute(want, interfaceName: name, replace: true)
                 report.added.append(want.ipCommand("replace", interfaceName: name))
             }
-            for route in owned where !wanted.contains(where: { same(route, $0) }) {
+            for route in owned where !wantedKeys.contains(key(route)) {
                 let name = route.outputInterface.flatMap { nameByIndex[$0] }
                 do {
                     try netlink.deleteRoute(route, interfaceName: name)

@@ -4,6 +4,7 @@ import TandemCore
 import TandemLinux
 import TandemModel
 import TandemNetlink
+import TandemNetlinkCodec
 
 /// Programs `count` workload routes (half IPv4 /32, half IPv6 /128, spread over 50 pod veths) with the agent's
 /// route reconciler, and the same routes with `ip -batch` in a second fresh namespace, alternating, best of `runs`.
@@ -14,7 +15,7 @@ func routeBenchmark(count: Int, runs: Int) throws {
     var batch = ""
     for index in 0..<(count / 2) {
         let interface = "calib\(index % veths)"
-        let v4 = try IPAddress(family: .v4, integer: try IPAddress("10.200.0.0").integer + UInt128(index))
+        let v4 = IPAddress(family: .v4, integer: try IPAddress("10.200.0.0").integer + UInt128(index))
         let v6 = IPAddress(family: .v6, integer: try IPAddress("fd00:200::").integer + UInt128(index))
         var spec = WorkloadEndpointSpec()
         spec.node = "bench"
@@ -22,7 +23,7 @@ func routeBenchmark(count: Int, runs: Int) throws {
         spec.ipNetworks = ["\(v4)/32", "\(v6)/128"]
         endpoints.append(WorkloadEndpoint(metadata: ObjectMeta(name: "ep\(index)", namespace: "default"), spec: spec))
         batch += "route replace \(v4)/32 dev \(interface) scope link proto 80\n"
-        batch += "-6 route replace \(v6)/128 dev \(interface) proto 80\n"
+        batch += "route replace \(v6)/128 dev \(interface) proto 80\n"
     }
     let desired = desiredRoutes(node: "bench", endpoints: endpoints, affineBlocks: [])
     let batchFile = "/tmp/tandem-bench-routes-\(getpid()).batch"
