@@ -357,13 +357,16 @@ struct DelegatedPlugin {
         let output = Pipe()
         process.standardInput = input
         process.standardOutput = output
+        // Woken by the exit itself: waitUntilExit polls its run loop in 50 ms steps on Linux.
+        let exited = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in exited.signal() }
         try process.run()
         let data = try JSONSerialization.data(withJSONObject: config)
         // Throwing forms: a plugin that exits without reading its input must not take the agent down.
         try? input.fileHandleForWriting.write(contentsOf: data)
         try? input.fileHandleForWriting.close()
         let reply = (try? output.fileHandleForReading.readToEnd()) ?? Data()
-        process.waitUntilExit()
+        exited.wait()
         let object = (try? JSONSerialization.jsonObject(with: reply)) as? [String: Any]
         guard process.terminationStatus == 0 else {
             throw CNIError(

@@ -34,6 +34,9 @@ public enum TestProducts {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = input
+        // Woken by the exit itself: waitUntilExit polls its run loop in 50 ms steps on Linux.
+        let exited = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in exited.signal() }
         try process.run()
         if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
         try input.fileHandleForWriting.close()
@@ -42,7 +45,7 @@ public enum TestProducts {
         let reader = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
         reader.start()
         let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        exited.wait()
         while !errData.done { usleep(1000) }
         return Output(
             status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),

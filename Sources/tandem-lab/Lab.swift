@@ -106,13 +106,16 @@ func run(
     process.standardError = pipe
     let inputPipe = Pipe()
     process.standardInput = input == nil ? FileHandle.nullDevice : inputPipe
+    // Woken by the exit itself: waitUntilExit polls its run loop in 50 ms steps on Linux.
+    let exited = DispatchSemaphore(value: 0)
+    process.terminationHandler = { _ in exited.signal() }
     try process.run()
     if let input {
         inputPipe.fileHandleForWriting.write(Data(input.utf8))
         try? inputPipe.fileHandleForWriting.close()
     }
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
+    exited.wait()
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 

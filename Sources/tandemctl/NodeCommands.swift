@@ -74,9 +74,12 @@ struct NodeStatus: AsyncParsableCommand {
         process.standardOutput = pipe
         process.standardError = pipe
         process.standardInput = FileHandle.nullDevice
+        // Woken by the exit itself: waitUntilExit polls its run loop in 50 ms steps on Linux.
+        let exited = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in exited.signal() }
         try process.run()
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        exited.wait()
         return (
             process.terminationStatus,
             String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)

@@ -195,9 +195,12 @@ func birdParses(_ config: String) throws -> (ok: Bool, output: String) {
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
+    // Woken by the exit itself: waitUntilExit polls its run loop in 50 ms steps on Linux.
+    let exited = DispatchSemaphore(value: 0)
+    process.terminationHandler = { _ in exited.signal() }
     try process.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
+    exited.wait()
     return (process.terminationStatus == 0, String(decoding: data, as: UTF8.self))
 }
 
