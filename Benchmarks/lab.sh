@@ -70,8 +70,8 @@ handmade_reachable() { # N: every pod pings every other pod, both families
   local n=$1 i j
   for i in $(seq "$n"); do for j in $(seq "$n"); do
     [ "$i" = "$j" ] && continue
-    ip netns exec "hm-p$i" ping -c1 -W1 -q "10.244.$j.2" >/dev/null 2>&1 || return 1
-    ip netns exec "hm-p$i" ping -c1 -W1 -q "fd00:244:0:$j::2" >/dev/null 2>&1 || return 1
+    ip netns exec "hm-p$i" ping -c1 -W0.2 -q "10.244.$j.2" >/dev/null 2>&1 || return 1
+    ip netns exec "hm-p$i" ping -c1 -W0.2 -q "fd00:244:0:$j::2" >/dev/null 2>&1 || return 1
   done; done
 }
 handmade_down() {
@@ -87,7 +87,7 @@ for n in 3 10; do
     t1=$(now)
     for i in $(seq "$n"); do lab pod add "n$i" >/dev/null; done
     t2=$(now)
-    until lab check >/dev/null; do sleep 0.05; done
+    until lab check --timeout 0.2 >/dev/null; do :; done
     t3=$(now)
     lab down >/dev/null
     h0=$(now)

@@ -92,6 +92,9 @@ enum LabPlan {
     static func nodeIPv6(_ index: Int) -> CIDR { try! CIDR("\(underlay6)\(String(index, radix: 16))/64") }
 }
 
+/// Serialises process launches (see `run`).
+let launchLock = NSLock()
+
 /// Runs a command to completion; returns its status and output (stdout and stderr together).
 @discardableResult
 func run(
@@ -109,7 +112,9 @@ func run(
     // Woken by the exit itself: waitUntilExit polls its run loop in 50 ms steps on Linux.
     let exited = DispatchSemaphore(value: 0)
     process.terminationHandler = { _ in exited.signal() }
-    try process.run()
+    // Foundation's Process.run is not safe to call from several threads at once (it crashed copying the
+    // environment); the children still run in parallel.
+    try launchLock.withLock { try process.run() }
     if let input {
         inputPipe.fileHandleForWriting.write(Data(input.utf8))
         try? inputPipe.fileHandleForWriting.close()

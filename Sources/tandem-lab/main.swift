@@ -369,6 +369,13 @@ struct Check: ParsableCommand {
 
     @OptionGroup var options: LabOptions
 
+    @Option(name: .customLong("timeout"), help: "Seconds each ping waits for its reply (two tries per probe).")
+    var timeout: Double = 2
+
+    func validate() throws {
+        guard timeout > 0, timeout <= 60 else { throw ValidationError("--timeout \(timeout): use 0 to 60 seconds") }
+    }
+
     func run() throws {
         let state = try options.paths.load()
         guard !state.pods.isEmpty else {
@@ -390,7 +397,7 @@ struct Check: ParsableCommand {
                 if source.name == target.0 { continue }
                 group.enter()
                 Thread.detachNewThread {
-                    results.set(item, reachable: ping(from: source.namespace, to: target.1))
+                    results.set(item, reachable: ping(from: source.namespace, to: target.1, timeout: timeout))
                     group.leave()
                 }
             }
@@ -431,9 +438,9 @@ final class ProbeResults: @unchecked Sendable {
 }
 
 /// One ping from a namespace, retried once (the first packet may wait on neighbour discovery).
-func ping(from namespace: String, to address: String) -> Bool {
+func ping(from namespace: String, to address: String, timeout: Double) -> Bool {
     for _ in 0..<2 {
-        if let reply = try? inNamespace(namespace, ["ping", "-n", "-q", "-c", "1", "-W", "2", address]),
+        if let reply = try? inNamespace(namespace, ["ping", "-n", "-q", "-c", "1", "-W", "\(timeout)", address]),
             reply.status == 0
         {
             return true
