@@ -62,12 +62,15 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "TandemPlugin",
-            dependencies: ["TandemCNI", "TandemIPAM", "TandemStoreSQLite", "TandemDataplane", "TandemModel"],
+            dependencies: [
+                "TandemCNI", "TandemIPAM", "TandemStoreSQLite", "TandemDataplane", "TandemLinux", "TandemModel",
+            ],
             swiftSettings: strict),
         .target(
             name: "TandemAgent",
             dependencies: [
-                "CNetlink", "TandemAutodetection", "TandemBGP", "TandemCNIWire", "TandemIPAM", "TandemNetlink",
+                "CNetlink", "TandemAutodetection", "TandemBGP", "TandemCNIWire", "TandemIPAM", "TandemLinux",
+                "TandemNetlink",
                 "TandemNetlinkCodec", "TandemPlugin",
                 "TandemStoreSQLite",
             ],
@@ -97,12 +100,15 @@ let package = Package(
         .executableTarget(
             name: "tandemctl",
             dependencies: [
-                "TandemBGP", "TandemCore", "TandemModel", "TandemStore", "TandemStoreSQLite", "TandemIPAM",
+                "TandemBGP", "TandemCore", "TandemLinux", "TandemModel", "TandemStore", "TandemStoreSQLite",
+                "TandemIPAM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
         // Test helpers (running binaries, scratch directories); used by tests only.
-        .target(name: "TandemTestSupport", path: "Sources/TandemTestSupport", swiftSettings: strict),
+        .target(
+            name: "TandemTestSupport", dependencies: ["TandemLinux"], path: "Sources/TandemTestSupport",
+            swiftSettings: strict),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"], swiftSettings: strict),
         .testTarget(
             name: "TandemAutodetectionTests", dependencies: ["TandemAutodetection", "TandemCore"],
@@ -119,7 +125,7 @@ let package = Package(
             dependencies: ["TandemTestSupport", "tandem-lab", "tandem-node", "tandem-cni", "tandemctl"],
             swiftSettings: strict),
         .testTarget(
-            name: "TandemBGPTests", dependencies: ["TandemBGP", "TandemCore", "TandemModel"],
+            name: "TandemBGPTests", dependencies: ["TandemBGP", "TandemCore", "TandemLinux", "TandemModel"],
             exclude: ["Golden"], swiftSettings: strict),
         .testTarget(name: "TandemCNITests", dependencies: ["TandemCNI", "TandemCNIWire"], swiftSettings: strict),
         .testTarget(
@@ -136,7 +142,7 @@ let package = Package(
             name: "TandemPluginTests",
             dependencies: [
                 "TandemCNI", "TandemCore", "TandemIPAM", "TandemModel", "TandemStore", "TandemStoreSQLite",
-                "TandemCNIWire", "TandemTestSupport", "tandem-cni", "tandem-node", "tandemctl",
+                "TandemCNIWire", "TandemLinux", "TandemTestSupport", "tandem-cni", "tandem-node", "tandemctl",
             ],
             swiftSettings: strict),
         .testTarget(name: "TandemSelectorTests", dependencies: ["TandemSelector"], swiftSettings: strict),

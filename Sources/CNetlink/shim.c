@@ -1,6 +1,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <sched.h>
+#include <spawn.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include "CNetlink.h"
@@ -31,3 +34,9 @@ int cnl_make_shared(const char *target) {
 }
 
 int cnl_detach_unmount(const char *target) { return umount2(target, MNT_DETACH); }
+
+int cnl_spawn_close_from(void *actions, int lowest) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowest);
+}
+
+int cnl_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

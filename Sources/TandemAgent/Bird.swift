@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TandemLinux
 
 /// The node's BIRD daemon: its configuration file, control socket and pid file. The agent writes the
 /// configuration, has BIRD check it (`bird -p`) before BIRD reads it (`birdc configure`), and starts BIRD when it
@@ -22,26 +23,30 @@ public struct BirdControl: Sendable {
     /// What ``apply(_:)`` did.
     public enum Outcome: Sendable, Equatable { case unchanged, reconfigured, started }
 
-    /// Installs `config` if it differs from the file BIRD runs with: checks it with `bird -p -c`, replaces the
-    /// file, and runs `birdc configure` (or starts BIRD). A configuration BIRD rejects is not installed; the
-    /// error carries BIRD's message and the running configuration stays.
-    public func apply(_ config: String) throws -> Outcome {
-        let current = try? String(contentsOfFile: configPath, encoding: .utf8)
+    /// Installs `config` unless it is `applied` (the configuration this agent last had BIRD load) and BIRD runs:
+    /// checks it with `bird -p -c`, replaces the file, and runs `birdc configure` (or starts BIRD). A configuration
+    /// BIRD rejects is not installed: the error carries BIRD's message, the rejected file stays beside the running
+    /// one as `.rejected` for the operator, and BIRD keeps what it runs. If `birdc configure` fails, the previous
+    /// file is put back. A new agent passes nil for `applied`, so its first pass always has BIRD load the file.
+    public func apply(_ config: String, applied: String?) throws -> Outcome {
         let running = isRunning()
-        if current == config && running { return .unchanged }
+        if applied == config && running { return .unchanged }
         let candidate = configPath + ".new"
         try config.write(toFile: candidate, atomically: true, encoding: .utf8)
         let check = try runTool(bird, ["-p", "-c", candidate])
         guard check.status == 0 else {
-            try? FileManager.default.removeItem(atPath: candidate)
-            throw AgentError("BIRD rejected the generated configuration (bird -p -c \(candidate)): \(check.output)")
+            let rejected = configPath + ".rejected"
+            _ = rename(candidate, rejected)
+            throw AgentError("BIRD rejected the generated configuration (bird -p -c \(rejected)): \(check.output)")
         }
+        let previous = try? String(contentsOfFile: configPath, encoding: .utf8)
         if rename(candidate, configPath) != 0 {
             throw AgentError("rename \(candidate) to \(configPath): \(String(cString: strerror(errno)))")
         }
         if running {
             let reply = try runTool(birdc, ["-s", socketPath, "configure"])
             guard reply.status == 0, reply.output.contains("Reconfigur") else {
+                if let previous { try? previous.write(toFile: configPath, atomically: true, encoding: .utf8) }
                 throw AgentError("birdc -s \(socketPath) configure: \(reply.output)")
             }
             return .reconfigured
@@ -75,47 +80,11 @@ public struct BirdControl: Sendable {
     }
 }
 
-/// Runs a tool to completion with stdin from /dev/null and stdout and stderr into a scratch file (a daemon it
-/// forks must not hold a pipe of ours open), and returns its exit status and output. posix_spawn and waitpid
-/// directly: the agent reaps its own children, whatever else runs on its threads.
+/// Runs a tool to completion (stdin from /dev/null; nothing else of ours reaches it, so a daemon it forks holds
+/// no pipe of ours) and returns its exit status and output.
 func runTool(_ tool: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let path = try resolveTool(tool)
-    let outputPath = "/tmp/tandem-tool-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
-    defer { unlink(outputPath) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    // The agent ignores SIGTERM, SIGINT and SIGPIPE and its threads block signals; a child must start with the
-    // defaults, or `kill` could not stop the BIRD it forks.
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var defaults = sigset_t()
-    sigemptyset(&defaults)
-    for number in [SIGTERM, SIGINT, SIGPIPE, SIGHUP, SIGCHLD] { sigaddset(&defaults, number) }
-    posix_spawnattr_setsigdefault(&attributes, &defaults)
-    var emptyMask = sigset_t()
-    sigemptyset(&emptyMask)
-    posix_spawnattr_setsigmask(&attributes, &emptyMask)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-    let argv = ([path] + arguments).map { strdup($0) } + [nil]
-    defer { for pointer in argv { free(pointer) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
-    guard spawned == 0 else {
-        throw AgentError("cannot run \(path): \(String(cString: strerror(spawned)))")
-    }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 {
-        guard errno == EINTR else { throw AgentError("waitpid \(path): \(String(cString: strerror(errno)))") }
-    }
-    let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-    // Exit status, or 128 + signal as a shell reports it.
-    let exitStatus = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    return (exitStatus, output.trimmingCharacters(in: .whitespacesAndNewlines))
+    let output = try ChildProcess.run(try resolveTool(tool), arguments)
+    return (output.status, (output.stdoutText + output.stderrText).trimmingCharacters(in: .whitespacesAndNewlines))
 }
 
 /// A tool's path: as given when it has a slash, else the first match on PATH (and /usr/sbin, where bird lives).

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TandemBGP
 import TandemCore
 import TandemIPAM
@@ -36,18 +37,26 @@ public final class NodeAgent: Sendable {
         self.log = log
     }
 
+    /// The configuration BIRD last loaded from this agent; nil until the first pass (which therefore always has
+    /// BIRD load the file, whatever an earlier agent left on disk).
+    private let appliedBirdConfig = Mutex<String?>(nil)
+
     /// Runs until the task is cancelled.
     public func run() async {
         let (triggers, trigger) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let revision = (try? await store.datastore.currentRevision()) ?? 0
         let watcher = Task {
+            var next = ((try? await store.datastore.currentRevision()) ?? 0) + 1
             while !Task.isCancelled {
                 do {
-                    for try await _ in store.datastore.watch(prefix: "/calico/", fromRevision: revision + 1) {
+                    for try await event in store.datastore.watch(prefix: "/calico/", fromRevision: next) {
+                        next = event.keyValue.modRevision + 1
                         trigger.yield()
                     }
                 } catch {
-                    log("datastore watch failed (\(error)); the resync keeps the node converging")
+                    // Resume from now (the missed changes are read whole by the pass this triggers).
+                    log("datastore watch failed (\(error)); resuming from the current revision")
+                    next = ((try? await store.datastore.currentRevision()) ?? next - 1) + 1
+                    trigger.yield()
                 }
                 try? await Task.sleep(for: .seconds(1))
             }
@@ -70,39 +79,48 @@ public final class NodeAgent: Sendable {
         }
     }
 
-    /// One reconcile pass; failures are logged.
+    /// One reconcile pass: routes, then BGP, each on its own so that a failure of one does not hold up the other.
     public func pass() async {
         let started = ContinuousClock.now
+        let blocks: [CIDR]
         do {
             let endpoints = try await store.list(.workloadEndpoint).compactMap { $0.resource as? WorkloadEndpoint }
-            let blocks = try await ipam.confirmedAffineBlocks(host: nodeName)
+            blocks = try await ipam.confirmedAffineBlocks(host: nodeName)
             let desired = desiredRoutes(node: nodeName, endpoints: endpoints, affineBlocks: blocks)
             let report = try routes.reconcile(desired)
             for line in report.added { log("route: \(line)") }
             for line in report.removed { log("route: \(line)") }
-            if let bird {
-                let config = try await birdConfig(blocks: blocks)
-                switch try bird.apply(config) {
-                case .unchanged: break
-                case .reconfigured: log("BIRD reconfigured (\(bird.configPath))")
-                case .started: log("BIRD started (\(bird.configPath), socket \(bird.socketPath))")
-                }
-            }
+            for line in report.failed { log("route failed: \(line)") }
             if !report.isEmpty {
                 log("reconciled in \((ContinuousClock.now - started).formatted(.units(allowed: [.milliseconds])))")
             }
         } catch {
             log("reconcile failed: \(error)")
+            return
+        }
+        guard let bird else { return }
+        do {
+            let (config, warnings) = try await birdConfig(blocks: blocks)
+            for warning in warnings { log("BGP: \(warning)") }
+            let applied = appliedBirdConfig.withLock { $0 }
+            switch try bird.apply(config, applied: applied) {
+            case .unchanged: break
+            case .reconfigured: log("BIRD reconfigured (\(bird.configPath))")
+            case .started: log("BIRD started (\(bird.configPath), socket \(bird.socketPath))")
+            }
+            appliedBirdConfig.withLock { $0 = config }
+        } catch {
+            log("BGP configuration not applied: \(error)")
         }
     }
 
     /// This node's BIRD configuration from the datastore.
-    func birdConfig(blocks: [CIDR]) async throws -> String {
+    func birdConfig(blocks: [CIDR]) async throws -> (String, [String]) {
         let nodes = try await store.list(.node).compactMap { $0.resource as? Node }.map(BGPNode.init)
         let configurations = try await store.list(.bgpConfiguration).compactMap { $0.resource as? BGPConfiguration }
         let peers = try await store.list(.bgpPeer).compactMap { $0.resource as? BGPPeer }
         let pools = try await store.list(.ipPool).compactMap { $0.resource as? IPPool }
-        return try renderBirdConfig(
+        return try renderBirdConfigReporting(
             BirdInput(
                 nodeName: nodeName, routerID: routerID, nodes: nodes, configurations: configurations, peers: peers,
                 pools: pools, affineBlocks: blocks, logFile: birdLog))

@@ -128,11 +128,15 @@ public func registerNode(
         do {
             try await store.write([pool], mode: .create)
             report.append("created IPPool \(pool.metadata.name!) \(cidr)")
+            pools = try await store.list(.ipPool).compactMap { $0.resource as? IPPool }
         } catch {
-            // Another node created it first: theirs stands.
-            report.append("IPPool \(pool.metadata.name!) was created by another node meanwhile")
+            // Another node created a pool of the family first: theirs stands. Anything else is a failure.
+            pools = try await store.list(.ipPool).compactMap { $0.resource as? IPPool }
+            guard pools.contains(where: { $0.spec.network?.family == cidr.family }) else { throw error }
+            report.append(
+                "an \(cidr.family) pool was created by another node meanwhile; --\(cidr.family == .v4 ? "ipv4" : "ipv6")-pool-cidr \(cidr) not used"
+            )
         }
-        pools = try await store.list(.ipPool).compactMap { $0.resource as? IPPool }
     }
     func hasEnabledPool(_ family: IPFamily) -> Bool {
         pools.contains { $0.spec.network?.family == family && $0.spec.disabled != true }
@@ -145,6 +149,11 @@ public func registerNode(
         // No pool and no setting: an IPv4 node, as Calico's default.
         wanted[0].1 = .autodetect
         report.append("no enabled IP pool yet: detecting IPv4 only (create pools or pass --ip6 autodetect)")
+    }
+    let registered = try await store.get(.node, name: settings.nodeName)?.resource as? Node
+    func existingAddress(_ family: IPFamily) -> CIDR? {
+        let text = family == .v4 ? registered?.spec.bgp?.ipv4Address : registered?.spec.bgp?.ipv6Address
+        return text.flatMap { try? CIDR(cidrOrAddress: $0) }.flatMap { $0.family == family ? $0 : nil }
     }
     var chosen: [IPFamily: CIDR] = [:]
     var hostInterfaces: [HostInterface]?
@@ -159,7 +168,13 @@ public func registerNode(
             report.append("\(name): \(cidr), as configured")
             continue
         case .unset where !hasEnabledPool(family):
-            report.append("\(name): not used (no enabled \(name) pool)")
+            // As Calico: an address the node already has stays (a pool may come later); none is looked for.
+            if let kept = existingAddress(family) {
+                chosen[family] = kept
+                report.append("\(name): \(kept), kept from the registered node (no enabled \(name) pool)")
+            } else {
+                report.append("\(name): not used (no enabled \(name) pool)")
+            }
             continue
         case .unset, .autodetect:
             break
@@ -209,7 +224,8 @@ public func registerNode(
             decision = try chooseRouterID(
                 nodeName: settings.nodeName, configured: settings.routerID, nodeIPv4: ipv4Address, others: otherIDs)
         } catch {
-            throw AgentError("--router-id \(settings.routerID): \(error)")
+            throw AgentError(
+                settings.routerID.isEmpty ? "router ID: \(error)" : "--router-id \(settings.routerID): \(error)")
         }
         report.append("BGP router ID \(decision.id) (\(decision.reason))")
 

@@ -23,13 +23,18 @@ public struct DesiredRoute: Hashable, Sendable, CustomStringConvertible {
 
 /// The routes the agent owns for `node`: one /32 or /128 per address of each of its workload endpoints, one
 /// blackhole per affine block (except single-address blocks, which the pod route covers).
+/// An address two endpoints claim gets one route, to the first in the order given (the store's key order), so
+/// the route does not swap between them from pass to pass.
 public func desiredRoutes(node: String, endpoints: [WorkloadEndpoint], affineBlocks: [CIDR]) -> [DesiredRoute] {
     var routes: [DesiredRoute] = []
+    var claimed: Set<CIDR> = []
     for endpoint in endpoints where endpoint.spec.node == node {
         guard let interface = endpoint.spec.interfaceName, !interface.isEmpty else { continue }
         for text in endpoint.spec.ipNetworks ?? [] {
             guard let cidr = try? CIDR(cidrOrAddress: text) else { continue }
-            routes.append(DesiredRoute(destination: CIDR(host: cidr.address), interfaceName: interface))
+            let host = CIDR(host: cidr.address)
+            guard claimed.insert(host).inserted else { continue }
+            routes.append(DesiredRoute(destination: host, interfaceName: interface))
         }
     }
     for block in affineBlocks where block.prefixLength < block.family.bitWidth {
@@ -51,7 +56,9 @@ public struct RouteReport: Sendable, Equatable {
     public var removed: [String] = []
     /// Endpoints whose interface does not exist (yet): their routes wait for it.
     public var waiting: [String] = []
-    public var isEmpty: Bool { added.isEmpty && removed.isEmpty }
+    /// Routes the kernel refused (an interface that is down, say), with its reason; the rest of the pass went on.
+    public var failed: [String] = []
+    public var isEmpty: Bool { added.isEmpty && removed.isEmpty && failed.isEmpty }
 }
 
 /// Keeps the kernel's routes of protocol 80 (`proto 80` in `ip route`) equal to the desired ones. Only routes
@@ -103,10 +110,15 @@ public struct RouteReconciler: Sendable {
             }
             let ownedKeys = Set(owned.map(key))
             let wantedKeys = Set(wanted.map(key))
+            // One refused route does not hold up the others: it is reported and tried again next pass.
             for want in wanted where !ownedKeys.contains(key(want)) {
                 let name = want.outputInterface.flatMap { nameByIndex[$0] }
-                try netlink.addRoute(want, interfaceName: name, replace: true)
-                report.added.append(want.ipCommand("replace", interfaceName: name))
+                do {
+                    try netlink.addRoute(want, interfaceName: name, replace: true)
+                    report.added.append(want.ipCommand("replace", interfaceName: name))
+                } catch {
+                    report.failed.append("\(error)")
+                }
             }
             for route in owned where !wantedKeys.contains(key(route)) {
                 let name = route.outputInterface.flatMap { nameByIndex[$0] }
@@ -114,8 +126,8 @@ public struct RouteReconciler: Sendable {
                     try netlink.deleteRoute(route, interfaceName: name)
                     report.removed.append(route.ipCommand("del", interfaceName: name))
                 } catch {
-                    // Gone already (its interface went with its pod).
-                    guard error.isNotFound else { throw error }
+                    // Gone already (its interface went with its pod) is not a failure.
+                    if !error.isNotFound { report.failed.append("\(error)") }
                 }
             }
         }

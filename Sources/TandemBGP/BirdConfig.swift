@@ -104,10 +104,12 @@ public struct BGPSession: Sendable, Equatable {
     public var channelOptions: [String]
     /// A static route that makes the peer reachable (`reachableBy`).
     public var reachableBy: IPAddress?
+    /// The node's address the session is made from; nil lets the kernel choose (`sourceAddress: None`).
+    public var sourceAddress: IPAddress?
 
     public init(
         kind: Kind, address: IPAddress, port: Int? = nil, asNumber: UInt32, options: [String] = [],
-        channelOptions: [String] = [], reachableBy: IPAddress? = nil
+        channelOptions: [String] = [], reachableBy: IPAddress? = nil, sourceAddress: IPAddress? = nil
     ) {
         self.kind = kind
         self.address = address
@@ -116,6 +118,7 @@ public struct BGPSession: Sendable, Equatable {
         self.options = options
         self.channelOptions = channelOptions
         self.reachableBy = reachableBy
+        self.sourceAddress = sourceAddress
     }
 
     /// The BIRD protocol name, Calico's: `Mesh_10_0_0_2`, `Global_2001__102`, `Node_fd5f__3_port_500`.
@@ -147,8 +150,13 @@ extension String {
 }
 
 /// The sessions of one family this node opens: the node-to-node mesh (unless disabled or this node is a route
-/// reflector), then BGPPeers that apply to this node, each peer address once.
-public func bgpSessions(_ input: BirdInput, family: IPFamily) throws(BirdConfigError) -> [BGPSession] {
+/// reflector), the BGPPeers that apply to this node, and (Calico's reverse peering) a session to every node whose
+/// BGPPeer selects this node through `peerSelector`; each peer address once. A BGPPeer that cannot be rendered
+/// (a bad selector or address, no AS number, a timer BIRD refuses) is left out and named in `warnings`, so one
+/// bad resource does not take BGP down on every node.
+public func bgpSessions(
+    _ input: BirdInput, family: IPFamily, warnings: inout [String]
+) throws(BirdConfigError) -> [BGPSession] {
     guard let me = input.nodes.first(where: { $0.name == input.nodeName }) else {
         throw BirdConfigError("node \(input.nodeName) is not registered")
     }
@@ -156,6 +164,7 @@ public func bgpSessions(_ input: BirdInput, family: IPFamily) throws(BirdConfigE
     let global = input.configurations.first { $0.metadata.name == "default" }?.spec
     let globalAS = global?.asNumber?.value ?? BGPConfigurationSpec.defaultASNumber
     let myAS = me.asNumber ?? globalAS
+    let nodes = input.nodes.sorted { $0.name < $1.name }
     var sessions: [BGPSession] = []
     var seen: Set<String> = [myAddress.description]
     func add(_ session: BGPSession) {
@@ -165,96 +174,133 @@ public func bgpSessions(_ input: BirdInput, family: IPFamily) throws(BirdConfigE
         if session.port == nil { seen.insert(session.address.description) }
         sessions.append(session)
     }
+    /// This node, a route reflector, serves an iBGP peer outside its cluster as a client (BIRD refuses an eBGP one).
+    func reflectorOptions(_ node: BGPNode?, asNumber: UInt32, localAS: UInt32) -> [String] {
+        guard let cluster = me.routeReflectorClusterID, node?.routeReflectorClusterID != cluster, asNumber == localAS
+        else { return [] }
+        return ["rr client;", "rr cluster id \(cluster);"]
+    }
 
     // Node-to-node mesh: every other node with an address of this family; a route reflector has no mesh peers
     // and no node meshes with one.
     if global?.effectiveMeshEnabled ?? true, me.routeReflectorClusterID == nil {
-        for node in input.nodes.sorted(by: { $0.name < $1.name })
-        where node.name != me.name && node.routeReflectorClusterID == nil {
+        for node in nodes where node.name != me.name && node.routeReflectorClusterID == nil {
             guard let address = node.address(family) else { continue }
             add(
                 BGPSession(
                     kind: .mesh, address: address, asNumber: node.asNumber ?? globalAS,
-                    options: passive(peer: address, me: myAddress), channelOptions: []))
+                    options: passive(peer: address, me: myAddress), sourceAddress: myAddress))
         }
     }
 
-    // BGPPeers: global ones (no node, no nodeSelector), those naming this node and those whose nodeSelector
-    // matches it.
+    /// Whether `peer` applies to `node`: global (no node, no nodeSelector), naming it, or selecting it.
+    func applies(_ peer: BGPPeer, to node: BGPNode, _ nodeSelector: Selector?) -> Bool {
+        if let name = peer.spec.node, !name.isEmpty { return name == node.name }
+        if let nodeSelector { return nodeSelector.matches(node.labels) }
+        return true
+    }
+
+    var reverse: [(peer: BGPPeer, node: BGPNode)] = []
     for peer in input.peers.sorted(by: { ($0.metadata.name ?? "") < ($1.metadata.name ?? "") }) {
         let spec = peer.spec
-        let name = peer.metadata.name ?? ""
+        let name = "BGPPeer \(peer.metadata.name ?? "")"
         let isGlobal = (spec.node ?? "").isEmpty && (spec.nodeSelector ?? "").isEmpty
-        if let node = spec.node, !node.isEmpty, node != me.name { continue }
+        var nodeSelector: Selector?
+        var peerSelector: Selector?
         if let text = spec.nodeSelector, !text.isEmpty {
-            let selector: Selector
-            do { selector = try Selector(parsing: text) } catch {
-                throw BirdConfigError("BGPPeer \(name): spec.nodeSelector \"\(text)\": \(error)")
+            do { nodeSelector = try Selector(parsing: text) } catch {
+                warnings.append("\(name) left out: spec.nodeSelector \"\(text)\": \(error)")
+                continue
             }
-            guard selector.matches(me.labels) else { continue }
+        }
+        if let text = spec.peerSelector, !text.isEmpty {
+            do { peerSelector = try Selector(parsing: text) } catch {
+                warnings.append("\(name) left out: spec.peerSelector \"\(text)\": \(error)")
+                continue
+            }
         }
         var options: [String] = []
         if let local = spec.localASNumber?.value { options.append("local as \(local);") }
-        if spec.sourceAddress == "None" { options.append("# sourceAddress None: the kernel chooses the source.") }
         if let ttl = spec.ttlSecurity, ttl > 0 {
             options.append("ttl security on;")
             options.append("multihop \(ttl);")
         }
-        if let keepalive = spec.keepaliveTime.flatMap(GoDuration.init) {
+        if let text = spec.keepaliveTime {
+            guard let keepalive = GoDuration(text), keepalive.seconds >= 1, keepalive.seconds <= 65535 else {
+                warnings.append("\(name) left out: spec.keepaliveTime \"\(text)\": BIRD needs 1s to 65535s")
+                continue
+            }
             options.append("keepalive time \(Int(keepalive.seconds));")
         }
-        if let restart = spec.maxRestartTime.flatMap(GoDuration.init) {
+        if let text = spec.maxRestartTime {
+            guard let restart = GoDuration(text), restart.seconds >= 1, restart.seconds <= 4095 else {
+                warnings.append("\(name) left out: spec.maxRestartTime \"\(text)\": BIRD needs 1s to 4095s")
+                continue
+            }
             options.append("graceful restart time \(Int(restart.seconds));")
         }
         if let allowed = spec.numAllowedLocalASNumbers, allowed > 0 { options.append("allow local as \(allowed);") }
+        let useSourceAddress = spec.sourceAddress != "None"
 
-        var targets: [(BGPNode?, IPAddress, Int?, UInt32)] = []
-        if let text = spec.peerSelector, !text.isEmpty {
-            let selector: Selector
-            do { selector = try Selector(parsing: text) } catch {
-                throw BirdConfigError("BGPPeer \(name): spec.peerSelector \"\(text)\": \(error)")
+        // The other side of peerSelector peerings: a node this BGPPeer applies to, which selects this node, gets a
+        // session from this node too (unless the operator peers back by hand).
+        if let peerSelector, spec.reversePeering != "Manual", peerSelector.matches(me.labels) {
+            for node in nodes where node.name != me.name && applies(peer, to: node, nodeSelector) {
+                reverse.append((peer, node))
             }
-            for node in input.nodes.sorted(by: { $0.name < $1.name })
-            where node.name != me.name && selector.matches(node.labels) {
+        }
+        guard applies(peer, to: me, nodeSelector) else { continue }
+
+        var targets: [(node: BGPNode?, address: IPAddress, port: Int?, asNumber: UInt32)] = []
+        if let peerSelector {
+            for node in nodes where node.name != me.name && peerSelector.matches(node.labels) {
                 if let address = node.address(family) {
                     targets.append((node, address, nil, spec.asNumber?.value ?? node.asNumber ?? globalAS))
                 }
             }
         } else if let text = spec.peerIP {
             guard let (address, port) = BGPPeerSpec.parsePeerIP(text) else {
-                throw BirdConfigError("BGPPeer \(name): spec.peerIP \"\(text)\" is not an address or address:port")
+                warnings.append("\(name) left out: spec.peerIP \"\(text)\" is not an address or address:port")
+                continue
             }
             guard address.family == family else { continue }
             guard let asNumber = spec.asNumber?.value else {
-                throw BirdConfigError("BGPPeer \(name): spec.asNumber is required with spec.peerIP")
+                warnings.append("\(name) left out: spec.asNumber is required with spec.peerIP \(text)")
+                continue
             }
-            let node = input.nodes.first { $0.address(family) == address }
-            targets.append((node, address, port, asNumber))
+            targets.append((nodes.first { $0.address(family) == address }, address, port, asNumber))
         }
-        for (node, address, port, asNumber) in targets {
-            var peerOptions = options
-            var channelOptions: [String] = []
+        for target in targets {
             let localAS = spec.localASNumber?.value ?? myAS
-            // A node that is a route reflector serves the peers outside its cluster as clients; only an iBGP peer
-            // can be one (BIRD refuses the configuration otherwise).
-            if let cluster = me.routeReflectorClusterID, node?.routeReflectorClusterID != cluster, asNumber == localAS {
-                peerOptions.append("rr client;")
-                peerOptions.append("rr cluster id \(cluster);")
+            var peerOptions = options + reflectorOptions(target.node, asNumber: target.asNumber, localAS: localAS)
+            // Calico's passive rule covers mesh and global peers that are nodes, not selector peerings.
+            if isGlobal, target.node != nil, peerSelector == nil {
+                peerOptions += passive(peer: target.address, me: myAddress)
             }
-            if node != nil { peerOptions += passive(peer: address, me: myAddress) }
+            var channelOptions: [String] = []
             if spec.nextHopMode == "Self" {
                 channelOptions.append("next hop self;")
-            } else if spec.nextHopMode == "Keep" || (spec.keepOriginalNextHop == true && asNumber != localAS) {
+            } else if spec.nextHopMode == "Keep" || (spec.keepOriginalNextHop == true && target.asNumber != localAS) {
                 channelOptions.append("next hop keep;")
             }
             var session = BGPSession(
-                kind: isGlobal ? .global : .nodeSpecific, address: address, port: port, asNumber: asNumber,
-                options: peerOptions, channelOptions: channelOptions)
+                kind: isGlobal ? .global : .nodeSpecific, address: target.address, port: target.port,
+                asNumber: target.asNumber, options: peerOptions, channelOptions: channelOptions)
+            session.sourceAddress = useSourceAddress ? myAddress : nil
             if let via = spec.reachableBy.flatMap({ try? IPAddress($0) }), via.family == family {
                 session.reachableBy = via
             }
             add(session)
         }
+    }
+    for (peer, node) in reverse {
+        guard let address = node.address(family) else { continue }
+        let asNumber = node.asNumber ?? globalAS
+        var session = BGPSession(
+            kind: .nodeSpecific, address: address, asNumber: asNumber,
+            options: reflectorOptions(node, asNumber: asNumber, localAS: myAS))
+        session.sourceAddress = peer.spec.sourceAddress == "None" ? nil : myAddress
+        add(session)
     }
     return sessions
 }
@@ -270,6 +316,14 @@ private func passive(peer: IPAddress, me: IPAddress) -> [String] {
 /// pools with `disableBGPExport` are never announced, and service CIDRs are announced from every node and never
 /// routed locally.
 public func renderBirdConfig(_ input: BirdInput) throws(BirdConfigError) -> String {
+    try renderBirdConfigReporting(input).config
+}
+
+/// ``renderBirdConfig(_:)`` with what was left out and why (bad BGPPeers, bad service CIDRs).
+public func renderBirdConfigReporting(
+    _ input: BirdInput
+) throws(BirdConfigError) -> (config: String, warnings: [String]) {
+    var warnings: [String] = []
     guard let me = input.nodes.first(where: { $0.name == input.nodeName }) else {
         throw BirdConfigError("node \(input.nodeName) is not registered")
     }
@@ -300,11 +354,16 @@ public func renderBirdConfig(_ input: BirdInput) throws(BirdConfigError) -> Stri
     ]
 
     var services: [CIDR] = []
-    for list in [global?.serviceClusterIPs, global?.serviceExternalIPs, global?.serviceLoadBalancerIPs] {
+    for (field, list) in [
+        ("serviceClusterIPs", global?.serviceClusterIPs), ("serviceExternalIPs", global?.serviceExternalIPs),
+        ("serviceLoadBalancerIPs", global?.serviceLoadBalancerIPs),
+    ] {
         for (index, entry) in (list ?? []).enumerated() {
             guard let text = entry.cidr, !text.isEmpty else { continue }
             guard let cidr = try? CIDR(cidrOrAddress: text) else {
-                throw BirdConfigError("BGPConfiguration default: service CIDR [\(index)] \"\(text)\" is not a CIDR")
+                warnings.append(
+                    "BGPConfiguration default: spec.\(field)[\(index)].cidr \"\(text)\" is not a CIDR; left out")
+                continue
             }
             services.append(cidr.network)
         }
@@ -320,11 +379,11 @@ public func renderBirdConfig(_ input: BirdInput) throws(BirdConfigError) -> Stri
         }
         lines.append("")
         lines.append("# \(label)")
-        guard let myAddress = me.address(family) else {
+        guard me.address(family) != nil else {
             lines.append("# \(label) disabled on this node: it has no \(label) address.")
             continue
         }
-        let sessions = try bgpSessions(input, family: family)
+        let sessions = try bgpSessions(input, family: family, warnings: &warnings)
         let blocks = input.affineBlocks.filter {
             $0.family == family && $0.prefixLength < family.bitWidth
         }.sorted { $0.description < $1.description }
@@ -333,6 +392,8 @@ public func renderBirdConfig(_ input: BirdInput) throws(BirdConfigError) -> Stri
         lines.append("filter tandem_kernel_\(tag) {")
         for cidr in familyServices { lines.append("  if ( net ~ \(cidr) ) then reject;") }
         lines.append("  if ( source = RTS_BGP ) then accept;")
+        let reachable = sessions.filter { $0.reachableBy != nil }
+        if !reachable.isEmpty { lines.append("  if ( proto = \"reach_\(tag)\" ) then accept;") }
         lines.append("  reject;")
         lines.append("}")
         lines.append("protocol kernel kernel_\(tag) {")
@@ -348,12 +409,17 @@ public func renderBirdConfig(_ input: BirdInput) throws(BirdConfigError) -> Stri
         lines.append("  \(channel);")
         for block in blocks { lines.append("  route \(block) blackhole;") }
         for cidr in familyServices { lines.append("  route \(cidr) blackhole;") }
-        for session in sessions {
-            if let via = session.reachableBy {
-                lines.append("  route \(CIDR(host: session.address)) via \(via);")
-            }
-        }
         lines.append("}")
+        if !reachable.isEmpty {
+            // Routes to peers that are reachable only through a gateway (reachableBy): in the kernel, since the BGP
+            // connection itself follows the kernel's routes; never announced.
+            lines.append("protocol static reach_\(tag) {")
+            lines.append("  \(channel);")
+            for session in reachable {
+                lines.append("  route \(CIDR(host: session.address)) via \(session.reachableBy!);")
+            }
+            lines.append("}")
+        }
 
         lines.append("filter tandem_export_\(tag) {")
         for pool in pools where pool.spec.disableBGPExport == true {
@@ -368,7 +434,7 @@ public func renderBirdConfig(_ input: BirdInput) throws(BirdConfigError) -> Stri
         lines.append("}")
 
         lines.append("template bgp tandem_\(tag) {")
-        lines.append("  local \(myAddress) as \(myAS);")
+        lines.append("  local as \(myAS);")
         lines.append("  multihop;")
         lines.append("  graceful restart;")
         lines.append("  connect delay time 1;")
@@ -386,6 +452,7 @@ public func renderBirdConfig(_ input: BirdInput) throws(BirdConfigError) -> Stri
             lines.append("protocol bgp \(session.protocolName) from tandem_\(tag) {")
             let port = session.port.map { " port \($0)" } ?? ""
             lines.append("  neighbor \(session.address)\(port) as \(session.asNumber);")
+            if let source = session.sourceAddress { lines.append("  source address \(source);") }
             for option in session.options { lines.append("  \(option)") }
             if !session.channelOptions.isEmpty {
                 lines.append("  \(channel) { \(session.channelOptions.joined(separator: " ")) };")
@@ -393,5 +460,5 @@ public func renderBirdConfig(_ input: BirdInput) throws(BirdConfigError) -> Stri
             lines.append("}")
         }
     }
-    return lines.joined(separator: "\n") + "\n"
+    return (lines.joined(separator: "\n") + "\n", warnings)
 }

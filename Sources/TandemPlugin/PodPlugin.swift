@@ -2,6 +2,7 @@ import Foundation
 import TandemCNI
 import TandemCore
 import TandemDataplane
+import TandemLinux
 import TandemModel
 import TandemStore
 
@@ -15,6 +16,8 @@ struct PodPlugin {
     let network: String
     let store: any Datastore
     let ipamType: String
+    /// The pod's labels, from the CNI convention `args.cni.labels`.
+    let labels: [String: String]
 
     var environment: [String: String] { invocation.environment }
     var host: String { nodeName(config: config, environment: environment) }
@@ -39,6 +42,7 @@ struct PodPlugin {
         if let mtu = config["mtu"], !(mtu is Int) || (mtu as? Int).map({ $0 < 0 || $0 > 65535 }) == true {
             throw CNIError(code: CNIError.invalidConfig, "invalid mtu: \(mtu); expected a number from 0 to 65535")
         }
+        labels = try podLabels(config)
     }
 
     /// `mtu` from the configuration; 0 or absent keeps the kernel's default.
@@ -306,8 +310,16 @@ struct PodPlugin {
         spec.ipNetworks = self.spec(addresses: addresses).addresses.map(\.description)
         spec.interfaceName = hostInterface
         spec.mac = mac.description
+        // Calico's own labels on every endpoint (policy selects namespaces and orchestrators with them), then the
+        // pod's.
+        var endpointLabels = [
+            "projectcalico.org/namespace": endpointNamespace,
+            "projectcalico.org/orchestrator": spec.orchestrator ?? "cni",
+        ]
+        for (key, value) in labels { endpointLabels[key] = value }
         return WorkloadEndpoint(
-            metadata: ObjectMeta(name: spec.derivedName, namespace: endpointNamespace), spec: spec)
+            metadata: ObjectMeta(name: spec.derivedName, namespace: endpointNamespace, labels: endpointLabels),
+            spec: spec)
     }
 
     func writeEndpoint(addresses: [CIDR], mac: MACAddress) async throws {
@@ -348,30 +360,18 @@ struct DelegatedPlugin {
                 code: CNIError.invalidConfig, "IPAM plugin \(type) not found in CNI_PATH",
                 details: "CNI_PATH=\(environment["CNI_PATH"] ?? "")")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
         var childEnvironment = environment
         childEnvironment["CNI_COMMAND"] = command
-        process.environment = childEnvironment
-        let input = Pipe()
-        let output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        // Woken by the exit itself: waitUntilExit polls its run loop in 50 ms steps on Linux.
-        let exited = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in exited.signal() }
-        try process.run()
         let data = try JSONSerialization.data(withJSONObject: config)
-        // Throwing forms: a plugin that exits without reading its input must not take the agent down.
-        try? input.fileHandleForWriting.write(contentsOf: data)
-        try? input.fileHandleForWriting.close()
-        let reply = (try? output.fileHandleForReading.readToEnd()) ?? Data()
-        exited.wait()
+        // posix_spawn, not Foundation's Process (whose run() can crash the agent reading /proc/self/fd); a plugin
+        // that exits without reading its input does not take the agent down (EPIPE, not SIGPIPE).
+        let child = try ChildProcess.run(executable, [], environment: childEnvironment, stdin: Array(data))
+        let reply = Data(child.stdout)
         let object = (try? JSONSerialization.jsonObject(with: reply)) as? [String: Any]
-        guard process.terminationStatus == 0 else {
+        guard child.status == 0 else {
             throw CNIError(
                 code: object?["code"] as? Int ?? CNIError.ipamFailure,
-                "IPAM plugin \(type) failed on \(command): \(object?["msg"] as? String ?? "exit status \(process.terminationStatus)")",
+                "IPAM plugin \(type) failed on \(command): \(object?["msg"] as? String ?? "exit status \(child.status)")",
                 details: object?["details"] as? String ?? "")
         }
         return object
@@ -386,4 +386,33 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async -> 
         thread.stackSize = 1 << 20
         thread.start()
     }
+}
+
+/// The pod's labels from the CNI convention `"args": {"cni": {"labels": [{"key": K, "value": V}]}}`, which
+/// runtimes without a Kubernetes API (and tandem-lab) use to pass them; Calico reads them from the API server.
+func podLabels(_ config: [String: Any]) throws(CNIError) -> [String: String] {
+    guard let args = config["args"] else { return [:] }
+    guard let argsObject = args as? [String: Any] else {
+        throw CNIError(code: CNIError.invalidConfig, "invalid args: expected an object")
+    }
+    guard let cniArgs = argsObject["cni"] else { return [:] }
+    guard let cniObject = cniArgs as? [String: Any] else {
+        throw CNIError(code: CNIError.invalidConfig, "invalid args.cni: expected an object")
+    }
+    guard let list = cniObject["labels"] else { return [:] }
+    guard let entries = list as? [Any] else {
+        throw CNIError(code: CNIError.invalidConfig, "invalid args.cni.labels: expected a list of {key, value}")
+    }
+    var labels: [String: String] = [:]
+    for (index, entry) in entries.enumerated() {
+        guard let object = entry as? [String: Any], let key = object["key"] as? String, !key.isEmpty,
+            let value = object["value"] as? String
+        else {
+            throw CNIError(
+                code: CNIError.invalidConfig,
+                "invalid args.cni.labels[\(index)]: \(entry); expected {\"key\": \"...\", \"value\": \"...\"}")
+        }
+        labels[key] = value
+    }
+    return labels
 }

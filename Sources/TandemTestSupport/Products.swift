@@ -1,4 +1,5 @@
 import Foundation
+import TandemLinux
 
 /// Helpers for tests that run Tandem's binaries and need scratch space. Not part of the product.
 public enum TestProducts {
@@ -23,33 +24,13 @@ public enum TestProducts {
     public static func run(
         _ name: String, _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil
     ) throws -> Output {
-        let process = Process()
-        process.executableURL =
-            name.hasPrefix("/") ? URL(fileURLWithPath: name) : directory().appendingPathComponent(name)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe()
-        let err = Pipe()
-        let input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        // Woken by the exit itself: waitUntilExit polls its run loop in 50 ms steps on Linux.
-        let exited = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in exited.signal() }
-        try process.run()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try input.fileHandleForWriting.close()
-        // Read both pipes concurrently so a full stderr pipe cannot stall the child.
-        let errData = LockedData()
-        let reader = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
-        reader.start()
-        let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
-        exited.wait()
-        while !errData.done { usleep(1000) }
-        return Output(
-            status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
-            stderr: String(decoding: errData.value, as: UTF8.self))
+        // posix_spawn, not Foundation's Process: its run() can crash reading /proc/self/fd (Swift 6.3) and a test
+        // process has many descriptors open.
+        let path = name.hasPrefix("/") ? name : directory().appendingPathComponent(name).path
+        let output = try ChildProcess.run(
+            path, arguments, environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
+            stdin: stdin.map { Array($0.utf8) })
+        return Output(status: output.status, stdout: output.stdoutText, stderr: output.stderrText)
     }
 }
 

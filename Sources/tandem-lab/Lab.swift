@@ -92,36 +92,14 @@ enum LabPlan {
     static func nodeIPv6(_ index: Int) -> CIDR { try! CIDR("\(underlay6)\(String(index, radix: 16))/64") }
 }
 
-/// Serialises process launches (see `run`).
-let launchLock = NSLock()
-
-/// Runs a command to completion; returns its status and output (stdout and stderr together).
+/// Runs a command to completion; returns its status and output (stdout, then stderr).
 @discardableResult
 func run(
     _ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: String? = nil
 ) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    if let environment { process.environment = environment }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    let inputPipe = Pipe()
-    process.standardInput = input == nil ? FileHandle.nullDevice : inputPipe
-    // Woken by the exit itself: waitUntilExit polls its run loop in 50 ms steps on Linux.
-    let exited = DispatchSemaphore(value: 0)
-    process.terminationHandler = { _ in exited.signal() }
-    // Foundation's Process.run is not safe to call from several threads at once (it crashed copying the
-    // environment); the children still run in parallel.
-    try launchLock.withLock { try process.run() }
-    if let input {
-        inputPipe.fileHandleForWriting.write(Data(input.utf8))
-        try? inputPipe.fileHandleForWriting.close()
-    }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    exited.wait()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    let output = try ChildProcess.run(
+        executable, arguments, environment: environment, stdin: input.map { Array($0.utf8) })
+    return (output.status, output.stdoutText + output.stderrText)
 }
 
 /// `ip netns exec NS COMMAND...`: the command runs inside the namespace (with its own /sys).
@@ -146,9 +124,12 @@ func alive(_ pid: Int32?) -> Bool {
     return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
 }
 
-/// Stops a process: SIGTERM, then SIGKILL after `grace`.
-func stop(_ pid: Int32, grace: Double = 3) {
-    guard alive(pid) else { return }
+/// Stops a process the lab started: SIGTERM, then SIGKILL after `grace`. Only if its command line still names
+/// `expected` (a pid the lab saved may have been reused by an unrelated process since).
+func stop(_ pid: Int32, expected: String, grace: Double = 3) {
+    guard alive(pid), let commandLine = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8),
+        commandLine.contains(expected)
+    else { return }
     kill(pid, SIGTERM)
     let deadline = Date().addingTimeInterval(grace)
     while Date() < deadline {

@@ -237,19 +237,7 @@ func startAgent(state: LabState, node: LabNode, directory: String) throws -> Int
     ]
     arguments += state.ipv4 ? ["--ipv4-pool-cidr", LabPlan.pool4] : ["--ip", "none"]
     arguments += state.ipv6 ? ["--ipv6-pool-cidr", LabPlan.pool6] : ["--ip6", "none"]
-    let log = directory + "/tandem-node.log"
-    if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
-    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-    handle.seekToEndOfFile()
-    defer { try? handle.close() }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-    process.arguments = arguments
-    process.standardInput = FileHandle.nullDevice
-    process.standardOutput = handle
-    process.standardError = handle
-    try process.run()
-    return process.processIdentifier
+    return try ChildProcess.start("/usr/sbin/ip", arguments, logPath: directory + "/tandem-node.log")
 }
 
 /// The node's BGP sessions from `birdc show protocols` (empty when BIRD does not answer).
@@ -279,6 +267,18 @@ struct PodAdd: ParsableCommand {
     @Argument(help: "The pod's name (default: pod-NODE-N).")
     var name: String?
 
+    @Option(name: .customLong("label"), help: ArgumentHelp("A label of the pod (repeatable).", valueName: "key=value"))
+    var labels: [String] = []
+
+    func validate() throws {
+        for label in labels {
+            let parts = label.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty else {
+                throw ValidationError("--label \(label): expected key=value")
+            }
+        }
+    }
+
     func run() throws {
         let paths = options.paths
         var state = try paths.load()
@@ -305,7 +305,11 @@ struct PodAdd: ParsableCommand {
         state.namespaces.append(namespace)
         try paths.save(state)
         var pod = LabPod(name: podName, node: node, namespace: namespace, containerID: "\(state.name)-\(podName)")
-        let reply = try cni("ADD", pod: pod, node: labNode, paths: paths)
+        let podLabels = labels.map { label -> [String: String] in
+            let parts = label.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            return ["key": parts[0], "value": parts[1]]
+        }
+        let reply = try cni("ADD", pod: pod, node: labNode, paths: paths, labels: podLabels)
         guard reply.status == 0 else {
             try? NetworkNamespace.delete(named: namespace)
             state.namespaces.removeAll { $0 == namespace }
@@ -350,8 +354,17 @@ struct PodDelete: ParsableCommand {
 }
 
 /// Calls the tandem CNI plugin inside the pod's node, as a container runtime on that node would.
-func cni(_ command: String, pod: LabPod, node: LabNode, paths: LabPaths) throws -> (status: Int32, output: String) {
-    let config = try String(contentsOfFile: paths.nodeDirectory(node.name) + "/cni.conf", encoding: .utf8)
+func cni(
+    _ command: String, pod: LabPod, node: LabNode, paths: LabPaths, labels: [[String: String]] = []
+) throws -> (status: Int32, output: String) {
+    var config = try String(contentsOfFile: paths.nodeDirectory(node.name) + "/cni.conf", encoding: .utf8)
+    if !labels.isEmpty {
+        // The CNI convention for labels: "args": {"cni": {"labels": [{"key": K, "value": V}]}}.
+        var object = try JSONSerialization.jsonObject(with: Data(config.utf8)) as? [String: Any] ?? [:]
+        object["args"] = ["cni": ["labels": labels]]
+        config = String(
+            decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+    }
     let environment = [
         "CNI_COMMAND": command, "CNI_CONTAINERID": pod.containerID,
         "CNI_NETNS": "\(NetworkNamespace.namedDirectory)/\(pod.namespace)", "CNI_IFNAME": "eth0",
@@ -496,7 +509,7 @@ struct Restart: ParsableCommand {
         let before =
             (try? String(contentsOfFile: log, encoding: .utf8))?.components(separatedBy: "serving CNI calls").count ?? 0
         let started = Date()
-        if let pid = state.nodes[index].agentPID { stop(pid) }
+        if let pid = state.nodes[index].agentPID { stop(pid, expected: "tandem-node") }
         state.nodes[index].agentPID = try startAgent(
             state: state, node: state.nodes[index], directory: paths.nodeDirectory(node))
         try paths.save(state)
@@ -535,12 +548,12 @@ struct Down: ParsableCommand {
             }
         }
         for node in state.nodes {
-            if let pid = node.agentPID { stop(pid) }
+            if let pid = node.agentPID { stop(pid, expected: "tandem-node") }
             let pidFile = paths.nodeDirectory(node.name) + "/bird.conf.pid"
             if let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
                 let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
             {
-                stop(pid)
+                stop(pid, expected: "bird")
             }
         }
         for namespace in state.namespaces.reversed() { try? NetworkNamespace.delete(named: namespace) }

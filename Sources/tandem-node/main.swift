@@ -148,7 +148,9 @@ struct Serve: ParsableCommand {
         }
         settings.routeReflectorClusterID = routeReflectorClusterID
         guard !cniSocket.isEmpty else { throw ValidationError("--cni-socket is empty: give @name or a path") }
-        guard resyncSeconds > 0 else { throw ValidationError("--resync-interval \(resyncSeconds): must be positive") }
+        guard resyncSeconds >= 0.1, resyncSeconds <= 3600 else {
+            throw ValidationError("--resync-interval \(resyncSeconds): use 0.1 to 3600 seconds")
+        }
         return settings
     }
 

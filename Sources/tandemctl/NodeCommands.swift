@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TandemBGP
+import TandemLinux
 import TandemModel
 import TandemStore
 
@@ -67,22 +68,10 @@ struct NodeStatus: AsyncParsableCommand {
         guard FileManager.default.isExecutableFile(atPath: birdc) else {
             throw ValidationError("--birdc \(birdc): not found; install bird2")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: birdc)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        // Woken by the exit itself: waitUntilExit polls its run loop in 50 ms steps on Linux.
-        let exited = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in exited.signal() }
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        exited.wait()
+        let output = try ChildProcess.run(birdc, arguments)
         return (
-            process.terminationStatus,
-            String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            output.status,
+            (output.stdoutText + output.stderrText).trimmingCharacters(in: .whitespacesAndNewlines)
         )
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import TandemBGP
 import TandemCore
+import TandemLinux
 import TandemModel
 import Testing
 
@@ -189,19 +190,16 @@ func birdParses(_ config: String) throws -> (ok: Bool, output: String) {
     let file = FileManager.default.temporaryDirectory.appendingPathComponent("tandem-bird-\(UUID().uuidString).conf")
     try config.write(to: file, atomically: true, encoding: .utf8)
     defer { try? FileManager.default.removeItem(at: file) }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/sbin/bird")
-    process.arguments = ["-p", "-c", file.path]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    // Woken by the exit itself: waitUntilExit polls its run loop in 50 ms steps on Linux.
-    let exited = DispatchSemaphore(value: 0)
-    process.terminationHandler = { _ in exited.signal() }
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    exited.wait()
-    return (process.terminationStatus == 0, String(decoding: data, as: UTF8.self))
+    let output = try ChildProcess.run("/usr/sbin/bird", ["-p", "-c", file.path])
+    return (output.status == 0, output.stdoutText + output.stderrText)
+}
+
+/// The sessions of a family, failing the test on any warning.
+func renderedSessions(_ input: BirdInput, _ family: IPFamily) throws -> [BGPSession] {
+    var warnings: [String] = []
+    let result = try bgpSessions(input, family: family, warnings: &warnings)
+    #expect(warnings.isEmpty, "\(warnings)")
+    return result
 }
 
 @Suite struct BirdConfigTests {
@@ -220,17 +218,17 @@ func birdParses(_ config: String) throws -> (ok: Bool, output: String) {
 
     @Test func meshSessionsAreEveryOtherNodeWithThePassiveRule() throws {
         let input = try Scenario(name: "mesh").input()
-        let v4 = try bgpSessions(input, family: .v4)
+        let v4 = try renderedSessions(input, .v4)
         #expect(v4.map(\.protocolName) == ["Mesh_10_99_0_2", "Mesh_10_99_0_3"])
         // n2's own AS number is used for it.
         #expect(v4.map(\.asNumber) == [64513, 64512])
         // n1 (10.99.0.1) waits for both, whose addresses sort after its own.
         #expect(v4.allSatisfy { $0.options.contains("passive on;") })
-        let v6 = try bgpSessions(input, family: .v6)
+        let v6 = try renderedSessions(input, .v6)
         #expect(v6.map(\.protocolName) == ["Mesh_fd99__2", "Mesh_fd99__3"])
         var fromN3 = input
         fromN3.nodeName = "n3"
-        #expect(try bgpSessions(fromN3, family: .v4).allSatisfy { !$0.options.contains("passive on;") })
+        #expect(try renderedSessions(fromN3, .v4).allSatisfy { !$0.options.contains("passive on;") })
     }
 
     @Test func sessionNamesFollowCalicoAndParseBack() throws {
@@ -249,13 +247,13 @@ func birdParses(_ config: String) throws -> (ok: Bool, output: String) {
 
     @Test func aRouteReflectorHasNoMeshAndServesOtherClustersAsClients() throws {
         let scenario = scenarios.first { $0.name == "route-reflector" }!
-        let sessions = try bgpSessions(try scenario.input(), family: .v4)
+        let sessions = try renderedSessions(try scenario.input(), .v4)
         #expect(sessions.map(\.protocolName) == ["Node_10_99_0_2", "Node_10_99_0_3"])
         // n3 is an iBGP client; n2 (AS 64513) is an eBGP peer, which cannot be a client.
         #expect(sessions[1].options.contains("rr client;") && sessions[1].options.contains("rr cluster id 224.0.0.1;"))
         #expect(!sessions[0].options.contains("rr client;"))
         let client = scenarios.first { $0.name == "route-reflector-client" }!
-        let clientSessions = try bgpSessions(try client.input(), family: .v6)
+        let clientSessions = try renderedSessions(try client.input(), .v6)
         // n3 meshes with n2 (not a reflector) and peers with the reflector n1 through the selector.
         #expect(clientSessions.map(\.protocolName) == ["Mesh_fd99__2", "Node_fd99__1"])
     }
@@ -268,7 +266,7 @@ func birdParses(_ config: String) throws -> (ok: Bool, output: String) {
         #expect(config.contains("router id 103.107.139.184;"))
     }
 
-    @Test func badSelectorsAndUnknownNodesNameWhatIsWrong() throws {
+    @Test func aBadPeerIsLeftOutAndNamedWhileTheRestRenders() throws {
         var input = try Scenario(name: "bad").input()
         input.peers = try resources(
             """
@@ -276,23 +274,67 @@ func birdParses(_ config: String) throws -> (ok: Bool, output: String) {
             kind: BGPPeer
             metadata: {name: broken}
             spec: {peerSelector: "all()"}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: no-as}
+            spec: {peerIP: 10.99.0.250}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: fast}
+            spec: {peerIP: 10.99.0.251, asNumber: 65001, keepaliveTime: 500ms}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: good}
+            spec: {peerIP: 10.99.0.252, asNumber: 65001}
             """
         ).compactMap { $0 as? BGPPeer }
         input.peers[0].spec.peerSelector = "role == "
-        #expect(throws: BirdConfigError.self) { try renderBirdConfig(input) }
-        do {
-            _ = try renderBirdConfig(input)
-        } catch {
-            #expect(error.description.contains("BGPPeer broken: spec.peerSelector \"role == \""))
-        }
+        let (config, warnings) = try renderBirdConfigReporting(input)
+        #expect(warnings.contains { $0.hasPrefix("BGPPeer broken left out: spec.peerSelector \"role == \"") })
+        #expect(warnings.contains("BGPPeer no-as left out: spec.asNumber is required with spec.peerIP 10.99.0.250"))
+        #expect(warnings.contains("BGPPeer fast left out: spec.keepaliveTime \"500ms\": BIRD needs 1s to 65535s"))
+        #expect(config.contains("protocol bgp Global_10_99_0_252 from tandem_v4"))
+        #expect(!config.contains("10.99.0.250") && !config.contains("10.99.0.251"))
+        #expect(config.contains("protocol bgp Mesh_10_99_0_2 from tandem_v4"))
+        #expect(try birdParses(config).ok)
         input.nodeName = "n9"
-        input.peers = []
         do {
             _ = try renderBirdConfig(input)
             Issue.record("a node that is not registered must not render")
         } catch {
             #expect(error.description == "node n9 is not registered")
         }
+    }
+
+    @Test func aNodeSelectedByAPeerSelectorPeersBack() throws {
+        // Only the clients have a BGPPeer (to the reflector); the reflector peers back with each of them.
+        let scenario = scenarios.first { $0.name == "route-reflector" }!
+        var input = try scenario.input()
+        input.peers = input.peers.filter { $0.metadata.name == "clients-to-reflectors" }
+        let reflector = try renderedSessions(input, .v6)
+        #expect(reflector.map(\.protocolName) == ["Node_fd99__2", "Node_fd99__3"])
+        #expect(reflector[1].options.contains("rr client;"))
+        #expect(reflector.allSatisfy { !$0.options.contains("passive on;") })
+        input.peers[0].spec.reversePeering = "Manual"
+        #expect(try renderedSessions(input, .v6).isEmpty)
+    }
+
+    @Test func sourceAddressNoneLeavesTheSourceToTheKernel() throws {
+        var input = try Scenario(name: "source").input()
+        input.peers = try resources(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: tor}
+            spec: {peerIP: "fd99::fa", asNumber: 65001, sourceAddress: None}
+            """
+        ).compactMap { $0 as? BGPPeer }
+        let v6 = try renderedSessions(input, .v6)
+        #expect(v6.first { $0.kind == .global }?.sourceAddress == nil)
+        #expect(v6.first { $0.kind == .mesh }?.sourceAddress?.description == "fd99::1")
     }
 
     @Test func parsesBirdProtocols() {

@@ -171,6 +171,23 @@ func podAddresses(_ status: String) -> [String: [String]] {
         defer { lab.down() }
         try lab.up(["--nodes", "3", "--ipv6-only"])
         for node in ["n1", "n2", "n3"] { #expect(try lab.run(["pod", "add", node]).status == 0) }
+        // Labels reach the pod's WorkloadEndpoint (through the CNI convention args.cni.labels), with Calico's own.
+        let labelled = try lab.run(["pod", "add", "n1", "web", "--label", "app=web", "--label", "tier=front"])
+        #expect(labelled.status == 0, "\(labelled.stdout)\(labelled.stderr)")
+        let endpoints = try TestProducts.run(
+            "tandemctl",
+            ["get", "workloadendpoints", "-o", "yaml", "--datastore", "sqlite://\(lab.directory)/datastore.db"])
+        #expect(
+            endpoints.stdout.contains("app: web") && endpoints.stdout.contains("tier: front"), "\(endpoints.stdout)")
+        #expect(endpoints.stdout.contains("projectcalico.org/namespace: default"))
+        // A label Kubernetes would refuse: the ADD fails naming it, and nothing of the pod is left.
+        let refused = try lab.run(["pod", "add", "n2", "broken", "--label", "bad key=x"])
+        #expect(refused.status != 0)
+        #expect((refused.stdout + refused.stderr).contains("bad key"), "\(refused.stdout)\(refused.stderr)")
+        #expect(!(try lab.namespaces().contains("\(lab.name)-broken")))
+        // n2 keeps only its first pod's veth.
+        let links = try lab.onNode("n2", "ip -o link show").stdout.split(separator: "\n")
+        #expect(links.filter { $0.contains(": cali") }.count == 1, "\(links)")
         let check = try lab.run(["check"])
         #expect(check.status == 0, "\(check.stdout)")
         #expect(!check.stdout.contains("IPv4:"))

@@ -100,8 +100,7 @@ import Testing
         #expect(add.json["code"] as? Int == CNIError.tryAgainLater, "\(add.output)")
         #expect((add.json["msg"] as? String)?.contains("agent closed the connection") == true, "\(add.output)")
         let crashed = try #require(lab.agent)
-        crashed.process.waitUntilExit()
-        #expect(crashed.process.terminationStatus == 137)
+        #expect(crashed.waitForExit() == 137)
         try lab.startAgent()
         let del = try lab.run("DEL", pod: pod, container: "crash", config: lab.config())
         #expect(del.status == 0, "\(del.output)")
@@ -148,28 +147,14 @@ import Testing
         // holding the name.
         let impostorStore = "/tmp/tandem-impostor-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: impostorStore) }
-        let impostor = Process()
-        impostor.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        impostor.arguments = [
-            "ip", "netns", "exec", lab.node.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-            TestProducts.directory().appendingPathComponent("tandem-node").path, "serve", "--no-bgp", "--nodename",
-            "impostor", "--datastore", "sqlite://\(impostorStore)/store.db",
-        ]
-        let output = Pipe()
-        impostor.standardOutput = output
-        try impostor.run()
-        defer {
-            impostor.terminate()
-            impostor.waitUntilExit()
-        }
-        var ready = ""
-        let deadline = Date().addingTimeInterval(20)
-        while !ready.contains("serving CNI calls") && Date() < deadline {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            ready += String(decoding: chunk, as: UTF8.self)
-        }
-        #expect(ready.contains("serving CNI calls"), "\(ready)")
+        let impostor = try AgentProcess(
+            namespace: lab.node, log: lab.scratch.file("impostor.log"),
+            arguments: [
+                "serve", "--no-bgp", "--nodename", "impostor", "--datastore", "sqlite://\(impostorStore)/store.db",
+            ],
+            asUser: "65534")
+        defer { impostor.stop() }
+        #expect(impostor.log.contains("serving CNI calls"), "\(impostor.log)")
         let pod = try lab.newPod()
         let add = try lab.run("ADD", pod: pod, container: "trusting", config: lab.config())
         #expect(add.status == 0, "\(add.output)")

@@ -2,6 +2,7 @@ import Foundation
 import TandemCNI
 import TandemCore
 import TandemIPAM
+import TandemLinux
 import TandemModel
 import TandemStore
 import TandemStoreSQLite
@@ -144,32 +145,28 @@ func withPrevResult(_ config: String, _ result: [String: Any]) throws -> String 
 }
 
 /// A `tandem-node` process inside a namespace, its output in a log file.
-final class AgentProcess: Sendable {
-    let process: Process
+final class AgentProcess: @unchecked Sendable {
+    let pid: pid_t
     let logPath: String
+    private let lock = NSLock()
+    private var exitStatus: Int32?
 
     init(
-        namespace: TestNamespace, log: String, arguments: [String] = [], environment: [String: String] = [:]
+        namespace: TestNamespace, log: String, arguments: [String] = [], environment: [String: String] = [:],
+        asUser: String? = nil
     ) throws {
         logPath = log
         _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments =
-            [
-                "ip", "netns", "exec", namespace.name,
-                TestProducts.directory().appendingPathComponent("tandem-node").path,
-            ]
-            + arguments
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        self.process = process
+        // `ip netns exec` execs the agent (through setpriv when asked), so the pid is the agent's.
+        let user = asUser.map { ["/usr/bin/setpriv", "--reuid=\($0)", "--regid=\($0)", "--clear-groups"] } ?? []
+        pid = try ChildProcess.start(
+            "/usr/sbin/ip",
+            ["netns", "exec", namespace.name] + user
+                + [TestProducts.directory().appendingPathComponent("tandem-node").path] + arguments,
+            environment: ProcessInfo.processInfo.environment.merging(environment) { $1 }, logPath: log)
         let deadline = ContinuousClock.now + .seconds(20)
         while !self.log.contains("serving CNI calls") {
-            guard process.isRunning, ContinuousClock.now < deadline else {
+            guard isRunning, ContinuousClock.now < deadline else {
                 stop()
                 throw TestSupportError("tandem-node did not start: \(self.log)")
             }
@@ -180,11 +177,30 @@ final class AgentProcess: Sendable {
     /// Everything the agent has logged.
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    /// SIGTERM, then waits for the exit (`ip netns exec` execs the agent, so the signal reaches it).
+    /// Whether the agent still runs (reaps it once it has exited).
+    var isRunning: Bool {
+        lock.withLock {
+            if exitStatus != nil { return false }
+            var status: Int32 = 0
+            guard waitpid(pid, &status, WNOHANG) == pid else { return true }
+            exitStatus = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+            return false
+        }
+    }
+
+    /// Waits for the agent to exit and returns its status (128 + signal for a signal).
+    func waitForExit() -> Int32 {
+        if let status = lock.withLock({ exitStatus }) { return status }
+        let status = ChildProcess.wait(for: pid)
+        lock.withLock { exitStatus = status }
+        return status
+    }
+
+    /// SIGTERM, then waits for the exit.
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
+        if isRunning {
+            kill(pid, SIGTERM)
+            _ = waitForExit()
         }
     }
 }

@@ -32,4 +32,10 @@ int cnl_make_shared(const char *target);
 /// umount -l TARGET.
 int cnl_detach_unmount(const char *target);
 
+/// posix_spawn_file_actions_addclosefrom_np: the child closes every descriptor from `lowest` up.
+int cnl_spawn_close_from(void *actions, int lowest);
+
+/// pipe2(fds, O_CLOEXEC): a pipe no child inherits unless it is handed over explicitly.
+int cnl_pipe_cloexec(int fds[2]);
+
 #endif

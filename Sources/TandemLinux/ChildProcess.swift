@@ -1,0 +1,186 @@
+import CNetlink
+import Glibc
+
+/// Child processes through posix_spawn directly. Foundation's `Process.run` on Linux (Swift 6.3) can crash the
+/// parent reading `/proc/self/fd` (swift-corelibs-foundation #5472), more often the more descriptors are open, and
+/// `waitUntilExit` polls in 50 ms steps; the agent, the lab and the tests spawn through this instead.
+public enum ChildProcess {
+    /// What a finished child said.
+    public struct Output: Sendable {
+        public var status: Int32
+        public var stdout: [UInt8]
+        public var stderr: [UInt8]
+        public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
+        public var stderrText: String { String(decoding: stderr, as: UTF8.self) }
+    }
+
+    /// Runs `executable` with `arguments` (argv[0] is `executable` unless `argv0` is given), the environment
+    /// `environment` (nil: ours), `stdin` written to its standard input (nil: /dev/null), and waits for it.
+    /// The exit status is the child's, or 128 + the signal that ended it, as a shell reports.
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, stdin: [UInt8]? = nil,
+        argv0: String? = nil
+    ) throws(SystemError) -> Output {
+        var outPipe: [Int32] = [-1, -1]
+        var errPipe: [Int32] = [-1, -1]
+        var inPipe: [Int32] = [-1, -1]
+        guard cnl_pipe_cloexec(&outPipe) == 0, cnl_pipe_cloexec(&errPipe) == 0 else {
+            throw SystemError(errno: errno, "pipe for \(executable)")
+        }
+        if stdin != nil, cnl_pipe_cloexec(&inPipe) != 0 { throw SystemError(errno: errno, "pipe for \(executable)") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if stdin != nil {
+            posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        cnl_spawn_close_from(&actions, 3)
+        let pid: pid_t
+        do {
+            pid = try spawn(executable, arguments, environment: environment, argv0: argv0, actions: &actions)
+        } catch {
+            for fd in outPipe + errPipe + inPipe where fd >= 0 { close(fd) }
+            throw error
+        }
+        close(outPipe[1])
+        close(errPipe[1])
+        if let stdin {
+            close(inPipe[0])
+            // Written from a thread of its own: a child that prints before it reads must not deadlock with us.
+            let writer = inPipe[1]
+            let bytes = stdin
+            detachThread {
+                // A child that exits without reading gets EPIPE here, not a SIGPIPE that would end us.
+                var pipeSignal = sigset_t()
+                sigemptyset(&pipeSignal)
+                sigaddset(&pipeSignal, SIGPIPE)
+                pthread_sigmask(SIG_BLOCK, &pipeSignal, nil)
+                bytes.withUnsafeBytes { writeAll(writer, $0) }
+                close(writer)
+            }
+        }
+        var stdout: [UInt8] = []
+        var stderr: [UInt8] = []
+        var open = [(outPipe[0], true), (errPipe[0], false)]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !open.isEmpty {
+            var fds = open.map { pollfd(fd: $0.0, events: Int16(POLLIN), revents: 0) }
+            if poll(&fds, nfds_t(fds.count), -1) < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for (index, entry) in fds.enumerated().reversed() where entry.revents != 0 {
+                let count = buffer.withUnsafeMutableBytes { read(entry.fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    if open[index].1 {
+                        stdout += buffer[0..<count]
+                    } else {
+                        stderr += buffer[0..<count]
+                    }
+                } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+                    close(entry.fd)
+                    open.remove(at: index)
+                }
+            }
+        }
+        return Output(status: wait(for: pid), stdout: stdout, stderr: stderr)
+    }
+
+    /// Starts `executable` in the background with its standard output and error appended to `logPath` and its
+    /// standard input from /dev/null; returns its pid. The caller reaps it (``wait(for:)``) or lets it outlive us.
+    public static func start(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, logPath: String
+    ) throws(SystemError) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        cnl_spawn_close_from(&actions, 3)
+        return try spawn(executable, arguments, environment: environment, argv0: nil, actions: &actions)
+    }
+
+    /// Waits for a child and returns its exit status (128 + signal when a signal ended it).
+    @discardableResult
+    public static func wait(for pid: pid_t) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            if errno != EINTR { return -1 }
+        }
+        return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+
+    private static func spawn(
+        _ executable: String, _ arguments: [String], environment: [String: String]?, argv0: String?,
+        actions: inout posix_spawn_file_actions_t
+    ) throws(SystemError) -> pid_t {
+        // Signals the parent ignores or blocks go back to their defaults in the child (a daemon it starts must stop
+        // on SIGTERM).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for number in [SIGTERM, SIGINT, SIGPIPE, SIGHUP, SIGCHLD] { sigaddset(&defaults, number) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        posix_spawnattr_setsigmask(&attributes, &emptyMask)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        let argv = ([argv0 ?? executable] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var environmentStrings: [UnsafeMutablePointer<CChar>?]?
+        if let environment {
+            environmentStrings = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        }
+        defer { for pointer in environmentStrings ?? [] { free(pointer) } }
+        var pid: pid_t = 0
+        let result =
+            if var environmentStrings {
+                posix_spawn(&pid, executable, &actions, &attributes, argv, &environmentStrings)
+            } else {
+                posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+            }
+        guard result == 0 else { throw SystemError(errno: result, "run \(executable)") }
+        return pid
+    }
+}
+
+/// Writes every byte, retrying short writes; stops on an error (a child that closed its input).
+private func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) {
+    var offset = 0
+    while offset < bytes.count {
+        let written = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+        if written < 0 {
+            if errno == EINTR { continue }
+            return
+        }
+        offset += written
+    }
+}
+
+/// Runs `work` on a detached pthread.
+private func detachThread(_ work: @escaping @Sendable () -> Void) {
+    final class Box: @unchecked Sendable {
+        let work: @Sendable () -> Void
+        init(_ work: @escaping @Sendable () -> Void) { self.work = work }
+    }
+    let box = Unmanaged.passRetained(Box(work)).toOpaque()
+    var thread = pthread_t()
+    let status = pthread_create(
+        &thread, nil,
+        { raw in
+            Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().work()
+            return nil
+        }, box)
+    if status == 0 {
+        pthread_detach(thread)
+    } else {
+        Unmanaged<Box>.fromOpaque(box).takeRetainedValue().work()
+    }
+}
