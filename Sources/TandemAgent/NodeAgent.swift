@@ -5,6 +5,7 @@ import TandemCore
 import TandemIPAM
 import TandemModel
 import TandemNetlink
+import TandemPlugin
 import TandemStore
 
 /// The node agent's control loop: level-triggered. Any change under `/calico/` in the datastore, and a timer
@@ -87,7 +88,9 @@ public final class NodeAgent: Sendable {
             let endpoints = try await store.list(.workloadEndpoint).compactMap { $0.resource as? WorkloadEndpoint }
             blocks = try await ipam.confirmedAffineBlocks(host: nodeName)
             let desired = desiredRoutes(node: nodeName, endpoints: endpoints, affineBlocks: blocks)
-            let report = try routes.reconcile(desired)
+            // Kernel and process work runs on a thread of its own: the cooperative pool also serves CNI calls.
+            let routes = self.routes
+            let report = try await onThread { try routes.reconcile(desired) }.get()
             for line in report.added { log("route: \(line)") }
             for line in report.removed { log("route: \(line)") }
             for line in report.failed { log("route failed: \(line)") }
@@ -103,7 +106,7 @@ public final class NodeAgent: Sendable {
             let (config, warnings) = try await birdConfig(blocks: blocks)
             for warning in warnings { log("BGP: \(warning)") }
             let applied = appliedBirdConfig.withLock { $0 }
-            switch try bird.apply(config, applied: applied) {
+            switch try await onThread({ try bird.apply(config, applied: applied) }).get() {
             case .unchanged: break
             case .reconfigured: log("BIRD reconfigured (\(bird.configPath))")
             case .started: log("BIRD started (\(bird.configPath), socket \(bird.socketPath))")

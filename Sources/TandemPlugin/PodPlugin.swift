@@ -380,7 +380,9 @@ struct DelegatedPlugin {
 
 /// Runs blocking kernel work on a thread of its own, off Swift's small pool of cooperative threads, and waits for it
 /// without blocking a thread.
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async -> Result<T, any Error> {
+public func onThread<T: Sendable>(
+    _ body: @escaping @Sendable () throws -> T
+) async -> Result<T, any Error> {
     await withCheckedContinuation { continuation in
         let thread = Thread { continuation.resume(returning: Result { try body() }) }
         thread.stackSize = 1 << 20
