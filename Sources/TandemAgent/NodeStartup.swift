@@ -74,6 +74,12 @@ public struct NodeSettings: Sendable {
 /// The annotation that records a node's BGP router ID, so that every node can check its own against the others'.
 public let routerIDAnnotation = "tandem.dev/router-id"
 
+/// Where nodes claim their router IDs and addresses (`<prefix>router-id/10.0.0.1`, `<prefix>ipv6/fd00::1`; the
+/// value is the node's name).
+public let nodeClaimPrefix = "/calico/tandem/v1/node-claims/"
+
+func nodeClaimKey(_ kind: String, _ value: String) -> String { nodeClaimPrefix + kind + "/" + value }
+
 /// What start-up decided: the registered node, its addresses and router ID.
 public struct Registration: Sendable {
     public var node: Node
@@ -249,8 +255,40 @@ public func registerNode(
         guard problems.isEmpty else {
             throw AgentError("Node \(settings.nodeName): " + problems.map(\.description).joined(separator: "; "))
         }
+        // Claims on the router ID and the addresses, written in the same transaction as the Node: of two nodes
+        // registering at the same moment with the same value, one transaction fails and that node decides again
+        // with the other's record in view. A claim whose node no longer exists is stale and taken over.
+        var claimKeys = [nodeClaimKey("router-id", decision.id.description)]
+        for cidr in chosen.values {
+            claimKeys.append(nodeClaimKey(cidr.family == .v4 ? "ipv4" : "ipv6", "\(cidr.address)"))
+        }
+        let me = Array(settings.nodeName.utf8)
+        var claims: [Write] = []
+        var claimedByAnother = false
+        for key in claimKeys {
+            if let held = try await store.datastore.get(key) {
+                if held.value == me { continue }
+                let owner = String(decoding: held.value, as: UTF8.self)
+                // Read now, not from the list above: a claim and its node are written together, so a claim whose
+                // node exists at this moment is live.
+                if try await store.datastore.get(ResourceKind.node.key(name: owner, namespace: nil)) != nil {
+                    report.append("\(key) is claimed by node \(owner) (registered meanwhile); deciding again")
+                    claimedByAnother = true
+                    break
+                }
+                claims.append(.update(key: key, value: me, ifRevision: held.modRevision))
+            } else {
+                claims.append(.create(key: key, value: me))
+            }
+        }
+        // Decide again with that node's record in view (an address it holds is refused, a hashed ID moves on).
+        if claimedByAnother { continue }
+        for held in try await store.datastore.list(prefix: nodeClaimPrefix).items
+        where held.value == me && !claimKeys.contains(held.key) {
+            claims.append(.delete(key: held.key, ifRevision: held.modRevision))
+        }
         do {
-            try await store.write([node], mode: existing == nil ? .create : .replace)
+            try await store.write([node], mode: existing == nil ? .create : .replace, alsoWriting: claims)
         } catch let error as ResourceError {
             // Someone else wrote the node list meanwhile (another node, the same ID race): decide again.
             report.append("registration raced another writer (\(error)); retrying")

@@ -84,12 +84,13 @@ public struct ResourceStore: Sendable {
     /// Writes `resources` (already validated) atomically; with `dryRun`, checks everything and writes nothing.
     /// Returns what happened to each resource, in order.
     @discardableResult
+    /// `alsoWriting` joins raw key writes (with their own preconditions) to the same transaction.
     public func write(
-        _ resources: [any AnyResource], mode: Mode, dryRun: Bool = false
+        _ resources: [any AnyResource], mode: Mode, dryRun: Bool = false, alsoWriting extra: [Write] = []
     ) async throws
         -> [WriteOutcome]
     {
-        var writes: [Write] = []
+        var writes: [Write] = extra
         var outcomes: [WriteOutcome] = []
         var problems: [String] = []
         var existingPools: [IPPool]? = nil

@@ -131,6 +131,56 @@ func register(
         }
     }
 
+    /// Two nodes registering at the same moment with the same address or router ID: exactly one wins, and the
+    /// other is told which node holds it.
+    @Test(arguments: ["address", "router-id"])
+    func simultaneousRegistrationsCannotShareAValue(_ what: String) async throws {
+        let (store, scratch) = try scratchStore("reg-race")
+        defer { scratch.remove() }
+        for round in 0..<5 {
+            let names = ["a\(round)", "b\(round)"]
+            let results = await withTaskGroup(of: Result<Registration, any Error>.self) { group in
+                for (index, name) in names.enumerated() {
+                    group.addTask {
+                        var settings = NodeSettings(nodeName: name)
+                        settings.ipv6 = .none
+                        if what == "address" {
+                            settings.ipv4 = .address(try! CIDR("10.98.\(round).1/24"))
+                        } else {
+                            settings.ipv4 = .address(try! CIDR("10.97.\(round).\(index + 1)/24"))
+                            settings.routerID = "192.0.2.\(round + 1)"
+                        }
+                        do { return .success(try await register(settings, store, [])) } catch { return .failure(error) }
+                    }
+                }
+                var all: [Result<Registration, any Error>] = []
+                for await result in group { all.append(result) }
+                return all
+            }
+            let winners = results.filter { if case .success = $0 { true } else { false } }
+            #expect(winners.count == 1, "round \(round): \(results)")
+            for case .failure(let error) in results {
+                #expect("\(error)".contains("a\(round)") || "\(error)".contains("b\(round)"), "\(error)")
+            }
+        }
+    }
+
+    /// A claim left by a node that no longer exists does not keep its address from a new node.
+    @Test func aDeletedNodesAddressCanBeTakenAgain() async throws {
+        let (store, scratch) = try scratchStore("reg-stale")
+        defer { scratch.remove() }
+        var settings = NodeSettings(nodeName: "old")
+        settings.ipv6 = .none
+        settings.ipv4 = .address("10.99.0.9/24")
+        _ = try await register(settings, store, [])
+        _ = try await store.delete([(.node, "old", nil)])
+        settings.nodeName = "new"
+        let registration = try await register(settings, store, [])
+        #expect(registration.ipv4 == "10.99.0.9/24")
+        let claims = try await store.datastore.list(prefix: nodeClaimPrefix).items
+        #expect(claims.allSatisfy { $0.value == Array("new".utf8) }, "\(claims.map(\.key))")
+    }
+
     @Test func addressSettingsParseWithClearErrors() throws {
         #expect(try AddressSetting(parsing: "", family: .v4, flag: "--ip") == .unset)
         #expect(try AddressSetting(parsing: "autodetect", family: .v4, flag: "--ip") == .autodetect)
