@@ -80,8 +80,9 @@ public struct BirdControl: Sendable {
     }
 }
 
-/// Runs a tool to completion (stdin from /dev/null; nothing else of ours reaches it, so a daemon it forks holds
-/// no pipe of ours) and returns its exit status and output.
+/// Runs a tool to completion (stdin from /dev/null, no other descriptor of ours) and returns its exit status and
+/// output. It returns when the tool's output pipes close: BIRD, forking into the background, points its standard
+/// output and error at /dev/null, so `bird -c` returns once the daemon runs.
 func runTool(_ tool: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
     let output = try ChildProcess.run(try resolveTool(tool), arguments)
     return (output.status, (output.stdoutText + output.stderrText).trimmingCharacters(in: .whitespacesAndNewlines))

@@ -80,6 +80,23 @@ public let nodeClaimPrefix = "/calico/tandem/v1/node-claims/"
 
 func nodeClaimKey(_ kind: String, _ value: String) -> String { nodeClaimPrefix + kind + "/" + value }
 
+/// What a claim key stands for.
+enum NodeClaim {
+    case routerID(String)
+    case address(IPAddress)
+}
+
+/// Whether a stored node still has the claimed value.
+func holds(_ node: Node, _ claim: NodeClaim) -> Bool {
+    switch claim {
+    case .routerID(let id):
+        return node.metadata.annotations?[routerIDAnnotation] == id
+    case .address(let address):
+        let text = address.family == .v4 ? node.spec.bgp?.ipv4Address : node.spec.bgp?.ipv6Address
+        return text.flatMap { try? CIDR(cidrOrAddress: $0) }?.address == address
+    }
+}
+
 /// What start-up decided: the registered node, its addresses and router ID.
 public struct Registration: Sendable {
     public var node: Node
@@ -258,20 +275,29 @@ public func registerNode(
         // Claims on the router ID and the addresses, written in the same transaction as the Node: of two nodes
         // registering at the same moment with the same value, one transaction fails and that node decides again
         // with the other's record in view. A claim whose node no longer exists is stale and taken over.
-        var claimKeys = [nodeClaimKey("router-id", decision.id.description)]
+        var claimKeys: [(String, NodeClaim)] = [
+            (nodeClaimKey("router-id", decision.id.description), .routerID(decision.id.description))
+        ]
         for cidr in chosen.values {
-            claimKeys.append(nodeClaimKey(cidr.family == .v4 ? "ipv4" : "ipv6", "\(cidr.address)"))
+            claimKeys.append(
+                (nodeClaimKey(cidr.family == .v4 ? "ipv4" : "ipv6", "\(cidr.address)"), .address(cidr.address)))
         }
         let me = Array(settings.nodeName.utf8)
         var claims: [Write] = []
         var claimedByAnother = false
-        for key in claimKeys {
+        for (key, value) in claimKeys {
             if let held = try await store.datastore.get(key) {
-                if held.value == me { continue }
+                // Rewritten even when it is ours: the new revision makes a concurrent takeover of it fail.
+                if held.value == me {
+                    claims.append(.update(key: key, value: me, ifRevision: held.modRevision))
+                    continue
+                }
                 let owner = String(decoding: held.value, as: UTF8.self)
-                // Read now, not from the list above: a claim and its node are written together, so a claim whose
-                // node exists at this moment is live.
-                if try await store.datastore.get(ResourceKind.node.key(name: owner, namespace: nil)) != nil {
+                // Read now, not from the list above: a claim and its node are written together. The claim is live
+                // only if that node exists and still has the value (a Node replaced by hand may have dropped it).
+                if let stored = try await store.get(.node, name: owner), let holder = stored.resource as? Node,
+                    holds(holder, value)
+                {
                     report.append("\(key) is claimed by node \(owner) (registered meanwhile); deciding again")
                     claimedByAnother = true
                     break
@@ -284,7 +310,7 @@ public func registerNode(
         // Decide again with that node's record in view (an address it holds is refused, a hashed ID moves on).
         if claimedByAnother { continue }
         for held in try await store.datastore.list(prefix: nodeClaimPrefix).items
-        where held.value == me && !claimKeys.contains(held.key) {
+        where held.value == me && !claimKeys.contains(where: { $0.0 == held.key }) {
             claims.append(.delete(key: held.key, ifRevision: held.modRevision))
         }
         do {

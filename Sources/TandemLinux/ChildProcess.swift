@@ -24,10 +24,14 @@ public enum ChildProcess {
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
         var inPipe: [Int32] = [-1, -1]
-        guard cnl_pipe_cloexec(&outPipe) == 0, cnl_pipe_cloexec(&errPipe) == 0 else {
-            throw SystemError(errno: errno, "pipe for \(executable)")
+        func closeAll() { for fd in outPipe + errPipe + inPipe where fd >= 0 { close(fd) } }
+        guard cnl_pipe_cloexec(&outPipe) == 0, cnl_pipe_cloexec(&errPipe) == 0,
+            stdin == nil || cnl_pipe_cloexec(&inPipe) == 0
+        else {
+            let error = SystemError(errno: errno, "pipe for \(executable)")
+            closeAll()
+            throw error
         }
-        if stdin != nil, cnl_pipe_cloexec(&inPipe) != 0 { throw SystemError(errno: errno, "pipe for \(executable)") }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -43,7 +47,7 @@ public enum ChildProcess {
         do {
             pid = try spawn(executable, arguments, environment: environment, argv0: argv0, actions: &actions)
         } catch {
-            for fd in outPipe + errPipe + inPipe where fd >= 0 { close(fd) }
+            closeAll()
             throw error
         }
         close(outPipe[1])
@@ -53,7 +57,7 @@ public enum ChildProcess {
             // Written from a thread of its own: a child that prints before it reads must not deadlock with us.
             let writer = inPipe[1]
             let bytes = stdin
-            detachThread {
+            let started = detachThread {
                 // A child that exits without reading gets EPIPE here, not a SIGPIPE that would end us.
                 var pipeSignal = sigset_t()
                 sigemptyset(&pipeSignal)
@@ -61,6 +65,15 @@ public enum ChildProcess {
                 pthread_sigmask(SIG_BLOCK, &pipeSignal, nil)
                 bytes.withUnsafeBytes { writeAll(writer, $0) }
                 close(writer)
+            }
+            guard started else {
+                // Writing from here could deadlock with a child that prints before it reads: give up on it.
+                close(writer)
+                close(outPipe[0])
+                close(errPipe[0])
+                kill(pid, SIGKILL)
+                wait(for: pid)
+                throw SystemError(errno: EAGAIN, "start a thread to feed \(executable)")
             }
         }
         var stdout: [UInt8] = []
@@ -71,6 +84,9 @@ public enum ChildProcess {
             var fds = open.map { pollfd(fd: $0.0, events: Int16(POLLIN), revents: 0) }
             if poll(&fds, nfds_t(fds.count), -1) < 0 {
                 if errno == EINTR { continue }
+                // Cannot happen with valid descriptors; stop reading rather than spin, and let the child go.
+                for (fd, _) in open { close(fd) }
+                open.removeAll()
                 break
             }
             for (index, entry) in fds.enumerated().reversed() where entry.revents != 0 {
@@ -164,8 +180,8 @@ private func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) {
     }
 }
 
-/// Runs `work` on a detached pthread.
-private func detachThread(_ work: @escaping @Sendable () -> Void) {
+/// Runs `work` on a detached pthread; false if no thread could be made (then `work` does not run).
+private func detachThread(_ work: @escaping @Sendable () -> Void) -> Bool {
     final class Box: @unchecked Sendable {
         let work: @Sendable () -> Void
         init(_ work: @escaping @Sendable () -> Void) { self.work = work }
@@ -178,9 +194,10 @@ private func detachThread(_ work: @escaping @Sendable () -> Void) {
             Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().work()
             return nil
         }, box)
-    if status == 0 {
-        pthread_detach(thread)
-    } else {
-        Unmanaged<Box>.fromOpaque(box).takeRetainedValue().work()
+    guard status == 0 else {
+        Unmanaged<Box>.fromOpaque(box).release()
+        return false
     }
+    pthread_detach(thread)
+    return true
 }

@@ -181,6 +181,25 @@ func register(
         #expect(claims.allSatisfy { $0.value == Array("new".utf8) }, "\(claims.map(\.key))")
     }
 
+    /// A claim whose node no longer has the value (its Node was replaced by hand) is taken over, not a dead end.
+    @Test func aClaimTheOwnerNoLongerHoldsIsTakenOver() async throws {
+        let (store, scratch) = try scratchStore("reg-dropped")
+        defer { scratch.remove() }
+        var settings = NodeSettings(nodeName: "first")
+        settings.ipv6 = .none
+        settings.ipv4 = .address("10.99.0.1/24")
+        settings.routerID = "192.0.2.7"
+        _ = try await register(settings, store, [])
+        var node = try #require(try await store.get(.node, name: "first")?.resource as? Node)
+        node.metadata.annotations = nil
+        node.metadata.resourceVersion = nil
+        try await store.write([node], mode: .replace)
+        settings.nodeName = "second"
+        settings.ipv4 = .address("10.99.0.2/24")
+        let registration = try await register(settings, store, [])
+        #expect(registration.routerID.description == "192.0.2.7")
+    }
+
     @Test func addressSettingsParseWithClearErrors() throws {
         #expect(try AddressSetting(parsing: "", family: .v4, flag: "--ip") == .unset)
         #expect(try AddressSetting(parsing: "autodetect", family: .v4, flag: "--ip") == .autodetect)
