@@ -71,13 +71,6 @@ public struct BirdControl: Sendable {
         }
         throw AgentError("BIRD started but does not answer on \(socketPath) after 2 s")
     }
-
-    /// `birdc -s SOCKET show protocols`.
-    public func showProtocols() throws -> String {
-        let reply = try runTool(birdc, ["-s", socketPath, "show", "protocols"])
-        guard reply.status == 0 else { throw AgentError("birdc -s \(socketPath) show protocols: \(reply.output)") }
-        return reply.output
-    }
 }
 
 /// Runs a tool to completion (stdin from /dev/null, no other descriptor of ours) and returns its exit status and

@@ -34,20 +34,6 @@ public enum TestProducts {
     }
 }
 
-final class LockedData: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-    private var finished = false
-    func set(_ value: Data) {
-        lock.withLock {
-            data = value
-            finished = true
-        }
-    }
-    var done: Bool { lock.withLock { finished } }
-    var value: Data { lock.withLock { data } }
-}
-
 /// A scratch directory removed when the value is released by `remove()`.
 public struct ScratchDirectory: Sendable {
     public let path: String

@@ -33,10 +33,7 @@ struct Serve: ParsableCommand {
             valueName: "address"))
     var cniSocket: String = environment["TANDEM_AGENT_SOCKET"] ?? CNIWire.defaultAddress
 
-    @Option(name: .customLong("nodename"), help: "The node's name (TANDEM_NODENAME, NODENAME, else the host name).")
-    var nodeName: String =
-        environment["TANDEM_NODENAME"] ?? environment["NODENAME"]
-        ?? ProcessInfo.processInfo.hostName.trimmingCharacters(in: .whitespaces).lowercased()
+    @OptionGroup var identity: NodeIdentityOptions
 
     @Option(name: .customLong("datastore"), help: "The datastore URL (TANDEM_DATASTORE).")
     var datastore: String = environment["TANDEM_DATASTORE"] ?? DatastoreLocation.defaultURL
@@ -55,25 +52,8 @@ struct Serve: ParsableCommand {
             valueName: "value"))
     var ip6: String = environment["TANDEM_IP6"] ?? ""
 
-    @Option(
-        name: .customLong("ipv4-autodetection"),
-        help: ArgumentHelp(
-            "first-found, interface=REGEX[,REGEX], skip-interface=REGEX[,REGEX], can-reach=DEST or cidr=CIDR[,CIDR] (TANDEM_IP_AUTODETECTION_METHOD).",
-            valueName: "method"))
-    var ipv4Method: String = environment["TANDEM_IP_AUTODETECTION_METHOD"] ?? "first-found"
-
-    @Option(
-        name: .customLong("ipv6-autodetection"),
-        help: ArgumentHelp("As --ipv4-autodetection (TANDEM_IP6_AUTODETECTION_METHOD).", valueName: "method"))
-    var ipv6Method: String = environment["TANDEM_IP6_AUTODETECTION_METHOD"] ?? "first-found"
-
     @Option(name: .customLong("as"), help: "The node's BGP AS number (TANDEM_AS); default the cluster's.")
     var asNumber: String = environment["TANDEM_AS"] ?? ""
-
-    @Option(
-        name: .customLong("router-id"),
-        help: ArgumentHelp("BGP router ID: an IPv4-format ID, or hash (TANDEM_ROUTER_ID).", valueName: "id"))
-    var routerID: String = environment["TANDEM_ROUTER_ID"] ?? ""
 
     @Option(
         name: .customLong("ipv4-pool-cidr"), help: "Create the IPv4 pool default-ipv4-ippool when none exists.")
@@ -105,32 +85,22 @@ struct Serve: ParsableCommand {
     var resyncSeconds: Double = 10
 
     func settings() throws -> NodeSettings {
-        let name = nodeName.trimmingCharacters(in: .whitespaces).lowercased()
-        guard !name.isEmpty else { throw ValidationError("--nodename is empty") }
-        var settings = NodeSettings(nodeName: name)
+        var settings = NodeSettings(nodeName: try identity.name())
         do {
             settings.ipv4 = try AddressSetting(parsing: ip, family: .v4, flag: "--ip")
             settings.ipv6 = try AddressSetting(parsing: ip6, family: .v6, flag: "--ip6")
         } catch {
             throw ValidationError(error.description)
         }
-        for (family, text, flag) in [
-            (IPFamily.v4, ipv4Method, "--ipv4-autodetection"), (.v6, ipv6Method, "--ipv6-autodetection"),
-        ] {
-            do {
-                let method = try AutodetectionMethod(parsing: text)
-                if family == .v4 { settings.ipv4Method = method } else { settings.ipv6Method = method }
-            } catch {
-                throw ValidationError("\(flag) \(text): \(error)")
-            }
-        }
+        settings.ipv4Method = try identity.method(.v4)
+        settings.ipv6Method = try identity.method(.v6)
         if !asNumber.isEmpty {
             guard let value = ASNumber(text: asNumber) else {
                 throw ValidationError("--as \(asNumber): not an AS number (0-4294967295 or asdot such as 1.10)")
             }
             settings.asNumber = value.value
         }
-        settings.routerID = routerID
+        settings.routerID = identity.routerID
         for (text, family, flag) in [
             (ipv4PoolCIDR, IPFamily.v4, "--ipv4-pool-cidr"), (ipv6PoolCIDR, .v6, "--ipv6-pool-cidr"),
         ] where !text.isEmpty && text != "none" {
@@ -259,16 +229,7 @@ struct Autodetect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the node's IPv4 and IPv6 addresses autodetection chooses, and why.")
 
-    @Option(
-        name: .customLong("ipv4-autodetection"),
-        help: ArgumentHelp(
-            "first-found, interface=REGEX[,REGEX], skip-interface=REGEX[,REGEX], can-reach=DEST or cidr=CIDR[,CIDR].",
-            valueName: "method"))
-    var ipv4Method: String = ProcessInfo.processInfo.environment["IP_AUTODETECTION_METHOD"] ?? "first-found"
-
-    @Option(
-        name: .customLong("ipv6-autodetection"), help: ArgumentHelp("As --ipv4-autodetection.", valueName: "method"))
-    var ipv6Method: String = ProcessInfo.processInfo.environment["IP6_AUTODETECTION_METHOD"] ?? "first-found"
+    @OptionGroup var identity: NodeIdentityOptions
 
     @Flag(name: .customLong("no-ipv4"), help: "Do not look for an IPv4 address (an IPv6-only node).")
     var noIPv4 = false
@@ -276,30 +237,10 @@ struct Autodetect: ParsableCommand {
     @Flag(name: .customLong("no-ipv6"), help: "Do not look for an IPv6 address (an IPv4-only node).")
     var noIPv6 = false
 
-    @Option(
-        name: .customLong("router-id"),
-        help: ArgumentHelp(
-            "BGP router ID: an IPv4-format ID, or hash; default the node's IPv4 address, hashed when it has none.",
-            valueName: "id"))
-    var routerID: String = ProcessInfo.processInfo.environment["CALICO_ROUTER_ID"] ?? ""
-
-    @Option(name: .customLong("nodename"), help: "The node's name (default NODENAME, else the host name).")
-    var nodeName: String =
-        ProcessInfo.processInfo.environment["NODENAME"]
-        ?? ProcessInfo.processInfo.hostName.trimmingCharacters(in: .whitespaces).lowercased()
-
     func run() throws {
-        var requests: [(IPFamily, String, String)] = []
-        if !noIPv4 { requests.append((.v4, ipv4Method, "--ipv4-autodetection")) }
-        if !noIPv6 { requests.append((.v6, ipv6Method, "--ipv6-autodetection")) }
         var methods: [(IPFamily, AutodetectionMethod)] = []
-        for (family, text, flag) in requests {
-            do {
-                methods.append((family, try AutodetectionMethod(parsing: text)))
-            } catch {
-                throw ValidationError("\(flag) \(text): \(error)")
-            }
-        }
+        if !noIPv4 { methods.append((.v4, try identity.method(.v4))) }
+        if !noIPv6 { methods.append((.v6, try identity.method(.v6))) }
         let interfaces = try readHostInterfaces()
         var failed = false
         var ipv4: IPv4Address?
@@ -320,12 +261,66 @@ struct Autodetect: ParsableCommand {
         failed = failed || !problems.isEmpty
         // Other nodes' IDs come from the datastore at registration; here the choice alone is shown.
         do {
-            let decision = try chooseRouterID(nodeName: nodeName, configured: routerID, nodeIPv4: ipv4, others: [:])
-            print("BGP router ID of \(nodeName): \(decision.id) (\(decision.reason))")
+            let decision = try chooseRouterID(
+                nodeName: try identity.name(), configured: identity.routerID, nodeIPv4: ipv4, others: [:])
+            print("BGP router ID of \(try identity.name()): \(decision.id) (\(decision.reason))")
         } catch {
-            throw ValidationError("--router-id \(routerID): \(error)")
+            throw ValidationError("--router-id \(identity.routerID): \(error)")
         }
         if failed { throw ExitCode(1) }
+    }
+}
+
+/// The options both `serve` and `autodetect` take: the node's name, how each family's address is found, the
+/// router ID. Each also reads a `TANDEM_` variable, then Calico's name for it.
+struct NodeIdentityOptions: ParsableArguments {
+    static let environment = ProcessInfo.processInfo.environment
+
+    @Option(
+        name: .customLong("nodename"),
+        help: "The node's name (TANDEM_NODENAME, NODENAME, else the host name, lower-cased).")
+    var nodeName: String =
+        environment["TANDEM_NODENAME"] ?? environment["NODENAME"] ?? ProcessInfo.processInfo.hostName.lowercased()
+
+    @Option(
+        name: .customLong("ipv4-autodetection"),
+        help: ArgumentHelp(
+            "first-found, interface=REGEX[,REGEX], skip-interface=REGEX[,REGEX], can-reach=DEST or cidr=CIDR[,CIDR] (TANDEM_IP_AUTODETECTION_METHOD, IP_AUTODETECTION_METHOD).",
+            valueName: "method"))
+    var ipv4Method: String =
+        environment["TANDEM_IP_AUTODETECTION_METHOD"] ?? environment["IP_AUTODETECTION_METHOD"] ?? "first-found"
+
+    @Option(
+        name: .customLong("ipv6-autodetection"),
+        help: ArgumentHelp(
+            "As --ipv4-autodetection (TANDEM_IP6_AUTODETECTION_METHOD, IP6_AUTODETECTION_METHOD).", valueName: "method")
+    )
+    var ipv6Method: String =
+        environment["TANDEM_IP6_AUTODETECTION_METHOD"] ?? environment["IP6_AUTODETECTION_METHOD"] ?? "first-found"
+
+    @Option(
+        name: .customLong("router-id"),
+        help: ArgumentHelp(
+            "BGP router ID: an IPv4-format ID, or hash; default the node's IPv4 address, hashed when it has none (TANDEM_ROUTER_ID, CALICO_ROUTER_ID).",
+            valueName: "id"))
+    var routerID: String = environment["TANDEM_ROUTER_ID"] ?? environment["CALICO_ROUTER_ID"] ?? ""
+
+    /// The node's name, trimmed (Calico lower-cases only the host name; a given name with capitals is refused
+    /// when the Node is validated).
+    func name() throws -> String {
+        let name = nodeName.trimmingCharacters(in: .whitespaces)
+        guard !name.isEmpty else { throw ValidationError("--nodename is empty") }
+        return name
+    }
+
+    /// The autodetection method of a family; a bad one names its flag and value.
+    func method(_ family: IPFamily) throws -> AutodetectionMethod {
+        let (text, flag) = family == .v4 ? (ipv4Method, "--ipv4-autodetection") : (ipv6Method, "--ipv6-autodetection")
+        do {
+            return try AutodetectionMethod(parsing: text)
+        } catch {
+            throw ValidationError("\(flag) \(text): \(error)")
+        }
     }
 }
 
