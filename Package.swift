@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "TandemModel", targets: ["TandemModel"]),
         .library(name: "TandemStore", targets: ["TandemStore"]),
         .library(name: "TandemStoreSQLite", targets: ["TandemStoreSQLite"]),
+        .library(name: "TandemStoreEtcd", targets: ["TandemStoreEtcd"]),
+        .library(name: "TandemDatastore", targets: ["TandemDatastore"]),
         .library(name: "TandemIPAM", targets: ["TandemIPAM"]),
         .library(name: "TandemAgent", targets: ["TandemAgent"]),
         .library(name: "TandemLinux", targets: ["TandemLinux"]),
@@ -56,6 +58,14 @@ let package = Package(
             name: "TandemStoreSQLite",
             dependencies: ["TandemStore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
+        // TLS for the etcd client: OpenSSL through a few C functions.
+        .target(name: "CTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(
+            name: "TandemStoreEtcd", dependencies: ["CTLS", "TandemLinux", "TandemStore"], swiftSettings: strict),
+        // Opens whichever backend a datastore URL names.
+        .target(
+            name: "TandemDatastore", dependencies: ["TandemStore", "TandemStoreEtcd", "TandemStoreSQLite"],
+            swiftSettings: strict),
         .target(
             name: "TandemDataplane",
             dependencies: ["TandemCore", "TandemLinux", "TandemNetlink", "TandemNetlinkCodec"],
@@ -71,8 +81,7 @@ let package = Package(
             dependencies: [
                 "CNetlink", "TandemAutodetection", "TandemBGP", "TandemCNIWire", "TandemIPAM", "TandemLinux",
                 "TandemNetlink",
-                "TandemNetlinkCodec", "TandemPlugin",
-                "TandemStoreSQLite",
+                "TandemNetlinkCodec", "TandemPlugin", "TandemDatastore",
             ],
             swiftSettings: strict),
         // Executables stay thin. `tandem` is the CNI shim: Glibc, the wire format and TandemCore only (no
@@ -82,12 +91,12 @@ let package = Package(
             // Linked fully static (no dynamic loader, no relocations at start): about 1 ms from exec to exit.
             linkerSettings: [.unsafeFlags(["-static-executable"])]),
         .executableTarget(
-            name: "tandem-cni", dependencies: ["TandemPlugin", "TandemStoreSQLite"], swiftSettings: strict),
+            name: "tandem-cni", dependencies: ["TandemPlugin", "TandemDatastore"], swiftSettings: strict),
         .executableTarget(
             name: "tandem-node",
             dependencies: [
                 "TandemAgent", "TandemAutodetection", "TandemCNIWire", "TandemCore", "TandemModel", "TandemStore",
-                "TandemStoreSQLite", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "TandemDatastore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
         .executableTarget(
@@ -100,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "tandemctl",
             dependencies: [
-                "TandemBGP", "TandemCore", "TandemLinux", "TandemModel", "TandemStore", "TandemStoreSQLite",
+                "TandemBGP", "TandemCore", "TandemLinux", "TandemModel", "TandemStore", "TandemDatastore",
                 "TandemIPAM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -151,7 +160,9 @@ let package = Package(
             resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(
             name: "TandemStoreTests",
-            dependencies: ["TandemStore", "TandemStoreSQLite", "TandemTestSupport", "tandemctl"],
+            dependencies: [
+                "TandemStore", "TandemStoreSQLite", "TandemStoreEtcd", "TandemTestSupport", "TandemLinux", "tandemctl",
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "TandemCtlTests", dependencies: ["TandemTestSupport", "tandemctl"], swiftSettings: strict),

@@ -2,9 +2,9 @@ import CNetlink
 import Foundation
 import Glibc
 import TandemCNIWire
+import TandemDatastore
 import TandemPlugin
 import TandemStore
-import TandemStoreSQLite
 
 /// The agent's CNI service: the `tandem` shim forwards each CNI call here, and it runs with the datastore
 /// already open and the code already loaded, so a pod's ADD costs the work and not a process start-up

@@ -3,6 +3,7 @@ import Synchronization
 import TandemBGP
 import TandemCore
 import TandemIPAM
+import TandemLinux
 import TandemModel
 import TandemNetlink
 import TandemPlugin

@@ -378,18 +378,6 @@ struct DelegatedPlugin {
     }
 }
 
-/// Runs blocking kernel work on a thread of its own, off Swift's small pool of cooperative threads, and waits for it
-/// without blocking a thread.
-public func onThread<T: Sendable>(
-    _ body: @escaping @Sendable () throws -> T
-) async -> Result<T, any Error> {
-    await withCheckedContinuation { continuation in
-        let thread = Thread { continuation.resume(returning: Result { try body() }) }
-        thread.stackSize = 1 << 20
-        thread.start()
-    }
-}
-
 /// The pod's labels from the CNI convention `"args": {"cni": {"labels": [{"key": K, "value": V}]}}`, which
 /// runtimes without a Kubernetes API (and tandem-lab) use to pass them; Calico reads them from the API server.
 func podLabels(_ config: [String: Any]) throws(CNIError) -> [String: String] {

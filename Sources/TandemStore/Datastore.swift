@@ -141,13 +141,14 @@ extension Datastore {
 public enum DatastoreLocation: Sendable, Equatable, CustomStringConvertible {
     /// The embedded SQLite file.
     case sqlite(path: String)
-    /// An etcd v3 cluster, by client endpoints (`host:port`).
-    case etcd(endpoints: [String])
+    /// An etcd v3 cluster.
+    case etcd(EtcdLocation)
 
     /// The default when nothing is configured.
     public static let defaultURL = "sqlite:///var/lib/tandem/tandem.db"
 
-    /// Parses `sqlite:///abs/path.db`, `sqlite://relative.db` or `etcd://host:2379[,host:2379]`.
+    /// Parses `sqlite:///abs/path.db`, `sqlite://relative.db`, `etcd://host:2379[,host:2379][?options]` or
+    /// `etcd+https://host:2379[,...][?options]` (see ``EtcdLocation``).
     public init(url: String) throws(DatastoreError) {
         if url.hasPrefix("sqlite://") {
             let path = String(url.dropFirst("sqlite://".count))
@@ -156,25 +157,185 @@ public enum DatastoreLocation: Sendable, Equatable, CustomStringConvertible {
                     "datastore URL \"\(url)\" has no file path (example: sqlite:///var/lib/tandem/tandem.db)")
             }
             self = .sqlite(path: path)
-        } else if url.hasPrefix("etcd://") {
-            let endpoints = url.dropFirst("etcd://".count).split(separator: ",").map(String.init)
-            guard !endpoints.isEmpty, endpoints.allSatisfy({ $0.contains(":") && !$0.contains("/") }) else {
-                throw .invalidLocation(
-                    "datastore URL \"\(url)\" must list host:port endpoints (example: etcd://127.0.0.1:2379)")
-            }
-            self = .etcd(endpoints: endpoints)
+        } else if url.hasPrefix("etcd://") || url.hasPrefix("etcd+http://") || url.hasPrefix("etcd+https://") {
+            self = .etcd(try EtcdLocation(url: url))
         } else {
             throw .invalidLocation(
-                "datastore URL \"\(url)\" has an unknown scheme; use sqlite:///path/to/file.db or etcd://host:2379")
+                "datastore URL \"\(url)\" has an unknown scheme; use sqlite:///path/to/file.db, etcd://host:2379 or "
+                    + "etcd+https://host:2379")
         }
     }
 
     public var description: String {
         switch self {
         case .sqlite(let path): "sqlite://\(path)"
-        case .etcd(let endpoints): "etcd://" + endpoints.joined(separator: ",")
+        case .etcd(let location): location.description
         }
     }
+}
+
+/// An etcd v3 cluster: its client endpoints, whether they speak TLS, and the client's credentials.
+///
+/// URL form: `etcd://host:port[,host:port...]` (plain HTTP) or `etcd+https://...` (TLS), then optional query
+/// options: `ca-cert=PATH` (PEM roots to verify the servers; default the system's), `cert=PATH` and `key=PATH`
+/// (a client certificate, both or neither), `username=NAME` and `password-file=PATH` (etcd's authentication; the
+/// password is read from the file so that it never appears in a URL, a CNI configuration or a log).
+/// An IPv6 endpoint is written in brackets: `etcd://[fd00::10]:2379`.
+public struct EtcdLocation: Sendable, Equatable, CustomStringConvertible {
+    /// One client endpoint.
+    public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+        /// A DNS name or an IP literal (without brackets).
+        public var host: String
+        public var port: UInt16
+
+        public init(host: String, port: UInt16) {
+            self.host = host
+            self.port = port
+        }
+
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    public var endpoints: [Endpoint]
+    /// Whether the endpoints speak TLS (`etcd+https://`).
+    public var useTLS: Bool
+    public var caCertFile: String?
+    public var certFile: String?
+    public var keyFile: String?
+    public var username: String?
+    public var passwordFile: String?
+
+    public init(
+        endpoints: [Endpoint], useTLS: Bool = false, caCertFile: String? = nil, certFile: String? = nil,
+        keyFile: String? = nil, username: String? = nil, passwordFile: String? = nil
+    ) {
+        self.endpoints = endpoints
+        self.useTLS = useTLS
+        self.caCertFile = caCertFile
+        self.certFile = certFile
+        self.keyFile = keyFile
+        self.username = username
+        self.passwordFile = passwordFile
+    }
+
+    /// Parses the URL forms above; every error names the URL and the part that is wrong.
+    public init(url: String) throws(DatastoreError) {
+        let scheme: Substring
+        var rest: Substring
+        if let range = url.range(of: "://") {
+            scheme = url[..<range.lowerBound]
+            rest = url[range.upperBound...]
+        } else {
+            throw .invalidLocation("datastore URL \"\(url)\" has no scheme (example: etcd://127.0.0.1:2379)")
+        }
+        switch scheme {
+        case "etcd", "etcd+http": useTLS = false
+        case "etcd+https": useTLS = true
+        default:
+            throw .invalidLocation(
+                "datastore URL \"\(url)\" has the scheme \"\(scheme)\"; etcd URLs start with etcd:// or etcd+https://")
+        }
+        var query: Substring = ""
+        if let mark = rest.firstIndex(of: "?") {
+            query = rest[rest.index(after: mark)...]
+            rest = rest[..<mark]
+        }
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        guard !rest.isEmpty else {
+            throw .invalidLocation(
+                "datastore URL \"\(url)\" must list host:port endpoints (example: etcd://127.0.0.1:2379)")
+        }
+        endpoints = []
+        for text in rest.split(separator: ",", omittingEmptySubsequences: false) {
+            endpoints.append(try Self.endpoint(String(text), url: url))
+        }
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = String(parts[0])
+            let value = parts.count == 2 ? percentDecoded(String(parts[1])) : ""
+            guard !value.isEmpty else {
+                throw .invalidLocation("datastore URL \"\(url)\": option \"\(name)\" has no value")
+            }
+            switch name {
+            case "ca-cert": caCertFile = value
+            case "cert": certFile = value
+            case "key": keyFile = value
+            case "username": username = value
+            case "password-file": passwordFile = value
+            default:
+                throw .invalidLocation(
+                    "datastore URL \"\(url)\": unknown option \"\(name)\" (known: ca-cert, cert, key, username, "
+                        + "password-file)")
+            }
+        }
+        try validate(url: url)
+    }
+
+    /// Checks the combination of options (also after environment defaults were filled in).
+    public func validate(url: String? = nil) throws(DatastoreError) {
+        let name = "datastore URL \"\(url ?? description)\""
+        if !useTLS, caCertFile != nil || certFile != nil || keyFile != nil {
+            throw .invalidLocation("\(name) sets TLS files but its scheme is plain HTTP; write etcd+https://")
+        }
+        if (certFile == nil) != (keyFile == nil) {
+            throw .invalidLocation("\(name) needs both cert= and key= for a client certificate, or neither")
+        }
+        if passwordFile != nil && username == nil {
+            throw .invalidLocation("\(name) sets password-file= without username=")
+        }
+    }
+
+    private static func endpoint(_ text: String, url: String) throws(DatastoreError) -> Endpoint {
+        let invalid = DatastoreError.invalidLocation(
+            "datastore URL \"\(url)\": endpoint \"\(text)\" is not host:port (examples: 10.0.0.5:2379, "
+                + "[fd00::5]:2379, etcd-1.example:2379)")
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                throw invalid
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+            guard host.contains(":") else { throw invalid }
+        } else {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2 else { throw invalid }
+            host = parts[0]
+            portText = parts[1]
+        }
+        guard !host.isEmpty, !host.contains("/"), !host.contains("@"), let port = UInt16(portText), port > 0 else {
+            throw invalid
+        }
+        return Endpoint(host: String(host), port: port)
+    }
+
+    public var description: String {
+        var text = (useTLS ? "etcd+https://" : "etcd://") + endpoints.map(\.description).joined(separator: ",")
+        let options = [
+            ("ca-cert", caCertFile), ("cert", certFile), ("key", keyFile), ("username", username),
+            ("password-file", passwordFile),
+        ].compactMap { name, value in value.map { "\(name)=\($0)" } }
+        if !options.isEmpty { text += "?" + options.joined(separator: "&") }
+        return text
+    }
+}
+
+/// `%XX` escapes decoded (malformed escapes are kept as written).
+private func percentDecoded(_ text: String) -> String {
+    var bytes: [UInt8] = []
+    var input = Array(text.utf8)[...]
+    while let byte = input.popFirst() {
+        if byte == UInt8(ascii: "%"), input.count >= 2,
+            let value = UInt8(String(decoding: input.prefix(2), as: UTF8.self), radix: 16)
+        {
+            bytes.append(value)
+            input = input.dropFirst(2)
+        } else {
+            bytes.append(byte)
+        }
+    }
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// The exclusive upper bound of the keys that start with `prefix` (etcd's `range_end` for a prefix).

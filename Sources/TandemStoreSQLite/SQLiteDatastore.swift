@@ -272,15 +272,3 @@ public final class SQLiteDatastore: Datastore {
             modRevision: row["mod_revision"], version: row["version"])
     }
 }
-
-/// Opens the datastore a URL names (`sqlite:///path.db`; `etcd://...` once that backend exists).
-/// `watchPollInterval` is how often a SQLite watch looks for new revisions.
-public func openDatastore(url: String, watchPollInterval: Duration = .milliseconds(10)) throws -> any Datastore {
-    switch try DatastoreLocation(url: url) {
-    case .sqlite(let path):
-        return try SQLiteDatastore(path: path, watchPollInterval: watchPollInterval)
-    case .etcd:
-        throw DatastoreError.invalidLocation(
-            "the etcd datastore backend is not available in this build; use sqlite:///path/to/file.db")
-    }
-}

@@ -1,6 +1,6 @@
 import Foundation
+import TandemDatastore
 import TandemPlugin
-import TandemStoreSQLite
 
 // `tandem-cni`: the CNI plugin in one process per call, with nothing else running. The `tandem` shim execs it
 // when no node agent answers on this node; invoked as `tandem-ipam` (argv[0]) it is the IPAM plugin.

@@ -4,9 +4,9 @@ import TandemAgent
 import TandemAutodetection
 import TandemCNIWire
 import TandemCore
+import TandemDatastore
 import TandemModel
 import TandemStore
-import TandemStoreSQLite
 
 /// The Tandem node agent. This release serves the CNI plugin's calls and explains the node's address
 /// autodetection; registration, the dataplane reconcile and BGP join it as they are built.

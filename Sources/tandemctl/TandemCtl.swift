@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
 import TandemCore
+import TandemDatastore
 import TandemModel
 import TandemStore
-import TandemStoreSQLite
 
 @main
 struct TandemCtl: AsyncParsableCommand {
@@ -21,7 +21,7 @@ struct DatastoreOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Datastore URL: sqlite:///path/to/file.db or etcd://host:2379 (default: $TANDEM_DATASTORE, else \(DatastoreLocation.defaultURL))",
+            "Datastore URL: sqlite:///path/to/file.db, etcd://host:2379[,host:2379] or etcd+https://... (default: $TANDEM_DATASTORE, else \(DatastoreLocation.defaultURL))",
             valueName: "url"))
     var datastore: String?
 
@@ -33,13 +33,7 @@ struct DatastoreOptions: ParsableArguments {
 
     /// Opens the configured datastore.
     func open() throws -> any Datastore {
-        switch try DatastoreLocation(url: url) {
-        case .sqlite(let path):
-            return try SQLiteDatastore(path: path)
-        case .etcd:
-            throw ResourceError(
-                "the etcd datastore backend is not available in this build; use sqlite:///path/to/file.db")
-        }
+        try openDatastore(url: url)
     }
 
     /// A resource store over the configured datastore, stamping real time and random UIDs.
