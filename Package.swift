@@ -140,7 +140,8 @@ let package = Package(
         .testTarget(
             name: "TandemIPAMTests",
             dependencies: [
-                "TandemIPAM", "TandemCNI", "TandemStoreSQLite", "TandemTestSupport", "tandem-cni", "tandemctl",
+                "TandemIPAM", "TandemCNI", "TandemDatastore", "TandemStoreSQLite", "TandemTestSupport", "tandem-cni",
+                "tandemctl",
             ],
             swiftSettings: strict),
         .testTarget(name: "TandemNetlinkCodecTests", dependencies: ["TandemNetlinkCodec"], swiftSettings: strict),
@@ -161,7 +162,8 @@ let package = Package(
         .testTarget(
             name: "TandemStoreTests",
             dependencies: [
-                "TandemStore", "TandemStoreSQLite", "TandemStoreEtcd", "TandemTestSupport", "TandemLinux", "tandemctl",
+                "TandemDatastore", "TandemStore", "TandemStoreSQLite", "TandemStoreEtcd", "TandemTestSupport",
+                "TandemLinux", "tandemctl",
             ],
             swiftSettings: strict),
         .testTarget(

@@ -10,6 +10,9 @@ packages=(
   containernetworking-plugins  # reference plugins: host-local, portmap, tuning, bandwidth (chaining tests, benchmarks)
   iptables         # portmap programs iptables/ip6tables
   bird2            # BGP between nodes: tandem-node renders its configuration and runs it
+  etcd-server      # the distributed datastore backend: its tests start a real etcd
+  libssl-dev       # TLS to etcd (etcd+https://): the client links OpenSSL
+  openssl          # the etcd TLS tests make their certificates with it
 )
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   apt-get update -qq

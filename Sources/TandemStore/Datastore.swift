@@ -179,7 +179,8 @@ public enum DatastoreLocation: Sendable, Equatable, CustomStringConvertible {
 /// URL form: `etcd://host:port[,host:port...]` (plain HTTP) or `etcd+https://...` (TLS), then optional query
 /// options: `ca-cert=PATH` (PEM roots to verify the servers; default the system's), `cert=PATH` and `key=PATH`
 /// (a client certificate, both or neither), `username=NAME` and `password-file=PATH` (etcd's authentication; the
-/// password is read from the file so that it never appears in a URL, a CNI configuration or a log).
+/// password is read from the file so that it never appears in a URL, a CNI configuration or a log), `timeout=SECONDS`
+/// (how long a call keeps trying to reach the cluster, through restarts and fail-over, before it fails; default 15).
 /// An IPv6 endpoint is written in brackets: `etcd://[fd00::10]:2379`.
 public struct EtcdLocation: Sendable, Equatable, CustomStringConvertible {
     /// One client endpoint.
@@ -204,6 +205,8 @@ public struct EtcdLocation: Sendable, Equatable, CustomStringConvertible {
     public var keyFile: String?
     public var username: String?
     public var passwordFile: String?
+    /// Seconds a call keeps trying to reach some endpoint before it fails.
+    public var timeout: Double = 15
 
     public init(
         endpoints: [Endpoint], useTLS: Bool = false, caCertFile: String? = nil, certFile: String? = nil,
@@ -262,10 +265,16 @@ public struct EtcdLocation: Sendable, Equatable, CustomStringConvertible {
             case "key": keyFile = value
             case "username": username = value
             case "password-file": passwordFile = value
+            case "timeout":
+                guard let seconds = Double(value), seconds > 0, seconds <= 3600 else {
+                    throw .invalidLocation(
+                        "datastore URL \"\(url)\": timeout \"\(value)\" is not a number of seconds from 0 to 3600")
+                }
+                timeout = seconds
             default:
                 throw .invalidLocation(
                     "datastore URL \"\(url)\": unknown option \"\(name)\" (known: ca-cert, cert, key, username, "
-                        + "password-file)")
+                        + "password-file, timeout)")
             }
         }
         try validate(url: url)
@@ -314,7 +323,7 @@ public struct EtcdLocation: Sendable, Equatable, CustomStringConvertible {
         var text = (useTLS ? "etcd+https://" : "etcd://") + endpoints.map(\.description).joined(separator: ",")
         let options = [
             ("ca-cert", caCertFile), ("cert", certFile), ("key", keyFile), ("username", username),
-            ("password-file", passwordFile),
+            ("password-file", passwordFile), ("timeout", timeout == 15 ? nil : "\(timeout)"),
         ].compactMap { name, value in value.map { "\(name)=\($0)" } }
         if !options.isEmpty { text += "?" + options.joined(separator: "&") }
         return text

@@ -20,10 +20,10 @@ public final class EtcdDatastore: Datastore {
     /// A client of the cluster at `location`. `password` is the etcd password for `location.username`. Nothing
     /// is contacted until the first call.
     public init(
-        location: EtcdLocation, password: String? = nil, pageSize: Int = 500, retryWindow: Double = 15
+        location: EtcdLocation, password: String? = nil, pageSize: Int = 500
     ) throws(DatastoreError) {
         try location.validate()
-        client = try EtcdClient(location: location, password: password, retryWindow: retryWindow)
+        client = try EtcdClient(location: location, password: password, retryWindow: location.timeout)
         self.pageSize = pageSize
     }
 

@@ -15,44 +15,80 @@ public final class TestEtcd: @unchecked Sendable {
         public var clientKey: String
     }
 
-    public let clientPort: UInt16
-    public let peerPort: UInt16
+    /// The client port of each member.
+    public let clientPorts: [UInt16]
+    public let peerPorts: [UInt16]
     public let directory: String
     public let tls: TLSFiles?
+    /// Extra flags for every member (`--auth-token-ttl 1`, ...).
+    public let extraArguments: [String]
+    /// Listen for clients on every address of the host (`[::]`), not only 127.0.0.1.
+    public let listenEverywhere: Bool
     private let lock = NSLock()
-    private var pid: pid_t = 0
+    private var pids: [pid_t]
 
-    /// The `--datastore` URL of this etcd (with the client certificate when it speaks TLS).
+    /// The first member's client port.
+    public var clientPort: UInt16 { clientPorts[0] }
+
+    /// The `--datastore` URL of the cluster, every member listed (with the client certificate when it speaks TLS).
     public var url: String {
-        guard let tls else { return "etcd://127.0.0.1:\(clientPort)" }
-        return "etcd+https://127.0.0.1:\(clientPort)?ca-cert=\(tls.caCert)&cert=\(tls.clientCert)&key=\(tls.clientKey)"
+        let endpoints = clientPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",")
+        guard let tls else { return "etcd://" + endpoints }
+        return "etcd+https://\(endpoints)?ca-cert=\(tls.caCert)&cert=\(tls.clientCert)&key=\(tls.clientKey)"
     }
 
-    public var logPath: String { directory + "/etcd.log" }
+    public var logPath: String { logPath(member: 0) }
+    public func logPath(member: Int) -> String { directory + "/etcd-\(member).log" }
 
-    /// Starts etcd and waits until it serves clients. With `tls`, it listens for HTTPS and checks client
-    /// certificates against a CA made for it.
-    public init(tls: Bool = false) throws {
+    /// Starts a cluster of `members` and waits until every member serves clients. With `tls`, members listen for
+    /// HTTPS and check client certificates against a CA made for them.
+    public init(
+        members: Int = 1, tls: Bool = false, listenEverywhere: Bool = false, extraArguments: [String] = []
+    ) throws {
         directory = "/dev/shm/tandem-etcd-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        clientPort = try Self.freePort()
-        peerPort = try Self.freePort()
-        self.tls = tls ? try Self.makeCertificates(in: directory) : nil
-        try start()
+        clientPorts = try (0..<members).map { _ in try Self.freePort() }
+        peerPorts = try (0..<members).map { _ in try Self.freePort() }
+        self.extraArguments = extraArguments
+        self.listenEverywhere = listenEverywhere
+        pids = Array(repeating: 0, count: members)
+        do {
+            self.tls = tls ? try Self.makeCertificates(in: directory) : nil
+        } catch {
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+        do {
+            for member in 0..<members { try launch(member: member) }
+            for member in 0..<members { try waitUntilReady(member: member, logStart: 0) }
+        } catch {
+            stop()
+            throw error
+        }
     }
 
     deinit { stop() }
 
-    /// Starts (or restarts) the server on the same data and ports, and waits until it serves clients.
-    public func start() throws {
+    /// Starts (or restarts) the single-member server, or member `member`, on the same data and ports, and waits
+    /// until it serves clients.
+    public func start(member: Int = 0) throws {
+        let logStart = (try? FileManager.default.attributesOfItem(atPath: logPath(member: member))[.size] as? Int) ?? 0
+        try launch(member: member)
+        try waitUntilReady(member: member, logStart: logStart)
+    }
+
+    private func launch(member: Int) throws {
         let scheme = tls == nil ? "http" : "https"
+        let cluster = peerPorts.enumerated().map { "m\($0.offset)=http://127.0.0.1:\($0.element)" }
+        let listen = listenEverywhere ? "[::]" : "127.0.0.1"
         var arguments = [
-            "--name", "test", "--data-dir", directory + "/data",
-            "--listen-client-urls", "\(scheme)://127.0.0.1:\(clientPort)",
-            "--advertise-client-urls", "\(scheme)://127.0.0.1:\(clientPort)",
-            "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
-            "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
-            "--initial-cluster", "test=http://127.0.0.1:\(peerPort)",
+            "--name", "m\(member)", "--data-dir", directory + "/data-\(member)",
+            "--listen-client-urls", "\(scheme)://\(listen):\(clientPorts[member])",
+            "--advertise-client-urls", "\(scheme)://127.0.0.1:\(clientPorts[member])",
+            "--listen-peer-urls", "http://127.0.0.1:\(peerPorts[member])",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPorts[member])",
+            "--initial-cluster", cluster.joined(separator: ","),
+            "--initial-cluster-token", directory,
         ]
         if let tls {
             arguments += [
@@ -60,46 +96,48 @@ public final class TestEtcd: @unchecked Sendable {
                 "--client-cert-auth",
             ]
         }
-        let logStart = (try? FileManager.default.attributesOfItem(atPath: logPath)[.size] as? Int) ?? 0
-        let started = try ChildProcess.start("/usr/bin/etcd", arguments, logPath: logPath)
-        lock.withLock { pid = started }
+        let started = try ChildProcess.start(
+            "/usr/bin/etcd", arguments + extraArguments, logPath: logPath(member: member))
+        lock.withLock { pids[member] = started }
+    }
+
+    private func waitUntilReady(member: Int, logStart: Int) throws {
+        let started = lock.withLock { pids[member] }
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            let log = (try? Data(contentsOf: URL(fileURLWithPath: logPath))) ?? Data()
+            let log = (try? Data(contentsOf: URL(fileURLWithPath: logPath(member: member)))) ?? Data()
             if String(decoding: log.dropFirst(logStart), as: UTF8.self).contains("ready to serve client requests") {
                 return
             }
             var status: Int32 = 0
             if waitpid(started, &status, WNOHANG) == started {
-                lock.withLock { pid = 0 }
+                lock.withLock { pids[member] = 0 }
                 throw TestSupportError("etcd exited at start: \(String(decoding: log.suffix(2000), as: UTF8.self))")
             }
             usleep(20_000)
         }
-        throw TestSupportError("etcd did not become ready in 20 s; see \(logPath)")
+        throw TestSupportError("etcd did not become ready in 20 s; see \(logPath(member: member))")
     }
 
-    /// Ends the server at once (SIGKILL), as a crash would, keeping its data.
-    public func kill() {
+    /// Ends the server, or member `member`, at once (SIGKILL), as a crash would, keeping its data.
+    public func kill(member: Int = 0) {
         let running = lock.withLock { () -> pid_t in
-            defer { pid = 0 }
-            return pid
+            defer { pids[member] = 0 }
+            return pids[member]
         }
         guard running > 0 else { return }
         Glibc.kill(running, SIGKILL)
         ChildProcess.wait(for: running)
     }
 
-    /// Stops the server and removes its data.
+    /// Stops every member and removes the data.
     public func stop() {
-        let running = lock.withLock { () -> pid_t in
-            defer { pid = 0 }
-            return pid
+        let running = lock.withLock { () -> [pid_t] in
+            defer { pids = pids.map { _ in 0 } }
+            return pids
         }
-        if running > 0 {
-            Glibc.kill(running, SIGTERM)
-            ChildProcess.wait(for: running)
-        }
+        for pid in running where pid > 0 { Glibc.kill(pid, SIGTERM) }
+        for pid in running where pid > 0 { ChildProcess.wait(for: pid) }
         try? FileManager.default.removeItem(atPath: directory)
     }
 
@@ -133,7 +171,7 @@ public final class TestEtcd: @unchecked Sendable {
               -keyout ca-key.pem -out ca.pem 2>/dev/null
             openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=etcd \
               -keyout server-key.pem -out server.csr 2>/dev/null
-            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > server.ext
+            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth,clientAuth\\n' > server.ext
             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
               -extfile server.ext -out server.pem 2>/dev/null
             openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=tandem \

@@ -1,6 +1,7 @@
 import Foundation
 import TandemCNI
 import TandemCore
+import TandemDatastore
 import TandemIPAM
 import TandemStoreSQLite
 import TandemTestSupport
@@ -10,15 +11,17 @@ import Testing
 struct Plugin {
     let scratch: ScratchDirectory
     let binary: String
-    var datastore: String { "sqlite://" + scratch.file("tandem.db") }
+    let datastore: String
 
-    init(manifest: String) throws {
+    /// With `datastore` nil, a SQLite file in the scratch directory.
+    init(manifest: String, datastore: String? = nil) throws {
         scratch = try ScratchDirectory("ipam-plugin")
+        self.datastore = datastore ?? "sqlite://" + scratch.file("tandem.db")
         binary = scratch.file("tandem-ipam")
         try FileManager.default.createSymbolicLink(
             atPath: binary, withDestinationPath: TestProducts.directory().appendingPathComponent("tandem").path)
         let file = try scratch.write("pools.yaml", manifest)
-        let applied = try TestProducts.run("tandemctl", ["apply", "-f", file, "--datastore", datastore])
+        let applied = try TestProducts.run("tandemctl", ["apply", "-f", file, "--datastore", self.datastore])
         precondition(applied.status == 0, applied.stderr)
     }
 
@@ -32,6 +35,13 @@ struct Plugin {
 
     func run(
         _ command: String, container: String = "c1", args: String = "", config: String
+    ) throws -> (Int32, [String: Any]) {
+        try Self.run(binary: binary, scratch: scratch, command, container: container, args: args, config: config)
+    }
+
+    static func run(
+        binary: String, scratch: ScratchDirectory, _ command: String, container: String = "c1", args: String = "",
+        config: String
     ) throws -> (Int32, [String: Any]) {
         let output = try TestProducts.run(
             binary, [],
@@ -172,47 +182,64 @@ func addresses(_ json: [String: Any]) -> [String] {
     @Test func eightProcessesThousandAddsEach() async throws {
         let plugin = try Plugin(manifest: dualStackPools)
         defer { plugin.scratch.remove() }
-        let perProcess = Int(ProcessInfo.processInfo.environment["TANDEM_IPAM_STRESS"] ?? "") ?? 1000
-        let results = try await withThrowingTaskGroup(of: [String].self) { group in
-            for worker in 0..<8 {
-                let config = plugin.config().replacingOccurrences(of: "node-a", with: "node-\(worker)")
-                group.addTask {
-                    var mine: [String] = []
-                    for index in 0..<perProcess {
-                        let (status, json) = try plugin.run("ADD", container: "w\(worker)-\(index)", config: config)
-                        #expect(status == 0, "\(json)")
-                        mine += addresses(json)
-                    }
-                    return mine
-                }
-            }
-            var all: [String] = []
-            for try await part in group { all += part }
-            return all
-        }
-        #expect(results.count == 8 * perProcess * 2)
-        #expect(Set(results).count == results.count, "an address was handed out twice")
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for worker in 0..<8 {
-                let config = plugin.config().replacingOccurrences(of: "node-a", with: "node-\(worker)")
-                group.addTask {
-                    for index in 0..<perProcess {
-                        let (status, _) = try plugin.run("DEL", container: "w\(worker)-\(index)", config: config)
-                        #expect(status == 0)
-                    }
-                }
-            }
-            try await group.waitForAll()
-        }
-        let store = try SQLiteDatastore(path: plugin.scratch.file("tandem.db"))
-        for family in IPFamily.allCases {
-            for block in try await store.list(prefix: IPAMKeys.blockPrefix(family)).items {
-                #expect(try JSONDecoder().decode(Block.self, from: Data(block.value)).inUse == 0)
-            }
-        }
-        #expect(try await store.list(prefix: IPAMKeys.allAffinities).items.isEmpty)
-        #expect(try await store.list(prefix: IPAMKeys.handlePrefix).items.isEmpty)
+        try await addAndDeleteConcurrently(plugin)
     }
+}
+
+/// Runs `perProcess` (default 1,000, or `TANDEM_IPAM_STRESS`) dual-stack ADDs in each of 8 processes at once,
+/// checks that no address was handed out twice, DELs them all, and checks that nothing is left in the store.
+func addAndDeleteConcurrently(_ plugin: Plugin) async throws {
+    let perProcess = Int(ProcessInfo.processInfo.environment["TANDEM_IPAM_STRESS"] ?? "") ?? 1000
+    let results = try await withThrowingTaskGroup(of: [String].self) { group in
+        for worker in 0..<8 {
+            let config = plugin.config().replacingOccurrences(of: "node-a", with: "node-\(worker)")
+            group.addTask {
+                var mine: [String] = []
+                for index in 0..<perProcess {
+                    let (status, json) = try plugin.run("ADD", container: "w\(worker)-\(index)", config: config)
+                    #expect(status == 0, "\(json)")
+                    mine += addresses(json)
+                }
+                return mine
+            }
+        }
+        var all: [String] = []
+        for try await part in group { all += part }
+        return all
+    }
+    #expect(results.count == 8 * perProcess * 2)
+    #expect(Set(results).count == results.count, "an address was handed out twice")
+    try await deleteAll(plugin, perProcess: perProcess)
+    try await expectNothingAllocated(plugin.datastore)
+}
+
+/// DELs containers `w<worker>-<index>` of the 8 workers, as a runtime would after their ADDs.
+func deleteAll(_ plugin: Plugin, perProcess: Int) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for worker in 0..<8 {
+            let config = plugin.config().replacingOccurrences(of: "node-a", with: "node-\(worker)")
+            group.addTask {
+                for index in 0..<perProcess {
+                    let (status, json) = try plugin.run("DEL", container: "w\(worker)-\(index)", config: config)
+                    #expect(status == 0, "\(json)")
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+}
+
+/// No block has an address in use, and no affinity or handle is left.
+func expectNothingAllocated(_ datastore: String) async throws {
+    let store = try openDatastore(url: datastore)
+    for family in IPFamily.allCases {
+        for block in try await store.list(prefix: IPAMKeys.blockPrefix(family)).items {
+            let decoded = try JSONDecoder().decode(Block.self, from: Data(block.value))
+            #expect(decoded.inUse == 0, "\(block.key) still has \(decoded.inUse) address(es) in use")
+        }
+    }
+    #expect(try await store.list(prefix: IPAMKeys.allAffinities).items.isEmpty)
+    #expect(try await store.list(prefix: IPAMKeys.handlePrefix).items.isEmpty)
 }
 
 /// Runs async work from a synchronous test.

@@ -1,0 +1,213 @@
+import Foundation
+import TandemDatastore
+import TandemStore
+import TandemTestSupport
+import Testing
+
+@testable import TandemStoreEtcd
+
+/// What the etcd backend does beyond the store contract: URLs, fail-over, watches across failures, compaction,
+/// TLS and authentication. Every test runs its own etcd.
+@Suite struct EtcdTests {
+    @Test func urls() throws {
+        let plain = try EtcdLocation(url: "etcd://10.0.0.1:2379,[fd00::1]:2379,etcd-3.example:2379/")
+        #expect(plain.endpoints.map(\.description) == ["10.0.0.1:2379", "[fd00::1]:2379", "etcd-3.example:2379"])
+        #expect(plain.endpoints[1].host == "fd00::1" && !plain.useTLS)
+        let secure = try EtcdLocation(
+            url: "etcd+https://[fd00::1]:2379?ca-cert=/etc/ca.pem&cert=/etc/c.pem&key=/etc/k%2Dey.pem&username=tandem"
+                + "&password-file=/etc/pw&timeout=2.5")
+        #expect(secure.useTLS && secure.caCertFile == "/etc/ca.pem" && secure.keyFile == "/etc/k-ey.pem")
+        #expect(secure.username == "tandem" && secure.passwordFile == "/etc/pw" && secure.timeout == 2.5)
+        #expect(try DatastoreLocation(url: secure.description) == .etcd(secure))
+
+        let refused: [(String, String)] = [
+            ("etcd://", "must list host:port endpoints"),
+            ("etcd://10.0.0.1", "endpoint \"10.0.0.1\" is not host:port"),
+            ("etcd://10.0.0.1:99999", "endpoint \"10.0.0.1:99999\""),
+            ("etcd://fd00::1:2379", "endpoint \"fd00::1:2379\""),
+            ("etcd://a:1,,b:2", "endpoint \"\""),
+            ("etcd+ftp://a:1", "unknown scheme"),
+            ("etcd://a:1?ca-cert=/x", "write etcd+https://"),
+            ("etcd+https://a:1?cert=/x", "both cert= and key="),
+            ("etcd://a:1?password-file=/x", "without username="),
+            ("etcd://a:1?colour=red", "unknown option \"colour\""),
+            ("etcd://a:1?timeout=soon", "timeout \"soon\""),
+            ("etcd://a:1?username", "option \"username\" has no value"),
+        ]
+        for (url, message) in refused {
+            #expect(throws: DatastoreError.self, "\(url)") { try DatastoreLocation(url: url) }
+            do {
+                _ = try DatastoreLocation(url: url)
+            } catch {
+                #expect(error.description.contains(message), "\(url): \(error)")
+                #expect(error.description.contains(url), "\(url): \(error)")
+            }
+        }
+    }
+
+    /// A list larger than a page comes back whole and in order, at one revision.
+    @Test func listsPage() async throws {
+        let etcd = try TestEtcd()
+        defer { etcd.stop() }
+        let store = try EtcdDatastore(location: EtcdLocation(url: etcd.url), pageSize: 3)
+        for index in 0..<10 { try await store.create("/p/\(index)", value: bytes("\(index)")) }
+        try await store.create("/q/outside", value: bytes("x"))
+        let (items, revision) = try await store.list(prefix: "/p/")
+        #expect(items.map(\.key) == (0..<10).map { "/p/\($0)" })
+        #expect(revision == (try await store.currentRevision()))
+        #expect(try await store.list(prefix: "").items.count == 11)
+    }
+
+    /// A watch carries on across an etcd crash and restart: every event once, in order.
+    @Test func watchResumesAfterRestart() async throws {
+        let etcd = try TestEtcd()
+        defer { etcd.stop() }
+        let store = try EtcdDatastore(location: EtcdLocation(url: etcd.url))
+        let start = try await store.currentRevision() + 1
+        let watcher = Task {
+            var values: [String] = []
+            for try await event in store.watch(prefix: "/w/", fromRevision: start) {
+                values.append(String(decoding: event.keyValue.value, as: UTF8.self))
+                if values.count == 20 { break }
+            }
+            return values
+        }
+        for index in 0..<10 { try await store.put("/w/k", value: bytes("\(index)")) }
+        try await Task.sleep(for: .milliseconds(200))
+        etcd.kill()
+        try await Task.sleep(for: .milliseconds(500))
+        try etcd.start()
+        for index in 10..<20 { try await store.put("/w/k", value: bytes("\(index)")) }
+        #expect(try await watcher.value == (0..<20).map(String.init))
+    }
+
+    /// A watch from a compacted revision ends with `compacted`, naming the oldest revision left.
+    @Test func watchReportsCompaction() async throws {
+        let etcd = try TestEtcd()
+        defer { etcd.stop() }
+        let store = try EtcdDatastore(location: EtcdLocation(url: etcd.url))
+        for index in 0..<5 { try await store.put("/c/k", value: bytes("\(index)")) }
+        let latest = try await store.currentRevision()
+        _ = try store.client.call("/v3/kv/compaction", ["revision": String(latest)], idempotent: false)
+        await #expect(throws: DatastoreError.compacted(requested: 1, oldestAvailable: latest)) {
+            for try await _ in store.watch(prefix: "/c/", fromRevision: 1) {}
+        }
+        // From the compaction point on, the watch works.
+        let resumed = Task {
+            for try await event in store.watch(prefix: "/c/", fromRevision: latest + 1) { return event.keyValue.value }
+            return []
+        }
+        try await store.put("/c/k", value: bytes("after"))
+        #expect(try await resumed.value == bytes("after"))
+    }
+
+    /// A three-member cluster: calls and a watch go on when the member in use dies, and a URL whose first
+    /// endpoint is down works from the start.
+    @Test func failsOverBetweenMembers() async throws {
+        let etcd = try TestEtcd(members: 3)
+        defer { etcd.stop() }
+        let store = try EtcdDatastore(location: EtcdLocation(url: etcd.url))
+        try await store.create("/f/counter", value: bytes("0"))
+        let watcher = Task {
+            var count = 0
+            for try await _ in store.watch(prefix: "/f/", fromRevision: 1) {
+                count += 1
+                if count == 1 + 60 { break }
+            }
+            return count
+        }
+        try await casIncrement(store, key: "/f/counter", times: 20)
+        etcd.kill(member: 0)  // the member every connection so far went to
+        try await casIncrement(store, key: "/f/counter", times: 20)
+        try etcd.start(member: 0)
+        etcd.kill(member: 1)
+        try await casIncrement(store, key: "/f/counter", times: 20)
+        #expect(try await store.get("/f/counter")?.value == bytes("60"))
+        #expect(try await watcher.value == 61)
+
+        // The first endpoint listed is down.
+        let deadFirst = try EtcdDatastore(
+            location: EtcdLocation(url: "etcd://127.0.0.1:\(etcd.clientPorts[1]),127.0.0.1:\(etcd.clientPorts[2])"))
+        #expect(try await deadFirst.get("/f/counter")?.value == bytes("60"))
+    }
+
+    /// Nothing listens: the call fails within its timeout, naming every endpoint tried.
+    @Test func unreachableClusterFailsClearly() async throws {
+        let store = try EtcdDatastore(location: EtcdLocation(url: "etcd://127.0.0.1:1,[::1]:1?timeout=0.3"))
+        let started = ContinuousClock.now
+        do {
+            _ = try await store.get("/x")
+            Issue.record("a get with nothing listening succeeded")
+        } catch {
+            #expect(error.description.contains("etcd is unreachable at 127.0.0.1:1, [::1]:1"), "\(error)")
+            #expect(error.description.contains("Connection refused"), "\(error)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(2))
+    }
+
+    /// TLS with client certificates: the right files work; no client certificate or a foreign CA is refused
+    /// with a message that says which.
+    @Test func tlsClientCertificates() async throws {
+        let etcd = try TestEtcd(tls: true)
+        defer { etcd.stop() }
+        let tls = try #require(etcd.tls)
+        let store = try EtcdDatastore(location: EtcdLocation(url: etcd.url))
+        try await store.create("/t/k", value: bytes("secure"))
+        #expect(try await store.get("/t/k")?.value == bytes("secure"))
+        #expect(try await store.list(prefix: "/t/").items.count == 1)
+
+        let port = etcd.clientPort
+        let noCertificate = try EtcdDatastore(
+            location: EtcdLocation(url: "etcd+https://127.0.0.1:\(port)?ca-cert=\(tls.caCert)&timeout=0.3"))
+        await #expect(throws: DatastoreError.self) { try await noCertificate.get("/t/k") }
+        let plainHTTP = try EtcdDatastore(location: EtcdLocation(url: "etcd://127.0.0.1:\(port)?timeout=0.3"))
+        await #expect(throws: DatastoreError.self) { try await plainHTTP.get("/t/k") }
+        do {
+            // The server's certificate is checked against the system's roots, which did not sign it.
+            _ = try await EtcdDatastore(
+                location: EtcdLocation(url: "etcd+https://127.0.0.1:\(port)?timeout=0.3")
+            ).get("/t/k")
+            Issue.record("a server signed by an unknown CA was accepted")
+        } catch {
+            #expect(error.description.contains("certificate verification"), "\(error)")
+        }
+        #expect(throws: DatastoreError.self) {
+            try EtcdDatastore(
+                location: EtcdLocation(url: "etcd+https://127.0.0.1:\(port)?ca-cert=/nonexistent/ca.pem"))
+        }
+    }
+
+    /// Username and password: a token is fetched, renewed when etcd drops it, and a wrong password is refused
+    /// naming the user.
+    @Test func authentication() async throws {
+        let etcd = try TestEtcd(extraArguments: ["--auth-token", "simple", "--auth-token-ttl", "1"])
+        defer { etcd.stop() }
+        let admin = try EtcdDatastore(location: EtcdLocation(url: etcd.url))
+        for (path, body) in [
+            ("/v3/auth/user/add", ["name": "root", "password": "s3cret"]),
+            ("/v3/auth/role/add", ["name": "root"]), ("/v3/auth/user/grant", ["user": "root", "role": "root"]),
+            ("/v3/auth/enable", [:]),
+        ] {
+            _ = try admin.client.call(path, body, idempotent: false)
+        }
+        let scratch = try ScratchDirectory("etcd-auth")
+        defer { scratch.remove() }
+        let passwordFile = try scratch.write("password", "s3cret\n")
+        // As every component opens it: the password from the file the URL names.
+        let store = try openDatastore(url: etcd.url + "?username=root&password-file=\(passwordFile)")
+        try await store.create("/a/k", value: bytes("1"))
+        // The token lives one second: after it expires the client signs in again by itself.
+        try await Task.sleep(for: .milliseconds(2500))
+        try await store.put("/a/k", value: bytes("2"))
+        #expect(try await store.get("/a/k")?.value == bytes("2"))
+
+        await #expect(throws: DatastoreError.self) { try await admin.get("/a/k") }
+        let wrong = try EtcdDatastore(location: EtcdLocation(url: etcd.url + "?username=root"), password: "guess")
+        do {
+            _ = try await wrong.get("/a/k")
+            Issue.record("a wrong password was accepted")
+        } catch {
+            #expect(error.description.contains("refused user \"root\""), "\(error)")
+        }
+    }
+}
