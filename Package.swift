@@ -102,7 +102,7 @@ let package = Package(
         .executableTarget(
             name: "tandem-lab",
             dependencies: [
-                "TandemBGP", "TandemCore", "TandemLinux", "TandemNetlink", "TandemNetlinkCodec",
+                "TandemBGP", "TandemCore", "TandemLinux", "TandemNetlink", "TandemNetlinkCodec", "TandemStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

@@ -35,6 +35,10 @@ struct LabState: Codable {
     var ipv6: Bool
     var datastore: String
     var fabric: String
+    /// The agents' `--resync-interval` in seconds.
+    var resyncInterval: Double?
+    /// The host's link to the fabric (`NAME-host`), made when the datastore is an etcd the nodes reach on the host.
+    var hostLink: String?
     var nodes: [LabNode] = []
     var pods: [LabPod] = []
     var namespaces: [String] = []
@@ -85,6 +89,9 @@ enum LabPlan {
     static let underlay6 = "fd99::"
     static let gateway4 = try! IPAddress("10.99.0.254")
     static let gateway6 = try! IPAddress("fd99::fe")
+    /// The host's addresses on the fabric, where the nodes reach a datastore that runs on the host.
+    static let host4: CIDR = "10.99.0.253/24"
+    static let host6: CIDR = "fd99::fd/64"
     static let pool4 = "10.244.0.0/16"
     static let pool6 = "fd00:244::/56"
 

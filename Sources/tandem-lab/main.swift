@@ -6,6 +6,7 @@ import TandemCore
 import TandemLinux
 import TandemNetlink
 import TandemNetlinkCodec
+import TandemStore
 
 /// A Tandem cluster on one machine: nodes are network namespaces on a fabric bridge, each running tandem-node and
 /// BIRD; pods are namespaces wired by the real CNI plugin.
@@ -50,8 +51,17 @@ struct Up: ParsableCommand {
     @Flag(name: .customLong("ipv6-only"), help: "IPv6 underlay and pods only (no IPv4 anywhere).")
     var ipv6Only = false
 
-    @Option(name: .customLong("datastore"), help: "The datastore URL (default: a SQLite file in the lab's directory).")
+    @Option(
+        name: .customLong("datastore"),
+        help: ArgumentHelp(
+            "The datastore URL (default: a SQLite file in the lab's directory). For etcd, the nodes reach the host at "
+                + "\(LabPlan.host4.address) and \(LabPlan.host6.address): run etcd listening there (for example "
+                + "--listen-client-urls http://[::]:2379) and pass etcd://\(LabPlan.host4.address):2379 or "
+                + "etcd://[\(LabPlan.host6.address)]:2379."))
     var datastore: String?
+
+    @Option(name: .customLong("resync-interval"), help: "Seconds between the agents' full resyncs.")
+    var resyncInterval: Double = 5
 
     @Option(name: .customLong("timeout"), help: "Seconds to wait for every BGP session.")
     var timeout: Double = 60
@@ -59,6 +69,28 @@ struct Up: ParsableCommand {
     func validate() throws {
         guard (1...50).contains(nodeCount) else { throw ValidationError("--nodes \(nodeCount): use 1 to 50") }
         guard !(ipv4Only && ipv6Only) else { throw ValidationError("--ipv4-only and --ipv6-only exclude each other") }
+        guard (0.1...3600).contains(resyncInterval) else {
+            throw ValidationError("--resync-interval \(resyncInterval): use 0.1 to 3600 seconds")
+        }
+        if let datastore {
+            let location: DatastoreLocation
+            do {
+                location = try DatastoreLocation(url: datastore)
+            } catch {
+                throw ValidationError("--datastore: \(error)")
+            }
+            if case .etcd(let etcd) = location,
+                let loopback = etcd.endpoints.first(where: { ["127.0.0.1", "::1", "localhost"].contains($0.host) })
+            {
+                throw ValidationError(
+                    "--datastore \(datastore): the nodes cannot reach \(loopback): inside a node, \(loopback.host) is "
+                        + "the node's own loopback. The lab connects the host to its fabric as "
+                        + "\(LabPlan.host4.address) and \(LabPlan.host6.address); run etcd listening there (for "
+                        + "example --listen-client-urls http://[::]:\(loopback.port)) and pass "
+                        + "etcd://\(LabPlan.host4.address):\(loopback.port) or "
+                        + "etcd://[\(LabPlan.host6.address)]:\(loopback.port)")
+            }
+        }
     }
 
     func run() throws {
@@ -70,10 +102,14 @@ struct Up: ParsableCommand {
         let datastoreURL = datastore ?? "sqlite://\(paths.directory)/datastore.db"
         var state = LabState(
             name: options.name, ipv4: !ipv6Only, ipv6: !ipv4Only, datastore: datastoreURL,
-            fabric: "\(options.name)-fab")
+            fabric: "\(options.name)-fab", resyncInterval: resyncInterval)
         try paths.save(state)
         do {
             try build(&state, paths: paths)
+            if case .etcd = try DatastoreLocation(url: datastoreURL) {
+                try connectHost(&state, paths: paths)
+                try checkDatastore(state)
+            }
             try startAgents(&state, paths: paths)
             try waitForSessions(state, paths: paths, started: started)
         } catch {
@@ -169,6 +205,45 @@ struct Up: ParsableCommand {
         }
     }
 
+    /// A veth from the host to the fabric bridge (`NAME-host` here, `host` there) with the host's lab addresses, so
+    /// the nodes reach a datastore running on the host, as the nodes of a real cluster reach etcd over the network.
+    func connectHost(_ state: inout LabState, paths: LabPaths) throws {
+        let link = "\(state.name)-host"
+        let host = try Netlink()
+        let fabricPath = "\(NetworkNamespace.namedDirectory)/\(state.fabric)"
+        let fabricFD = try NetworkNamespace.open(fabricPath)
+        defer { close(fabricFD) }
+        try host.createVeth(name: link, peerName: "host", peerNamespaceFD: fabricFD, peerNamespaceName: state.fabric)
+        state.hostLink = link
+        try paths.save(state)
+        let fabricLink = try Netlink(namespace: fabricPath)
+        guard let bridge = try fabricLink.link(named: "br0"), let port = try fabricLink.link(named: "host") else {
+            throw LabError("the fabric's br0 or host port vanished")
+        }
+        try fabricLink.setLink(port, LinkChange(up: true, masterIndex: bridge.index))
+        guard let hostEnd = try host.link(named: link) else { throw LabError("\(link) vanished") }
+        if state.ipv4 { try host.addAddress(LabPlan.host4, to: hostEnd) }
+        if state.ipv6 { try host.addAddress(LabPlan.host6, to: hostEnd, noDAD: true) }
+        try host.setLink(hostEnd, LinkChange(up: true))
+        print(
+            "host: \(link) on the fabric as \([state.ipv4 ? LabPlan.host4.address.description : nil, state.ipv6 ? LabPlan.host6.address.description : nil].compactMap { $0 }.joined(separator: " "))"
+        )
+    }
+
+    /// Checks from the first node that the datastore answers, before any agent depends on it.
+    func checkDatastore(_ state: LabState) throws {
+        guard let node = state.nodes.first else { return }
+        let reply = try inNamespace(
+            node.namespace, [LabPaths.binaries + "/tandemctl", "node", "list", "--datastore", state.datastore])
+        guard reply.status == 0 else {
+            throw LabError(
+                "node \(node.name) cannot reach the datastore \(state.datastore):\n\(reply.output)\nThe host is "
+                    + "\(LabPlan.host4.address) and \(LabPlan.host6.address) on the lab fabric: etcd must listen there "
+                    + "(for example --listen-client-urls http://[::]:2379).")
+        }
+        print("datastore: \(state.datastore) answers from node \(node.name)")
+    }
+
     /// tandem-node in each node, detached (its own session), logging to NODE/tandem-node.log. It registers the
     /// node, creates the pools (the first one to start does), and starts BIRD.
     func startAgents(_ state: inout LabState, paths: LabPaths) throws {
@@ -233,7 +308,8 @@ func writeCNIConfig(state: LabState, node: String, directory: String) throws {
 func startAgent(state: LabState, node: LabNode, directory: String) throws -> Int32 {
     var arguments = [
         "netns", "exec", node.namespace, LabPaths.binaries + "/tandem-node", "serve",
-        "--nodename", node.name, "--datastore", state.datastore, "--bird-dir", directory, "--resync-interval", "5",
+        "--nodename", node.name, "--datastore", state.datastore, "--bird-dir", directory,
+        "--resync-interval", "\(state.resyncInterval ?? 5)",
     ]
     arguments += state.ipv4 ? ["--ipv4-pool-cidr", LabPlan.pool4] : ["--ip", "none"]
     arguments += state.ipv6 ? ["--ipv6-pool-cidr", LabPlan.pool6] : ["--ip6", "none"]
@@ -557,6 +633,10 @@ struct Down: ParsableCommand {
             }
         }
         for namespace in state.namespaces.reversed() { try? NetworkNamespace.delete(named: namespace) }
+        // Gone with the fabric's end already; removed by name in case the fabric was not made.
+        if let link = state.hostLink, let host = try? Netlink(), let end = try? host.link(named: link) {
+            try? host.deleteLink(end)
+        }
         try? FileManager.default.removeItem(atPath: paths.directory)
         print("lab \(state.name) removed: \(state.namespaces.count) namespaces, \(state.nodes.count) agents and BIRDs")
     }

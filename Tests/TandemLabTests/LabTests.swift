@@ -205,6 +205,62 @@ func podAddresses(_ status: String) -> [String: [String]] {
         #expect(try lab.namespaces().isEmpty)
     }
 
+    /// The lab on a real etcd, reached by the nodes over the fabric: dual-stack through etcd's IPv4 address, pods
+    /// reach each other; etcd crashes and restarts, and the agents' watches carry on by themselves (the resync is
+    /// ten minutes away, yet a new pod's routes appear at once); `down` leaves no address allocated in etcd. Then
+    /// IPv6-only through etcd's IPv6 address. A loopback etcd URL is refused with the explanation.
+    @Test func etcdDatastore() throws {
+        let etcd = try TestEtcd(listenEverywhere: true)
+        defer { etcd.stop() }
+        let lab = try TestLab()
+        defer { lab.down() }
+        let loopback = try lab.run(["up", "--datastore", etcd.url])
+        #expect(loopback.status != 0)
+        #expect(loopback.stderr.contains("the node's own loopback"), "\(loopback.stderr)")
+        #expect(loopback.stderr.contains("etcd://10.99.0.253:\(etcd.clientPort)"), "\(loopback.stderr)")
+
+        try lab.up([
+            "--nodes", "3", "--datastore", "etcd://10.99.0.253:\(etcd.clientPort)", "--resync-interval", "600",
+        ])
+        for node in ["n1", "n2", "n3"] { #expect(try lab.run(["pod", "add", node]).status == 0) }
+        let check = try lab.run(["check"])
+        #expect(check.status == 0, "\(check.stdout)")
+        let nodes = try TestProducts.run("tandemctl", ["node", "list", "--datastore", etcd.url])
+        #expect(["n1", "n2", "n3"].allSatisfy { nodes.stdout.contains($0) }, "\(nodes.stdout)")
+
+        etcd.kill()
+        usleep(500_000)
+        try etcd.start()
+        let late = try lab.run(["pod", "add", "n1", "late"])
+        #expect(late.status == 0, "\(late.stdout)\(late.stderr)")
+        let addresses = podAddresses(try lab.run(["status"]).stdout)["late"] ?? []
+        #expect(addresses.count == 2, "\(addresses)")
+        // The agent's own routes (proto 80) for the new pod: only its watch can have told it in time.
+        #expect(
+            try eventually(within: 5) {
+                let routes =
+                    try lab.onNode("n1", "ip route show proto 80").stdout
+                    + lab.onNode("n1", "ip -6 route show proto 80").stdout
+                return addresses.allSatisfy { routes.contains($0 + " dev cali") }
+            }, "n1's agent did not program the new pod's routes after etcd restarted")
+        #expect(try lab.run(["check"]).status == 0)
+        #expect(try lab.run(["down"]).status == 0)
+        #expect(try lab.namespaces().isEmpty)
+        #expect(!(try shell("ip -o link show").stdout.contains("\(lab.name)-host")))
+        let handles = try TestProducts.run("tandemctl", ["ipam", "check", "--datastore", etcd.url])
+        #expect(handles.status == 0, "\(handles.stdout)")
+
+        let ipv6Etcd = try TestEtcd(listenEverywhere: true)
+        defer { ipv6Etcd.stop() }
+        let ipv6Lab = try TestLab()
+        defer { ipv6Lab.down() }
+        try ipv6Lab.up(["--nodes", "2", "--ipv6-only", "--datastore", "etcd://[fd99::fd]:\(ipv6Etcd.clientPort)"])
+        for node in ["n1", "n2"] { #expect(try ipv6Lab.run(["pod", "add", node]).status == 0) }
+        let ipv6Check = try ipv6Lab.run(["check"])
+        #expect(ipv6Check.status == 0, "\(ipv6Check.stdout)")
+        #expect(!ipv6Check.stdout.contains("IPv4:"))
+    }
+
     /// A node whose only IPv6 address is link-local, in a cluster with an IPv6 pool: tandem-node refuses to start
     /// and says why and how to fix it.
     @Test func aLinkLocalOnlyNodeFailsWithTheExplanation() throws {
