@@ -48,3 +48,19 @@ for i in $(seq 8); do ../.build/release/tandemctl debug cas-increment --key /cou
 wait $(jobs -p | grep -v "^$etcd_pid$") 2>/dev/null || true
 end=$(date +%s.%N)
 python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); print(f'SQLite, 8 processes: 4000 increments in {s:.2f} s = {4000/s:.0f}/s')" "$start" "$end"
+
+echo "== Tandem's etcd backend (TandemStoreEtcd), through the tandemctl binary against the same etcd"
+etcd_url=etcd://127.0.0.1:23791
+start=$(date +%s.%N)
+../.build/release/tandemctl debug cas-increment --key /tandem/one --times "$n" --datastore "$etcd_url" >/dev/null
+end=$(date +%s.%N)
+python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); print(f'Tandem etcd backend, 1 process: {sys.argv[3]} increments in {s:.2f} s = {int(sys.argv[3])/s:.0f}/s')" "$start" "$end" "$n"
+start=$(date +%s.%N)
+pids=()
+for i in $(seq 8); do
+  ../.build/release/tandemctl debug cas-increment --key /tandem/eight --times 500 --datastore "$etcd_url" >/dev/null &
+  pids+=($!)
+done
+wait "${pids[@]}"
+end=$(date +%s.%N)
+python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); print(f'Tandem etcd backend, 8 processes: 4000 increments in {s:.2f} s = {4000/s:.0f}/s')" "$start" "$end"

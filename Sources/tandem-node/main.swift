@@ -35,7 +35,9 @@ struct Serve: ParsableCommand {
 
     @OptionGroup var identity: NodeIdentityOptions
 
-    @Option(name: .customLong("datastore"), help: "The datastore URL (TANDEM_DATASTORE).")
+    @Option(
+        name: .customLong("datastore"),
+        help: "The datastore URL: sqlite:///path.db, etcd://host:2379[,host:2379] or etcd+https://... (TANDEM_DATASTORE).")
     var datastore: String = environment["TANDEM_DATASTORE"] ?? DatastoreLocation.defaultURL
 
     @Option(
