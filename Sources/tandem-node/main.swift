@@ -37,7 +37,9 @@ struct Serve: ParsableCommand {
 
     @Option(
         name: .customLong("datastore"),
-        help: "The datastore URL: sqlite:///path.db, etcd://host:2379[,host:2379] or etcd+https://... (TANDEM_DATASTORE).")
+        help:
+            "The datastore URL: sqlite:///path.db, etcd://host:2379[,host:2379] or etcd+https://... (TANDEM_DATASTORE)."
+    )
     var datastore: String = environment["TANDEM_DATASTORE"] ?? DatastoreLocation.defaultURL
 
     @Option(
