@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "TandemDatastore", targets: ["TandemDatastore"]),
         .library(name: "TandemIPAM", targets: ["TandemIPAM"]),
         .library(name: "TandemAgent", targets: ["TandemAgent"]),
+        .library(name: "TandemPolicy", targets: ["TandemPolicy"]),
         .library(name: "TandemLinux", targets: ["TandemLinux"]),
         .library(name: "TandemNetlink", targets: ["TandemNetlink"]),
         .library(name: "TandemNetlinkCodec", targets: ["TandemNetlinkCodec"]),
@@ -45,6 +46,8 @@ let package = Package(
         .target(name: "TandemNetlinkCodec", dependencies: ["TandemCore"], swiftSettings: strict),
         .target(
             name: "TandemBGP", dependencies: ["TandemCore", "TandemModel", "TandemSelector"], swiftSettings: strict),
+        .target(
+            name: "TandemPolicy", dependencies: ["TandemCore", "TandemModel", "TandemSelector"], swiftSettings: strict),
         .target(
             name: "TandemIPAM", dependencies: ["TandemCore", "TandemModel", "TandemSelector", "TandemStore"],
             swiftSettings: strict),
@@ -81,7 +84,7 @@ let package = Package(
             dependencies: [
                 "CNetlink", "TandemAutodetection", "TandemBGP", "TandemCNIWire", "TandemIPAM", "TandemLinux",
                 "TandemNetlink",
-                "TandemNetlinkCodec", "TandemPlugin", "TandemDatastore",
+                "TandemNetlinkCodec", "TandemPlugin", "TandemDatastore", "TandemPolicy",
             ],
             swiftSettings: strict),
         // Executables stay thin. `tandem` is the CNI shim: Glibc, the wire format and TandemCore only (no
@@ -110,7 +113,7 @@ let package = Package(
             name: "tandemctl",
             dependencies: [
                 "TandemBGP", "TandemCore", "TandemLinux", "TandemModel", "TandemStore", "TandemDatastore",
-                "TandemIPAM",
+                "TandemIPAM", "TandemPolicy", "TandemSelector",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -155,6 +158,10 @@ let package = Package(
                 "TandemCNIWire", "TandemLinux", "TandemTestSupport", "tandem-cni", "tandem-node", "tandemctl",
             ],
             swiftSettings: strict),
+        .testTarget(
+            name: "TandemPolicyTests",
+            dependencies: ["TandemPolicy", "TandemCore", "TandemModel", "TandemTestSupport"],
+            exclude: ["Golden"], swiftSettings: strict),
         .testTarget(name: "TandemSelectorTests", dependencies: ["TandemSelector"], swiftSettings: strict),
         .testTarget(
             name: "TandemModelTests", dependencies: ["TandemModel"],

@@ -18,6 +18,7 @@ let package = Package(
                 .product(name: "TandemLinux", package: "main"),
                 .product(name: "TandemNetlink", package: "main"),
                 .product(name: "TandemNetlinkCodec", package: "main"),
+                .product(name: "TandemPolicy", package: "main"),
             ],
             swiftSettings: [.treatAllWarnings(as: .error)])
     ]

@@ -13,6 +13,8 @@ packages=(
   etcd-server      # the distributed datastore backend: its tests start a real etcd
   libssl-dev       # TLS to etcd (etcd+https://): the client links OpenSSL
   openssl          # the etcd TLS tests make their certificates with it
+  nftables         # network policy: tandem-node loads its rules with nft
+  socat            # the policy tests' TCP servers and clients inside pods
 )
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   apt-get update -qq

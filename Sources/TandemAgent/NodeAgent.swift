@@ -7,6 +7,7 @@ import TandemLinux
 import TandemModel
 import TandemNetlink
 import TandemPlugin
+import TandemPolicy
 import TandemStore
 
 /// The node agent's control loop: level-triggered. Any change under `/calico/` in the datastore, and a timer
@@ -22,12 +23,14 @@ public final class NodeAgent: Sendable {
     let birdLog: String?
     let routerID: IPv4Address
     let resync: Duration
+    let policy: PolicyEnforcer?
     let log: @Sendable (String) -> Void
 
     public init(
         nodeName: String, store: ResourceStore, routerID: IPv4Address, bird: BirdControl?, birdLog: String?,
-        resync: Duration, log: @escaping @Sendable (String) -> Void
+        resync: Duration, policy: PolicyEnforcer? = nil, log: @escaping @Sendable (String) -> Void
     ) throws {
+        self.policy = policy
         self.nodeName = nodeName
         self.store = store
         self.ipam = IPAM(store: store.datastore, nanoseconds: { DispatchTime.now().uptimeNanoseconds })
@@ -81,12 +84,14 @@ public final class NodeAgent: Sendable {
         }
     }
 
-    /// One reconcile pass: routes, then BGP, each on its own so that a failure of one does not hold up the other.
+    /// One reconcile pass: routes, policy, then BGP, each on its own so that a failure of one does not hold up the
+    /// others.
     public func pass() async {
         let started = ContinuousClock.now
         let blocks: [CIDR]
+        let endpoints: [WorkloadEndpoint]
         do {
-            let endpoints = try await store.list(.workloadEndpoint).compactMap { $0.resource as? WorkloadEndpoint }
+            endpoints = try await store.list(.workloadEndpoint).compactMap { $0.resource as? WorkloadEndpoint }
             blocks = try await ipam.confirmedAffineBlocks(host: nodeName)
             let desired = desiredRoutes(node: nodeName, endpoints: endpoints, affineBlocks: blocks)
             // Kernel and process work runs on a thread of its own: the cooperative pool also serves CNI calls.
@@ -102,6 +107,7 @@ public final class NodeAgent: Sendable {
             log("reconcile failed: \(error)")
             return
         }
+        if let policy { await enforcePolicy(policy, endpoints: endpoints) }
         guard let bird else { return }
         do {
             let (config, warnings) = try await birdConfig(blocks: blocks)
@@ -115,6 +121,30 @@ public final class NodeAgent: Sendable {
             appliedBirdConfig.withLock { $0 = config }
         } catch {
             log("BGP configuration not applied: \(error)")
+        }
+    }
+
+    /// Computes the policy of this node's endpoints and loads it when it changed.
+    func enforcePolicy(_ policy: PolicyEnforcer, endpoints: [WorkloadEndpoint]) async {
+        let started = ContinuousClock.now
+        do {
+            let all = endpoints.map { policyEndpoint($0, node: nodeName) }
+            let input = PolicyInput(
+                networkPolicies: try await store.list(.networkPolicy).compactMap { $0.resource as? NetworkPolicy },
+                globalNetworkPolicies: try await store.list(.globalNetworkPolicy).compactMap {
+                    $0.resource as? GlobalNetworkPolicy
+                },
+                profiles: try await store.list(.profile).compactMap { $0.resource as? Profile }, endpoints: all)
+            let plan = computePolicy(input, local: all.filter { $0.interfaceName != nil })
+            guard try await onThread({ try policy.apply(plan) }).get() else { return }
+            let selected = plan.endpoints.filter { !$0.policies.isEmpty }.count
+            log(
+                "policy (\(policy.backend.rawValue)): \(plan.endpoints.count / 2) local endpoint(s), \(selected) "
+                    + "endpoint direction(s) under policy, loaded in "
+                    + "\((ContinuousClock.now - started).formatted(.units(allowed: [.milliseconds])))")
+            for warning in plan.warnings { log("policy: \(warning)") }
+        } catch {
+            log("policy not applied: \(error)")
         }
     }
 

@@ -37,6 +37,8 @@ struct LabState: Codable {
     var fabric: String
     /// The agents' `--resync-interval` in seconds.
     var resyncInterval: Double?
+    /// The agents' `--policy-backend`.
+    var policyBackend: String?
     /// The host's link to the fabric (`NAME-host`), made when the datastore is an etcd the nodes reach on the host.
     var hostLink: String?
     var nodes: [LabNode] = []

@@ -63,12 +63,19 @@ struct Up: ParsableCommand {
     @Option(name: .customLong("resync-interval"), help: "Seconds between the agents' full resyncs.")
     var resyncInterval: Double = 5
 
+    @Option(
+        name: .customLong("policy-backend"), help: "How the agents enforce network policy: nftables, iptables or none.")
+    var policyBackend: String = "nftables"
+
     @Option(name: .customLong("timeout"), help: "Seconds to wait for every BGP session.")
     var timeout: Double = 60
 
     func validate() throws {
         guard (1...50).contains(nodeCount) else { throw ValidationError("--nodes \(nodeCount): use 1 to 50") }
         guard !(ipv4Only && ipv6Only) else { throw ValidationError("--ipv4-only and --ipv6-only exclude each other") }
+        guard ["nftables", "iptables", "none"].contains(policyBackend) else {
+            throw ValidationError("--policy-backend \(policyBackend): use nftables, iptables or none")
+        }
         guard (0.1...3600).contains(resyncInterval) else {
             throw ValidationError("--resync-interval \(resyncInterval): use 0.1 to 3600 seconds")
         }
@@ -102,7 +109,7 @@ struct Up: ParsableCommand {
         let datastoreURL = datastore ?? "sqlite://\(paths.directory)/datastore.db"
         var state = LabState(
             name: options.name, ipv4: !ipv6Only, ipv6: !ipv4Only, datastore: datastoreURL,
-            fabric: "\(options.name)-fab", resyncInterval: resyncInterval)
+            fabric: "\(options.name)-fab", resyncInterval: resyncInterval, policyBackend: policyBackend)
         try paths.save(state)
         do {
             try build(&state, paths: paths)
@@ -309,7 +316,7 @@ func startAgent(state: LabState, node: LabNode, directory: String) throws -> Int
     var arguments = [
         "netns", "exec", node.namespace, LabPaths.binaries + "/tandem-node", "serve",
         "--nodename", node.name, "--datastore", state.datastore, "--bird-dir", directory,
-        "--resync-interval", "\(state.resyncInterval ?? 5)",
+        "--resync-interval", "\(state.resyncInterval ?? 5)", "--policy-backend", state.policyBackend ?? "nftables",
     ]
     arguments += state.ipv4 ? ["--ipv4-pool-cidr", LabPlan.pool4] : ["--ip", "none"]
     arguments += state.ipv6 ? ["--ipv6-pool-cidr", LabPlan.pool6] : ["--ip6", "none"]

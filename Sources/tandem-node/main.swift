@@ -84,6 +84,13 @@ struct Serve: ParsableCommand {
     var noBGP = false
 
     @Option(
+        name: .customLong("policy-backend"),
+        help: ArgumentHelp(
+            "How network policy is enforced: nftables (one inet table), iptables (iptables and ip6tables) or none "
+                + "(TANDEM_POLICY_BACKEND).", valueName: "backend"))
+    var policyBackend: String = environment["TANDEM_POLICY_BACKEND"] ?? PolicyBackend.nftables.rawValue
+
+    @Option(
         name: .customLong("resync-interval"),
         help: ArgumentHelp("Seconds between full reconciles of routes and BGP.", valueName: "seconds"))
     var resyncSeconds: Double = 10
@@ -132,6 +139,11 @@ struct Serve: ParsableCommand {
         // A delegated IPAM plugin that exits before reading its input must not kill the agent.
         signal(SIGPIPE, SIG_IGN)
         let settings = try settings()
+        guard let backend = PolicyBackend(rawValue: policyBackend) else {
+            throw ValidationError(
+                "--policy-backend \(policyBackend): use \(PolicyBackend.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
+        }
         // The socket first: a second agent on this node stops here, before it touches the datastore. Calls wait in
         // the socket's backlog until the node is registered.
         let service: CNIService
@@ -190,6 +202,7 @@ struct Serve: ParsableCommand {
                 nodeName: settings.nodeName, store: store, routerID: registration.routerID, bird: bird,
                 birdLog: bird == nil ? nil : birdDirectory + "/bird.log",
                 resync: .milliseconds(Int(resyncSeconds * 1000)),
+                policy: PolicyEnforcer(backend: backend, stateDirectory: birdDirectory),
                 log: { say($0) })
         } catch {
             say("start-up failed: \(error)")

@@ -12,7 +12,7 @@ struct TandemCtl: AsyncParsableCommand {
         abstract: "Manage Tandem resources (Calico projectcalico.org/v3 compatible).",
         subcommands: [
             Apply.self, Create.self, Replace.self, Delete.self, Get.self, Patch.self, IPAMCommand.self,
-            NodeCommand.self, Debug.self,
+            NodeCommand.self, PolicyCommand.self, Debug.self,
         ])
 }
 

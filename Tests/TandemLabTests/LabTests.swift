@@ -261,6 +261,96 @@ func podAddresses(_ status: String) -> [String: [String]] {
         #expect(!ipv6Check.stdout.contains("IPv4:"))
     }
 
+    /// Network policy in both families, enforced by the agents with nftables and then with iptables: default deny
+    /// plus an allow from labelled clients over TCP and ICMP; a policy with only IPv4 nets leaves IPv6 denied;
+    /// neighbour discovery keeps working under deny; deleting the policies restores traffic.
+    @Test(arguments: ["nftables", "iptables"])
+    func policyInBothFamilies(backend: String) throws {
+        let lab = try TestLab()
+        defer { lab.down() }
+        try lab.up(["--nodes", "2", "--policy-backend", backend])
+        let datastore = "sqlite://\(lab.directory)/datastore.db"
+        #expect(try lab.run(["pod", "add", "n1", "server", "--label", "app=server"]).status == 0)
+        #expect(try lab.run(["pod", "add", "n2", "client", "--label", "role=client"]).status == 0)
+        #expect(try lab.run(["pod", "add", "n2", "stranger", "--label", "role=other"]).status == 0)
+        let server = try #require(podAddresses(try lab.run(["status"]).stdout)["server"])
+        let server4 = try #require(server.first { !$0.contains(":") })
+        let server6 = try #require(server.first { $0.contains(":") })
+        // A TCP server in the server pod, on both families.
+        let listener = try shell(
+            "ip netns exec \(lab.name)-server setsid socat TCP6-LISTEN:8080,ipv6only=0,fork,reuseaddr "
+                + "SYSTEM:'echo hello' >/dev/null 2>&1 & echo $!")
+        defer { _ = try? shell("kill \(listener.stdout.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        func ping(_ pod: String, _ address: String) throws -> Bool {
+            try shell("ip netns exec \(lab.name)-\(pod) ping -c 1 -W 1 \(address)").status == 0
+        }
+        func tcp(_ pod: String, _ address: String) throws -> Bool {
+            let target = address.contains(":") ? "[\(address)]" : address
+            return try shell(
+                "ip netns exec \(lab.name)-\(pod) socat -T 2 - TCP:\(target):8080,connect-timeout=2 </dev/null"
+            ).stdout.contains("hello")
+        }
+        func reach(_ pod: String) throws -> [Bool] {
+            [try ping(pod, server4), try ping(pod, server6), try tcp(pod, server4), try tcp(pod, server6)]
+        }
+        func apply(_ yaml: String) throws {
+            let file = try lab.state.write("policy-\(UUID().uuidString).yaml", yaml)
+            let applied = try TestProducts.run("tandemctl", ["apply", "-f", file, "--datastore", datastore])
+            #expect(applied.status == 0, "\(applied.stderr)")
+        }
+        #expect(try eventually(within: 5) { try reach("stranger") == [true, true, true, true] })
+
+        try apply(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: GlobalNetworkPolicy
+            metadata: {name: default-deny}
+            spec: {selector: app == 'server', types: [Ingress]}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: NetworkPolicy
+            metadata: {name: allow-client, namespace: default}
+            spec:
+              selector: app == 'server'
+              order: 100
+              ingress:
+              - {action: Allow, protocol: TCP, source: {selector: role == 'client'}, destination: {ports: [8080]}}
+              - {action: Allow, protocol: ICMP, source: {selector: role == 'client'}}
+              - {action: Allow, protocol: ICMPv6, source: {selector: role == 'client'}}
+            """)
+        #expect(
+            try eventually(within: 10) { try reach("stranger") == [false, false, false, false] },
+            "the stranger still reaches the server")
+        #expect(try reach("client") == [true, true, true, true])
+        // Neighbour discovery under deny: the node forgets the server's MAC and must ask again.
+        let flushed = try lab.onNode("n1", "ip -6 neigh flush dev $(ip -o link | grep -o 'cali[0-9a-f]*' | head -1)")
+        #expect(flushed.status == 0, "\(flushed.stderr)")
+        #expect(try ping("client", server6), "IPv6 broke under deny: neighbour discovery was dropped")
+
+        // Only IPv4 nets: IPv6 stays denied, not opened.
+        try apply(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: NetworkPolicy
+            metadata: {name: allow-client, namespace: default}
+            spec:
+              selector: app == 'server'
+              order: 100
+              ingress: [{action: Allow, source: {nets: [10.0.0.0/8]}}]
+            """)
+        #expect(try eventually(within: 10) { try reach("stranger") == [true, false, true, false] })
+
+        let deleted = try TestProducts.run(
+            "tandemctl", ["delete", "globalnetworkpolicy", "default-deny", "--datastore", datastore])
+        #expect(deleted.status == 0, "\(deleted.stderr)")
+        let deletedNP = try TestProducts.run(
+            "tandemctl", ["delete", "networkpolicy", "allow-client", "-n", "default", "--datastore", datastore])
+        #expect(deletedNP.status == 0, "\(deletedNP.stderr)")
+        #expect(try eventually(within: 10) { try reach("stranger") == [true, true, true, true] })
+        let log = try String(contentsOfFile: lab.directory + "/n1/tandem-node.log", encoding: .utf8)
+        #expect(log.contains("policy (\(backend))"), "\(log.suffix(2000))")
+    }
+
     /// A node whose only IPv6 address is link-local, in a cluster with an IPv6 pool: tandem-node refuses to start
     /// and says why and how to fix it.
     @Test func aLinkLocalOnlyNodeFailsWithTheExplanation() throws {

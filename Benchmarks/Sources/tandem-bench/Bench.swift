@@ -184,6 +184,12 @@ struct Bench {
                 count: arguments.dropFirst().first.flatMap(Int.init) ?? 2000)
         case "ipam-fill":
             try await ipamFill(path: arguments.dropFirst().first ?? "/tmp/tandem-bench-fill.db")
+        case "policy":
+            try policyBenchmark(
+                policies: arguments.dropFirst().first.flatMap(Int.init) ?? 1000,
+                endpoints: arguments.dropFirst(2).first.flatMap(Int.init) ?? 2000,
+                local: arguments.dropFirst(3).first.flatMap(Int.init) ?? 100,
+                runs: arguments.dropFirst(4).first.flatMap(Int.init) ?? 3)
         case "routes":
             try routeBenchmark(
                 count: arguments.dropFirst().first.flatMap(Int.init) ?? 10_000,

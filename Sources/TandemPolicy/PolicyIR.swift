@@ -1,0 +1,163 @@
+import TandemCore
+import TandemModel
+import TandemSelector
+
+/// An endpoint policy applies to, or whose addresses a rule's selector names.
+public struct PolicyEndpoint: Sendable, Equatable {
+    /// The WorkloadEndpoint's name.
+    public var name: String
+    public var namespace: String
+    /// The endpoint's labels (with Calico's `projectcalico.org/namespace` and `projectcalico.org/orchestrator`).
+    public var labels: [String: String]
+    /// The host side of its veth (`cali…`); nil for endpoints of other nodes.
+    public var interfaceName: String?
+    /// Its addresses (host prefixes).
+    public var addresses: [IPAddress]
+    /// Its profiles (`kns.<namespace>`).
+    public var profiles: [String]
+
+    public init(
+        name: String, namespace: String, labels: [String: String], interfaceName: String?, addresses: [IPAddress],
+        profiles: [String] = []
+    ) {
+        self.name = name
+        self.namespace = namespace
+        self.labels = labels
+        self.interfaceName = interfaceName
+        self.addresses = addresses
+        self.profiles = profiles
+    }
+}
+
+/// Everything policy is computed from: the cluster's policies, profiles and endpoints, and which endpoints are local.
+public struct PolicyInput: Sendable {
+    public var networkPolicies: [NetworkPolicy]
+    public var globalNetworkPolicies: [GlobalNetworkPolicy]
+    public var profiles: [Profile]
+    /// Every endpoint of the cluster (rule selectors resolve to their addresses).
+    public var endpoints: [PolicyEndpoint]
+
+    public init(
+        networkPolicies: [NetworkPolicy] = [], globalNetworkPolicies: [GlobalNetworkPolicy] = [],
+        profiles: [Profile] = [], endpoints: [PolicyEndpoint] = []
+    ) {
+        self.networkPolicies = networkPolicies
+        self.globalNetworkPolicies = globalNetworkPolicies
+        self.profiles = profiles
+        self.endpoints = endpoints
+    }
+}
+
+/// Which way traffic goes, seen from the endpoint.
+public enum PolicyDirection: String, Sendable, CaseIterable {
+    /// Traffic to the endpoint.
+    case ingress
+    /// Traffic from the endpoint.
+    case egress
+}
+
+/// What a matching rule does.
+public enum RuleVerdict: Sendable, Equatable {
+    case allow, deny, log, pass
+}
+
+/// An address match: a set of prefixes of one family, named by its content.
+public struct AddressSet: Sendable, Hashable {
+    public var family: IPFamily
+    /// Sorted, without duplicates.
+    public var members: [CIDR]
+    /// `s4_…` / `s6_…`: the first 12 hex digits of the SHA-256 of the members.
+    public var name: String
+
+    public init(family: IPFamily, members: [CIDR]) {
+        self.family = family
+        let sorted = Array(Set(members)).sorted { $0.description < $1.description }
+        self.members = sorted
+        let digest = SHA2.sha256(Array(sorted.map(\.description).joined(separator: ",").utf8))
+        name = "s\(family.rawValue)_" + digest.prefix(6).map { String($0, radix: 16).leftPadded(2) }.joined()
+    }
+}
+
+/// One rule for one family, ready to render: every field is a plain match.
+public struct RuleIR: Sendable, Equatable {
+    public var family: IPFamily
+    /// The IP protocol number, and whether it is negated (`notProtocol`).
+    public var proto: Int?
+    public var notProto: Int?
+    public var icmpType: Int?
+    public var icmpCode: Int?
+    public var notICMPType: Int?
+    public var notICMPCode: Int?
+    public var source: AddressSet?
+    public var notSource: AddressSet?
+    public var destination: AddressSet?
+    public var notDestination: AddressSet?
+    public var sourcePorts: [ClosedRange<Int>]
+    public var notSourcePorts: [ClosedRange<Int>]
+    public var destinationPorts: [ClosedRange<Int>]
+    public var notDestinationPorts: [ClosedRange<Int>]
+    public var verdict: RuleVerdict
+    /// Where the rule comes from: `GlobalNetworkPolicy default-deny ingress[0]`.
+    public var origin: String
+}
+
+/// One policy's rules that apply to an endpoint in one direction, both families.
+public struct AppliedPolicy: Sendable, Equatable {
+    /// `default/allow-web` for a NetworkPolicy, `allow-web` for a GlobalNetworkPolicy.
+    public var name: String
+    public var kind: ResourceKind
+    public var order: Double?
+    public var rules: [RuleIR]
+}
+
+/// What one local endpoint's traffic in one direction goes through, in order.
+public struct EndpointPolicy: Sendable, Equatable {
+    public var endpoint: String
+    public var interfaceName: String
+    public var direction: PolicyDirection
+    /// The policies that select the endpoint with this direction in their types, by order then name. When
+    /// empty, the profiles decide alone.
+    public var policies: [AppliedPolicy]
+    /// The profiles' rules (after a Pass, or with no policy). Nil when the endpoint has no profile resource: then
+    /// traffic no policy decided is allowed, as with Calico's namespace profile in Kubernetes.
+    public var profileRules: [RuleIR]?
+}
+
+/// Something the computation could not honour, said to the operator (a named port it cannot resolve, ...).
+public struct PolicyWarning: Sendable, Equatable, CustomStringConvertible {
+    public var description: String
+}
+
+/// The policy of every local endpoint, both directions, both families.
+public struct PolicyPlan: Sendable, Equatable {
+    public var endpoints: [EndpointPolicy]
+    public var warnings: [PolicyWarning]
+
+    public init(endpoints: [EndpointPolicy], warnings: [PolicyWarning]) {
+        self.endpoints = endpoints
+        self.warnings = warnings
+    }
+
+    /// Every address set the rules use, sorted by name.
+    public var addressSets: [AddressSet] {
+        var sets = Set<AddressSet>()
+        for endpoint in endpoints {
+            for rule in endpoint.policies.flatMap(\.rules) + (endpoint.profileRules ?? []) {
+                for set in [rule.source, rule.notSource, rule.destination, rule.notDestination].compactMap({ $0 }) {
+                    sets.insert(set)
+                }
+            }
+        }
+        return sets.sorted { $0.name < $1.name }
+    }
+}
+
+/// The ICMPv6 types a node never filters: router solicitation and advertisement, neighbour solicitation and
+/// advertisement. Without them IPv6 itself stops working, whatever the policy says.
+public let alwaysAllowedICMPv6Types = [133, 134, 135, 136]
+
+extension String {
+    fileprivate func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}
