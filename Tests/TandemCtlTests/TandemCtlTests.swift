@@ -179,4 +179,19 @@ let v6Pool = """
             "apply", "-f", "-", stdin: "apiVersion: projectcalico.org/v3\nkind: IPPool\nspec: {cidr: [\n")
         #expect(garbage.status != 0 && garbage.stderr.contains("cannot parse YAML"))
     }
+
+    /// `tandemctl policy selector`: match, no match, and a parse error that points at its position.
+    @Test func selectorEvaluation() throws {
+        let match = try TestProducts.run(
+            "tandemctl", ["policy", "selector", "app == 'web' && has(tier)", "--label", "app=web", "--label", "tier=1"])
+        #expect(match.status == 0 && match.stdout.contains("matches"), "\(match.stdout)\(match.stderr)")
+        let miss = try TestProducts.run(
+            "tandemctl", ["policy", "selector", "app in {'api', 'db'}", "--label", "app=web"])
+        #expect(miss.status == 1 && miss.stdout.contains("does not match"), "\(miss.stdout)")
+        let broken = try TestProducts.run("tandemctl", ["policy", "selector", "app == ", "--label", "app=web"])
+        #expect(broken.status == 2)
+        #expect(broken.stderr.contains("at offset 7") && broken.stderr.contains("       ^"), "\(broken.stderr)")
+        let badLabel = try TestProducts.run("tandemctl", ["policy", "selector", "all()", "--label", "novalue"])
+        #expect(badLabel.status == 2 && badLabel.stderr.contains("--label novalue"))
+    }
 }

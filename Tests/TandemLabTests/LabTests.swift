@@ -322,10 +322,23 @@ func podAddresses(_ status: String) -> [String: [String]] {
             try eventually(within: 10) { try reach("stranger") == [false, false, false, false] },
             "the stranger still reaches the server")
         #expect(try reach("client") == [true, true, true, true])
+        let selecting = try TestProducts.run("tandemctl", ["policy", "selecting", "server", "--datastore", datastore])
+        #expect(selecting.status == 0, "\(selecting.stderr)")
+        #expect(
+            selecting.stdout.contains("1. NetworkPolicy default/allow-client (order 100.0): ingress"),
+            "\(selecting.stdout)")
+        #expect(
+            selecting.stdout.contains("2. GlobalNetworkPolicy default-deny (no order): ingress"), "\(selecting.stdout)")
+        #expect(selecting.stdout.contains("ingress: 2 IPv4 rule(s), 2 IPv6 rule(s)"), "\(selecting.stdout)")
         // Neighbour discovery under deny: the node forgets the server's MAC and must ask again.
-        let flushed = try lab.onNode("n1", "ip -6 neigh flush dev $(ip -o link | grep -o 'cali[0-9a-f]*' | head -1)")
+        let links = try lab.onNode("n1", "ip -o link show").stdout
+        let veth = try #require(
+            links.split(separator: " ").map(String.init).first { $0.hasPrefix("cali") }?.split(separator: "@").first)
+        let flushed = try lab.onNode("n1", "ip -6 neigh flush dev \(veth)")
         #expect(flushed.status == 0, "\(flushed.stderr)")
+        #expect(!(try lab.onNode("n1", "ip -6 neigh show dev \(veth)").stdout.contains(server6)))
         #expect(try ping("client", server6), "IPv6 broke under deny: neighbour discovery was dropped")
+        #expect(try lab.onNode("n1", "ip -6 neigh show dev \(veth)").stdout.contains(server6))
 
         // Only IPv4 nets: IPv6 stays denied, not opened.
         try apply(
