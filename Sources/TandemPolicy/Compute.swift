@@ -15,22 +15,32 @@ public func computePolicy(_ input: PolicyInput, local: [PolicyEndpoint]) -> Poli
     var compiler = RuleCompiler(input: input)
     var endpoints: [EndpointPolicy] = []
     let policies = compiler.orderedPolicies()
+    // A policy's rules compile the same for every endpoint it selects.
+    var compiledRules: [String: [RuleIR]] = [:]
     for endpoint in local.sorted(by: { $0.name < $1.name }) {
         guard let interfaceName = endpoint.interfaceName else { continue }
+        let selecting = policies.filter { compiler.selects($0, endpoint) }
         for direction in PolicyDirection.allCases {
             var applied: [AppliedPolicy] = []
-            for policy in policies where policy.types.contains(direction) && compiler.selects(policy, endpoint) {
-                let rules = direction == .ingress ? policy.ingress : policy.egress
-                var compiled: [RuleIR] = []
-                for (index, rule) in rules.enumerated() {
-                    let origin = "\(policy.kind.name) \(policy.name) \(direction.rawValue)[\(index)]"
-                    for family in IPFamily.allCases {
-                        if let ir = compiler.compile(
-                            rule, family: family, namespace: policy.namespace, origin: origin)
-                        {
-                            compiled.append(ir)
+            for policy in selecting where policy.types.contains(direction) {
+                let cacheKey = "\(policy.kind.name)/\(policy.name)/\(direction.rawValue)"
+                let compiled: [RuleIR]
+                if let cached = compiledRules[cacheKey] {
+                    compiled = cached
+                } else {
+                    var rules: [RuleIR] = []
+                    for (index, rule) in (direction == .ingress ? policy.ingress : policy.egress).enumerated() {
+                        let origin = "\(policy.kind.name) \(policy.name) \(direction.rawValue)[\(index)]"
+                        for family in IPFamily.allCases {
+                            if let ir = compiler.compile(
+                                rule, family: family, namespace: policy.namespace, origin: origin)
+                            {
+                                rules.append(ir)
+                            }
                         }
                     }
+                    compiledRules[cacheKey] = rules
+                    compiled = rules
                 }
                 applied.append(
                     AppliedPolicy(name: policy.name, kind: policy.kind, order: policy.order, rules: compiled))
@@ -74,6 +84,18 @@ struct RuleCompiler {
     let input: PolicyInput
     var warnings: [PolicyWarning] = []
     private var selectors: [String: Selector?] = [:]
+    /// Resolved selector addresses by selector, namespace selector, namespace and family.
+    private var resolved: [String: [CIDR]] = [:]
+    /// Address sets already built, by their members' text.
+    private var sets: [[CIDR]: AddressSet] = [:]
+
+    /// The set of `members`, built once per distinct list.
+    mutating func addressSet(_ family: IPFamily, _ members: [CIDR]) -> AddressSet {
+        if let existing = sets[members] { return existing }
+        let set = AddressSet(family: family, members: members)
+        sets[members] = set
+        return set
+    }
     private let namespaceLabels: [String: [String: String]]
 
     init(input: PolicyInput) {
@@ -178,7 +200,10 @@ struct RuleCompiler {
             guard let parsed = self.selector(namespaceText, origin: origin) else { return nil }
             namespaceSelector = parsed
         }
+        let cacheKey = "\(selector.canonical)|\(namespaceSelector?.canonical ?? "-")|\(namespace ?? "-")|\(family)"
+        if let cached = resolved[cacheKey] { return .some(cached) }
         var addresses: [CIDR] = []
+        defer { resolved[cacheKey] = addresses }
         for endpoint in input.endpoints {
             if let namespaceSelector {
                 // global() names non-namespaced endpoints (host endpoints): none here.
@@ -257,8 +282,8 @@ struct RuleCompiler {
                 case .some(let addresses): negative += addresses ?? []
                 }
             }
-            let positiveSet = positive.map { AddressSet(family: family, members: $0) }
-            let negativeSet = negative.isEmpty ? nil : AddressSet(family: family, members: negative)
+            let positiveSet = positive.map { addressSet(family, $0) }
+            let negativeSet = negative.isEmpty ? nil : addressSet(family, negative)
             let ports = try? numericPorts(side.ports, origin: origin)
             let notPorts = try? numericPorts(side.notPorts, origin: origin)
             guard let ports, let notPorts else { return nil }

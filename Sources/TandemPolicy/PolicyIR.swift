@@ -71,7 +71,10 @@ public struct AddressSet: Sendable, Hashable {
 
     public init(family: IPFamily, members: [CIDR]) {
         self.family = family
-        let sorted = Array(Set(members)).sorted { $0.description < $1.description }
+        let sorted = Array(Set(members)).sorted {
+            $0.address.integer != $1.address.integer
+                ? $0.address.integer < $1.address.integer : $0.prefixLength < $1.prefixLength
+        }
         self.members = sorted
         let digest = SHA2.sha256(Array(sorted.map(\.description).joined(separator: ",").utf8))
         name = "s\(family.rawValue)_" + digest.prefix(6).map { String($0, radix: 16).leftPadded(2) }.joined()

@@ -94,7 +94,7 @@ func policyBenchmark(policies: Int, endpoints: Int, local: Int, runs: Int) throw
         "compute", "render nft", "render iptables", "load nft", "reload nft (replace)", "load iptables v4",
         "load iptables v6",
     ] {
-        print(String(format: "%-22@ %8.1f ms", name as NSString, (best[name] ?? 0) * 1000))
+        print(name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(format: "%8.1f ms", (best[name] ?? 0) * 1000))
     }
 }
 
