@@ -38,12 +38,9 @@ YAML
     removed=$(now)
     times+=("$(((added - start) / 1000000)) $(((removed - added) / 1000000))")
   done
-  printf '%s\n' "${times[@]}" | sort -n | awk -v backend="$backend" -v n="$n" '
-    { add[NR] = $1; del[NR] = $2 }
-    END {
-      asort(add); asort(del)
-      printf "%-9s %d changes: apply to kernel p50 %d ms, max %d ms; delete to kernel p50 %d ms, max %d ms\n",
-        backend, n, add[int((n + 1) / 2)], add[n], del[int((n + 1) / 2)], del[n]
-    }'
+  stats() { sort -n | awk '{ v[NR] = $1 } END { printf "p50 %d ms, max %d ms", v[int((NR + 1) / 2)], v[NR] }'; }
+  add=$(printf '%s\n' "${times[@]}" | cut -d' ' -f1 | stats)
+  del=$(printf '%s\n' "${times[@]}" | cut -d' ' -f2 | stats)
+  printf '%-9s %d changes: apply to kernel %s; delete to kernel %s\n' "$backend" "$n" "$add" "$del"
   "$bin/tandem-lab" down --name "$lab" --state-dir "$state" >/dev/null
 done

@@ -162,7 +162,7 @@ struct Serve: ParsableCommand {
         let store: ResourceStore
         do {
             store = ResourceStore(
-                datastore: try openDatastore(url: datastore, watchPollInterval: .milliseconds(50)),
+                datastore: try openDatastore(url: datastore, watchPollInterval: .milliseconds(10)),
                 now: { Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)) },
                 newUID: { UUID().uuidString.lowercased() })
         } catch {
