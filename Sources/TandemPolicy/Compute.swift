@@ -86,14 +86,14 @@ struct RuleCompiler {
     private var selectors: [String: Selector?] = [:]
     /// Resolved selector addresses by selector, namespace selector, namespace and family.
     private var resolved: [String: [CIDR]] = [:]
-    /// Address sets already built, by their members' text.
-    private var sets: [[CIDR]: AddressSet] = [:]
+    /// Address sets already built, per family by their members (an empty list exists once per family).
+    private var sets: [IPFamily: [[CIDR]: AddressSet]] = [:]
 
     /// The set of `members`, built once per distinct list.
     mutating func addressSet(_ family: IPFamily, _ members: [CIDR]) -> AddressSet {
-        if let existing = sets[members] { return existing }
+        if let existing = sets[family]?[members] { return existing }
         let set = AddressSet(family: family, members: members)
-        sets[members] = set
+        sets[family, default: [:]][members] = set
         return set
     }
     private let namespaceLabels: [String: [String: String]]
@@ -256,8 +256,17 @@ struct RuleCompiler {
                 if parsed.isEmpty { return nil }  // only the other family's nets: nothing of this family matches
                 positive = parsed
             }
+            // In a namespaced policy, a side that names endpoints by selector, notSelector or namespaceSelector
+            // names only its own namespace's unless a namespaceSelector says otherwise (Calico adds
+            // `projectcalico.org/namespace == '<ns>'` to the positive side).
+            var selectorText = side.selector
+            if namespace != nil, selectorText?.isEmpty ?? true, side.namespaceSelector?.isEmpty ?? true,
+                side.notSelector?.isEmpty == false
+            {
+                selectorText = "all()"
+            }
             switch selectedAddresses(
-                selector: side.selector, namespaceSelector: side.namespaceSelector, namespace: namespace,
+                selector: selectorText, namespaceSelector: side.namespaceSelector, namespace: namespace,
                 family: family, origin: origin)
             {
             case .none: return nil
@@ -269,14 +278,15 @@ struct RuleCompiler {
                     positive = addresses
                 }
             }
-            // Negative: notNets and notSelector, either excludes.
-            var negative = (side.notNets ?? []).compactMap { try? CIDR(cidrOrAddress: $0) }.filter {
-                $0.family == family
-            }
+            // Negative: notNets and notSelector, either excludes. Like nets, notNets that name only the other
+            // family make the rule one that does not exist in this family (as Calico's felix drops it).
+            let notNets = (side.notNets ?? []).compactMap { try? CIDR(cidrOrAddress: $0) }
+            var negative = notNets.filter { $0.family == family }
+            if !notNets.isEmpty && negative.isEmpty { return nil }
             if let notSelector = side.notSelector, !notSelector.isEmpty {
+                // notSelector is not limited to the policy's namespace.
                 switch selectedAddresses(
-                    selector: notSelector, namespaceSelector: nil, namespace: namespace, family: family,
-                    origin: origin)
+                    selector: notSelector, namespaceSelector: nil, namespace: nil, family: family, origin: origin)
                 {
                 case .none: return nil
                 case .some(let addresses): negative += addresses ?? []

@@ -157,15 +157,21 @@ private func iptablesRule(
     if let destination = rule.destination {
         positive.append("-d " + destination.members.map(\.description).joined(separator: ","))
     }
+    // multiport takes 15 ports (a range counts two): longer lists become one rule per group of 7, each with the
+    // same idempotent target.
+    var portGroups: [String] = [""]
     for (flag, ports) in [("--sports", rule.sourcePorts), ("--dports", rule.destinationPorts)] where !ports.isEmpty {
-        positive.append("-m multiport \(flag) " + multiportList(ports))
+        let groups = stride(from: 0, to: ports.count, by: 7).map { Array(ports[$0..<min($0 + 7, ports.count)]) }
+        portGroups = portGroups.flatMap { prefix in groups.map { prefix + " -m multiport \(flag) " + multiportList($0) }
+        }
     }
-    let matches = positive.joined(separator: " ")
+    let base = positive.joined(separator: " ")
+    let variants = portGroups.map { (base + $0).trimmingLeadingSpace }
     let hasNegation =
         rule.notSource != nil || rule.notDestination != nil || !rule.notSourcePorts.isEmpty
         || !rule.notDestinationPorts.isEmpty
     guard hasNegation else {
-        return ["\(matches) \(comment) \(target)".trimmingLeadingSpace] + after
+        return variants.map { "\($0) \(comment) \(target)".trimmingLeadingSpace } + after
     }
     // The excluded traffic returns from the rule's own chain before the positive match is tried.
     var body: [String] = []
@@ -177,7 +183,7 @@ private func iptablesRule(
             body.append("\(proto)-m multiport \(flag) \(multiportList(chunk)) -j RETURN")
         }
     }
-    body.append("\(matches) \(comment) \(target)".trimmingLeadingSpace)
+    body += variants.map { "\($0) \(comment) \(target)".trimmingLeadingSpace }
     let digest = SHA2.sha256(Array((chain + rule.origin + body.joined()).utf8)).prefix(5)
     let name =
         "TDM-R-"

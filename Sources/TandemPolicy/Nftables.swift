@@ -14,6 +14,8 @@ public func renderNftables(_ plan: PolicyPlan, table: String = "tandem") -> Stri
         lines.append("\tset \(set.name) {")
         lines.append("\t\ttype \(set.family == .v4 ? "ipv4_addr" : "ipv6_addr")")
         lines.append("\t\tflags interval")
+        // Overlapping members (a notNets prefix holding a notSelector pod) merge instead of failing the load.
+        lines.append("\t\tauto-merge")
         if !set.members.isEmpty {
             lines.append("\t\telements = { \(set.members.map(setElement).joined(separator: ", ")) }")
         }

@@ -31,9 +31,14 @@ final class EtcdClient: Sendable {
         var message: String
         var endpoint: EtcdLocation.Endpoint
 
-        /// The request reached no state machine and may be sent again (no leader, leader changed, shutting down).
+        /// A read may be sent again (etcd is unavailable for now: no leader, leader changed, stopping).
         var isRetriable: Bool {
             code == 14 && !message.contains("request timed out")
+        }
+        /// A write may be sent again only when etcd refused it before proposing it; "server stopped" or a closing
+        /// transport can come after the proposal, when the outcome is unknown.
+        var isRetriableWrite: Bool {
+            ["no leader", "not capable", "too many requests"].contains { message.contains($0) }
         }
         /// The token expired or the server restarted with new tokens.
         var isAuthentication: Bool {
@@ -83,7 +88,11 @@ final class EtcdClient: Sendable {
                     giveBack(connection)
                     return reply
                 } catch let error as ServerError {
-                    giveBack(connection)
+                    // A member that answers but cannot serve (partitioned, stopping): try the next one.
+                    if error.isRetriable { moveOn(from: connection.endpoint) } else { giveBack(connection) }
+                    throw error
+                } catch let error as TransportError {
+                    moveOn(from: connection.endpoint)
                     throw error
                 }
             } catch let error as ServerError {
@@ -92,7 +101,12 @@ final class EtcdClient: Sendable {
                     state.withLock { $0.token = nil }
                     continue
                 }
-                guard error.isRetriable else {
+                guard idempotent ? error.isRetriable : error.isRetriableWrite else {
+                    if !idempotent && error.isRetriable {
+                        throw .backend(
+                            "etcd at \(error.endpoint) failed during a write, whose outcome is unknown: \(error.message)"
+                        )
+                    }
                     throw .backend("etcd at \(error.endpoint) refused the request: \(error.message)")
                 }
                 lastFailure = "etcd at \(error.endpoint): \(error.message)"
@@ -151,8 +165,17 @@ final class EtcdClient: Sendable {
     }
 
     private func giveBack(_ connection: HTTPConnection) {
+        guard !connection.closing else { return }
         state.withLock { state in
             if state.idle.count < 16 { state.idle.append(connection) }
+        }
+    }
+
+    /// Makes the endpoint after `endpoint` the preferred one, if `endpoint` still is.
+    func moveOn(from endpoint: EtcdLocation.Endpoint) {
+        guard location.endpoints.count > 1, let index = location.endpoints.firstIndex(of: endpoint) else { return }
+        state.withLock { state in
+            if state.preferred == index { state.preferred = (index + 1) % location.endpoints.count }
         }
     }
 

@@ -170,7 +170,8 @@ final class EtcdWatch: Sendable {
     private let client: EtcdClient
     private let prefix: String
     private let fromRevision: Int64
-    private let state = Mutex<(cancelled: Bool, connection: HTTPConnection?)>((false, nil))
+    private let state = Mutex<(cancelled: Bool, connection: HTTPConnection?, lastEndpoint: EtcdLocation.Endpoint?)>(
+        (false, nil, nil))
 
     init(client: EtcdClient, prefix: String, fromRevision: Int64) {
         self.client = client
@@ -201,13 +202,17 @@ final class EtcdWatch: Sendable {
             } catch let error as EtcdClient.ServerError {
                 if error.isAuthentication {
                     client.forgetToken()
-                } else if !error.isRetriable {
+                } else if error.isRetriable {
+                    client.moveOn(from: error.endpoint)
+                } else {
                     continuation.finish(
                         throwing: DatastoreError.backend("etcd at \(error.endpoint) ended a watch: \(error.message)"))
                     return
                 }
             } catch {
-                // Connection refused or dropped, an endpoint down or restarting: try again, from `next`.
+                // Connection refused or dropped, an endpoint down or restarting: try again, from `next`, on the next
+                // endpoint.
+                if let endpoint = state.withLock({ $0.lastEndpoint }) { client.moveOn(from: endpoint) }
             }
             if isCancelled { break }
             if next > before { delay = 0.05 }
@@ -226,6 +231,7 @@ final class EtcdWatch: Sendable {
         let connection = try client.connect(ioTimeout: 0)
         let proceed = state.withLock { state in
             state.connection = connection
+            state.lastEndpoint = connection.endpoint
             return !state.cancelled
         }
         defer { state.withLock { $0.connection = nil } }
@@ -241,8 +247,8 @@ final class EtcdWatch: Sendable {
             path: "/v3/watch", body: Array(try JSONSerialization.data(withJSONObject: request)), token: token)
         let (status, headers) = try connection.readHead()
         guard status == 200, headers["transfer-encoding"]?.lowercased().contains("chunked") == true else {
-            let body = try connection.readResponse()
-            _ = try client.decode(HTTPResponse(status: status, body: body.body), from: connection.endpoint)
+            let body = try connection.readBody(headers: headers)
+            _ = try client.decode(HTTPResponse(status: status, body: body), from: connection.endpoint)
             throw TransportError.protocolError("etcd at \(connection.endpoint) did not open a watch stream")
         }
         // Messages are JSON objects, one per line; a line may span chunks.
@@ -269,7 +275,11 @@ final class EtcdWatch: Sendable {
                 }
                 if result["canceled"] as? Bool == true {
                     let reason = result["cancel_reason"] as? String ?? "no reason given"
-                    throw EtcdClient.ServerError(code: 16, message: reason, endpoint: connection.endpoint)
+                    // Permission denied is final; an expired token is renewed; anything else is retried.
+                    let code =
+                        reason.contains("permission denied")
+                        ? 7 : reason.contains("auth") || reason.contains("token") ? 16 : 14
+                    throw EtcdClient.ServerError(code: code, message: reason, endpoint: connection.endpoint)
                 }
                 for event in result["events"] as? [[String: Any]] ?? [] {
                     var keyValue = keyValue(event["kv"] as? [String: Any] ?? [:])

@@ -90,6 +90,12 @@ final class HTTPConnection: @unchecked Sendable {
         // Requests are small and answered one at a time: Nagle's delay would add 40 ms to each.
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
+        // The TLS handshake is bounded like the connect, also on a watch's connection.
+        let handshakeTimeout = ioTimeout > 0 ? ioTimeout : connectTimeout
+        var bounded = timeval(
+            tv_sec: Int(handshakeTimeout), tv_usec: Int((handshakeTimeout - handshakeTimeout.rounded(.down)) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bounded, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bounded, socklen_t(MemoryLayout<timeval>.size))
         if ioTimeout == 0 {
             // A watch waits for as long as nothing changes: probe a silent peer so that a dead one is noticed
             // within about 25 s (`TCP_KEEPIDLE` 10 s, then 3 probes 5 s apart).
@@ -99,18 +105,19 @@ final class HTTPConnection: @unchecked Sendable {
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, socklen_t(MemoryLayout<Int32>.size))
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &interval, socklen_t(MemoryLayout<Int32>.size))
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, &probes, socklen_t(MemoryLayout<Int32>.size))
-        } else {
-            var timeout = timeval(tv_sec: Int(ioTimeout), tv_usec: Int((ioTimeout - ioTimeout.rounded(.down)) * 1e6))
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         }
         if let tls {
             var error = [CChar](repeating: 0, count: 512)
+            // On failure the descriptor is closed by deinit (which runs for a fully initialised object).
             guard let session = ctls_connect(tls.pointer, fd, endpoint.host, &error, error.count) else {
-                Glibc.close(fd)
                 throw .connect(Self.text(error))
             }
             self.tls = session
+        }
+        if ioTimeout == 0 {
+            var unbounded = timeval(tv_sec: 0, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &unbounded, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &unbounded, socklen_t(MemoryLayout<timeval>.size))
         }
     }
 
@@ -162,18 +169,27 @@ final class HTTPConnection: @unchecked Sendable {
         try write(Array(head.utf8) + body)
     }
 
+    /// Whether the server said it closes the connection after this response (`Connection: close`).
+    private(set) var closing = false
+
     /// Reads a complete response (Content-Length or chunked body).
     func readResponse() throws(TransportError) -> HTTPResponse {
         let (status, headers) = try readHead()
+        return HTTPResponse(status: status, body: try readBody(headers: headers))
+    }
+
+    /// Reads the body that follows a head already read.
+    func readBody(headers: [String: String]) throws(TransportError) -> [UInt8] {
+        if headers["connection"]?.lowercased() == "close" { closing = true }
         if headers["transfer-encoding"]?.lowercased().contains("chunked") == true {
             var body: [UInt8] = []
             while let chunk = try readChunk() { body += chunk }
-            return HTTPResponse(status: status, body: body)
+            return body
         }
         guard let lengthText = headers["content-length"], let length = Int(lengthText), length >= 0 else {
             throw .protocolError("response from \(endpoint) has neither a length nor chunked encoding")
         }
-        return HTTPResponse(status: status, body: try readExactly(length))
+        return try readExactly(length)
     }
 
     /// Reads a status line and headers (names lower-cased).

@@ -98,6 +98,21 @@ let scenarios = [
               - {action: Deny, protocol: TCP, destination: {nets: [169.254.169.254/32]}}
               - {action: Allow, notProtocol: UDP, destination: {namespaceSelector: projectcalico.org/name == 'other'}}
             """),
+    PolicyScenario(
+        name: "empty-sets-overlaps-many-ports",
+        yaml: """
+            apiVersion: projectcalico.org/v3
+            kind: GlobalNetworkPolicy
+            metadata: {name: edge-cases}
+            spec:
+              selector: app == 'server'
+              ingress:
+              - {action: Allow, source: {selector: role == 'monitoring'}}
+              - {action: Deny, source: {notNets: [10.65.0.0/16], notSelector: role == 'client'}}
+              - action: Allow
+                protocol: TCP
+                destination: {ports: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, "20:30", 40, 50, 60, 70, 80, 90]}
+            """),
 ]
 
 @Suite struct PolicyTests {
@@ -199,5 +214,40 @@ let scenarios = [
         let text = renderIptables(PolicyPlan(endpoints: [], warnings: []), family: .v4, current: state)
         #expect(text.contains("-X TDM-FW-caliold"))
         #expect(!text.contains("-I FORWARD") && text.contains("-I INPUT 1 -j TDM-INPUT"))
+    }
+
+    /// notNets of only the other family: the rule does not exist in this family (never widened to all of it).
+    @Test func notNetsOfTheOtherFamilyDropTheRule() throws {
+        let yaml = """
+            apiVersion: projectcalico.org/v3
+            kind: GlobalNetworkPolicy
+            metadata: {name: not-v4}
+            spec:
+              selector: app == 'server'
+              ingress: [{action: Allow, source: {notNets: [10.0.0.0/8]}}]
+            """
+        let plan = computePolicy(try policyInput(yaml, endpoints: cluster), local: cluster)
+        let rules = try #require(plan.endpoints.first { $0.endpoint == "server" && $0.direction == .ingress })
+            .policies.flatMap(\.rules)
+        #expect(rules.map(\.family) == [.v4])
+    }
+
+    /// In a NetworkPolicy, a side with only notSelector still names only the policy's namespace, and the
+    /// exclusion itself spans every namespace.
+    @Test func notSelectorIsScopedLikeCalico() throws {
+        let yaml = """
+            apiVersion: projectcalico.org/v3
+            kind: NetworkPolicy
+            metadata: {name: all-but-strangers, namespace: default}
+            spec:
+              selector: app == 'server'
+              ingress: [{action: Allow, source: {notSelector: role == 'other'}}]
+            """
+        let plan = computePolicy(try policyInput(yaml, endpoints: cluster), local: cluster)
+        let rule = try #require(
+            plan.endpoints.first { $0.endpoint == "server" && $0.direction == .ingress }?.policies.first?.rules.first)
+        let allowed = Set(try #require(rule.source).members.map(\.description))
+        #expect(allowed == ["10.65.0.2/32", "10.65.1.2/32", "10.65.2.2/32", "10.65.0.9/32"])
+        #expect(rule.notSource?.members.map(\.description) == ["10.65.2.2/32"])
     }
 }
