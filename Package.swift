@@ -143,8 +143,8 @@ let package = Package(
         .testTarget(
             name: "TandemIPAMTests",
             dependencies: [
-                "TandemIPAM", "TandemCNI", "TandemDatastore", "TandemStoreSQLite", "TandemTestSupport", "tandem-cni",
-                "tandemctl",
+                "TandemIPAM", "TandemCNI", "TandemDatastore", "TandemLinux", "TandemStoreSQLite", "TandemTestSupport",
+                "tandem-cni", "tandemctl",
             ],
             swiftSettings: strict),
         .testTarget(name: "TandemNetlinkCodecTests", dependencies: ["TandemNetlinkCodec"], swiftSettings: strict),

@@ -182,6 +182,13 @@ public struct IPAM: Sendable {
 
     /// Assigns `num4` IPv4 and `num6` IPv6 addresses. Both families or neither: if the second family fails,
     /// the first family's addresses are released and the error names the family and the reason.
+    /// A datastore failure stays one (the caller may try again later); anything else is exhaustion as before.
+    static func assignmentError(_ message: String, cause: any Error) -> IPAMError {
+        if let failure = cause as? DatastoreError, !failure.isConflict { return .datastore(message) }
+        if case .datastore = cause as? IPAMError { return .datastore(message) }
+        return .exhausted(message)
+    }
+
     public func autoAssign(_ request: AutoAssignRequest) async throws -> Assignment {
         var assignment = Assignment()
         // Pools, configuration and the node's labels are read once for both families.
@@ -192,19 +199,25 @@ public struct IPAM: Sendable {
             do {
                 assignment.ipv4 = try await assign(family: .v4, request: request, context: context)
             } catch {
-                throw IPAMError.exhausted("IPv4 assignment failed: \(error)")
+                throw Self.assignmentError("IPv4 assignment failed: \(error)", cause: error)
             }
         }
         if request.num6 > 0 {
             do {
                 assignment.ipv6 = try await assign(family: .v6, request: request, context: context)
             } catch {
-                let released = assignment.ipv4.map(\.address)
-                if !released.isEmpty { _ = try? await releaseIPs(released, handle: request.handle) }
-                let note =
-                    released.isEmpty
-                    ? "" : "; the IPv4 address(es) \(released.map(\.description).joined(separator: ", ")) were released"
-                throw IPAMError.exhausted("IPv6 assignment failed: \(error)\(note)")
+                let held = assignment.ipv4.map(\.address)
+                var note = ""
+                if !held.isEmpty {
+                    let list = held.map(\.description).joined(separator: ", ")
+                    if (try? await releaseIPs(held, handle: request.handle)) != nil {
+                        note = "; the IPv4 address(es) \(list) were released"
+                    } else {
+                        note =
+                            "; the IPv4 address(es) \(list) stay under handle \(request.handle) until a DEL releases them"
+                    }
+                }
+                throw Self.assignmentError("IPv6 assignment failed: \(error)\(note)", cause: error)
             }
         }
         return assignment

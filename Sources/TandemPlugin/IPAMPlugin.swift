@@ -71,6 +71,10 @@ struct IPAMPlugin {
         do {
             let assignment = try await ipam.autoAssign(request)
             return assignment.ipv4 + assignment.ipv6
+        } catch IPAMError.datastore(let message) {
+            // The datastore failed (etcd unreachable, a write whose outcome is unknown): worth another try.
+            throw CNIError(
+                code: CNIError.tryAgainLater, "datastore error during IP address assignment", details: message)
         } catch {
             throw CNIError(code: CNIError.ipamFailure, "IP address assignment failed", details: "\(error)")
         }

@@ -3,6 +3,7 @@ import TandemCNI
 import TandemCore
 import TandemDatastore
 import TandemIPAM
+import TandemLinux
 import TandemStoreSQLite
 import TandemTestSupport
 import Testing
@@ -193,14 +194,18 @@ func addAndDeleteConcurrently(_ plugin: Plugin) async throws {
     let results = try await withThrowingTaskGroup(of: [String].self) { group in
         for worker in 0..<8 {
             let config = plugin.config().replacingOccurrences(of: "node-a", with: "node-\(worker)")
+            // Each worker on a thread of its own: a blocking child-process wait on the cooperative pool (two threads
+            // on two cores) would let only two of the eight run at a time.
             group.addTask {
-                var mine: [String] = []
-                for index in 0..<perProcess {
-                    let (status, json) = try plugin.run("ADD", container: "w\(worker)-\(index)", config: config)
-                    #expect(status == 0, "\(json)")
-                    mine += addresses(json)
-                }
-                return mine
+                try await onThread {
+                    var mine: [String] = []
+                    for index in 0..<perProcess {
+                        let (status, json) = try plugin.run("ADD", container: "w\(worker)-\(index)", config: config)
+                        #expect(status == 0, "\(json)")
+                        mine += addresses(json)
+                    }
+                    return mine
+                }.get()
             }
         }
         var all: [String] = []
@@ -219,10 +224,12 @@ func deleteAll(_ plugin: Plugin, perProcess: Int) async throws {
         for worker in 0..<8 {
             let config = plugin.config().replacingOccurrences(of: "node-a", with: "node-\(worker)")
             group.addTask {
-                for index in 0..<perProcess {
-                    let (status, json) = try plugin.run("DEL", container: "w\(worker)-\(index)", config: config)
-                    #expect(status == 0, "\(json)")
-                }
+                try await onThread {
+                    for index in 0..<perProcess {
+                        let (status, json) = try plugin.run("DEL", container: "w\(worker)-\(index)", config: config)
+                        #expect(status == 0, "\(json)")
+                    }
+                }.get()
             }
         }
         try await group.waitForAll()
