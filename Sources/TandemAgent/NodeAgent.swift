@@ -128,7 +128,7 @@ public final class NodeAgent: Sendable {
     func enforcePolicy(_ policy: PolicyEnforcer, endpoints: [WorkloadEndpoint]) async {
         let started = ContinuousClock.now
         do {
-            let all = endpoints.map { policyEndpoint($0, node: nodeName) }
+            let all = endpoints.map { PolicyEndpoint($0, localTo: nodeName) }
             let input = PolicyInput(
                 networkPolicies: try await store.list(.networkPolicy).compactMap { $0.resource as? NetworkPolicy },
                 globalNetworkPolicies: try await store.list(.globalNetworkPolicy).compactMap {

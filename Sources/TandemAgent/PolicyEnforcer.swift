@@ -80,13 +80,3 @@ public final class PolicyEnforcer: Sendable {
         return true
     }
 }
-
-/// The policy view of a WorkloadEndpoint: its interface only when it is on `node`.
-func policyEndpoint(_ endpoint: WorkloadEndpoint, node: String) -> PolicyEndpoint {
-    PolicyEndpoint(
-        name: endpoint.metadata.name ?? "", namespace: endpoint.metadata.namespace ?? "default",
-        labels: endpoint.metadata.labels ?? [:],
-        interfaceName: endpoint.spec.node == node ? endpoint.spec.interfaceName : nil,
-        addresses: (endpoint.spec.ipNetworks ?? []).compactMap { try? CIDR(cidrOrAddress: $0).address },
-        profiles: endpoint.spec.profiles ?? [])
-}

@@ -105,3 +105,14 @@ public enum SHA2 {
         return digest
     }
 }
+
+/// Lower-case hexadecimal, two digits per byte (digests in names and keys).
+public func hexEncoded(_ bytes: some Sequence<UInt8>) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    for byte in bytes {
+        out.append(digits[Int(byte >> 4)])
+        out.append(digits[Int(byte & 0xF)])
+    }
+    return String(decoding: out, as: UTF8.self)
+}

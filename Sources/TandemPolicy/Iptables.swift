@@ -45,6 +45,10 @@ public func renderIptables(_ plan: PolicyPlan, family: IPFamily, current: Iptabl
         }
     }
     func append(_ name: String, _ rule: String) { chains[name, default: []].append("-A \(name) \(rule)") }
+    func addChain(_ name: String, _ lines: [String]) {
+        chain(name)
+        for line in lines { append(name, line) }
+    }
 
     for hook in ["FORWARD", "INPUT", "OUTPUT"] {
         chain("TDM-\(hook)")
@@ -71,10 +75,7 @@ public func renderIptables(_ plan: PolicyPlan, family: IPFamily, current: Iptabl
             for rule in endpoint.policies.flatMap(\.rules) where rule.family == family {
                 for line in iptablesRule(
                     rule, chain: name, profileChain: profileName,
-                    addChain: { sub, lines in
-                        chain(sub)
-                        for line in lines { append(sub, line) }
-                    })
+                    addChain: addChain)
                 {
                     append(name, line)
                 }
@@ -91,10 +92,7 @@ public func renderIptables(_ plan: PolicyPlan, family: IPFamily, current: Iptabl
                 for rule in endpoint.profileRules ?? [] where rule.family == family {
                     for line in iptablesRule(
                         rule, chain: profileName, profileChain: nil,
-                        addChain: { sub, lines in
-                            chain(sub)
-                            for line in lines { append(sub, line) }
-                        })
+                        addChain: addChain)
                     {
                         append(profileName, line)
                     }

@@ -29,6 +29,18 @@ public struct PolicyEndpoint: Sendable, Equatable {
     }
 }
 
+extension PolicyEndpoint {
+    /// The policy view of a WorkloadEndpoint: its interface only when it is on `node` (nil: every endpoint's).
+    public init(_ workload: WorkloadEndpoint, localTo node: String?) {
+        self.init(
+            name: workload.metadata.name ?? "", namespace: workload.metadata.namespace ?? "default",
+            labels: workload.metadata.labels ?? [:],
+            interfaceName: node == nil || workload.spec.node == node ? workload.spec.interfaceName : nil,
+            addresses: (workload.spec.ipNetworks ?? []).compactMap { try? CIDR(cidrOrAddress: $0).address },
+            profiles: workload.spec.profiles ?? [])
+    }
+}
+
 /// Everything policy is computed from: the cluster's policies, profiles and endpoints, and which endpoints are local.
 public struct PolicyInput: Sendable {
     public var networkPolicies: [NetworkPolicy]
@@ -77,7 +89,7 @@ public struct AddressSet: Sendable, Hashable {
         }
         self.members = sorted
         let digest = SHA2.sha256(Array(sorted.map(\.description).joined(separator: ",").utf8))
-        name = "s\(family.rawValue)_" + digest.prefix(6).map { String($0, radix: 16).leftPadded(2) }.joined()
+        name = "s\(family.rawValue)_" + hexEncoded(digest.prefix(6))
     }
 }
 
@@ -158,9 +170,3 @@ public struct PolicyPlan: Sendable, Equatable {
 /// The ICMPv6 types a node never filters: router solicitation and advertisement, neighbour solicitation and
 /// advertisement. Without them IPv6 itself stops working, whatever the policy says.
 public let alwaysAllowedICMPv6Types = [133, 134, 135, 136]
-
-extension String {
-    fileprivate func leftPadded(_ width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
-    }
-}

@@ -36,13 +36,7 @@ struct PolicySelecting: AsyncParsableCommand {
             else {
                 throw ResourceError("no workload endpoint or pod \"\(endpoint)\" in namespace \(namespace)")
             }
-            let all = workloads.map { workload in
-                PolicyEndpoint(
-                    name: workload.metadata.name ?? "", namespace: workload.metadata.namespace ?? "default",
-                    labels: workload.metadata.labels ?? [:], interfaceName: workload.spec.interfaceName,
-                    addresses: (workload.spec.ipNetworks ?? []).compactMap { try? CIDR(cidrOrAddress: $0).address },
-                    profiles: workload.spec.profiles ?? [])
-            }
+            let all = workloads.map { PolicyEndpoint($0, localTo: nil) }
             let input = PolicyInput(
                 networkPolicies: try await store.list(.networkPolicy).compactMap { $0.resource as? NetworkPolicy },
                 globalNetworkPolicies: try await store.list(.globalNetworkPolicy).compactMap {
