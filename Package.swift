@@ -30,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // Pure libraries: no Glibc, no syscalls.
@@ -51,6 +53,11 @@ let package = Package(
         .target(
             name: "TandemIPAM", dependencies: ["TandemCore", "TandemModel", "TandemSelector", "TandemStore"],
             swiftSettings: strict),
+        // The agent's calculation layer: the datastore cache, its indexes and the desired dataplane state.
+        .target(
+            name: "TandemCalculation",
+            dependencies: ["TandemBGP", "TandemCore", "TandemModel", "TandemPolicy", "TandemSelector", "TandemStore"],
+            swiftSettings: strict),
         // System layer.
         .target(name: "CNetlink"),
         .target(name: "TandemLinux", dependencies: ["CNetlink"], swiftSettings: strict),
@@ -69,9 +76,13 @@ let package = Package(
         .target(
             name: "TandemDatastore", dependencies: ["TandemStore", "TandemStoreEtcd", "TandemStoreSQLite"],
             swiftSettings: strict),
+        // The kernel seam, the fake kernel, pod wiring and the agent's dataplane managers.
         .target(
             name: "TandemDataplane",
-            dependencies: ["TandemCore", "TandemLinux", "TandemNetlink", "TandemNetlinkCodec"],
+            dependencies: [
+                "TandemBGP", "TandemCalculation", "TandemCore", "TandemLinux", "TandemNetlink", "TandemNetlinkCodec",
+                "TandemPolicy", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict),
         .target(
             name: "TandemPlugin",
@@ -84,7 +95,9 @@ let package = Package(
             dependencies: [
                 "CNetlink", "TandemAutodetection", "TandemBGP", "TandemCNIWire", "TandemIPAM", "TandemLinux",
                 "TandemNetlink",
-                "TandemNetlinkCodec", "TandemPlugin", "TandemDatastore", "TandemPolicy",
+                "TandemNetlinkCodec", "TandemPlugin", "TandemDatastore", "TandemPolicy", "TandemCalculation",
+                "TandemDataplane", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         // Executables stay thin. `tandem` is the CNI shim: Glibc, the wire format and TandemCore only (no
@@ -99,7 +112,10 @@ let package = Package(
             name: "tandem-node",
             dependencies: [
                 "TandemAgent", "TandemAutodetection", "TandemCNIWire", "TandemCore", "TandemModel", "TandemStore",
-                "TandemDatastore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "TandemDatastore", "TandemDataplane", "TandemNetlink",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         .executableTarget(
@@ -122,6 +138,17 @@ let package = Package(
             name: "TandemTestSupport", dependencies: ["TandemLinux"], path: "Sources/TandemTestSupport",
             swiftSettings: strict),
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"], swiftSettings: strict),
+        .testTarget(
+            name: "TandemCalculationTests",
+            dependencies: ["TandemCalculation", "TandemCore", "TandemModel", "TandemPolicy", "TandemStore"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "TandemDataplaneTests",
+            dependencies: [
+                "TandemCalculation", "TandemDataplane", "TandemCore", "TandemNetlink", "TandemNetlinkCodec",
+                "TandemPolicy", "TandemLinux", "TandemTestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
         .testTarget(
             name: "TandemAutodetectionTests", dependencies: ["TandemAutodetection", "TandemCore"],
             swiftSettings: strict),

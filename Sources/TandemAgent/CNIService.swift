@@ -1,7 +1,10 @@
 import CNetlink
 import Foundation
 import Glibc
+import ServiceLifecycle
+import Synchronization
 import TandemCNIWire
+import TandemLinux
 import TandemDatastore
 import TandemPlugin
 import TandemStore
@@ -22,6 +25,7 @@ public final class CNIService: Sendable {
     private let perContainer = KeyedSerialGate()
     private let log: @Sendable (String) -> Void
     private let checkpoint: @Sendable (String) -> Void
+    private let stopping = Atomic<Bool>(false)
 
     /// Binds and listens: `ss -xlp | grep tandem-cni` shows it. `checkpoint` is called at the named points of each
     /// ADD (see `CNIInvocation`).
@@ -70,21 +74,26 @@ public final class CNIService: Sendable {
     /// How many calls are served at once; more wait in the listen backlog. A node starts pods a few at a time.
     public static let concurrentCalls = 32
 
-    /// Accepts calls until the process ends, on `concurrentCalls` threads made once (a thread per call cost more
-    /// than the rest of the hand-off).
-    public func serve() -> Never {
-        for _ in 1..<Self.concurrentCalls {
-            let thread = Thread { [self] in acceptLoop() }
-            thread.stackSize = 1 << 20
-            thread.start()
+    /// Accepts calls on `concurrentCalls` threads made once (a thread per call cost more than the rest of the
+    /// hand-off), until ``stop()``.
+    public func start() {
+        for _ in 0..<Self.concurrentCalls {
+            startThread { [self] in acceptLoop() }
         }
-        acceptLoop()
     }
 
-    private func acceptLoop() -> Never {
-        while true {
+    /// Stops accepting: calls being served finish; the listening socket is shut down and a socket file removed.
+    public func stop() {
+        guard !stopping.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        shutdown(listener, Int32(SHUT_RDWR))
+        removeSocketFile()
+    }
+
+    private func acceptLoop() {
+        while !stopping.load(ordering: .relaxed) {
             let connection = cnl_accept_cloexec(listener)
             if connection < 0 {
+                if stopping.load(ordering: .relaxed) { return }
                 if errno == EINTR || errno == ECONNABORTED { continue }
                 log("accept on \(address): \(String(cString: strerror(errno)))")
                 sleep(1)
@@ -162,6 +171,15 @@ public final class CNIService: Sendable {
         }
         done.wait()
         return box.get()
+    }
+}
+
+extension CNIService: Service {
+    /// Serves until a graceful shutdown or cancellation, then stops accepting.
+    public func run() async throws {
+        start()
+        try? await gracefulShutdown()
+        stop()
     }
 }
 

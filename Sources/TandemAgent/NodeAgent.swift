@@ -1,162 +1,307 @@
 import Foundation
+import Logging
+import ServiceLifecycle
 import Synchronization
 import TandemBGP
+import TandemCalculation
 import TandemCore
-import TandemIPAM
+import TandemDataplane
 import TandemLinux
 import TandemModel
-import TandemNetlink
-import TandemPlugin
 import TandemPolicy
 import TandemStore
 
-/// The node agent's control loop: level-triggered. Any change under `/calico/` in the datastore, and a timer
-/// (the resync), start a pass that reads the desired state whole (this node's endpoints and blocks, the BGP
-/// resources) and makes the kernel's routes and BIRD's configuration match it. A route deleted by hand returns
-/// at the next resync; a pass that fails is logged and retried by the next.
-public final class NodeAgent: Sendable {
-    public let nodeName: String
-    let store: ResourceStore
-    let ipam: IPAM
-    let routes: RouteReconciler
-    let bird: BirdControl?
-    let birdLog: String?
-    let routerID: IPv4Address
-    let resync: Duration
-    let policy: PolicyEnforcer?
-    let log: @Sendable (String) -> Void
+/// The node agent's dataplane engine, in the shape of Calico's Felix:
+/// 1. the datastore syncer lists the cache's prefixes at a revision, then follows the watch from there (a broken
+///    watch resumes from the last revision seen; a compacted one, or a resync, lists again);
+/// 2. the calculation layer (``ClusterCache``, pure) decodes each change once, keeps the indexes and says which
+///    concerns changed; only those get new desired state (routes, the policy plan, BIRD's configuration);
+/// 3. the managers (``RouteManager``, ``PolicyManager``, ``BirdManager``) each read back the kernel and apply the
+///    difference on a thread of their own, retried with backoff when they fail, never holding each other back.
+///
+/// Every resync interval the cache is compared with a full list (a difference is a bug, logged and repaired) and
+/// every manager reads the kernel back whole, so a route deleted by hand or a flushed ruleset is put right.
+/// Stopping the agent leaves the dataplane as it is: routes, rules and BIRD stay for the next start.
+public final class NodeAgent: Service, Sendable {
+    /// What the agent is told at start.
+    public struct Configuration: Sendable {
+        public var nodeName: String
+        public var routerID: IPv4Address
+        public var resync: Duration
+        public var bird: BirdControl?
+        public var birdLog: String?
+        public var policyBackend: PolicyBackend
+        public var policyTools: any PolicyTools
+
+        public init(
+            nodeName: String, routerID: IPv4Address, resync: Duration, bird: BirdControl?, birdLog: String?,
+            policyBackend: PolicyBackend, policyTools: any PolicyTools
+        ) {
+            self.nodeName = nodeName
+            self.routerID = routerID
+            self.resync = resync
+            self.bird = bird
+            self.birdLog = birdLog
+            self.policyBackend = policyBackend
+            self.policyTools = policyTools
+        }
+    }
+
+    public let configuration: Configuration
+    let datastore: any Datastore
+    public let routes: RouteManager
+    public let policy: PolicyManager
+    public let bgp: BirdManager?
+    public let runner: ManagerRunner
+    let logger: Logger
+    let logLevel: SharedLogLevel?
+    /// Updates from the syncer waiting for the calculation layer, and the wake-up for it.
+    private let inbox = Mutex<[SyncUpdate]>([])
+    private let wake: AsyncStream<Void>
+    private let wakeUp: AsyncStream<Void>.Continuation
+    /// Counts of what the calculation layer did, for tests and benchmarks.
+    private let counters = Mutex(Counters())
+    /// The highest revision the syncer has delivered (a list's, or a watched event's).
+    private let watched = Mutex<Int64>(0)
+
+    public struct Counters: Sendable, Equatable {
+        /// Batches of updates processed, and the calculation time they took.
+        public var batches = 0
+        public var calculation = Duration.zero
+        /// Full lists applied (start, compaction, resync).
+        public var lists = 0
+        /// Differences a resync found between the cache and the datastore (bugs).
+        public var divergences = 0
+    }
+
+    enum SyncUpdate {
+        case snapshot([KeyValue], revision: Int64)
+        case event(WatchEvent)
+        case resync([KeyValue], revision: Int64)
+    }
 
     public init(
-        nodeName: String, store: ResourceStore, routerID: IPv4Address, bird: BirdControl?, birdLog: String?,
-        resync: Duration, policy: PolicyEnforcer? = nil, log: @escaping @Sendable (String) -> Void
-    ) throws {
-        self.policy = policy
-        self.nodeName = nodeName
-        self.store = store
-        self.ipam = IPAM(store: store.datastore, nanoseconds: { DispatchTime.now().uptimeNanoseconds })
-        self.routes = RouteReconciler(netlink: try Netlink())
-        self.bird = bird
-        self.birdLog = birdLog
-        self.routerID = routerID
-        self.resync = resync
-        self.log = log
+        configuration: Configuration, datastore: any Datastore, kernel: any KernelNetworking, logger: Logger,
+        logLevel: SharedLogLevel? = nil
+    ) {
+        self.configuration = configuration
+        self.datastore = datastore
+        self.logger = logger
+        self.logLevel = logLevel
+        routes = RouteManager(kernel: kernel)
+        policy = PolicyManager(backend: configuration.policyBackend, tools: configuration.policyTools)
+        bgp = configuration.bird.map(BirdManager.init)
+        runner = ManagerRunner(managers: [routes, policy] + (bgp.map { [$0] } ?? []), logger: logger)
+        (wake, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// The configuration BIRD last loaded from this agent; nil until the first pass (which therefore always has
-    /// BIRD load the file, whatever an earlier agent left on disk).
-    private let appliedBirdConfig = Mutex<String?>(nil)
+    public func counts() -> Counters { counters.withLock { $0 } }
 
-    /// Runs until the task is cancelled.
-    public func run() async {
-        let (triggers, trigger) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let watcher = Task {
-            var next = ((try? await store.datastore.currentRevision()) ?? 0) + 1
-            while !Task.isCancelled {
+    /// Runs until cancelled or a graceful shutdown (SIGTERM, SIGINT through the service group).
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { [self] in
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.runner.run() }
+                group.addTask { await self.sync() }
+                group.addTask { await self.resyncTicker() }
+                group.addTask { await self.calculate() }
+                await group.next()
+                group.cancelAll()
+            }
+        }
+        wakeUp.finish()
+    }
+
+    private func deliver(_ update: SyncUpdate) {
+        inbox.withLock { $0.append(update) }
+        wakeUp.yield()
+    }
+
+    // MARK: Syncer
+
+    /// Lists the cache's prefixes, then follows the watch; lists again after a compaction.
+    private func sync() async {
+        var logger = self.logger
+        logger[metadataKey: "component"] = "syncer"
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            let listed: ([KeyValue], Int64)
+            do {
+                listed = try await listAll()
+            } catch {
+                logger.error("listing the datastore failed; retrying in \(backoff)", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(10))
+                continue
+            }
+            backoff = .milliseconds(100)
+            deliver(.snapshot(listed.0, revision: listed.1))
+            watched.withLock { $0 = max($0, listed.1) }
+            var next = listed.1 + 1
+            // Follow the watch; resume where it broke, list again when the revision is gone.
+            watching: while !Task.isCancelled {
                 do {
-                    for try await event in store.datastore.watch(prefix: "/calico/", fromRevision: next) {
+                    for try await event in datastore.watch(prefix: "/calico/", fromRevision: next) {
                         next = event.keyValue.modRevision + 1
-                        trigger.yield()
+                        if ClusterCache.holds(event.keyValue.key) { deliver(.event(event)) }
+                        watched.withLock { $0 = max($0, event.keyValue.modRevision) }
                     }
+                    if Task.isCancelled { return }
+                } catch DatastoreError.compacted(let requested, let oldest) {
+                    logger.warning(
+                        "watch revision \(requested) compacted (oldest \(oldest)); listing the datastore again")
+                    break watching
                 } catch {
-                    // Resume from now (the missed changes are read whole by the pass this triggers).
-                    log("datastore watch failed (\(error)); resuming from the current revision")
-                    next = ((try? await store.datastore.currentRevision()) ?? next - 1) + 1
-                    trigger.yield()
+                    logger.warning("datastore watch failed; resuming from revision \(next)", metadata: ["error": "\(error)"])
                 }
-                try? await Task.sleep(for: .seconds(1))
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(10))
             }
-        }
-        let ticker = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: resync)
-                trigger.yield()
-            }
-        }
-        defer {
-            watcher.cancel()
-            ticker.cancel()
-        }
-        trigger.yield()
-        for await _ in triggers {
-            // Gather a burst of changes (a pod's ADD writes several keys) into one pass.
-            try? await Task.sleep(for: .milliseconds(20))
-            await pass()
         }
     }
 
-    /// One reconcile pass: routes, policy, then BGP, each on its own so that a failure of one does not hold up the
-    /// others.
-    public func pass() async {
-        let started = ContinuousClock.now
-        let blocks: [CIDR]
-        let endpoints: [WorkloadEndpoint]
-        do {
-            endpoints = try await store.list(.workloadEndpoint).compactMap { $0.resource as? WorkloadEndpoint }
-            blocks = try await ipam.confirmedAffineBlocks(host: nodeName)
-            let desired = desiredRoutes(node: nodeName, endpoints: endpoints, affineBlocks: blocks)
-            // Kernel and process work runs on a thread of its own: the cooperative pool also serves CNI calls.
-            let routes = self.routes
-            let report = try await onThread { try routes.reconcile(desired) }.get()
-            for line in report.added { log("route: \(line)") }
-            for line in report.removed { log("route: \(line)") }
-            for line in report.failed { log("route failed: \(line)") }
-            if !report.isEmpty {
-                log("reconciled in \((ContinuousClock.now - started).formatted(.units(allowed: [.milliseconds])))")
-            }
-        } catch {
-            log("reconcile failed: \(error)")
-            return
+    /// A full list of the cache's prefixes; the revision is the first list's, so the watch after it replays
+    /// anything the second list might have missed (the cache ignores what it already holds).
+    func listAll() async throws -> ([KeyValue], Int64) {
+        var items: [KeyValue] = []
+        var revision: Int64?
+        for prefix in ClusterCache.prefixes {
+            let (listed, at) = try await datastore.list(prefix: prefix)
+            items += listed
+            revision = revision ?? at
         }
-        if let policy { await enforcePolicy(policy, endpoints: endpoints) }
-        guard let bird else { return }
-        do {
-            let (config, warnings) = try await birdConfig(blocks: blocks)
-            for warning in warnings { log("BGP: \(warning)") }
-            let applied = appliedBirdConfig.withLock { $0 }
-            switch try await onThread({ try bird.apply(config, applied: applied) }).get() {
-            case .unchanged: break
-            case .reconfigured: log("BIRD reconfigured (\(bird.configPath))")
-            case .started: log("BIRD started (\(bird.configPath), socket \(bird.socketPath))")
+        return (items, revision ?? 0)
+    }
+
+    private func resyncTicker() async {
+        var logger = self.logger
+        logger[metadataKey: "component"] = "syncer"
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.resync)
+            if Task.isCancelled { return }
+            do {
+                let (items, revision) = try await listAll()
+                // Compared once the watch has delivered everything up to the list's revision (2 s at most).
+                for _ in 0..<200 where watched.withLock({ $0 }) < revision {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
+                deliver(.resync(items, revision: revision))
+            } catch {
+                logger.warning("resync list failed", metadata: ["error": "\(error)"])
             }
-            appliedBirdConfig.withLock { $0 = config }
-        } catch {
-            log("BGP configuration not applied: \(error)")
+            runner.resyncAll()
         }
     }
 
-    /// Computes the policy of this node's endpoints and loads it when it changed.
-    func enforcePolicy(_ policy: PolicyEnforcer, endpoints: [WorkloadEndpoint]) async {
-        let started = ContinuousClock.now
-        do {
-            let all = endpoints.map { PolicyEndpoint($0, localTo: nodeName) }
-            let input = PolicyInput(
-                networkPolicies: try await store.list(.networkPolicy).compactMap { $0.resource as? NetworkPolicy },
-                globalNetworkPolicies: try await store.list(.globalNetworkPolicy).compactMap {
-                    $0.resource as? GlobalNetworkPolicy
-                },
-                profiles: try await store.list(.profile).compactMap { $0.resource as? Profile }, endpoints: all)
-            let plan = computePolicy(input, local: all.filter { $0.interfaceName != nil })
-            guard try await onThread({ try policy.apply(plan) }).get() else { return }
-            let selected = plan.endpoints.filter { !$0.policies.isEmpty }.count
-            log(
-                "policy (\(policy.backend.rawValue)): \(plan.endpoints.count / 2) local endpoint(s), \(selected) "
-                    + "endpoint direction(s) under policy, loaded in "
-                    + "\((ContinuousClock.now - started).formatted(.units(allowed: [.milliseconds])))")
-            for warning in plan.warnings { log("policy: \(warning)") }
-        } catch {
-            log("policy not applied: \(error)")
+    // MARK: Calculation
+
+    /// Applies the syncer's updates to the cache in batches and hands the managers what changed.
+    private func calculate() async {
+        var logger = self.logger
+        logger[metadataKey: "component"] = "calc"
+        var cache = ClusterCache(nodeName: configuration.nodeName)
+        var synced = false
+        var lastWarnings: [String] = []
+        var lastLocalCount = -1
+        for await _ in wake {
+            let batch = inbox.withLock { queue in
+                defer { queue.removeAll() }
+                return queue
+            }
+            if batch.isEmpty { continue }
+            let started = ContinuousClock.now
+            var changes: ClusterChanges = []
+            for update in batch {
+                switch update {
+                case .snapshot(let items, let revision):
+                    changes.formUnion(cache.replaceAll(items, revision: revision))
+                    if !synced { changes = .all }
+                    synced = true
+                    counters.withLock { $0.lists += 1 }
+                case .event(let event):
+                    changes.formUnion(cache.apply(event))
+                case .resync(let items, let revision):
+                    // The watch should have kept the cache exact: anything else is a bug, logged and repaired.
+                    let problems = cache.divergence(from: items, at: revision)
+                    if !problems.isEmpty {
+                        counters.withLock { $0.divergences += problems.count }
+                        for problem in problems.prefix(20) {
+                            logger.error("bug: cache diverged from the datastore: \(problem)")
+                        }
+                        changes.formUnion(cache.replaceAll(items, revision: revision))
+                    }
+                    counters.withLock { $0.lists += 1 }
+                }
+            }
+            guard synced, !changes.isEmpty else { continue }
+            for (key, reason) in cache.undecodable.sorted(by: { $0.key < $1.key }).prefix(5) {
+                logger.warning("ignoring \(key): \(reason)")
+            }
+            var kick: [String] = []
+            if changes.contains(.routes) {
+                routes.setDesired(cache.desiredRoutes)
+                kick.append(routes.name)
+            }
+            if changes.contains(.policy) && policy.backend != .none {
+                let plan = cache.policy.plan()
+                policy.setDesired(plan)
+                kick.append(policy.name)
+                let warnings = plan.warnings.map(\.description)
+                if warnings != lastWarnings {
+                    for warning in warnings where !lastWarnings.contains(warning) { logger.warning("policy: \(warning)") }
+                    lastWarnings = warnings
+                }
+                let local = plan.endpoints.count / 2
+                if local != lastLocalCount || cache.policy.lastCompiled > 0 {
+                    let selected = plan.endpoints.filter { !$0.policies.isEmpty }.count
+                    logger.info(
+                        "policy (\(policy.backend.rawValue)): \(local) local endpoint(s), \(selected) endpoint direction(s) under policy",
+                        metadata: ["compiled": "\(cache.policy.lastCompiled)"])
+                    lastLocalCount = local
+                }
+            }
+            if changes.contains(.bgp), let bgp {
+                do {
+                    let (config, warnings) = try renderBirdConfigReporting(
+                        cache.birdInput(routerID: configuration.routerID, logFile: configuration.birdLog))
+                    for warning in warnings { logger.warning("BGP: \(warning)") }
+                    bgp.setDesired(config)
+                    kick.append(bgp.name)
+                } catch {
+                    logger.error("BGP configuration not rendered: \(error)")
+                }
+            }
+            if changes.contains(.felixConfiguration) { applyFelixConfiguration(cache, logger: logger) }
+            let elapsed = ContinuousClock.now - started
+            counters.withLock {
+                $0.batches += 1
+                $0.calculation += elapsed
+            }
+            logger.debug("calculated", metadata: ["changes": "\(changes)", "updates": "\(batch.count)", "took": "\(elapsed)"])
+            runner.kick(kick)
         }
     }
 
-    /// This node's BIRD configuration from the datastore.
-    func birdConfig(blocks: [CIDR]) async throws -> (String, [String]) {
-        let nodes = try await store.list(.node).compactMap { $0.resource as? Node }.map(BGPNode.init)
-        let configurations = try await store.list(.bgpConfiguration).compactMap { $0.resource as? BGPConfiguration }
-        let peers = try await store.list(.bgpPeer).compactMap { $0.resource as? BGPPeer }
-        let pools = try await store.list(.ipPool).compactMap { $0.resource as? IPPool }
-        return try renderBirdConfigReporting(
-            BirdInput(
-                nodeName: nodeName, routerID: routerID, nodes: nodes, configurations: configurations, peers: peers,
-                pools: pools, affineBlocks: blocks, logFile: birdLog))
+    /// FelixConfiguration fields the agent honours today: `logSeverityScreen`. The others are named in the log
+    /// (the issues that honour them are open), never silently taken.
+    private func applyFelixConfiguration(_ cache: ClusterCache, logger: Logger) {
+        if let text = cache.felixSetting("logSeverityScreen")?.stringValue, let logLevel {
+            if let level = SharedLogLevel.parse(text) {
+                if logLevel.value != level {
+                    logger.notice("log level \(level) (FelixConfiguration logSeverityScreen \(text))")
+                    logLevel.value = level
+                }
+            } else {
+                logger.warning("FelixConfiguration logSeverityScreen \"\(text)\" is not a level; keeping \(logLevel.value)")
+            }
+        }
+        var ignored: Set<String> = []
+        for configuration in cache.felixConfigurations.values {
+            for field in configuration.spec.fields where field.key != "logSeverityScreen" { ignored.insert(field.key) }
+        }
+        if !ignored.isEmpty {
+            logger.warning(
+                "FelixConfiguration fields not yet honoured by this agent: \(ignored.sorted().joined(separator: ", "))")
+        }
     }
 }

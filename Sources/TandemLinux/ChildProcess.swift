@@ -17,10 +17,14 @@ public enum ChildProcess {
     /// Runs `executable` with `arguments` (argv[0] is `executable` unless `argv0` is given), the environment
     /// `environment` (nil: ours), `stdin` written to its standard input (nil: /dev/null), and waits for it.
     /// The exit status is the child's, or 128 + the signal that ended it, as a shell reports.
+    ///
+    /// With a `timeout`, a child still running when it expires is killed (SIGKILL) and reaped, and the call throws
+    /// ``ChildProcessTimeout`` with what the child had written to its standard error: a hung tool never holds its
+    /// caller.
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil, stdin: [UInt8]? = nil,
-        argv0: String? = nil
-    ) throws(SystemError) -> Output {
+        argv0: String? = nil, timeout: Duration? = nil
+    ) throws -> Output {
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
         var inPipe: [Int32] = [-1, -1]
@@ -80,9 +84,26 @@ public enum ChildProcess {
         var stderr: [UInt8] = []
         var open = [(outPipe[0], true), (errPipe[0], false)]
         var buffer = [UInt8](repeating: 0, count: 65536)
+        let deadline = timeout.map { monotonicMilliseconds() + $0.milliseconds }
         while !open.isEmpty {
             var fds = open.map { pollfd(fd: $0.0, events: Int16(POLLIN), revents: 0) }
-            if poll(&fds, nfds_t(fds.count), -1) < 0 {
+            var wait: Int32 = -1
+            if let deadline {
+                let left = deadline - monotonicMilliseconds()
+                if left <= 0 {
+                    // Out of time: kill it, reap it, and say what it had printed.
+                    kill(pid, SIGKILL)
+                    for (fd, _) in open { close(fd) }
+                    ChildProcess.wait(for: pid)
+                    throw ChildProcessTimeout(
+                        command: ([executable] + arguments).joined(separator: " "), timeout: timeout!,
+                        stderr: String(decoding: stderr, as: UTF8.self))
+                }
+                wait = Int32(min(left, Int64(Int32.max)))
+            }
+            let ready = poll(&fds, nfds_t(fds.count), wait)
+            if ready == 0 { continue }
+            if ready < 0 {
                 if errno == EINTR { continue }
                 // Cannot happen with valid descriptors; stop reading rather than spin, and let the child go.
                 for (fd, _) in open { close(fd) }
@@ -165,6 +186,34 @@ public enum ChildProcess {
         guard result == 0 else { throw SystemError(errno: result, "run \(executable)") }
         return pid
     }
+}
+
+/// A child that did not finish in time: it was killed.
+public struct ChildProcessTimeout: Error, CustomStringConvertible {
+    public var command: String
+    public var timeout: Duration
+    /// What it had written to its standard error before it was killed.
+    public var stderr: String
+
+    public var description: String {
+        let said = String(stderr.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+        return "\(command) did not finish within \(timeout.milliseconds) ms and was killed"
+            + (said.isEmpty ? "" : "; it said: \(said.prefix(2000))")
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds.
+    public var milliseconds: Int64 {
+        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}
+
+/// CLOCK_MONOTONIC in milliseconds.
+func monotonicMilliseconds() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
 }
 
 /// Writes every byte, retrying short writes; stops on an error (a child that closed its input).

@@ -82,6 +82,9 @@ public func policiesSelecting(
 
 struct RuleCompiler {
     let input: PolicyInput
+    /// Resolves a rule side's selectors to the matching endpoints' addresses from an index kept elsewhere (the
+    /// incremental ``PolicyCalculator``); nil: by scanning `input.endpoints`.
+    var resolver: ((_ ref: SelectorRef, _ family: IPFamily) -> [CIDR])?
     var warnings: [PolicyWarning] = []
     private var selectors: [String: Selector?] = [:]
     /// Resolved selector addresses by selector, namespace selector, namespace and family.
@@ -204,6 +207,11 @@ struct RuleCompiler {
         if let cached = resolved[cacheKey] { return .some(cached) }
         var addresses: [CIDR] = []
         defer { resolved[cacheKey] = addresses }
+        if let resolver {
+            addresses = resolver(
+                SelectorRef(selector: selectorText, namespaceSelector: namespaceText, namespace: namespace), family)
+            return .some(addresses)
+        }
         for endpoint in input.endpoints {
             if let namespaceSelector {
                 // global() names non-namespaced endpoints (host endpoints): none here.

@@ -1,126 +1,252 @@
 import TandemCore
 
-/// What `iptables-save -t filter` (or `ip6tables-save`) shows of Tandem's chains now: the restore text removes the
-/// chains no longer wanted and hooks Tandem's chains in once.
-public struct IptablesState: Sendable, Equatable {
-    /// Chains that exist whose names start with `TDM-`.
-    public var chains: Set<String>
+/// The policy of one family as iptables chains of the filter table, each replaceable on its own. Chains are named
+/// after Calico's: `TDM-FW-IFACE` for traffic from a workload (its egress), `TDM-TW-IFACE` to it; `TDM-P-HASH` holds one
+/// policy's rules for one direction, shared by every endpoint it selects; `TDM-PR-HASH` an endpoint's profiles'
+/// rules. An allowing rule sets mark bit 0x10000 and returns, a Pass sets 0x20000 and returns, and the endpoint chain
+/// acts on the mark. Rules with negations (`notNets`, `notSelector`, `notPorts`) get a chain of their own
+/// (`TDM-R-HASH`) that returns early for the excluded traffic. `TDM-FORWARD`, `TDM-INPUT` and `TDM-OUTPUT` dispatch
+/// by interface and are hooked into the built-in chains once.
+///
+/// Every chain ends with a rule `-m comment --comment "tandem:HASH"` (no target: it matches and does nothing), the
+/// hash of its other rules, so reading the table back tells which chains hold what this version wants.
+public struct IptablesRuleset: Sendable, Equatable {
+    public var family: IPFamily
+    /// Chains by name: their rules, as `-A NAME` arguments.
+    public var chains: [String: [String]] = [:]
+    public var chainHashes: [String: String] = [:]
+
+    public init(family: IPFamily) { self.family = family }
+
+    public static let hooks = ["FORWARD", "INPUT", "OUTPUT"]
+}
+
+/// Renders iptables rulesets, keeping policy and profile chains between calls.
+public struct IptablesRenderer: Sendable {
+    private var rendered: [String: (key: [RuleIR], chains: [String: [String]])] = [:]
+
+    public init() {}
+
+    public mutating func ruleset(_ plan: PolicyPlan, family: IPFamily) -> IptablesRuleset {
+        var ruleset = IptablesRuleset(family: family)
+        var used: Set<String> = []
+        var dispatch: [String: [String]] = [:]
+        for hook in IptablesRuleset.hooks {
+            dispatch[hook] = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+        }
+        let byInterface = Dictionary(grouping: plan.endpoints, by: \.interfaceName)
+        for interface in byInterface.keys.sorted() {
+            dispatch["FORWARD"]! += ["-i \(interface) -j TDM-FW-\(interface)", "-o \(interface) -j TDM-TW-\(interface)"]
+            dispatch["INPUT"]!.append("-i \(interface) -j TDM-FW-\(interface)")
+            dispatch["OUTPUT"]!.append("-o \(interface) -j TDM-TW-\(interface)")
+            for endpoint in byInterface[interface]!.sorted(by: { $0.direction.rawValue < $1.direction.rawValue }) {
+                let name = (endpoint.direction == .egress ? "TDM-FW-" : "TDM-TW-") + interface
+                var lines = ["-m conntrack --ctstate INVALID -j DROP"]
+                if family == .v6 {
+                    for type in alwaysAllowedICMPv6Types {
+                        lines.append("-p ipv6-icmp -m icmp6 --icmpv6-type \(type) -j RETURN")
+                    }
+                }
+                let usesPass = endpoint.policies.contains { $0.rules.contains { $0.verdict == .pass } }
+                var profileChain: String?
+                if endpoint.profileRules != nil || usesPass {
+                    let rules = (endpoint.profileRules ?? []).filter { $0.family == family }
+                    let hasProfile = endpoint.profileRules != nil
+                    let chain = "TDM-PR-" + NftRenderer.digest("\(family)|\(endpoint.direction)|\(hasProfile)", rules)
+                    profileChain = chain
+                    if !used.contains(chain) {
+                        cached(&ruleset, chain, rules) { addChain in
+                            var body: [String] = []
+                            for rule in rules {
+                                body += iptablesRule(rule, chain: chain, pass: .drop, addChain: addChain)
+                            }
+                            body.append(hasProfile ? "-m comment --comment \"no profile rule allowed it\" -j DROP" : "-j RETURN")
+                            return body
+                        }
+                        used.insert(chain)
+                    }
+                }
+                if !endpoint.policies.isEmpty { lines.append("-j MARK --set-xmark 0x0/0x30000") }
+                for policy in endpoint.policies {
+                    let chain =
+                        "TDM-P-"
+                        + NftRenderer.digest("\(family)|\(policy.kind.name)|\(policy.name)|\(endpoint.direction)", [])
+                    if !used.contains(chain) {
+                        let rules = policy.rules.filter { $0.family == family }
+                        cached(&ruleset, chain, rules) { addChain in
+                            var body: [String] = []
+                            for rule in rules {
+                                body += iptablesRule(rule, chain: chain, pass: .markAndReturn, addChain: addChain)
+                            }
+                            return body
+                        }
+                        used.insert(chain)
+                    }
+                    lines.append("-j \(chain)")
+                    lines.append("-m mark --mark 0x10000/0x10000 -j RETURN")
+                    if policy.rules.contains(where: { $0.verdict == .pass }), let profileChain {
+                        lines.append("-m mark --mark 0x20000/0x20000 -g \(profileChain)")
+                    }
+                }
+                if !endpoint.policies.isEmpty {
+                    lines.append("-m comment --comment \"no policy allowed it\" -j DROP")
+                } else if let profileChain, endpoint.profileRules != nil {
+                    lines.append("-g \(profileChain)")
+                } else {
+                    lines.append("-m comment --comment \"no policy selects \(endpoint.endpoint)\" -j RETURN")
+                }
+                set(&ruleset, name, lines)
+            }
+        }
+        for hook in IptablesRuleset.hooks { set(&ruleset, "TDM-\(hook)", dispatch[hook]!) }
+        rendered = rendered.filter { used.contains($0.key) }
+        return ruleset
+    }
+
+    private func set(_ ruleset: inout IptablesRuleset, _ name: String, _ lines: [String]) {
+        let hash = NftRenderer.digest(lines.joined(separator: "\n"), [])
+        ruleset.chains[name] = lines + ["-m comment --comment \"tandem:\(hash)\""]
+        ruleset.chainHashes[name] = hash
+    }
+
+    /// Adds chain `name` (and the rule chains its rules need), rendered again only when its rules changed.
+    private mutating func cached(
+        _ ruleset: inout IptablesRuleset, _ name: String, _ rules: [RuleIR],
+        render: ((String, [String]) -> Void) -> [String]
+    ) {
+        if let existing = rendered[name], existing.key == rules {
+            for (chain, lines) in existing.chains { set(&ruleset, chain, lines) }
+            return
+        }
+        var chains: [String: [String]] = [:]
+        let body = render { chain, lines in chains[chain] = lines }
+        chains[name] = body
+        rendered[name] = (rules, chains)
+        for (chain, lines) in chains { set(&ruleset, chain, lines) }
+    }
+}
+
+/// What `iptables-save -t filter` (or `ip6tables-save`) shows of Tandem's chains now.
+public struct IptablesKernelState: Sendable, Equatable {
+    /// Chains whose names start with `TDM-`: the hash in their last rule's comment, and their printed rules.
+    public var chains: [String: IptablesChainState]
     /// The built-in chains (`FORWARD`, `INPUT`, `OUTPUT`) that already jump to Tandem's.
     public var hooked: Set<String>
 
-    public init(chains: Set<String> = [], hooked: Set<String> = []) {
+    public init(chains: [String: IptablesChainState] = [:], hooked: Set<String> = []) {
         self.chains = chains
         self.hooked = hooked
     }
 
     /// Reads the state from `iptables-save -t filter` output.
     public init(save: String) {
-        var chains = Set<String>()
-        var hooked = Set<String>()
+        self.init()
         for line in save.split(separator: "\n") {
             if line.hasPrefix(":TDM-") {
-                chains.insert(String(line.dropFirst().prefix { $0 != " " }))
+                let name = String(line.dropFirst().prefix { $0 != " " })
+                if chains[name] == nil { chains[name] = IptablesChainState(hash: nil, printed: "") }
+            } else if line.hasPrefix("-A TDM-") {
+                let name = String(line.dropFirst(3).prefix { $0 != " " })
+                var state = chains[name] ?? IptablesChainState(hash: nil, printed: "")
+                state.printed += (state.printed.isEmpty ? "" : "\n") + line
+                if let range = line.firstRange(of: "tandem:") {
+                    state.hash = String(line[range.upperBound...].prefix { $0.isHexDigit })
+                } else {
+                    state.hash = nil
+                }
+                chains[name] = state
             }
-            for hook in ["FORWARD", "INPUT", "OUTPUT"] where line == "-A \(hook) -j TDM-\(hook)" {
+            for hook in IptablesRuleset.hooks where line == "-A \(hook) -j TDM-\(hook)" {
                 hooked.insert(hook)
             }
         }
-        self.chains = chains
-        self.hooked = hooked
     }
 }
 
-/// The policy of one family as `iptables-restore --noflush` (IPv4) or `ip6tables-restore --noflush` (IPv6) input
-/// for the filter table, applied as one commit. Chains are named after Calico's: `TDM-FW-IFACE` for traffic from a
-/// workload (its egress), `TDM-TW-IFACE` to it, `TDM-PFW-` / `TDM-PTW-` for its profiles. An allowing rule sets mark
-/// bit 0x10000 and the chain returns; a Pass sets 0x20000 and goes to the profile chain. Rules with negations
-/// (`notNets`, `notSelector`, `notPorts`) get a chain of their own that returns early for the excluded traffic.
-public func renderIptables(_ plan: PolicyPlan, family: IPFamily, current: IptablesState = IptablesState()) -> String {
-    var chains: [String: [String]] = [:]
-    var order: [String] = []
-    func chain(_ name: String) {
-        if chains[name] == nil {
-            chains[name] = []
-            order.append(name)
+/// One chain as read back: the hash of its last rule's comment (nil when its last rule has none) and its rules.
+public struct IptablesChainState: Sendable, Equatable {
+    public var hash: String?
+    public var printed: String
+
+    public init(hash: String?, printed: String) {
+        self.hash = hash
+        self.printed = printed
+    }
+}
+
+/// The `iptables-restore --noflush` (or `ip6tables-restore`) input that makes the filter table hold `desired`,
+/// given `current`, as one commit; nil when nothing differs. Only chains that are new, whose content changed or that
+/// someone else changed (per `record`) are declared (which empties them) and refilled; chains no longer wanted are
+/// emptied and deleted; the built-in chains are hooked once.
+public func iptablesUpdate(
+    desired: IptablesRuleset, current: IptablesKernelState, record: inout NftPrintedRecord
+) -> (text: String, changed: [String])? {
+    var rewrite: [String] = []
+    var changed: [String] = []
+    for name in desired.chains.keys.sorted() {
+        let hash = desired.chainHashes[name] ?? ""
+        guard let existing = current.chains[name] else {
+            rewrite.append(name)
+            changed.append("chain \(name) added")
+            continue
+        }
+        if existing.hash != hash {
+            rewrite.append(name)
+            changed.append("chain \(name) replaced")
+        } else if let seen = record.printed[name], seen.hash == hash {
+            if seen.text != existing.printed {
+                rewrite.append(name)
+                changed.append("chain \(name) repaired (changed outside Tandem)")
+            }
+        } else {
+            record.printed[name] = (hash, existing.printed)
         }
     }
-    func append(_ name: String, _ rule: String) { chains[name, default: []].append("-A \(name) \(rule)") }
-    func addChain(_ name: String, _ lines: [String]) {
-        chain(name)
-        for line in lines { append(name, line) }
-    }
-
-    for hook in ["FORWARD", "INPUT", "OUTPUT"] {
-        chain("TDM-\(hook)")
-        append("TDM-\(hook)", "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
-    }
-    let byInterface = Dictionary(grouping: plan.endpoints, by: \.interfaceName)
-    for interface in byInterface.keys.sorted() {
-        append("TDM-FORWARD", "-i \(interface) -j TDM-FW-\(interface)")
-        append("TDM-FORWARD", "-o \(interface) -j TDM-TW-\(interface)")
-        append("TDM-INPUT", "-i \(interface) -j TDM-FW-\(interface)")
-        append("TDM-OUTPUT", "-o \(interface) -j TDM-TW-\(interface)")
-        for endpoint in byInterface[interface]!.sorted(by: { $0.direction.rawValue < $1.direction.rawValue }) {
-            let name = (endpoint.direction == .egress ? "TDM-FW-" : "TDM-TW-") + interface
-            let profileName = (endpoint.direction == .egress ? "TDM-PFW-" : "TDM-PTW-") + interface
-            chain(name)
-            append(name, "-m conntrack --ctstate INVALID -j DROP")
-            if family == .v6 {
-                for type in alwaysAllowedICMPv6Types {
-                    append(name, "-p ipv6-icmp -m icmp6 --icmpv6-type \(type) -j RETURN")
-                }
-            }
-            append(name, "-j MARK --set-xmark 0x0/0x30000")
-            let usesPass = endpoint.policies.contains { $0.rules.contains { $0.verdict == .pass } }
-            for rule in endpoint.policies.flatMap(\.rules) where rule.family == family {
-                for line in iptablesRule(
-                    rule, chain: name, profileChain: profileName,
-                    addChain: addChain)
-                {
-                    append(name, line)
-                }
-            }
-            if !endpoint.policies.isEmpty {
-                append(name, "-m comment --comment \"no policy allowed it\" -j DROP")
-            } else if endpoint.profileRules != nil {
-                append(name, "-g \(profileName)")
-            } else {
-                append(name, "-m comment --comment \"no policy selects \(endpoint.endpoint)\" -j RETURN")
-            }
-            if endpoint.profileRules != nil || usesPass {
-                chain(profileName)
-                for rule in endpoint.profileRules ?? [] where rule.family == family {
-                    for line in iptablesRule(
-                        rule, chain: profileName, profileChain: nil,
-                        addChain: addChain)
-                    {
-                        append(profileName, line)
-                    }
-                }
-                append(profileName, endpoint.profileRules == nil ? "-j RETURN" : "-j DROP")
-            }
-        }
-    }
-
+    let stale = current.chains.keys.filter { desired.chains[$0] == nil }.sorted()
+    let unhooked = IptablesRuleset.hooks.filter { !current.hooked.contains($0) }
+    guard !rewrite.isEmpty || !stale.isEmpty || !unhooked.isEmpty else { return nil }
     var lines = ["*filter"]
-    for name in order { lines.append(":\(name) - [0:0]") }
-    // Stale chains: declared (which empties them) and deleted, after the new TDM-FORWARD/INPUT/OUTPUT no longer
-    // jump to them.
-    let stale = current.chains.subtracting(order).sorted()
-    for name in stale { lines.append(":\(name) - [0:0]") }
-    for name in order { lines += chains[name]! }
-    for name in stale { lines.append("-X \(name)") }
-    for hook in ["FORWARD", "INPUT", "OUTPUT"] where !current.hooked.contains(hook) {
+    for name in rewrite + stale { lines.append(":\(name) - [0:0]") }
+    for name in rewrite {
+        for rule in desired.chains[name]! { lines.append("-A \(name) \(rule)") }
+        record.forget(name)
+    }
+    for name in stale {
+        lines.append("-X \(name)")
+        record.forget(name)
+        changed.append("chain \(name) deleted")
+    }
+    for hook in unhooked {
         lines.append("-I \(hook) 1 -j TDM-\(hook)")
+        changed.append("\(hook) hooked")
     }
     lines.append("COMMIT")
-    return lines.joined(separator: "\n") + "\n"
+    return (lines.joined(separator: "\n") + "\n", changed)
+}
+
+/// The whole policy of one family as `iptables-restore --noflush` input, against the state `current` (nothing of
+/// Tandem's by default).
+public func renderIptables(_ plan: PolicyPlan, family: IPFamily, current: IptablesKernelState = IptablesKernelState())
+    -> String
+{
+    var renderer = IptablesRenderer()
+    var record = NftPrintedRecord()
+    return iptablesUpdate(desired: renderer.ruleset(plan, family: family), current: current, record: &record)?.text
+        ?? ""
+}
+
+/// What a Pass does in the chain a rule is rendered into.
+enum PassTarget {
+    /// In a policy chain: set mark 0x20000 and return to the endpoint chain.
+    case markAndReturn
+    /// In a profile chain: nothing to pass to.
+    case drop
 }
 
 /// The lines of one rule in `chain` (several when address lists expand), adding a rule chain through `addChain`
 /// when the rule has negations.
 private func iptablesRule(
-    _ rule: RuleIR, chain: String, profileChain: String?, addChain: (String, [String]) -> Void
+    _ rule: RuleIR, chain: String, pass: PassTarget, addChain: (String, [String]) -> Void
 ) -> [String] {
     // An address list that matched no endpoint can match nothing.
     if rule.source?.members.isEmpty == true || rule.destination?.members.isEmpty == true { return [] }
@@ -134,10 +260,11 @@ private func iptablesRule(
     case .deny: target = "-j DROP"
     case .log: target = "-j LOG --log-prefix \"tandem: \""
     case .pass:
-        if let profileChain {
+        switch pass {
+        case .markAndReturn:
             target = "-j MARK --set-xmark 0x20000/0x20000"
-            after = ["-m mark --mark 0x20000/0x20000 -g \(profileChain)"]
-        } else {
+            after = ["-m mark --mark 0x20000/0x20000 -j RETURN"]
+        case .drop:
             target = "-j DROP"
         }
     }

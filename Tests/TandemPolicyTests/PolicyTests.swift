@@ -200,7 +200,7 @@ let scenarios = [
         #expect(plan.warnings.contains { $0.description.contains("named ports [\"http\"]") })
     }
 
-    @Test func iptablesStateRemovesStaleChainsAndHooksOnce() {
+    @Test func iptablesStateRemovesStaleChainsAndHooksOnce() throws {
         let save = """
             *filter
             :FORWARD ACCEPT [0:0]
@@ -209,10 +209,15 @@ let scenarios = [
             -A FORWARD -j TDM-FORWARD
             COMMIT
             """
-        let state = IptablesState(save: save)
-        #expect(state.chains == ["TDM-FORWARD", "TDM-FW-caliold"] && state.hooked == ["FORWARD"])
+        let state = IptablesKernelState(save: save)
+        #expect(Set(state.chains.keys) == ["TDM-FORWARD", "TDM-FW-caliold"] && state.hooked == ["FORWARD"])
+        #expect(state.chains["TDM-FW-caliold"] == IptablesChainState(hash: nil, printed: ""))
         let text = renderIptables(PolicyPlan(endpoints: [], warnings: []), family: .v4, current: state)
         #expect(text.contains("-X TDM-FW-caliold"))
+        // The stale chain is emptied (declared) before it is deleted.
+        let declared = try #require(text.range(of: ":TDM-FW-caliold - [0:0]"))
+        let deleted = try #require(text.range(of: "-X TDM-FW-caliold"))
+        #expect(declared.lowerBound < deleted.lowerBound)
         #expect(!text.contains("-I FORWARD") && text.contains("-I INPUT 1 -j TDM-INPUT"))
     }
 

@@ -1,6 +1,7 @@
 import Foundation
-import TandemAgent
+import TandemCalculation
 import TandemCore
+import TandemDataplane
 import TandemModel
 import TandemNetlink
 import TandemTestSupport
@@ -15,7 +16,7 @@ func endpoint(_ name: String, node: String, interface: String, _ addresses: [Str
     return WorkloadEndpoint(metadata: ObjectMeta(name: name, namespace: "default"), spec: spec)
 }
 
-@Suite struct RouteReconcilerTests {
+@Suite struct RouteManagerKernelTests {
     @Test func desiredRoutesArePodHostRoutesAndBlockBlackholes() {
         let routes = desiredRoutes(
             node: "n1",
@@ -38,7 +39,11 @@ func endpoint(_ name: String, node: String, interface: String, _ addresses: [Str
         defer { ns.remove() }
         try ns.run(
             "ip link add calipod1 type veth peer name calipeer1 && ip link set calipod1 up && ip link set calipeer1 up")
-        let reconciler = RouteReconciler(netlink: try Netlink(namespace: ns.path))
+        let manager = RouteManager(kernel: try Netlink(namespace: ns.path))
+        func reconcile(_ routes: [DesiredRoute]) throws -> ManagerReport {
+            manager.setDesired(routes)
+            return try manager.apply(resync: false)
+        }
         // The CNI plugin's own route (protocol boot) is taken over, not duplicated.
         try ns.run("ip route add 10.244.0.1/32 dev calipod1 scope link")
         // Routes the agent does not own: the operator's, and a stale one of another protocol.
@@ -50,9 +55,9 @@ func endpoint(_ name: String, node: String, interface: String, _ addresses: [Str
             node: "n1",
             endpoints: [endpoint("a", node: "n1", interface: "calipod1", ["10.244.0.1/32", "fd00:244::1/128"])],
             affineBlocks: ["10.244.0.0/26", "fd00:244::/122"])
-        let report = try reconciler.reconcile(desired)
-        #expect(report.added.count == 4)
-        #expect(report.removed == ["ip route del blackhole 10.244.9.0/26 proto 80"])
+        let report = try reconcile(desired)
+        #expect(report.changes.filter { $0.contains("replace") }.count == 4)
+        #expect(report.changes.filter { $0.contains(" del ") } == ["ip route del blackhole 10.244.9.0/26 proto 80"])
         let v4 = try ns.run("ip route").stdout
         let v6 = try ns.run("ip -6 route").stdout
         #expect(v4.contains("10.244.0.1 dev calipod1 proto 80 scope link"))
@@ -64,18 +69,18 @@ func endpoint(_ name: String, node: String, interface: String, _ addresses: [Str
         #expect(v6.contains("blackhole fd00:244::/122"))
         #expect(v6.contains("2001:db8::/64 dev calipod1"))
         // Converged: a second pass changes nothing.
-        #expect(try reconciler.reconcile(desired).isEmpty)
+        #expect(try reconcile(desired) == ManagerReport())
         // Deleted by hand: back on the next pass.
         try ns.run("ip route del 10.244.0.1/32 && ip -6 route del fd00:244::1/128")
-        let repaired = try reconciler.reconcile(desired)
-        #expect(repaired.added.count == 2)
+        let repaired = try reconcile(desired)
+        #expect(repaired.changes.count == 2)
         #expect(try ns.run("ip -6 route").stdout.contains("fd00:244::1 dev calipod1 proto 80"))
         // An endpoint whose interface is not there yet waits for it.
-        let waiting = try reconciler.reconcile(
+        let waiting = try reconcile(
             desired
                 + desiredRoutes(
                     node: "n1", endpoints: [endpoint("b", node: "n1", interface: "calimissing", ["10.244.0.2/32"])],
                     affineBlocks: []))
-        #expect(waiting.waiting == ["10.244.0.2/32 dev calimissing"])
+        #expect(waiting.waiting == ["10.244.0.2/32 dev calimissing: no interface calimissing yet"])
     }
 }

@@ -3,14 +3,19 @@ import Foundation
 import TandemAgent
 import TandemAutodetection
 import TandemCNIWire
+import Logging
+import ServiceLifecycle
 import TandemCore
+import TandemDataplane
 import TandemDatastore
+import TandemNetlink
 import TandemModel
 import TandemStore
 
 /// The Tandem node agent. This release serves the CNI plugin's calls and explains the node's address
 /// autodetection; registration, the dataplane reconcile and BGP join it as they are built.
-struct TandemNode: ParsableCommand {
+@main
+struct TandemNode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem-node",
         abstract: "The Tandem node agent.",
@@ -20,7 +25,7 @@ struct TandemNode: ParsableCommand {
 
 /// `tandem-node [serve]`: registers the node, serves the tandem CNI plugin, keeps the node's routes and its
 /// BIRD configuration equal to the datastore's state.
-struct Serve: ParsableCommand {
+struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Register the node, serve the CNI plugin, program routes and BGP (the default).")
 
@@ -135,7 +140,14 @@ struct Serve: ParsableCommand {
         return settings
     }
 
-    func run() throws {
+    @Option(
+        name: .customLong("log-level"),
+        help: ArgumentHelp(
+            "trace, debug, info, notice, warning or error (TANDEM_LOG_LEVEL); FelixConfiguration logSeverityScreen "
+                + "changes it at run time.", valueName: "level"))
+    var logLevel: String = environment["TANDEM_LOG_LEVEL"] ?? "info"
+
+    func run() async throws {
         // A delegated IPAM plugin that exits before reading its input must not kill the agent.
         signal(SIGPIPE, SIG_IGN)
         let settings = try settings()
@@ -144,13 +156,24 @@ struct Serve: ParsableCommand {
                 "--policy-backend \(policyBackend): use \(PolicyBackend.allCases.map(\.rawValue).joined(separator: ", "))"
             )
         }
+        guard let level = SharedLogLevel.parse(logLevel) else {
+            throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning or error")
+        }
+        let sharedLevel = SharedLogLevel(level)
+        LoggingSystem.bootstrap { _ in AgentLogHandler(level: sharedLevel) }
+        let logger = Logger(label: "tandem-node")
         // The socket first: a second agent on this node stops here, before it touches the datastore. Calls wait in
         // the socket's backlog until the node is registered.
         let service: CNIService
         do {
             let killAt = ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"]
+            let cniLogger = {
+                var cniLogger = logger
+                cniLogger[metadataKey: "component"] = "cni"
+                return cniLogger
+            }()
             service = try CNIService(
-                address: cniSocket, log: { line in say(line) },
+                address: cniSocket, log: { line in cniLogger.info("\(line)") },
                 checkpoint: { point in
                     // The agent dies at the named point of an ADD, as a crash would: the tests use it to prove the
                     // shim reports it and a DEL cleans up. Nothing else sets the variable.
@@ -159,24 +182,24 @@ struct Serve: ParsableCommand {
         } catch {
             throw ValidationError("--cni-socket \(cniSocket): \(error)")
         }
+        let datastore: any Datastore
         let store: ResourceStore
         do {
+            datastore = try openDatastore(url: self.datastore, watchPollInterval: .milliseconds(10))
             store = ResourceStore(
-                datastore: try openDatastore(url: datastore, watchPollInterval: .milliseconds(10)),
+                datastore: datastore,
                 now: { Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)) },
                 newUID: { UUID().uuidString.lowercased() })
         } catch {
-            throw ValidationError("--datastore \(datastore): \(error)")
+            throw ValidationError("--datastore \(self.datastore): \(error)")
         }
 
         // Registration: the node's addresses, router ID and the Node record.
         let registration: Registration
         do {
-            registration = try blocking {
-                try await registerNode(
-                    settings, store: store, interfaces: readHostInterfaces,
-                    reachSource: { try kernelSourceAddress(toward: $0, family: $1) })
-            }
+            registration = try await registerNode(
+                settings, store: store, interfaces: readHostInterfaces,
+                reachSource: { try kernelSourceAddress(toward: $0, family: $1) })
         } catch {
             say("start-up failed: \(error)")
             throw ExitCode(1)
@@ -188,9 +211,6 @@ struct Serve: ParsableCommand {
         let families = [registration.ipv4, registration.ipv6].compactMap { $0?.family }
         for problem in checkNode((try? readFamilyStates(families)) ?? []) { say("node check: \(problem)") }
 
-        say("serving CNI calls on \(cniSocket)")
-        Thread.detachNewThread { service.serve() }
-
         var bird: BirdControl?
         if !noBGP {
             try? FileManager.default.createDirectory(atPath: birdDirectory, withIntermediateDirectories: true)
@@ -198,45 +218,25 @@ struct Serve: ParsableCommand {
         }
         let agent: NodeAgent
         do {
-            agent = try NodeAgent(
-                nodeName: settings.nodeName, store: store, routerID: registration.routerID, bird: bird,
-                birdLog: bird == nil ? nil : birdDirectory + "/bird.log",
-                resync: .milliseconds(Int(resyncSeconds * 1000)),
-                policy: PolicyEnforcer(backend: backend, stateDirectory: birdDirectory),
-                log: { say($0) })
+            agent = NodeAgent(
+                configuration: NodeAgent.Configuration(
+                    nodeName: settings.nodeName, routerID: registration.routerID,
+                    resync: .milliseconds(Int(resyncSeconds * 1000)), bird: bird,
+                    birdLog: bird == nil ? nil : birdDirectory + "/bird.log", policyBackend: backend,
+                    policyTools: SystemPolicyTools(stateDirectory: birdDirectory)),
+                datastore: datastore, kernel: try Netlink(), logger: logger, logLevel: sharedLevel)
         } catch {
             say("start-up failed: \(error)")
             throw ExitCode(1)
         }
-        Task { await agent.run() }
-
-        var sources: [any DispatchSourceSignal] = []
-        for number in [SIGTERM, SIGINT] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .main)
-            source.setEventHandler {
-                // BIRD and the routes stay: pods keep their traffic while the agent restarts.
-                service.removeSocketFile()
-                say("stopped")
-                Foundation.exit(0)
-            }
-            source.resume()
-            sources.append(source)
-        }
-        withExtendedLifetime(sources) { dispatchMain() }
+        say("serving CNI calls on \(cniSocket)")
+        // One lifecycle: SIGTERM or SIGINT stops accepting CNI calls and ends the agent's tasks; routes, rules and
+        // BIRD stay, so pods keep their traffic while the agent restarts.
+        let group = ServiceGroup(
+            services: [service, agent], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+        say("stopped")
     }
-}
-
-/// Runs async work from synchronous start-up code and waits for it.
-func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
-    nonisolated(unsafe) var result: Result<T, any Error>?
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        do { result = .success(try await work()) } catch { result = .failure(error) }
-        done.signal()
-    }
-    done.wait()
-    return try result!.get()
 }
 
 /// `tandem-node autodetect`: which address of each family this node would use, and why every other one was
@@ -345,5 +345,3 @@ struct NodeIdentityOptions: ParsableArguments {
 func say(_ line: String) {
     FileHandle.standardOutput.write(Data("tandem-node: \(line)\n".utf8))
 }
-
-TandemNode.main()

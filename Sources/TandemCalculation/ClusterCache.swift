@@ -1,0 +1,282 @@
+import TandemBGP
+import TandemCore
+import TandemModel
+import TandemPolicy
+import TandemStore
+
+/// What a datastore change made different for the dataplane, so that only the managers concerned do work.
+public struct ClusterChanges: OptionSet, Sendable, Hashable, CustomStringConvertible {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+
+    /// This node's endpoints or affine blocks: its workload routes.
+    public static let routes = ClusterChanges(rawValue: 1 << 0)
+    /// Policies, profiles, or an endpoint's labels or addresses: the policy calculator has work.
+    public static let policy = ClusterChanges(rawValue: 1 << 1)
+    /// Nodes, pools, BGP configuration and peers, this node's blocks: BIRD's configuration.
+    public static let bgp = ClusterChanges(rawValue: 1 << 2)
+    /// FelixConfiguration.
+    public static let felixConfiguration = ClusterChanges(rawValue: 1 << 3)
+
+    public static let all: ClusterChanges = [.routes, .policy, .bgp, .felixConfiguration]
+
+    public var description: String {
+        [(ClusterChanges.routes, "routes"), (.policy, "policy"), (.bgp, "bgp"), (.felixConfiguration, "felix")]
+            .filter { contains($0.0) }.map(\.1).joined(separator: ",")
+    }
+}
+
+/// The calculation layer's cache of the datastore (pure: it is fed key-values and never reads anything itself),
+/// the counterpart of Felix's calculation graph. It is filled from a list at a revision, then kept by the watch's
+/// events; each change is decoded once and lands in the indexes the managers read:
+/// - this node's workload endpoints, and its confirmed affine blocks (``localAffinities``);
+/// - nodes, pools, BGP configurations and peers, FelixConfigurations, by key;
+/// - the incremental policy calculator (``policy``), which keeps per-selector endpoint indexes.
+///
+/// Every key's mod revision is kept, so an event older than what the cache holds is ignored (a list and the watch
+/// after it may overlap) and a full list can be compared with the cache (``divergence(from:)``).
+public struct ClusterCache: Sendable {
+    /// The key prefixes the cache holds: the v3 resources and the block affinities.
+    public static let prefixes = ["/calico/resources/v3/projectcalico.org/", "/calico/ipam/v2/host/"]
+
+    public let nodeName: String
+    /// The mod revision of every key held.
+    public private(set) var revisions: [String: Int64] = [:]
+    /// Every workload endpoint of the cluster, by key.
+    public private(set) var workloadEndpoints: [String: WorkloadEndpoint] = [:]
+    /// This node's workload endpoints, by key.
+    public private(set) var localEndpoints: [String: WorkloadEndpoint] = [:]
+    public private(set) var nodes: [String: Node] = [:]
+    public private(set) var pools: [String: IPPool] = [:]
+    public private(set) var bgpConfigurations: [String: BGPConfiguration] = [:]
+    public private(set) var bgpPeers: [String: BGPPeer] = [:]
+    public private(set) var felixConfigurations: [String: FelixConfiguration] = [:]
+    /// This node's confirmed affine blocks.
+    public private(set) var localAffinities: Set<CIDR> = []
+    /// Keys whose value could not be decoded, with why: they are left out of the indexes and reported.
+    public private(set) var undecodable: [String: String] = [:]
+    /// The incremental policy computation, fed by endpoint, policy and profile changes.
+    public var policy = PolicyCalculator()
+    /// The highest revision applied.
+    public private(set) var revision: Int64 = 0
+    /// When recently deleted keys went (so a list taken before the delete is not mistaken for divergence).
+    private var deletedAt: [String: Int64] = [:]
+
+    public init(nodeName: String) { self.nodeName = nodeName }
+
+    /// Whether the cache holds `key` (one of ``prefixes``).
+    public static func holds(_ key: String) -> Bool {
+        prefixes.contains { key.hasPrefix($0) }
+    }
+
+    // MARK: Feeding
+
+    /// Applies a watch event. Events for keys outside ``prefixes`` and events older than what is held are ignored.
+    @discardableResult
+    public mutating func apply(_ event: WatchEvent) -> ClusterChanges {
+        let key = event.keyValue.key
+        guard Self.holds(key) else { return [] }
+        revision = max(revision, event.keyValue.modRevision)
+        if let known = revisions[key], known >= event.keyValue.modRevision { return [] }
+        switch event.kind {
+        case .put:
+            revisions[key] = event.keyValue.modRevision
+            return store(key, event.keyValue.value)
+        case .delete:
+            guard revisions.removeValue(forKey: key) != nil else { return [] }
+            deletedAt[key] = event.keyValue.modRevision
+            if deletedAt.count > 10_000 { deletedAt = deletedAt.filter { $0.value > revision - 100_000 } }
+            return remove(key)
+        }
+    }
+
+    /// Makes the cache hold exactly `items` (a full list of ``prefixes`` at `revision`): keys that went are
+    /// removed, new and changed ones applied. Returns what changed.
+    @discardableResult
+    public mutating func replaceAll(_ items: [KeyValue], revision: Int64) -> ClusterChanges {
+        var changes: ClusterChanges = []
+        let listed = Set(items.map(\.key))
+        for key in revisions.keys where !listed.contains(key) {
+            revisions[key] = nil
+            changes.formUnion(remove(key))
+        }
+        for item in items where Self.holds(item.key) && revisions[item.key] != item.modRevision {
+            revisions[item.key] = item.modRevision
+            changes.formUnion(store(item.key, item.value))
+        }
+        self.revision = max(self.revision, revision)
+        return changes
+    }
+
+    /// How the cache differs from a full list of its prefixes taken at `revision`: keys missing, keys it holds that
+    /// are gone, keys it holds at another revision. What changed after `revision` (the cache may be ahead of the
+    /// list) is not counted. Empty when the watch kept the cache exact; anything else is a bug to report.
+    public func divergence(from items: [KeyValue], at revision: Int64 = .max) -> [String] {
+        var problems: [String] = []
+        var listed: Set<String> = []
+        for item in items where Self.holds(item.key) {
+            listed.insert(item.key)
+            if let held = revisions[item.key] {
+                if held != item.modRevision && held <= revision {
+                    problems.append("\(item.key): cache at revision \(held), datastore at \(item.modRevision)")
+                }
+            } else if (deletedAt[item.key] ?? 0) <= revision {
+                problems.append("\(item.key): in the datastore (revision \(item.modRevision)) but not in the cache")
+            }
+        }
+        for (key, held) in revisions.sorted(by: { $0.key < $1.key }) where !listed.contains(key) && held <= revision {
+            problems.append("\(key): in the cache but no longer in the datastore")
+        }
+        return problems
+    }
+
+    // MARK: Decoding
+
+    private mutating func store(_ key: String, _ value: [UInt8]) -> ClusterChanges {
+        if key.hasPrefix(Self.prefixes[1]) { return storeAffinity(key, value) }
+        guard let (kind, name) = Self.kind(of: key) else { return [] }
+        let resource: any AnyResource
+        do {
+            resource = try Self.decode(value, kind: kind)
+            undecodable[key] = nil
+        } catch {
+            undecodable[key] = "\(error)"
+            return remove(key)
+        }
+        switch resource {
+        case let endpoint as WorkloadEndpoint:
+            var changes: ClusterChanges = []
+            workloadEndpoints[key] = endpoint
+            let wasLocal = localEndpoints[key] != nil
+            if endpoint.spec.node == nodeName {
+                if localEndpoints[key]?.spec != endpoint.spec { changes.insert(.routes) }
+                localEndpoints[key] = endpoint
+            } else if wasLocal {
+                localEndpoints[key] = nil
+                changes.insert(.routes)
+            }
+            policy.updateEndpoint(key: key, PolicyEndpoint(endpoint, localTo: nodeName))
+            if policy.isDirty { changes.insert(.policy) }
+            return changes
+        case let node as Node:
+            nodes[key] = node
+            return .bgp
+        case let pool as IPPool:
+            pools[key] = pool
+            return .bgp
+        case let configuration as BGPConfiguration:
+            bgpConfigurations[key] = configuration
+            return .bgp
+        case let peer as BGPPeer:
+            bgpPeers[key] = peer
+            return .bgp
+        case let configuration as FelixConfiguration:
+            felixConfigurations[key] = configuration
+            return .felixConfiguration
+        case let networkPolicy as NetworkPolicy:
+            policy.updateNetworkPolicy(key: key, networkPolicy)
+            return .policy
+        case let globalPolicy as GlobalNetworkPolicy:
+            policy.updateGlobalNetworkPolicy(key: key, globalPolicy)
+            return .policy
+        case let profile as Profile:
+            policy.updateProfile(name: name, profile)
+            return .policy
+        default:
+            return []
+        }
+    }
+
+    private mutating func remove(_ key: String) -> ClusterChanges {
+        if key.hasPrefix(Self.prefixes[1]) {
+            guard let (host, cidr) = Self.affinity(key), host == nodeName else { return [] }
+            return localAffinities.remove(cidr) != nil ? [.routes, .bgp] : []
+        }
+        guard let (kind, name) = Self.kind(of: key) else { return [] }
+        switch kind {
+        case .workloadEndpoint:
+            guard workloadEndpoints.removeValue(forKey: key) != nil else { return [] }
+            policy.updateEndpoint(key: key, nil)
+            return localEndpoints.removeValue(forKey: key) != nil ? [.routes, .policy] : .policy
+        case .node: return nodes.removeValue(forKey: key) != nil ? .bgp : []
+        case .ipPool: return pools.removeValue(forKey: key) != nil ? .bgp : []
+        case .bgpConfiguration: return bgpConfigurations.removeValue(forKey: key) != nil ? .bgp : []
+        case .bgpPeer: return bgpPeers.removeValue(forKey: key) != nil ? .bgp : []
+        case .felixConfiguration:
+            return felixConfigurations.removeValue(forKey: key) != nil ? .felixConfiguration : []
+        case .networkPolicy:
+            policy.updateNetworkPolicy(key: key, nil)
+            return .policy
+        case .globalNetworkPolicy:
+            policy.updateGlobalNetworkPolicy(key: key, nil)
+            return .policy
+        case .profile:
+            policy.updateProfile(name: name, nil)
+            return .policy
+        default: return []
+        }
+    }
+
+    private mutating func storeAffinity(_ key: String, _ value: [UInt8]) -> ClusterChanges {
+        guard let (host, cidr) = Self.affinity(key), host == nodeName else { return [] }
+        let document = try? JSONValue.parse(json: value)
+        let confirmed = document?["state"]?.stringValue == "confirmed" && document?["deleted"] != .bool(true)
+        if confirmed {
+            return localAffinities.insert(cidr).inserted ? [.routes, .bgp] : []
+        }
+        return localAffinities.remove(cidr) != nil ? [.routes, .bgp] : []
+    }
+
+    /// The kind and name of a resource key (`/calico/resources/v3/projectcalico.org/ippools/default-ipv4-ippool`).
+    static func kind(of key: String) -> (ResourceKind, String)? {
+        let rest = key.dropFirst(prefixes[0].count).split(separator: "/", omittingEmptySubsequences: false)
+        guard rest.count >= 2, let kind = ResourceKind.all.first(where: { $0.plural == rest[0] }) else { return nil }
+        return (kind, String(rest[rest.count - 1]))
+    }
+
+    /// The host and block of an affinity key (`/calico/ipam/v2/host/NODE/ipv4/block/10-244-0-0-26`).
+    static func affinity(_ key: String) -> (String, CIDR)? {
+        let parts = key.dropFirst(prefixes[1].count).split(separator: "/")
+        guard parts.count == 4, parts[2] == "block" else { return nil }
+        let family: IPFamily = parts[1] == "ipv6" ? .v6 : .v4
+        var pieces = parts[3].split(separator: "-", omittingEmptySubsequences: false).map(String.init)
+        guard let length = pieces.popLast() else { return nil }
+        let address = pieces.joined(separator: family == .v4 ? "." : ":")
+        guard let cidr = try? CIDR("\(address)/\(length)") else { return nil }
+        return (String(parts[0]), cidr)
+    }
+
+    static func decode(_ value: [UInt8], kind: ResourceKind) throws -> any AnyResource {
+        let document = try JSONValue.parse(json: value)
+        return try kind.decode(document)
+    }
+
+    // MARK: Views for the managers
+
+    /// The workload routes and blackholes this node wants.
+    public var desiredRoutes: [DesiredRoute] {
+        TandemCalculation.desiredRoutes(
+            node: nodeName, endpoints: localEndpoints.keys.sorted().map { localEndpoints[$0]! },
+            affineBlocks: localAffinities.sorted())
+    }
+
+    /// BIRD's input for this node (nil until this node's Node is known).
+    public func birdInput(routerID: IPv4Address, logFile: String?) -> BirdInput {
+        BirdInput(
+            nodeName: nodeName, routerID: routerID, nodes: nodes.keys.sorted().map { BGPNode(nodes[$0]!) },
+            configurations: bgpConfigurations.keys.sorted().map { bgpConfigurations[$0]! },
+            peers: bgpPeers.keys.sorted().map { bgpPeers[$0]! }, pools: pools.keys.sorted().map { pools[$0]! },
+            affineBlocks: localAffinities.sorted(), logFile: logFile)
+    }
+
+    /// The value of a FelixConfiguration field for this node: `node.NAME` first, then `default`.
+    public func felixSetting(_ field: String) -> JSONValue? {
+        for name in ["node.\(nodeName)", "default"] {
+            let key = ResourceKind.felixConfiguration.key(name: name)
+            if let value = felixConfigurations[key]?.spec.fields.last(where: { $0.key == field })?.value {
+                return value
+            }
+        }
+        return nil
+    }
+}

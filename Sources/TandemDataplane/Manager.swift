@@ -1,0 +1,164 @@
+import Logging
+import Synchronization
+import TandemLinux
+
+/// Why the dataplane could not do something, in the operator's terms.
+public struct DataplaneError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// What one ``DataplaneManager/apply(resync:)`` did.
+public struct ManagerReport: Sendable, Equatable {
+    /// One line per change made to the kernel (`ip route replace ...`, `chain to-cali1 replaced`).
+    public var changes: [String] = []
+    /// Desired state that cannot be applied yet and needs another try soon (a route whose interface is not there
+    /// yet), one line each.
+    public var waiting: [String] = []
+
+    public init(changes: [String] = [], waiting: [String] = []) {
+        self.changes = changes
+        self.waiting = waiting
+    }
+}
+
+/// One concern of the node's dataplane (workload routes, policy, BIRD, and later NAT, VXLAN, WireGuard, MTU,
+/// services), shaped like Felix's managers: the calculation layer hands it desired state with a cheap setter (no
+/// I/O), and ``apply(resync:)`` reads back what the kernel has, applies only the difference, and repairs what
+/// someone else changed. A manager never depends on another succeeding: the ``ManagerRunner`` applies each on its
+/// own thread, retries a failing one with backoff, and lets the others converge meanwhile.
+public protocol DataplaneManager: AnyObject, Sendable {
+    /// A short name for logs and metrics: `routes`, `policy`, `bgp`.
+    var name: String { get }
+    /// Makes the kernel hold the desired state last given. `resync`: the periodic full check (read everything
+    /// back, whatever the manager believes). Blocking: runs on the manager's own thread. Throws when the kernel
+    /// refused something (the rest is applied first); the runner retries.
+    func apply(resync: Bool) throws -> ManagerReport
+}
+
+/// Runs dataplane managers: each on a thread of its own (``WorkerThread``), applied when its desired state
+/// changed (``kick(_:)``), on every resync, and after a failure with exponential backoff (100 ms doubling to
+/// 30 s), so a failing manager is retried without holding the others back.
+public final class ManagerRunner: Sendable {
+    public let managers: [any DataplaneManager]
+    private let logger: Logger
+    private let streams: [String: AsyncStream<Void>.Continuation]
+    private let inputs: [(any DataplaneManager, AsyncStream<Void>)]
+    private let status = Mutex<[String: ManagerStatus]>([:])
+    /// Managers with a full resync requested and not yet started.
+    private let resyncPending = Mutex<Set<String>>([])
+
+    /// How one manager stands.
+    public struct ManagerStatus: Sendable, Equatable {
+        public var applies = 0
+        public var failures = 0
+        public var consecutiveFailures = 0
+        public var lastError: String?
+        /// Whether its last apply succeeded with nothing waiting.
+        public var converged = false
+    }
+
+    public init(managers: [any DataplaneManager], logger: Logger) {
+        self.managers = managers
+        self.logger = logger
+        var streams: [String: AsyncStream<Void>.Continuation] = [:]
+        var inputs: [(any DataplaneManager, AsyncStream<Void>)] = []
+        for manager in managers {
+            // One pending request is enough: a burst of changes becomes one apply (a resync request is a flag).
+            let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+            streams[manager.name] = continuation
+            inputs.append((manager, stream))
+        }
+        self.streams = streams
+        self.inputs = inputs
+    }
+
+    /// Asks the named managers to apply their (new) desired state.
+    public func kick(_ names: [String]) {
+        for name in names { streams[name]?.yield() }
+    }
+
+    /// Asks every manager for a full resync.
+    public func resyncAll() {
+        resyncPending.withLock { $0.formUnion(streams.keys) }
+        for continuation in streams.values { continuation.yield() }
+    }
+
+    /// Each manager's standing.
+    public func statuses() -> [String: ManagerStatus] { status.withLock { $0 } }
+
+    /// Runs until cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            for (manager, stream) in inputs {
+                group.addTask { await self.drive(manager, stream) }
+            }
+        }
+        for continuation in streams.values { continuation.finish() }
+    }
+
+    private func drive(_ manager: any DataplaneManager, _ requests: AsyncStream<Void>) async {
+        let worker = WorkerThread(name: "tandem-\(manager.name)")
+        defer { worker.stop() }
+        var logger = self.logger
+        logger[metadataKey: "component"] = "\(manager.name)"
+        var backoff = Duration.milliseconds(100)
+        var retry: Task<Void, Never>?
+        let continuation = streams[manager.name]
+        for await _ in requests {
+            retry?.cancel()
+            retry = nil
+            let resync = resyncPending.withLock { $0.remove(manager.name) != nil }
+            let started = ContinuousClock.now
+            do {
+                let report = try await worker.run { try manager.apply(resync: resync) }
+                let elapsed = ContinuousClock.now - started
+                for change in report.changes { logger.info("\(change)") }
+                if !report.changes.isEmpty {
+                    logger.debug("applied", metadata: ["changes": "\(report.changes.count)", "took": "\(elapsed)"])
+                }
+                let failing = status.withLock { $0[manager.name]?.consecutiveFailures ?? 0 }
+                if failing > 0 { logger.notice("recovered after \(failing) failed attempt(s)") }
+                status.withLock {
+                    $0[manager.name, default: ManagerStatus()].applies += 1
+                    $0[manager.name]!.consecutiveFailures = 0
+                    $0[manager.name]!.lastError = nil
+                    $0[manager.name]!.converged = report.waiting.isEmpty
+                }
+                if report.waiting.isEmpty {
+                    backoff = .milliseconds(100)
+                } else {
+                    for line in report.waiting { logger.debug("waiting: \(line)") }
+                    retry = schedule(after: backoff, manager.name, continuation)
+                    backoff = min(backoff * 2, .seconds(5))
+                }
+            } catch {
+                let attempts = status.withLock {
+                    $0[manager.name, default: ManagerStatus()].failures += 1
+                    $0[manager.name]!.consecutiveFailures += 1
+                    $0[manager.name]!.lastError = "\(error)"
+                    $0[manager.name]!.converged = false
+                    return $0[manager.name]!.consecutiveFailures
+                }
+                logger.error(
+                    "apply failed, retrying in \(backoff)",
+                    metadata: ["attempt": "\(attempts)", "error": "\(error)"])
+                // A failed apply leaves the manager unsure of the kernel: the retry reads everything back.
+                retry = schedule(after: backoff, manager.name, continuation, resync: true)
+                backoff = min(backoff * 2, .seconds(30))
+            }
+        }
+        retry?.cancel()
+    }
+
+    private func schedule(
+        after delay: Duration, _ name: String, _ continuation: AsyncStream<Void>.Continuation?, resync: Bool = false
+    ) -> Task<Void, Never> {
+        Task {
+            try? await Task.sleep(for: delay)
+            guard !Task.isCancelled else { return }
+            if resync { resyncPending.withLock { _ = $0.insert(name) } }
+            continuation?.yield()
+        }
+    }
+}

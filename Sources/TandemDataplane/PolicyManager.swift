@@ -1,0 +1,215 @@
+import Foundation
+import Synchronization
+import TandemCore
+import TandemLinux
+import TandemPolicy
+
+/// Which kernel mechanism enforces network policy on the node.
+public enum PolicyBackend: String, Sendable, CaseIterable {
+    /// One `inet` table through `nft -f` (both families in one transaction).
+    case nftables
+    /// `iptables-restore` and `ip6tables-restore` (one commit per family).
+    case iptables
+    /// No enforcement.
+    case none
+}
+
+/// The policy tools the manager drives, as a seam: ``SystemPolicyTools`` runs the real `nft` and
+/// `iptables-restore`; tests substitute their own.
+public protocol PolicyTools: Sendable {
+    /// `nft list table inet NAME`: the listing, or nil when there is no such table.
+    func listNftTable(_ table: String) throws -> String?
+    /// `nft -f -` with `text`.
+    func loadNft(_ text: String) throws
+    /// `iptables-save -t filter` (`ip6tables-save` for IPv6).
+    func saveIptables(_ family: IPFamily) throws -> String
+    /// `iptables-restore --noflush -w 5` (`ip6tables-restore` for IPv6) with `text`.
+    func restoreIptables(_ family: IPFamily, _ text: String) throws
+}
+
+/// Why a policy tool failed: the command, its exit status and what it said.
+public struct PolicyToolError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+}
+
+/// The real tools, each run under a timeout with its standard error in the error.
+public struct SystemPolicyTools: PolicyTools {
+    public var nft: String
+    public var sbin: String
+    public var timeout: Duration
+    /// Where input a tool refused is kept for the operator (`policy.nft.rejected`, ...).
+    public var stateDirectory: String
+
+    public init(
+        stateDirectory: String, nft: String = "/usr/sbin/nft", sbin: String = "/usr/sbin",
+        timeout: Duration = .seconds(10)
+    ) {
+        self.stateDirectory = stateDirectory
+        self.nft = nft
+        self.sbin = sbin
+        self.timeout = timeout
+    }
+
+    public func listNftTable(_ table: String) throws -> String? {
+        let result = try ChildProcess.run(nft, ["list", "table", "inet", table], timeout: timeout)
+        if result.status == 0 { return result.stdoutText }
+        // No table (flushed away, or never made) is an ordinary state, not a failure.
+        if result.stderrText.contains("No such file or directory") { return nil }
+        throw PolicyToolError(description: "nft list table inet \(table) exited \(result.status): \(result.stderrText)")
+    }
+
+    public func loadNft(_ text: String) throws {
+        try load(nft, ["-f", "-"], text, rejected: "policy.nft")
+    }
+
+    public func saveIptables(_ family: IPFamily) throws -> String {
+        let tool = "\(sbin)/\(family == .v4 ? "iptables" : "ip6tables")-save"
+        let result = try ChildProcess.run(tool, ["-t", "filter"], timeout: timeout)
+        guard result.status == 0 else {
+            throw PolicyToolError(description: "\(tool) -t filter exited \(result.status): \(result.stderrText)")
+        }
+        return result.stdoutText
+    }
+
+    public func restoreIptables(_ family: IPFamily, _ text: String) throws {
+        let tool = family == .v4 ? "iptables" : "ip6tables"
+        try load("\(sbin)/\(tool)-restore", ["--noflush", "-w", "5"], text, rejected: "policy.\(tool)")
+    }
+
+    private func load(_ command: String, _ arguments: [String], _ text: String, rejected: String) throws {
+        let result = try ChildProcess.run(command, arguments, stdin: Array(text.utf8), timeout: timeout)
+        guard result.status == 0 else {
+            let path = stateDirectory + "/" + rejected + ".rejected"
+            let kept = (try? writeFile(path, text)) != nil
+            throw PolicyToolError(
+                description: "\(command) \(arguments.joined(separator: " ")) refused the change"
+                    + (kept ? " (kept in \(path))" : "") + ": \(result.stderrText.prefix(2000))")
+        }
+    }
+}
+
+/// Enforces the node's policy with nftables or iptables, loading only what changed: the policy calculator's plan
+/// is rendered to chains per endpoint, per policy and per profile (``NftRuleset``, ``IptablesRuleset``), compared
+/// with what the manager believes the kernel holds, and the difference is loaded in one transaction (nftables) or
+/// one commit per family (iptables). A pod's ADD or one label change never reloads the node's whole ruleset.
+///
+/// The belief is replaced by the kernel's own state on every resync and after any failure: a table flushed by
+/// someone (`nft flush ruleset`, `iptables -F`), a chain deleted or edited, is found there and repaired.
+public final class PolicyManager: DataplaneManager {
+    public let name = "policy"
+    public let backend: PolicyBackend
+    public let table: String
+    let tools: any PolicyTools
+
+    private struct State {
+        var plan: PolicyPlan?
+        var nftRenderer = NftRenderer()
+        var iptablesRenderers: [IPFamily: IptablesRenderer] = [.v4: IptablesRenderer(), .v6: IptablesRenderer()]
+        /// What the kernel is believed to hold; nil: read it back before the next change.
+        var nftBelief: NftKernelState?
+        var iptablesBelief: [IPFamily: IptablesKernelState] = [:]
+        var record = NftPrintedRecord()
+        var iptablesRecords: [IPFamily: NftPrintedRecord] = [.v4: NftPrintedRecord(), .v6: NftPrintedRecord()]
+    }
+    private let state = Mutex(State())
+
+    public init(backend: PolicyBackend, tools: any PolicyTools, table: String = "tandem") {
+        self.backend = backend
+        self.tools = tools
+        self.table = table
+    }
+
+    /// The policy wanted from now on (no I/O).
+    public func setDesired(_ plan: PolicyPlan) {
+        state.withLock { $0.plan = plan }
+    }
+
+    public func apply(resync: Bool) throws -> ManagerReport {
+        switch backend {
+        case .none: return ManagerReport()
+        case .nftables: return try applyNftables(resync: resync)
+        case .iptables: return try applyIptables(resync: resync)
+        }
+    }
+
+    private func applyNftables(resync: Bool) throws -> ManagerReport {
+        // The state is only touched from the manager's own thread; the lock guards against the setter.
+        var state = self.state.withLock { $0 }
+        guard let plan = state.plan else { return ManagerReport() }
+        let desired = state.nftRenderer.ruleset(plan)
+        if resync || state.nftBelief == nil {
+            let listing = try tools.listNftTable(table)
+            state.nftBelief = listing.map(NftKernelState.init(listing:)) ?? NftKernelState(tableExists: false)
+        }
+        var report = ManagerReport()
+        if let update = nftUpdate(desired: desired, current: state.nftBelief!, record: &state.record, table: table) {
+            do {
+                try tools.loadNft(update.text)
+            } catch {
+                state.nftBelief = nil
+                let failed = state
+                self.state.withLock { $0 = merged($0, failed) }
+                throw error
+            }
+            report.changes = update.changed
+            state.nftBelief = NftKernelState(loaded: desired)
+        }
+        let done = state
+        self.state.withLock { $0 = merged($0, done) }
+        return report
+    }
+
+    private func applyIptables(resync: Bool) throws -> ManagerReport {
+        var state = self.state.withLock { $0 }
+        guard let plan = state.plan else { return ManagerReport() }
+        var report = ManagerReport()
+        var failure: (any Error)?
+        for family in IPFamily.allCases {
+            let tool = family == .v4 ? "iptables" : "ip6tables"
+            do {
+                let desired = state.iptablesRenderers[family]!.ruleset(plan, family: family)
+                if resync || state.iptablesBelief[family] == nil {
+                    state.iptablesBelief[family] = IptablesKernelState(save: try tools.saveIptables(family))
+                }
+                guard
+                    let update = iptablesUpdate(
+                        desired: desired, current: state.iptablesBelief[family]!,
+                        record: &state.iptablesRecords[family]!)
+                else { continue }
+                do {
+                    try tools.restoreIptables(family, update.text)
+                } catch {
+                    state.iptablesBelief[family] = nil
+                    throw error
+                }
+                report.changes += update.changed.map { "\(tool): \($0)" }
+                var loaded = IptablesKernelState(hooked: Set(IptablesRuleset.hooks))
+                for (name, hash) in desired.chainHashes {
+                    loaded.chains[name] = IptablesChainState(hash: hash, printed: "")
+                }
+                state.iptablesBelief[family] = loaded
+            } catch {
+                // One family failing does not hold up the other.
+                failure = failure ?? error
+            }
+        }
+        let done = state
+        self.state.withLock { $0 = merged($0, done) }
+        if let failure { throw failure }
+        return report
+    }
+
+    /// The manager's state after an apply, keeping a plan set meanwhile.
+    private func merged(_ current: State, _ applied: State) -> State {
+        var result = applied
+        result.plan = current.plan
+        return result
+    }
+}
+
+/// Writes `text` to `path` (for a refused input kept for the operator).
+func writeFile(_ path: String, _ text: String) throws {
+    let directory = (path as NSString).deletingLastPathComponent
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    try text.write(toFile: path, atomically: true, encoding: .utf8)
+}
