@@ -1,0 +1,340 @@
+import Glibc
+import Logging
+import Synchronization
+import TandemCalculation
+import TandemCore
+import TandemDataplane
+import TandemNetlink
+import TandemNetlinkCodec
+import TandemPolicy
+import Testing
+
+/// The fake kernel keeps the rules the managers rely on, so their unit tests mean something.
+@Suite struct FakeKernelTests {
+    @Test func routeSlotsReplaceAndErrorsAreTheKernels() throws {
+        let kernel = FakeKernel()
+        let veth = kernel.addLink(name: "cali1")
+        let route = Route(destination: try CIDR("10.0.0.1/32"), outputInterface: veth.index, routeProtocol: 80)
+        try kernel.addRoute(route, interfaceName: "cali1", replace: false)
+        #expect(throws: NetlinkError.self) { try kernel.addRoute(route, interfaceName: "cali1", replace: false) }
+        do {
+            try kernel.addRoute(route, interfaceName: "cali1", replace: false)
+        } catch {
+            #expect(error.errno == EEXIST)
+        }
+        var replaced = route
+        replaced.routeProtocol = 4
+        try kernel.addRoute(replaced, interfaceName: "cali1", replace: true)
+        #expect(kernel.allRoutes.map(\.routeProtocol) == [4])
+        // Another table is another slot.
+        var other = route
+        other.table = 100
+        try kernel.addRoute(other, interfaceName: "cali1", replace: false)
+        #expect(try kernel.routes(family: .v4, table: RouteTable.main).count == 1)
+        #expect(try kernel.routes(family: .v4, table: nil).count == 2)
+        // No such interface, and an IPv4 route through a link that is down.
+        let missing = Route(destination: try CIDR("10.0.0.2/32"), outputInterface: 99)
+        do {
+            try kernel.addRoute(missing, interfaceName: nil, replace: true)
+            Issue.record("a route through a missing interface was accepted")
+        } catch { #expect(error.errno == ENODEV) }
+        let down = kernel.addLink(name: "cali2", up: false)
+        do {
+            try kernel.addRoute(
+                Route(destination: try CIDR("10.0.0.3/32"), outputInterface: down.index), interfaceName: "cali2",
+                replace: true)
+            Issue.record("an IPv4 route through a down link was accepted")
+        } catch { #expect(error.errno == ENETDOWN) }
+        try kernel.addRoute(
+            Route(destination: try CIDR("fd00::3/128"), outputInterface: down.index), interfaceName: "cali2",
+            replace: true)
+        // Deleting what is not there.
+        do {
+            try kernel.deleteRoute(Route(destination: try CIDR("10.9.9.9/32")), interfaceName: nil)
+            Issue.record("deleting a missing route succeeded")
+        } catch { #expect(error.errno == ESRCH && error.isNotFound) }
+        // A link going down or away takes its routes.
+        try kernel.setLink(veth, LinkChange(up: false))
+        #expect(kernel.allRoutes.allSatisfy { $0.outputInterface != veth.index })
+        try kernel.deleteLink(down)
+        #expect(kernel.allRoutes.isEmpty)
+    }
+
+    @Test func injectedFailuresHitTheNamedOperationOnly() throws {
+        let kernel = FakeKernel()
+        kernel.failNext(.listRoutes, errno: EBUSY, times: 2)
+        #expect(throws: NetlinkError.self) { _ = try kernel.routes(family: .v4, table: nil) }
+        #expect(throws: NetlinkError.self) { _ = try kernel.routes(family: .v6, table: nil) }
+        #expect(try kernel.routes(family: .v4, table: nil).isEmpty)
+        #expect(try kernel.links().count == 1)
+        #expect(kernel.calls(.listRoutes) == 3)
+    }
+}
+
+/// A pod route and a block blackhole per family, on node n1.
+func podRoutes() throws -> [DesiredRoute] {
+    [
+        DesiredRoute(destination: try CIDR("10.244.0.1/32"), interfaceName: "calia"),
+        DesiredRoute(destination: try CIDR("fd00:244::1/128"), interfaceName: "calia"),
+        DesiredRoute(destination: try CIDR("10.244.0.0/26"), interfaceName: nil),
+        DesiredRoute(destination: try CIDR("fd00:244::/122"), interfaceName: nil),
+    ]
+}
+
+@Suite struct RouteManagerTests {
+    @Test func fromEmptyThenConvergedWithoutWrites() throws {
+        let kernel = FakeKernel()
+        kernel.addLink(name: "calia")
+        let manager = RouteManager(kernel: kernel)
+        // No desired state yet: nothing is touched (a starting agent must not delete routes it has not read).
+        kernel.injectRoute(Route(destination: try CIDR("10.244.9.0/26"), routeProtocol: 80, type: RouteType.blackhole))
+        #expect(try manager.apply(resync: true) == ManagerReport())
+        #expect(kernel.allRoutes.count == 1)
+        manager.setDesired(try podRoutes())
+        let first = try manager.apply(resync: false)
+        #expect(first.changes.count == 5, "\(first.changes)")
+        #expect(first.changes.contains("ip route del blackhole 10.244.9.0/26 proto 80"))
+        #expect(Set(kernel.allRoutes.map(\.destination.description)) == Set(try podRoutes().map(\.destination.description)))
+        #expect(kernel.allRoutes.allSatisfy { $0.routeProtocol == 80 })
+        kernel.resetCalls()
+        #expect(try manager.apply(resync: true) == ManagerReport())
+        #expect(kernel.calls(.addRoute) == 0 && kernel.calls(.deleteRoute) == 0)
+    }
+
+    @Test func foreignRoutesAreNeverTouched() throws {
+        let kernel = FakeKernel()
+        let link = kernel.addLink(name: "calia")
+        let foreign = [
+            Route(destination: try CIDR("192.0.2.0/24"), outputInterface: link.index, routeProtocol: 4),
+            Route(destination: try CIDR("2001:db8::/64"), outputInterface: link.index, routeProtocol: 12),
+            // Tandem's protocol in another table is not the workload routes' either.
+            Route(destination: try CIDR("10.244.9.0/26"), table: 200, routeProtocol: 80, type: RouteType.blackhole),
+        ]
+        for route in foreign { kernel.injectRoute(route) }
+        let manager = RouteManager(kernel: kernel)
+        manager.setDesired(try podRoutes())
+        _ = try manager.apply(resync: false)
+        for route in foreign { #expect(kernel.allRoutes.contains(route)) }
+        #expect(kernel.allRoutes.count == foreign.count + 4)
+    }
+
+    @Test func driftIsRepairedOnTheNextApply() throws {
+        let kernel = FakeKernel()
+        kernel.addLink(name: "calia")
+        let manager = RouteManager(kernel: kernel)
+        manager.setDesired(try podRoutes())
+        _ = try manager.apply(resync: false)
+        // `ip route del` by hand, and a stray route of Tandem's protocol.
+        kernel.removeRoutes { $0.destination.description == "fd00:244::1/128" }
+        kernel.injectRoute(Route(destination: try CIDR("10.244.7.7/32"), routeProtocol: 80, type: RouteType.blackhole))
+        let repair = try manager.apply(resync: true)
+        #expect(repair.changes.count == 2, "\(repair.changes)")
+        #expect(kernel.allRoutes.contains { $0.destination.description == "fd00:244::1/128" })
+        #expect(!kernel.allRoutes.contains { $0.destination.description == "10.244.7.7/32" })
+    }
+
+    @Test func oneRefusedRouteDoesNotHoldUpTheOthers() throws {
+        let kernel = FakeKernel()
+        kernel.addLink(name: "calia")
+        let manager = RouteManager(kernel: kernel)
+        manager.setDesired(try podRoutes())
+        kernel.failNext(.addRoute, errno: EEXIST)
+        #expect(throws: DataplaneError.self) { _ = try manager.apply(resync: false) }
+        #expect(kernel.allRoutes.count == 3)
+        // The retry completes the set.
+        let retry = try manager.apply(resync: true)
+        #expect(retry.changes.count == 1)
+        #expect(kernel.allRoutes.count == 4)
+        // A route already gone when deleted (ENOENT, its pod's veth went) is not a failure.
+        manager.setDesired([])
+        kernel.failNext(.deleteRoute, errno: ENOENT)
+        let removed = try manager.apply(resync: false)
+        #expect(removed.changes.count == 3)
+    }
+
+    @Test func anEndpointWaitsForItsInterface() throws {
+        let kernel = FakeKernel()
+        let manager = RouteManager(kernel: kernel)
+        manager.setDesired(try podRoutes())
+        let report = try manager.apply(resync: false)
+        #expect(report.waiting.count == 2)
+        #expect(report.changes.count == 2)  // the blackholes
+        kernel.addLink(name: "calia")
+        #expect(try manager.apply(resync: false).changes.count == 2)
+    }
+
+    @Test func aFailingListIsAnErrorNotADeletion() throws {
+        let kernel = FakeKernel()
+        kernel.addLink(name: "calia")
+        let manager = RouteManager(kernel: kernel)
+        manager.setDesired(try podRoutes())
+        _ = try manager.apply(resync: false)
+        kernel.failNext(.listRoutes, errno: EBUSY)
+        #expect(throws: NetlinkError.self) { _ = try manager.apply(resync: true) }
+        #expect(kernel.allRoutes.count == 4)
+    }
+}
+
+/// Policy tools in memory: what was loaded, a listing the test controls, failures on demand.
+final class FakePolicyTools: PolicyTools {
+    struct State {
+        var listing: String?
+        var loads: [String] = []
+        var lists = 0
+        var failLoads = 0
+        var saves: [IPFamily: String] = [:]
+        var restores: [String] = []
+    }
+    let state = Mutex(State())
+
+    func listNftTable(_ table: String) throws -> String? {
+        state.withLock {
+            $0.lists += 1
+            return $0.listing
+        }
+    }
+
+    func loadNft(_ text: String) throws {
+        try state.withLock {
+            if $0.failLoads > 0 {
+                $0.failLoads -= 1
+                throw PolicyToolFailure()
+            }
+            $0.loads.append(text)
+        }
+    }
+
+    func saveIptables(_ family: IPFamily) throws -> String { state.withLock { $0.saves[family] ?? "" } }
+
+    func restoreIptables(_ family: IPFamily, _ text: String) throws {
+        try state.withLock {
+            if $0.failLoads > 0 {
+                $0.failLoads -= 1
+                throw PolicyToolFailure()
+            }
+            $0.restores.append("\(family)\n" + text)
+        }
+    }
+}
+
+struct PolicyToolFailure: Error {}
+
+/// A plan with `count` local endpoints, none under policy.
+func openPlan(_ count: Int) -> PolicyPlan {
+    var endpoints: [EndpointPolicy] = []
+    for index in 0..<count {
+        for direction in PolicyDirection.allCases {
+            endpoints.append(
+                EndpointPolicy(
+                    endpoint: "pod\(index)", interfaceName: "cali\(index)", direction: direction, policies: [],
+                    profileRules: nil))
+        }
+    }
+    return PolicyPlan(endpoints: endpoints, warnings: [])
+}
+
+@Suite struct PolicyManagerTests {
+    @Test func loadsTheTableOnceThenOnlyWhatChanged() throws {
+        let tools = FakePolicyTools()
+        let manager = PolicyManager(backend: .nftables, tools: tools)
+        #expect(try manager.apply(resync: false) == ManagerReport())  // no plan yet: nothing read, nothing loaded
+        manager.setDesired(openPlan(2))
+        _ = try manager.apply(resync: false)
+        let first = try #require(tools.state.withLock { $0.loads.last })
+        #expect(first.contains("table inet tandem {") && first.contains("chain from-cali1 {"))
+        // Converged: nothing loaded, nothing listed.
+        #expect(try manager.apply(resync: false) == ManagerReport())
+        #expect(tools.state.withLock { ($0.loads.count, $0.lists) } == (1, 1))
+        // One more pod: its chains and map elements only.
+        manager.setDesired(openPlan(3))
+        let report = try manager.apply(resync: false)
+        let second = try #require(tools.state.withLock { $0.loads.last })
+        #expect(!second.contains("table inet tandem {\n\tmap"))
+        #expect(second.contains("add chain inet tandem from-cali2") && second.contains("add chain inet tandem to-cali2"))
+        #expect(second.contains("add element inet tandem from-endpoint { \"cali2\" : jump from-cali2 }"))
+        #expect(!second.contains("cali1"))
+        #expect(report.changes.contains("chain from-cali2 added"))
+    }
+
+    @Test func aFlushedTableIsRecreatedOnResync() throws {
+        let tools = FakePolicyTools()
+        let manager = PolicyManager(backend: .nftables, tools: tools)
+        manager.setDesired(openPlan(1))
+        _ = try manager.apply(resync: false)
+        // `nft flush ruleset`: the listing finds no table.
+        tools.state.withLock { $0.listing = nil }
+        let report = try manager.apply(resync: true)
+        #expect(report.changes == ["table inet tandem created"])
+        #expect(tools.state.withLock { $0.loads.count } == 2)
+    }
+
+    @Test func aRefusedLoadIsRetriedFromTheKernelsState() throws {
+        let tools = FakePolicyTools()
+        let manager = PolicyManager(backend: .nftables, tools: tools)
+        manager.setDesired(openPlan(1))
+        tools.state.withLock { $0.failLoads = 1 }
+        #expect(throws: PolicyToolFailure.self) { _ = try manager.apply(resync: false) }
+        // The next apply reads the kernel back before deciding (it does not trust its belief).
+        let lists = tools.state.withLock { $0.lists }
+        _ = try manager.apply(resync: false)
+        #expect(tools.state.withLock { $0.lists } == lists + 1)
+        #expect(tools.state.withLock { $0.loads.count } == 1)
+    }
+
+    @Test func iptablesLoadsEachFamilyAndAFailureOfOneKeepsTheOther() throws {
+        let tools = FakePolicyTools()
+        let manager = PolicyManager(backend: .iptables, tools: tools)
+        manager.setDesired(openPlan(1))
+        tools.state.withLock { $0.failLoads = 1 }
+        #expect(throws: PolicyToolFailure.self) { _ = try manager.apply(resync: false) }
+        let restores = tools.state.withLock { $0.restores }
+        #expect(restores.count == 1 && restores[0].hasPrefix("v6\n*filter"))
+        _ = try manager.apply(resync: false)
+        #expect(tools.state.withLock { $0.restores.count } == 2)
+        #expect(try manager.apply(resync: false) == ManagerReport())
+    }
+}
+
+/// A manager whose applies fail until told otherwise.
+final class FlakyManager: DataplaneManager {
+    let name: String
+    let failing: Mutex<Bool>
+    let applies = Mutex(0)
+    init(name: String, failing: Bool) {
+        self.name = name
+        self.failing = Mutex(failing)
+    }
+    func apply(resync: Bool) throws -> ManagerReport {
+        applies.withLock { $0 += 1 }
+        if failing.withLock({ $0 }) { throw DataplaneError("\(name) refused") }
+        return ManagerReport(changes: ["applied"])
+    }
+}
+
+@Suite struct ManagerRunnerTests {
+    /// A failing manager is retried with backoff and reported; the others converge meanwhile; it recovers.
+    @Test func aFailingManagerDoesNotHoldUpTheOthers() async throws {
+        let bad = FlakyManager(name: "bad", failing: true)
+        let good = FlakyManager(name: "good", failing: false)
+        let runner = ManagerRunner(managers: [bad, good], logger: Logger(label: "test"))
+        let task = Task { await runner.run() }
+        defer { task.cancel() }
+        runner.kick(["bad", "good"])
+        var statuses = runner.statuses()
+        for _ in 0..<200 {
+            statuses = runner.statuses()
+            if (statuses["bad"]?.failures ?? 0) >= 3 && statuses["good"]?.converged == true { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(statuses["good"]?.converged == true)
+        #expect((statuses["bad"]?.failures ?? 0) >= 3, "retried with backoff: \(statuses)")
+        #expect(statuses["bad"]?.lastError == "bad refused")
+        bad.failing.withLock { $0 = false }
+        for _ in 0..<200 {
+            if runner.statuses()["bad"]?.converged == true { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(runner.statuses()["bad"]?.converged == true)
+        #expect(runner.statuses()["bad"]?.consecutiveFailures == 0)
+    }
+}

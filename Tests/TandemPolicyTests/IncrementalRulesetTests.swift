@@ -1,0 +1,420 @@
+import Foundation
+import TandemCore
+import TandemModel
+import TandemPolicy
+import TandemTestSupport
+import Testing
+
+/// The policies of the incremental scenarios: a default deny and an allow for clients on the servers.
+let incrementalBase = scenarios[0].yaml
+
+/// The same with a second allow (from monitoring, on 9100) selecting the servers.
+let incrementalWithMonitoring =
+    incrementalBase + """
+
+        ---
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata: {name: allow-monitoring}
+        spec:
+          selector: app == 'server'
+          order: 50
+          ingress:
+          - {action: Allow, protocol: TCP, source: {selector: role == 'monitoring'}, destination: {ports: [9100]}}
+        """
+
+/// Only the default deny.
+let incrementalDenyOnly = """
+    apiVersion: projectcalico.org/v3
+    kind: GlobalNetworkPolicy
+    metadata: {name: default-deny}
+    spec: {selector: app == 'server', order: 1000, types: [Ingress]}
+    """
+
+/// A second server on this node: the policies select it, no rule selector names it.
+let secondServer = endpoint(
+    "server2", interface: "cali0server0002", ["10.65.0.3", "fd00:65::3"], labels: ["app": "server"])
+
+/// A monitoring pod elsewhere (the monitoring allow's source).
+let monitor = endpoint("monitor", ["10.65.4.2", "fd00:65::4:2"], labels: ["role": "monitoring"])
+
+func incrementalPlan(_ yaml: String, _ endpoints: [PolicyEndpoint]) throws -> PolicyPlan {
+    computePolicy(try policyInput(yaml, endpoints: endpoints), local: endpoints)
+}
+
+/// The names of the chains whose bodies a `nft -f` text writes (`chain NAME {`).
+func nftChainsWritten(_ text: String) -> Set<String> {
+    var names: Set<String> = []
+    for line in text.split(separator: "\n") {
+        let trimmed = line.drop { $0 == "\t" || $0 == " " }
+        guard trimmed.hasPrefix("chain "), trimmed.hasSuffix(" {") else { continue }
+        names.insert(String(trimmed.dropFirst(6).dropLast(2)))
+    }
+    return names
+}
+
+/// The chains an `iptables-restore` text declares (and so empties).
+func iptablesChainsDeclared(_ text: String) -> Set<String> {
+    Set(text.split(separator: "\n").filter { $0.hasPrefix(":") }.map { String($0.dropFirst().prefix { $0 != " " }) })
+}
+
+/// What `iptables-save -t filter` would print once `ruleset` is loaded and hooked (the rules as rendered; the
+/// real tool normalises them, which the hashes do not depend on).
+func simulatedSave(_ ruleset: IptablesRuleset) -> String {
+    var lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+    for name in ruleset.chains.keys.sorted() { lines.append(":\(name) - [0:0]") }
+    for hook in IptablesRuleset.hooks { lines.append("-A \(hook) -j TDM-\(hook)") }
+    for name in ruleset.chains.keys.sorted() {
+        for rule in ruleset.chains[name]! { lines.append("-A \(name) \(rule)") }
+    }
+    lines.append("COMMIT")
+    return lines.joined(separator: "\n") + "\n"
+}
+
+/// The position of `needle` in `text` (to check the order of a transaction's steps).
+func offset(of needle: String, in text: String) throws -> String.Index {
+    try #require(text.range(of: needle), "\"\(needle)\" not in:\n\(text)").lowerBound
+}
+
+@Suite struct IncrementalRulesetTests {
+    // MARK: nftables, pure
+
+    /// From nothing the whole table is written; once loaded nothing is; a new endpoint adds its own chains and map
+    /// elements and touches nothing else; a removed policy's chain goes after the chains that jumped to it.
+    @Test func nftUpdateTouchesOnlyWhatChanged() throws {
+        var renderer = NftRenderer()
+        var record = NftPrintedRecord()
+        let first = renderer.ruleset(try incrementalPlan(incrementalBase, cluster))
+        let full = try #require(
+            nftUpdate(desired: first, current: NftKernelState(tableExists: false), record: &record))
+        #expect(full.changed == ["table inet tandem created"])
+        #expect(full.text.hasPrefix("table inet tandem {"))
+        #expect(nftChainsWritten(full.text) == Set(first.chains.keys))
+        #expect(full.text.contains("add element inet tandem to-endpoint {"))
+        #expect(nftUpdate(desired: first, current: NftKernelState(loaded: first), record: &record) == nil)
+        // Rendering the same plan again gives the same ruleset.
+        #expect(renderer.ruleset(try incrementalPlan(incrementalBase, cluster)) == first)
+
+        // A second server: its two chains and map elements, nothing flushed, the policy chains shared.
+        let second = renderer.ruleset(try incrementalPlan(incrementalBase, cluster + [secondServer]))
+        let added = try #require(
+            nftUpdate(desired: second, current: NftKernelState(loaded: first), record: &record))
+        #expect(!added.text.contains("flush"))
+        #expect(!added.text.contains("delete"))
+        #expect(nftChainsWritten(added.text) == ["from-cali0server0002", "to-cali0server0002"])
+        #expect(added.text.contains("add chain inet tandem from-cali0server0002\n"))
+        #expect(added.text.contains("add chain inet tandem to-cali0server0002\n"))
+        #expect(
+            added.text.contains(
+                "add element inet tandem from-endpoint { \"cali0server0002\" : jump from-cali0server0002 }"))
+        #expect(
+            added.text.contains("add element inet tandem to-endpoint { \"cali0server0002\" : jump to-cali0server0002 }")
+        )
+        #expect(
+            Set(added.changed) == [
+                "chain from-cali0server0002 added", "chain to-cali0server0002 added", "map from-endpoint: +1 -0",
+                "map to-endpoint: +1 -0",
+            ])
+        // Both servers jump to the same policy chains.
+        let jumps = { (chain: String) in second.chains[chain]!.filter { $0.hasPrefix("jump pol-") } }
+        #expect(jumps("to-cali0server0001").count == 2)
+        #expect(jumps("to-cali0server0001") == jumps("to-cali0server0002"))
+
+        // The allow removed: the endpoint chains stop jumping to its chain before it is deleted, and the address
+        // sets only it used go last.
+        let third = renderer.ruleset(try incrementalPlan(incrementalDenyOnly, cluster + [secondServer]))
+        let removedChains = Set(second.chains.keys).subtracting(third.chains.keys)
+        #expect(removedChains.count == 1)
+        let allowChain = try #require(removedChains.first)
+        #expect(allowChain.hasPrefix("pol-"))
+        let removed = try #require(
+            nftUpdate(desired: third, current: NftKernelState(loaded: second), record: &record))
+        #expect(nftChainsWritten(removed.text) == ["to-cali0server0001", "to-cali0server0002"])
+        let rewritten = try offset(of: "chain to-cali0server0001 {", in: removed.text)
+        let flushed = try offset(of: "flush chain inet tandem \(allowChain)\n", in: removed.text)
+        let deleted = try offset(of: "delete chain inet tandem \(allowChain)\n", in: removed.text)
+        #expect(rewritten < flushed && flushed < deleted)
+        for set in Set(second.sets.keys).subtracting(third.sets.keys) {
+            #expect(try offset(of: "delete set inet tandem \(set)\n", in: removed.text) > deleted)
+        }
+        #expect(second.sets.count == 2 && third.sets.isEmpty)
+        // The deny's chain is the same chain with the same rules: untouched.
+        #expect(removed.text.components(separatedBy: "flush chain inet tandem pol-").count == 2)
+
+        // The second server goes: its map elements are deleted before its chains.
+        let fourth = renderer.ruleset(try incrementalPlan(incrementalDenyOnly, cluster))
+        let gone = try #require(nftUpdate(desired: fourth, current: NftKernelState(loaded: third), record: &record))
+        let element = try offset(of: "delete element inet tandem to-endpoint { \"cali0server0002\" }", in: gone.text)
+        #expect(try offset(of: "delete chain inet tandem to-cali0server0002\n", in: gone.text) > element)
+        #expect(nftChainsWritten(gone.text).isEmpty)
+    }
+
+    /// A chain whose hash matches is checked against its printed form once it has been learnt.
+    @Test func nftRecordFindsChainsChangedBehindItsBack() throws {
+        var renderer = NftRenderer()
+        var record = NftPrintedRecord()
+        let ruleset = renderer.ruleset(try incrementalPlan(incrementalBase, cluster))
+        var kernel = NftKernelState(loaded: ruleset)
+        for name in kernel.chains.keys { kernel.chains[name]!.printed = "printed \(name)" }
+        for name in kernel.sets.keys { kernel.sets[name] = "printed \(name)" }
+        // The first read-back learns.
+        #expect(nftUpdate(desired: ruleset, current: kernel, record: &record) == nil)
+        #expect(nftUpdate(desired: ruleset, current: kernel, record: &record) == nil)
+        let chain = try #require(ruleset.chains.keys.first { $0.hasPrefix("to-") })
+        kernel.chains[chain]!.printed += "\ndrop"
+        let set = try #require(ruleset.sets.keys.first)
+        kernel.sets[set] = "emptied"
+        let repair = try #require(nftUpdate(desired: ruleset, current: kernel, record: &record))
+        #expect(
+            Set(repair.changed) == ["chain \(chain) repaired (changed outside Tandem)", "set \(set) repaired"])
+        #expect(repair.text.contains("flush chain inet tandem \(chain)\n"))
+        #expect(repair.text.contains("flush set inet tandem \(set)\n"))
+        // Rewritten: forgotten, learnt again at the next read-back.
+        kernel.chains[chain]!.printed = "printed again"
+        kernel.sets[set] = "printed again"
+        #expect(nftUpdate(desired: ruleset, current: kernel, record: &record) == nil)
+    }
+
+    // MARK: iptables, pure
+
+    @Test(arguments: [IPFamily.v4, .v6])
+    func iptablesUpdateTouchesOnlyWhatChanged(family: IPFamily) throws {
+        var renderer = IptablesRenderer()
+        var record = NftPrintedRecord()
+        let first = renderer.ruleset(try incrementalPlan(incrementalBase, cluster), family: family)
+        let full = try #require(iptablesUpdate(desired: first, current: IptablesKernelState(), record: &record))
+        #expect(iptablesChainsDeclared(full.text) == Set(first.chains.keys))
+        for hook in IptablesRuleset.hooks { #expect(full.text.contains("-I \(hook) 1 -j TDM-\(hook)\n")) }
+        let loaded = IptablesKernelState(save: simulatedSave(first))
+        #expect(Set(loaded.chains.keys) == Set(first.chains.keys))
+        #expect(loaded.hooked == Set(IptablesRuleset.hooks))
+        #expect(loaded.chains.allSatisfy { $0.value.hash == first.chainHashes[$0.key] })
+        #expect(iptablesUpdate(desired: first, current: loaded, record: &record) == nil)
+
+        // A second server: its chains and the dispatch chains; the policy chains and the first server's stay.
+        let second = renderer.ruleset(try incrementalPlan(incrementalBase, cluster + [secondServer]), family: family)
+        let added = try #require(iptablesUpdate(desired: second, current: loaded, record: &record))
+        #expect(
+            iptablesChainsDeclared(added.text) == [
+                "TDM-FW-cali0server0002", "TDM-TW-cali0server0002", "TDM-FORWARD", "TDM-INPUT", "TDM-OUTPUT",
+            ])
+        #expect(!added.text.contains("-X ") && !added.text.contains("-I "))
+        let policyChains = second.chains["TDM-TW-cali0server0002"]!.filter { $0.hasPrefix("-j TDM-P-") }
+        #expect(policyChains.count == 2)
+        #expect(policyChains == first.chains["TDM-TW-cali0server0001"]!.filter { $0.hasPrefix("-j TDM-P-") })
+
+        // The allow removed: its chain is emptied and deleted after the endpoint chains are rewritten.
+        let third = renderer.ruleset(try incrementalPlan(incrementalDenyOnly, cluster + [secondServer]), family: family)
+        let removedChains = Set(second.chains.keys).subtracting(third.chains.keys)
+        #expect(removedChains.contains { $0.hasPrefix("TDM-P-") })
+        let removed = try #require(
+            iptablesUpdate(desired: third, current: IptablesKernelState(save: simulatedSave(second)), record: &record))
+        #expect(
+            iptablesChainsDeclared(removed.text)
+                == removedChains.union(["TDM-TW-cali0server0001", "TDM-TW-cali0server0002"]))
+        let lastRewrite = try #require(removed.text.range(of: "-A TDM-TW-cali0server0002 ", options: .backwards))
+        for chain in removedChains {
+            #expect(try offset(of: "-X \(chain)\n", in: removed.text) > lastRewrite.lowerBound)
+            #expect(!removed.text.contains("-A \(chain) "))
+        }
+        #expect(removed.text.hasSuffix("COMMIT\n"))
+    }
+
+    /// iptables' record: a chain whose hash matches but whose rules differ from what was seen is rewritten.
+    @Test func iptablesRecordFindsChainsChangedBehindItsBack() throws {
+        var renderer = IptablesRenderer()
+        var record = NftPrintedRecord()
+        let ruleset = renderer.ruleset(try incrementalPlan(incrementalBase, cluster), family: .v4)
+        let save = simulatedSave(ruleset)
+        #expect(iptablesUpdate(desired: ruleset, current: IptablesKernelState(save: save), record: &record) == nil)
+        let chain = try #require(ruleset.chains.keys.first { $0.hasPrefix("TDM-P-") })
+        let drifted = save.replacingOccurrences(
+            of: ":\(chain) - [0:0]\n", with: ":\(chain) - [0:0]\n-A \(chain) -j DROP\n")
+        let repair = try #require(
+            iptablesUpdate(desired: ruleset, current: IptablesKernelState(save: drifted), record: &record))
+        #expect(repair.changed == ["chain \(chain) repaired (changed outside Tandem)"])
+        #expect(iptablesChainsDeclared(repair.text) == [chain])
+    }
+
+    // MARK: In the kernel
+
+    /// nftables in a namespace: what the agent loads reads back as converged (hashes and printed forms
+    /// round-trip), an incremental change applies and converges, a flushed ruleset is recreated, and changes made
+    /// by hand are repaired.
+    @Test func nftablesConvergesInTheKernel() throws {
+        let namespace = try TestNamespace("nftinc")
+        defer { namespace.remove() }
+        let scratch = try ScratchDirectory("nftinc")
+        defer { scratch.remove() }
+        var renderer = NftRenderer()
+        var record = NftPrintedRecord()
+        var step = 0
+        func read() throws -> (state: NftKernelState, listing: String) {
+            let listed = try namespace.run("nft list table inet tandem")
+            return (NftKernelState(listing: listed.status == 0 ? listed.stdout : ""), listed.stdout)
+        }
+        func run(_ command: String) throws {
+            let result = try namespace.run(command)
+            try #require(result.status == 0, "\(command): \(result.stderr)")
+        }
+        /// Applies the update to `desired`, then checks that reading back gives nothing more to do.
+        func converge(_ desired: NftRuleset, _ what: String) throws -> [String] {
+            let update = try #require(
+                nftUpdate(desired: desired, current: try read().state, record: &record), "nothing to do for \(what)")
+            step += 1
+            let file = try scratch.write("step\(step).nft", update.text)
+            let result = try namespace.run("nft -f \(file)")
+            try #require(result.status == 0, "nft -f refused \(what): \(result.stderr)\n\(update.text)")
+            let (state, listing) = try read()
+            if let again = nftUpdate(desired: desired, current: state, record: &record) {
+                Issue.record(
+                    "not converged after \(what): \(again.changed)\n\(again.text)\n--- listing:\n\(listing)")
+            }
+            // A second read-back checks against the printed forms just learnt.
+            #expect(nftUpdate(desired: desired, current: try read().state, record: &record) == nil)
+            return update.changed
+        }
+
+        let first = renderer.ruleset(try incrementalPlan(incrementalBase, cluster))
+        #expect(try read().state.tableExists == false)
+        #expect(try converge(first, "the first load") == ["table inet tandem created"])
+        let loaded = try read().state
+        #expect(Set(loaded.chains.keys) == Set(first.chains.keys))
+        #expect(
+            loaded.chains.allSatisfy {
+                $0.value.hash == first.chainHashes[$0.key] || NftRuleset.baseChains.contains($0.key)
+            })
+        #expect(Set(loaded.sets.keys) == Set(first.sets.keys))
+        #expect(loaded.maps == first.maps)
+
+        // An endpoint and a policy added.
+        let second = renderer.ruleset(
+            try incrementalPlan(incrementalWithMonitoring, cluster + [secondServer, monitor]))
+        let added = try converge(second, "a new endpoint and policy")
+        #expect(added.contains("chain to-cali0server0002 added") && added.contains("chain from-cali0server0002 added"))
+        #expect(added.contains("chain to-cali0server0001 replaced"))
+        #expect(added.filter { $0.hasSuffix("added") && $0.hasPrefix("chain pol-") }.count == 1)
+        #expect(!added.contains { $0.hasPrefix("chain pol-") && $0.hasSuffix("replaced") })
+
+        // Everything flushed by someone: the table is made again.
+        try run("nft flush ruleset")
+        #expect(try converge(second, "nft flush ruleset") == ["table inet tandem created"])
+
+        // A rule inserted at the top of a policy chain: the hash still matches, the printed form does not.
+        let policyChain = try #require(second.chains.keys.sorted().first { $0.hasPrefix("pol-") })
+        try run("nft insert rule inet tandem \(policyChain) drop")
+        #expect(try converge(second, "a rule inserted") == ["chain \(policyChain) repaired (changed outside Tandem)"])
+
+        // A rule appended to an endpoint chain: the hash is no longer the last rule's.
+        try run("nft add rule inet tandem to-cali0server0001 accept")
+        #expect(try converge(second, "a rule appended") == ["chain to-cali0server0001 replaced"])
+
+        // A chain emptied.
+        try run("nft flush chain inet tandem from-cali0server0002")
+        #expect(try converge(second, "a chain flushed") == ["chain from-cali0server0002 replaced"])
+
+        // A base chain changed.
+        try run("nft add rule inet tandem forward drop")
+        #expect(try converge(second, "a base chain changed") == ["chain forward replaced"])
+
+        // A map element deleted, a set emptied, a stranger's chain added.
+        try run("nft 'delete element inet tandem to-endpoint { \"cali0server0001\" }'")
+        let clientSet = try #require(
+            second.sets.values.first { $0.members.contains { $0.description == "10.65.1.2/32" } })
+        try run("nft flush set inet tandem \(clientSet.name)")
+        try run("nft add chain inet tandem stranger")
+        #expect(
+            Set(try converge(second, "map, set and stranger")) == [
+                "map to-endpoint: +1 -0", "set \(clientSet.name) repaired", "chain stranger deleted",
+            ])
+        let repaired = try read().listing
+        #expect(repaired.contains("10.65.1.2"))
+
+        // Back to the deny only, without the second server.
+        let third = renderer.ruleset(try incrementalPlan(incrementalDenyOnly, cluster))
+        let removed = try converge(third, "policies and an endpoint removed")
+        #expect(
+            removed.contains("chain to-cali0server0002 deleted")
+                && removed.contains("chain from-cali0server0002 deleted"))
+        #expect(removed.filter { $0.hasPrefix("chain pol-") && $0.hasSuffix("deleted") }.count == 2)
+        #expect(removed.contains { $0.hasPrefix("set ") && $0.hasSuffix("deleted") })
+        let final = try read().state
+        #expect(Set(final.chains.keys) == Set(third.chains.keys) && final.sets.isEmpty)
+    }
+
+    /// iptables and ip6tables in a namespace, the same way: load, read back converged, change, drift, repair.
+    @Test(arguments: [IPFamily.v4, .v6])
+    func iptablesConvergesInTheKernel(family: IPFamily) throws {
+        let tool = family == .v4 ? "iptables" : "ip6tables"
+        let namespace = try TestNamespace("iptinc")
+        defer { namespace.remove() }
+        let scratch = try ScratchDirectory("iptinc")
+        defer { scratch.remove() }
+        var renderer = IptablesRenderer()
+        var record = NftPrintedRecord()
+        var step = 0
+        func read() throws -> (state: IptablesKernelState, save: String) {
+            let saved = try namespace.run("\(tool)-save -t filter")
+            try #require(saved.status == 0, "\(tool)-save: \(saved.stderr)")
+            return (IptablesKernelState(save: saved.stdout), saved.stdout)
+        }
+        func run(_ command: String) throws {
+            let result = try namespace.run(command)
+            try #require(result.status == 0, "\(command): \(result.stderr)")
+        }
+        func converge(_ desired: IptablesRuleset, _ what: String) throws -> [String] {
+            let update = try #require(
+                iptablesUpdate(desired: desired, current: try read().state, record: &record),
+                "nothing to do for \(what)")
+            step += 1
+            let file = try scratch.write("step\(step).\(tool)", update.text)
+            let result = try namespace.run("\(tool)-restore --noflush < \(file)")
+            try #require(result.status == 0, "\(tool)-restore refused \(what): \(result.stderr)\n\(update.text)")
+            let (state, save) = try read()
+            if let again = iptablesUpdate(desired: desired, current: state, record: &record) {
+                Issue.record("not converged after \(what): \(again.changed)\n\(again.text)\n--- save:\n\(save)")
+            }
+            #expect(iptablesUpdate(desired: desired, current: try read().state, record: &record) == nil)
+            return update.changed
+        }
+
+        let first = renderer.ruleset(try incrementalPlan(incrementalBase, cluster), family: family)
+        let initial = try converge(first, "the first load")
+        #expect(initial.filter { $0.hasSuffix("hooked") }.count == 3)
+        let loaded = try read()
+        #expect(Set(loaded.state.chains.keys) == Set(first.chains.keys))
+        #expect(loaded.state.chains.allSatisfy { $0.value.hash == first.chainHashes[$0.key] })
+        // Hooked once, first.
+        for hook in IptablesRuleset.hooks {
+            #expect(loaded.save.components(separatedBy: "-A \(hook) -j TDM-\(hook)\n").count == 2)
+        }
+
+        let second = renderer.ruleset(
+            try incrementalPlan(incrementalWithMonitoring, cluster + [secondServer, monitor]), family: family)
+        let added = try converge(second, "a new endpoint and policy")
+        #expect(
+            added.contains("chain TDM-TW-cali0server0002 added")
+                && added.contains("chain TDM-TW-cali0server0001 replaced"))
+        #expect(!added.contains { $0.hasSuffix("hooked") })
+        #expect(!added.contains { $0.hasPrefix("chain TDM-P-") && $0.hasSuffix("replaced") })
+
+        // Drift: a rule inserted at the top of a policy chain (hash intact), one appended to an endpoint chain, a
+        // chain flushed, a hook removed, a stale chain of ours.
+        let policyChain = try #require(
+            second.chains.keys.sorted().first { $0.hasPrefix("TDM-P-") && second.chains[$0]!.count > 1 })
+        try run("\(tool) -I \(policyChain) 1 -j DROP")
+        #expect(try converge(second, "a rule inserted") == ["chain \(policyChain) repaired (changed outside Tandem)"])
+        try run("\(tool) -A TDM-TW-cali0server0001 -j ACCEPT")
+        #expect(try converge(second, "a rule appended") == ["chain TDM-TW-cali0server0001 replaced"])
+        try run("\(tool) -F TDM-FW-cali0server0002")
+        #expect(try converge(second, "a chain flushed") == ["chain TDM-FW-cali0server0002 replaced"])
+        try run("\(tool) -D FORWARD -j TDM-FORWARD && \(tool) -N TDM-STALE && \(tool) -A TDM-STALE -j RETURN")
+        #expect(Set(try converge(second, "unhooked, stale")) == ["FORWARD hooked", "chain TDM-STALE deleted"])
+
+        // Back to the deny only, without the second server.
+        let third = renderer.ruleset(try incrementalPlan(incrementalDenyOnly, cluster), family: family)
+        let removed = try converge(third, "policies and an endpoint removed")
+        #expect(removed.contains("chain TDM-TW-cali0server0002 deleted"))
+        #expect(Set(try read().state.chains.keys) == Set(third.chains.keys))
+    }
+}
