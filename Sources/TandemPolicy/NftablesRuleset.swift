@@ -392,6 +392,8 @@ public func nftUpdate(
 /// A base chain carries no hash comment: its printed form is hashed the way ``NftRenderer`` hashes its source,
 /// after undoing what nft changes in printing.
 private func baseChainHash(_ printed: String, fallback: String?) -> String? {
+    // Loaded by this agent and not read back yet: the hash it was loaded with.
+    if printed.isEmpty { return fallback }
     let source = printed.split(separator: "\n").map(String.init)
     return NftRenderer.digest(source.joined(separator: "\n"), [])
 }

@@ -136,6 +136,17 @@ public struct EndpointPolicy: Sendable, Equatable {
     /// The profiles' rules (after a Pass, or with no policy). Nil when the endpoint has no profile resource: then
     /// traffic no policy decided is allowed, as with Calico's namespace profile in Kubernetes.
     public var profileRules: [RuleIR]?
+
+    public init(
+        endpoint: String, interfaceName: String, direction: PolicyDirection, policies: [AppliedPolicy],
+        profileRules: [RuleIR]?
+    ) {
+        self.endpoint = endpoint
+        self.interfaceName = interfaceName
+        self.direction = direction
+        self.policies = policies
+        self.profileRules = profileRules
+    }
 }
 
 /// Something the computation could not honour, said to the operator (a named port it cannot resolve, ...).

@@ -14,7 +14,7 @@ import Testing
     @Test func routeSlotsReplaceAndErrorsAreTheKernels() throws {
         let kernel = FakeKernel()
         let veth = kernel.addLink(name: "cali1")
-        let route = Route(destination: try CIDR("10.0.0.1/32"), outputInterface: veth.index, routeProtocol: 80)
+        let route = Route(destination: CIDR("10.0.0.1/32"), outputInterface: veth.index, routeProtocol: 80)
         try kernel.addRoute(route, interfaceName: "cali1", replace: false)
         #expect(throws: NetlinkError.self) { try kernel.addRoute(route, interfaceName: "cali1", replace: false) }
         do {
@@ -33,7 +33,7 @@ import Testing
         #expect(try kernel.routes(family: .v4, table: RouteTable.main).count == 1)
         #expect(try kernel.routes(family: .v4, table: nil).count == 2)
         // No such interface, and an IPv4 route through a link that is down.
-        let missing = Route(destination: try CIDR("10.0.0.2/32"), outputInterface: 99)
+        let missing = Route(destination: CIDR("10.0.0.2/32"), outputInterface: 99)
         do {
             try kernel.addRoute(missing, interfaceName: nil, replace: true)
             Issue.record("a route through a missing interface was accepted")
@@ -41,16 +41,16 @@ import Testing
         let down = kernel.addLink(name: "cali2", up: false)
         do {
             try kernel.addRoute(
-                Route(destination: try CIDR("10.0.0.3/32"), outputInterface: down.index), interfaceName: "cali2",
+                Route(destination: CIDR("10.0.0.3/32"), outputInterface: down.index), interfaceName: "cali2",
                 replace: true)
             Issue.record("an IPv4 route through a down link was accepted")
         } catch { #expect(error.errno == ENETDOWN) }
         try kernel.addRoute(
-            Route(destination: try CIDR("fd00::3/128"), outputInterface: down.index), interfaceName: "cali2",
+            Route(destination: CIDR("fd00::3/128"), outputInterface: down.index), interfaceName: "cali2",
             replace: true)
         // Deleting what is not there.
         do {
-            try kernel.deleteRoute(Route(destination: try CIDR("10.9.9.9/32")), interfaceName: nil)
+            try kernel.deleteRoute(Route(destination: CIDR("10.9.9.9/32")), interfaceName: nil)
             Issue.record("deleting a missing route succeeded")
         } catch { #expect(error.errno == ESRCH && error.isNotFound) }
         // A link going down or away takes its routes.
@@ -74,10 +74,10 @@ import Testing
 /// A pod route and a block blackhole per family, on node n1.
 func podRoutes() throws -> [DesiredRoute] {
     [
-        DesiredRoute(destination: try CIDR("10.244.0.1/32"), interfaceName: "calia"),
-        DesiredRoute(destination: try CIDR("fd00:244::1/128"), interfaceName: "calia"),
-        DesiredRoute(destination: try CIDR("10.244.0.0/26"), interfaceName: nil),
-        DesiredRoute(destination: try CIDR("fd00:244::/122"), interfaceName: nil),
+        DesiredRoute(destination: CIDR("10.244.0.1/32"), interfaceName: "calia"),
+        DesiredRoute(destination: CIDR("fd00:244::1/128"), interfaceName: "calia"),
+        DesiredRoute(destination: CIDR("10.244.0.0/26"), interfaceName: nil),
+        DesiredRoute(destination: CIDR("fd00:244::/122"), interfaceName: nil),
     ]
 }
 
@@ -87,7 +87,7 @@ func podRoutes() throws -> [DesiredRoute] {
         kernel.addLink(name: "calia")
         let manager = RouteManager(kernel: kernel)
         // No desired state yet: nothing is touched (a starting agent must not delete routes it has not read).
-        kernel.injectRoute(Route(destination: try CIDR("10.244.9.0/26"), routeProtocol: 80, type: RouteType.blackhole))
+        kernel.injectRoute(Route(destination: CIDR("10.244.9.0/26"), routeProtocol: 80, type: RouteType.blackhole))
         #expect(try manager.apply(resync: true) == ManagerReport())
         #expect(kernel.allRoutes.count == 1)
         manager.setDesired(try podRoutes())
@@ -105,10 +105,10 @@ func podRoutes() throws -> [DesiredRoute] {
         let kernel = FakeKernel()
         let link = kernel.addLink(name: "calia")
         let foreign = [
-            Route(destination: try CIDR("192.0.2.0/24"), outputInterface: link.index, routeProtocol: 4),
-            Route(destination: try CIDR("2001:db8::/64"), outputInterface: link.index, routeProtocol: 12),
+            Route(destination: CIDR("192.0.2.0/24"), outputInterface: link.index, routeProtocol: 4),
+            Route(destination: CIDR("2001:db8::/64"), outputInterface: link.index, routeProtocol: 12),
             // Tandem's protocol in another table is not the workload routes' either.
-            Route(destination: try CIDR("10.244.9.0/26"), table: 200, routeProtocol: 80, type: RouteType.blackhole),
+            Route(destination: CIDR("10.244.9.0/26"), table: 200, routeProtocol: 80, type: RouteType.blackhole),
         ]
         for route in foreign { kernel.injectRoute(route) }
         let manager = RouteManager(kernel: kernel)
@@ -126,7 +126,7 @@ func podRoutes() throws -> [DesiredRoute] {
         _ = try manager.apply(resync: false)
         // `ip route del` by hand, and a stray route of Tandem's protocol.
         kernel.removeRoutes { $0.destination.description == "fd00:244::1/128" }
-        kernel.injectRoute(Route(destination: try CIDR("10.244.7.7/32"), routeProtocol: 80, type: RouteType.blackhole))
+        kernel.injectRoute(Route(destination: CIDR("10.244.7.7/32"), routeProtocol: 80, type: RouteType.blackhole))
         let repair = try manager.apply(resync: true)
         #expect(repair.changes.count == 2, "\(repair.changes)")
         #expect(kernel.allRoutes.contains { $0.destination.description == "fd00:244::1/128" })
@@ -212,7 +212,7 @@ final class FakePolicyTools: PolicyTools {
                 $0.failLoads -= 1
                 throw PolicyToolFailure()
             }
-            $0.restores.append("\(family)\n" + text)
+            $0.restores.append((family == .v4 ? "v4\n" : "v6\n") + text)
         }
     }
 }

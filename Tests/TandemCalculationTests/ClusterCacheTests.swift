@@ -1,0 +1,374 @@
+import TandemCalculation
+import TandemCore
+import TandemModel
+import TandemPolicy
+import TandemStore
+import Testing
+
+/// The one resource of a manifest (validated).
+func resource(_ yaml: String) throws -> any AnyResource {
+    let resources = try Manifest.parse(yaml).resources
+    try #require(resources.count == 1)
+    return resources[0]
+}
+
+/// The stored form of a resource: its key and JSON, at `revision`.
+func stored(_ resource: any AnyResource, revision: Int64) -> KeyValue {
+    KeyValue(
+        key: resource.key, value: Array(resource.json.jsonText(pretty: false).utf8), createRevision: revision,
+        modRevision: revision, version: 1)
+}
+
+func put(_ resource: any AnyResource, revision: Int64) -> WatchEvent {
+    WatchEvent(kind: .put, keyValue: stored(resource, revision: revision))
+}
+
+func put(_ key: String, _ value: String, revision: Int64) -> WatchEvent {
+    WatchEvent(
+        kind: .put,
+        keyValue: KeyValue(
+            key: key, value: Array(value.utf8), createRevision: revision, modRevision: revision, version: 1))
+}
+
+func delete(_ key: String, revision: Int64) -> WatchEvent {
+    WatchEvent(kind: .delete, keyValue: KeyValue(key: key, value: [], createRevision: 0, modRevision: revision, version: 0))
+}
+
+/// A WorkloadEndpoint `name` in `namespace` on `node`.
+func workload(
+    _ name: String, namespace: String = "default", node: String, interface: String, _ networks: [String],
+    labels: [String: String] = [:]
+) -> WorkloadEndpoint {
+    var spec = WorkloadEndpointSpec()
+    spec.orchestrator = "k8s"
+    spec.node = node
+    spec.pod = name
+    spec.endpoint = "eth0"
+    spec.interfaceName = interface
+    spec.ipNetworks = networks
+    return WorkloadEndpoint(metadata: ObjectMeta(name: name, namespace: namespace, labels: labels), spec: spec)
+}
+
+/// The key of an IPv4 or IPv6 block affinity, in Calico's form (`10-244-0-0-26`, `fd00-244---122`).
+func affinityKey(node: String, block: String) -> String {
+    let family = block.contains(":") ? "ipv6" : "ipv4"
+    let name = block.replacingOccurrences(of: ":", with: "-").replacingOccurrences(of: ".", with: "-")
+        .replacingOccurrences(of: "/", with: "-")
+    return "/calico/ipam/v2/host/\(node)/\(family)/block/\(name)"
+}
+
+let allowFromClients = """
+    apiVersion: projectcalico.org/v3
+    kind: NetworkPolicy
+    metadata: {name: allow-clients, namespace: default}
+    spec:
+      selector: app == 'server'
+      ingress: [{action: Allow, source: {selector: role == 'client'}}]
+    """
+
+@Suite struct ClusterCacheTests {
+    /// Puts land in the index of their kind and say which managers have work; deletes take them out.
+    @Test func eventsLandInTheirIndexes() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        let local = workload("server", node: "n1", interface: "caliserver", ["10.244.0.2/32"], labels: ["app": "server"])
+        #expect(cache.apply(put(local, revision: 2)) == [.routes, .policy])
+        #expect(cache.localEndpoints[local.key] == local && cache.workloadEndpoints[local.key] == local)
+        let node = try resource(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: Node
+            metadata: {name: n1}
+            spec: {bgp: {ipv4Address: 192.168.0.1/24}}
+            """)
+        #expect(cache.apply(put(node, revision: 3)) == .bgp)
+        let pool = try resource(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: IPPool
+            metadata: {name: pool}
+            spec: {cidr: 10.244.0.0/16, blockSize: 26, natOutgoing: true}
+            """)
+        #expect(cache.apply(put(pool, revision: 4)) == .bgp)
+        let peer = try resource(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: tor}
+            spec: {peerIP: 192.168.0.254, asNumber: 64512}
+            """)
+        #expect(cache.apply(put(peer, revision: 5)) == .bgp)
+        let bgp = try resource(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: BGPConfiguration
+            metadata: {name: default}
+            spec: {nodeToNodeMeshEnabled: false, asNumber: 64512}
+            """)
+        #expect(cache.apply(put(bgp, revision: 6)) == .bgp)
+        let felix = try resource(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: FelixConfiguration
+            metadata: {name: default}
+            spec: {logSeverityScreen: Info}
+            """)
+        #expect(cache.apply(put(felix, revision: 7)) == .felixConfiguration)
+        let policy = try resource(allowFromClients)
+        #expect(cache.apply(put(policy, revision: 8)) == .policy)
+        #expect(cache.nodes.count == 1 && cache.pools.count == 1 && cache.bgpPeers.count == 1)
+        #expect(cache.bgpConfigurations.count == 1 && cache.felixConfigurations.count == 1)
+        #expect(cache.revision == 8 && cache.revisions.count == 7)
+        let bird = cache.birdInput(routerID: try IPv4Address("192.168.0.1"), logFile: nil)
+        #expect(bird.nodes.count == 1 && bird.pools.count == 1 && bird.peers.count == 1)
+        #expect(bird.configurations.count == 1 && bird.nodeName == "n1")
+
+        // The policy reached the calculator: the local server is selected.
+        let plan = cache.policy.plan()
+        let ingress = try #require(plan.endpoints.first { $0.endpoint == "server" && $0.direction == .ingress })
+        #expect(ingress.policies.map(\.name) == ["default/allow-clients"])
+
+        // Deletes.
+        #expect(cache.apply(delete(policy.key, revision: 9)) == .policy)
+        #expect(cache.apply(delete(node.key, revision: 10)) == .bgp && cache.nodes.isEmpty)
+        #expect(cache.apply(delete(felix.key, revision: 11)) == .felixConfiguration)
+        #expect(cache.apply(delete(local.key, revision: 12)) == [.routes, .policy])
+        #expect(cache.localEndpoints.isEmpty && cache.workloadEndpoints.isEmpty)
+        #expect(cache.policy.plan().endpoints.isEmpty)
+        // A delete of a key not held, and keys outside the cache's prefixes, change nothing.
+        #expect(cache.apply(delete(local.key, revision: 13)) == [])
+        #expect(cache.apply(put("/calico/ipam/v2/assignment/ipv4/block/10-244-0-0-26", "{}", revision: 14)) == [])
+        #expect(cache.revisions["/calico/ipam/v2/assignment/ipv4/block/10-244-0-0-26"] == nil)
+        #expect(cache.revisions.count == 4)
+    }
+
+    /// An event not newer than what the cache holds (a list and the watch after it may overlap) is ignored.
+    @Test func staleEventsAreIgnored() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        let current = workload("server", node: "n1", interface: "caliserver", ["10.244.0.2/32"])
+        let older = workload("server", node: "n1", interface: "caliserver", ["10.244.0.99/32"])
+        #expect(cache.apply(put(current, revision: 10)) == [.routes, .policy])
+        _ = cache.policy.plan()
+        #expect(cache.apply(put(older, revision: 8)) == [])
+        #expect(cache.apply(put(older, revision: 10)) == [])
+        #expect(cache.localEndpoints[current.key] == current)
+        #expect(cache.revisions[current.key] == 10)
+        #expect(cache.apply(delete(current.key, revision: 9)) == [])
+        #expect(cache.localEndpoints[current.key] == current)
+        // A newer one applies.
+        #expect(cache.apply(put(older, revision: 11)) == .routes)
+        #expect(cache.localEndpoints[current.key] == older)
+        #expect(cache.apply(delete(current.key, revision: 12)) == [.routes, .policy])
+        #expect(cache.localEndpoints.isEmpty && cache.revision == 12)
+    }
+
+    /// A full list replaces the cache: vanished keys are removed, changed ones applied, unchanged ones skipped.
+    @Test func replaceAllRemovesVanishedKeys() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        let local = workload("server", node: "n1", interface: "caliserver", ["10.244.0.2/32"])
+        let remote = workload("client", node: "n2", interface: "caliclient", ["10.244.1.2/32"])
+        let pool = try resource(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: IPPool
+            metadata: {name: pool}
+            spec: {cidr: 10.244.0.0/16}
+            """)
+        let block = stored_affinity(node: "n1", block: "10-244-0-0-26", revision: 4)
+        let items = [stored(local, revision: 2), stored(remote, revision: 3), block, stored(pool, revision: 5)]
+        #expect(cache.replaceAll(items, revision: 20) == [.routes, .policy, .bgp])
+        #expect(cache.revision == 20 && cache.divergence(from: items).isEmpty)
+        #expect(cache.localAffinities == ["10.244.0.0/26"])
+        _ = cache.policy.plan()
+        // The same list again: nothing to do.
+        #expect(cache.replaceAll(items, revision: 21) == [])
+
+        // The local endpoint and the block are gone, the pool changed: routes, BGP and policy.
+        var changedPool = try #require(pool as? IPPool)
+        changedPool.spec.natOutgoing = true
+        let next = [stored(remote, revision: 3), stored(changedPool, revision: 22)]
+        #expect(cache.replaceAll(next, revision: 22) == [.routes, .policy, .bgp])
+        #expect(cache.localEndpoints.isEmpty && cache.localAffinities.isEmpty)
+        #expect(cache.pools[pool.key]?.spec.natOutgoing == true)
+        #expect(cache.workloadEndpoints.keys.sorted() == [remote.key])
+        #expect(cache.divergence(from: next).isEmpty)
+
+        // Only the remote endpoint goes: policy only.
+        #expect(cache.replaceAll([stored(changedPool, revision: 22)], revision: 23) == .policy)
+        #expect(cache.workloadEndpoints.isEmpty)
+        #expect(cache.replaceAll([], revision: 24) == .bgp)
+        #expect(cache.revisions.isEmpty)
+    }
+
+    /// The divergence between the cache and a full list names every key missing, extra or at another revision.
+    @Test func divergenceNamesMissingExtraAndStaleKeys() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        let a = workload("a", node: "n1", interface: "calia", ["10.244.0.2/32"])
+        let b = workload("b", node: "n2", interface: "calib", ["10.244.1.2/32"])
+        let c = workload("c", node: "n2", interface: "calic", ["10.244.1.3/32"])
+        let d = workload("d", node: "n2", interface: "calid", ["10.244.1.4/32"])
+        for (endpoint, revision) in [(a, 5), (b, 6), (c, 7)] { cache.apply(put(endpoint, revision: Int64(revision))) }
+        let list = [
+            stored(a, revision: 5), stored(b, revision: 8), stored(d, revision: 9),
+            KeyValue(key: "/calico/ipam/v2/handle/x", value: [], createRevision: 1, modRevision: 1, version: 1),
+        ]
+        let problems = cache.divergence(from: list)
+        #expect(problems.count == 3)
+        #expect(problems.contains("\(b.key): cache at revision 6, datastore at 8"))
+        #expect(problems.contains("\(d.key): in the datastore (revision 9) but not in the cache"))
+        #expect(problems.contains("\(c.key): in the cache but no longer in the datastore"))
+        #expect(cache.divergence(from: [stored(a, revision: 5), stored(b, revision: 6), stored(c, revision: 7)]).isEmpty)
+    }
+
+    /// Only this node's endpoints are routes; a remote endpoint's change matters to policy only when a rule's
+    /// selector names it.
+    @Test func localAndRemoteEndpointChanges() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        cache.apply(put(try resource(allowFromClients), revision: 1))
+        let server = workload("server", node: "n1", interface: "caliserver", ["10.244.0.2/32"], labels: ["app": "server"])
+        #expect(cache.apply(put(server, revision: 2)).contains(.routes))
+        _ = cache.policy.plan()
+
+        // A remote endpoint no selector names: nothing for anyone.
+        var remote = workload("stranger", node: "n2", interface: "calistranger", ["10.244.1.2/32"], labels: ["role": "x"])
+        #expect(cache.apply(put(remote, revision: 3)) == [])
+        // It becomes a client: policy, not routes.
+        remote.metadata.labels = ["role": "client"]
+        #expect(cache.apply(put(remote, revision: 4)) == .policy)
+        let plan = cache.policy.plan()
+        let ingress = try #require(plan.endpoints.first { $0.endpoint == "server" && $0.direction == .ingress })
+        #expect(ingress.policies.first?.rules.compactMap(\.source).flatMap(\.members) == ["10.244.1.2/32"])
+        // Its address changes: policy.
+        remote.spec.ipNetworks = ["10.244.1.9/32"]
+        #expect(cache.apply(put(remote, revision: 5)) == .policy)
+        _ = cache.policy.plan()
+        #expect(cache.apply(delete(remote.key, revision: 6)) == .policy)
+        _ = cache.policy.plan()
+
+        // The local endpoint's labels change (its spec does not): policy only.
+        var relabelled = server
+        relabelled.metadata.labels = ["app": "other"]
+        #expect(cache.apply(put(relabelled, revision: 7)) == .policy)
+        _ = cache.policy.plan()
+        // Its addresses change: routes and policy.
+        relabelled.spec.ipNetworks = ["10.244.0.3/32"]
+        #expect(cache.apply(put(relabelled, revision: 8)) == [.routes, .policy])
+        _ = cache.policy.plan()
+        // It moves to another node: routes (it is no longer ours) and policy.
+        relabelled.spec.node = "n2"
+        #expect(cache.apply(put(relabelled, revision: 9)) == [.routes, .policy])
+        #expect(cache.localEndpoints.isEmpty && cache.workloadEndpoints.count == 1)
+        #expect(cache.policy.plan().endpoints.isEmpty)
+        // And comes back.
+        relabelled.spec.node = "n1"
+        #expect(cache.apply(put(relabelled, revision: 10)) == [.routes, .policy])
+        #expect(cache.localEndpoints.count == 1)
+    }
+
+    /// Block affinities: confirmed ones of this node are routes and BGP; pending, deleted, or other nodes' are not.
+    @Test func affinitiesOfThisNodeOnly() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        let v4 = affinityKey(node: "n1", block: "10.244.0.0/26")
+        let v6 = affinityKey(node: "n1", block: "fd00:244::/122")
+        #expect(v4 == "/calico/ipam/v2/host/n1/ipv4/block/10-244-0-0-26")
+        #expect(v6 == "/calico/ipam/v2/host/n1/ipv6/block/fd00-244---122")
+        #expect(cache.apply(put(v4, #"{"state":"pending"}"#, revision: 1)) == [])
+        #expect(cache.apply(put(v4, #"{"state":"confirmed"}"#, revision: 2)) == [.routes, .bgp])
+        #expect(cache.apply(put(v4, #"{"state":"confirmed"}"#, revision: 3)) == [])
+        #expect(cache.apply(put(v6, #"{"state":"confirmed"}"#, revision: 4)) == [.routes, .bgp])
+        #expect(cache.localAffinities == ["10.244.0.0/26", "fd00:244::/122"])
+        // Another node's block.
+        let other = affinityKey(node: "n2", block: "10.244.1.0/26")
+        #expect(cache.apply(put(other, #"{"state":"confirmed"}"#, revision: 5)) == [])
+        #expect(cache.apply(delete(other, revision: 6)) == [])
+        // Pending again, then marked deleted, then deleted.
+        #expect(cache.apply(put(v4, #"{"state":"pending"}"#, revision: 7)) == [.routes, .bgp])
+        #expect(cache.localAffinities == ["fd00:244::/122"])
+        #expect(cache.apply(put(v6, #"{"state":"confirmed","deleted":true}"#, revision: 8)) == [.routes, .bgp])
+        #expect(cache.localAffinities.isEmpty)
+        #expect(cache.apply(put(v6, #"{"state":"confirmed"}"#, revision: 9)) == [.routes, .bgp])
+        #expect(cache.apply(delete(v6, revision: 10)) == [.routes, .bgp])
+        #expect(cache.localAffinities.isEmpty)
+        // A key that is not a block affinity is held but means nothing.
+        #expect(cache.apply(put("/calico/ipam/v2/host/n1/ipv4/something", "{}", revision: 11)) == [])
+        #expect(cache.localAffinities.isEmpty)
+    }
+
+    /// The routes this node wants: a host route per local address (both families), a blackhole per affine block.
+    @Test func desiredRoutesOfLocalEndpointsAndBlocks() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        cache.apply(put(workload("b", node: "n1", interface: "calib", ["10.244.0.3/32", "fd00:244::3/128"]), revision: 1))
+        cache.apply(put(workload("a", node: "n1", interface: "calia", ["10.244.0.2/32", "fd00:244::2/128"]), revision: 2))
+        cache.apply(put(workload("c", node: "n2", interface: "calic", ["10.244.1.2/32"]), revision: 3))
+        cache.apply(put(affinityKey(node: "n1", block: "10.244.0.0/26"), #"{"state":"confirmed"}"#, revision: 4))
+        cache.apply(put(affinityKey(node: "n1", block: "fd00:244::/122"), #"{"state":"confirmed"}"#, revision: 5))
+        cache.apply(put(affinityKey(node: "n2", block: "10.244.1.0/26"), #"{"state":"confirmed"}"#, revision: 6))
+        #expect(
+            cache.desiredRoutes.map(\.description) == [
+                "10.244.0.2/32 dev calia", "fd00:244::2/128 dev calia", "10.244.0.3/32 dev calib",
+                "fd00:244::3/128 dev calib", "blackhole 10.244.0.0/26", "blackhole fd00:244::/122",
+            ])
+    }
+
+    /// A FelixConfiguration field: the node's own configuration first, then the default.
+    @Test func felixSettingPrefersTheNodesOwn() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        #expect(cache.felixSetting("logSeverityScreen") == nil)
+        let defaults = try resource(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: FelixConfiguration
+            metadata: {name: default}
+            spec: {logSeverityScreen: Info, ipv6Support: true}
+            """)
+        cache.apply(put(defaults, revision: 1))
+        for (name, severity, revision) in [("node.n1", "Debug", 2), ("node.n2", "Warning", 3)] {
+            let configuration = try resource(
+                """
+                apiVersion: projectcalico.org/v3
+                kind: FelixConfiguration
+                metadata: {name: \(name)}
+                spec: {logSeverityScreen: \(severity)}
+                """)
+            #expect(cache.apply(put(configuration, revision: Int64(revision))) == .felixConfiguration)
+        }
+        #expect(cache.felixSetting("logSeverityScreen") == .string("Debug"))
+        #expect(cache.felixSetting("ipv6Support") == .bool(true))
+        #expect(cache.felixSetting("routeRefreshInterval") == nil)
+        cache.apply(delete(ResourceKind.felixConfiguration.key(name: "node.n1"), revision: 4))
+        #expect(cache.felixSetting("logSeverityScreen") == .string("Info"))
+    }
+
+    /// A value that does not decode is reported, takes out what the key held, and crashes nothing; a good value
+    /// or a delete clears the report.
+    @Test func undecodableValuesAreReported() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        let server = workload("server", node: "n1", interface: "caliserver", ["10.244.0.2/32"])
+        cache.apply(put(server, revision: 1))
+        _ = cache.policy.plan()
+        #expect(cache.apply(put(server.key, "{not json", revision: 2)) == [.routes, .policy])
+        #expect(cache.undecodable[server.key] != nil)
+        #expect(cache.localEndpoints.isEmpty && cache.desiredRoutes.isEmpty)
+        // Valid JSON of the wrong shape.
+        let pool = ResourceKind.ipPool.key(name: "pool")
+        #expect(cache.apply(put(pool, #"{"kind":"IPPool","spec":{"cidr":7,"bogus":1}}"#, revision: 3)) == [])
+        #expect(cache.undecodable[pool] != nil && cache.pools.isEmpty)
+        #expect(cache.undecodable.count == 2)
+        // Fixed.
+        #expect(cache.apply(put(server, revision: 4)) == [.routes, .policy])
+        #expect(cache.undecodable[server.key] == nil && cache.localEndpoints.count == 1)
+        // Deleted: nothing left to report about a key that is gone.
+        cache.apply(delete(pool, revision: 5))
+        #expect(cache.undecodable.isEmpty)
+        cache.apply(put(pool, "[]", revision: 6))
+        #expect(cache.undecodable[pool] != nil)
+        cache.replaceAll([stored(server, revision: 4)], revision: 7)
+        #expect(cache.undecodable.isEmpty)
+    }
+}
+
+/// A confirmed affinity of `node` for `block` (in key form), stored at `revision`.
+func stored_affinity(node: String, block: String, revision: Int64) -> KeyValue {
+    KeyValue(
+        key: "/calico/ipam/v2/host/\(node)/ipv4/block/\(block)", value: Array(#"{"state":"confirmed"}"#.utf8),
+        createRevision: revision, modRevision: revision, version: 1)
+}
