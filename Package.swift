@@ -16,6 +16,8 @@ let package = Package(
         .library(name: "TandemDatastore", targets: ["TandemDatastore"]),
         .library(name: "TandemIPAM", targets: ["TandemIPAM"]),
         .library(name: "TandemAgent", targets: ["TandemAgent"]),
+        .library(name: "TandemCalculation", targets: ["TandemCalculation"]),
+        .library(name: "TandemDataplane", targets: ["TandemDataplane"]),
         .library(name: "TandemPolicy", targets: ["TandemPolicy"]),
         .library(name: "TandemLinux", targets: ["TandemLinux"]),
         .library(name: "TandemNetlink", targets: ["TandemNetlink"]),

@@ -84,6 +84,7 @@ public struct ClusterCache: Sendable {
             return store(key, event.keyValue.value)
         case .delete:
             guard revisions.removeValue(forKey: key) != nil else { return [] }
+            undecodable[key] = nil
             deletedAt[key] = event.keyValue.modRevision
             if deletedAt.count > 10_000 { deletedAt = deletedAt.filter { $0.value > revision - 100_000 } }
             return remove(key)
@@ -98,6 +99,7 @@ public struct ClusterCache: Sendable {
         let listed = Set(items.map(\.key))
         for key in revisions.keys where !listed.contains(key) {
             revisions[key] = nil
+            undecodable[key] = nil
             changes.formUnion(remove(key))
         }
         for item in items where Self.holds(item.key) && revisions[item.key] != item.modRevision {

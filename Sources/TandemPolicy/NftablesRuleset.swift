@@ -428,8 +428,8 @@ private func mapElements(_ elements: [String: String]) -> String {
 extension Substring {
     var trimmingWhitespace: Substring {
         var text = self
-        while let first = text.first, first == " " || first == "\t" { text.removeFirst() }
-        while let last = text.last, last == " " || last == "\t" { text.removeLast() }
+        while let first = text.first, first == " " || first == "\t" || first == "\n" { text.removeFirst() }
+        while let last = text.last, last == " " || last == "\t" || last == "\n" { text.removeLast() }
         return text
     }
 }

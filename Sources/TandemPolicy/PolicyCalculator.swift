@@ -203,6 +203,19 @@ public struct PolicyCalculator: Sendable {
         everythingDirty = false
 
         // Compile what changed, against the selection indexes.
+        for owner in dirtyOwners.union(changedOwners) {
+            if owner.hasPrefix("profile:") {
+                profileRules[String(owner.dropFirst(8))] = nil
+                continue
+            }
+            compiled[owner] = nil
+        }
+        dirtyOwners = []
+        // The profile lists about to be compiled record their selections first, so that the resolver below sees
+        // the endpoints those match.
+        for endpoint in locals.values where profileRules[Self.profileKey(endpoint)] == nil {
+            setRefs(owner: "profile:" + Self.profileKey(endpoint), Self.profileRefs(endpoint, profiles: profiles))
+        }
         let members = self.members
         let endpoints = self.endpoints
         compiler.resolver = { ref, family in
@@ -214,14 +227,6 @@ public struct PolicyCalculator: Sendable {
             }
             return addresses
         }
-        for owner in dirtyOwners.union(changedOwners) {
-            if owner.hasPrefix("profile:") {
-                profileRules[String(owner.dropFirst(8))] = nil
-                continue
-            }
-            compiled[owner] = nil
-        }
-        dirtyOwners = []
         for owner in ordered where compiled[owner] == nil {
             guard let entry = entries[owner] else { continue }
             compiler.warnings = []
@@ -257,7 +262,6 @@ public struct PolicyCalculator: Sendable {
                 }
                 profileRules[listKey] = byDirection
                 profileWarnings[listKey] = compiler.warnings.isEmpty ? nil : compiler.warnings
-                setRefs(owner: "profile:" + listKey, Self.profileRefs(endpoint, profiles: profiles))
                 lastCompiled += 1
             }
             for direction in PolicyDirection.allCases {

@@ -190,13 +190,23 @@ struct Bench {
                 endpoints: arguments.dropFirst(2).first.flatMap(Int.init) ?? 2000,
                 local: arguments.dropFirst(3).first.flatMap(Int.init) ?? 100,
                 runs: arguments.dropFirst(4).first.flatMap(Int.init) ?? 3)
+        case "policy-change":
+            try policyChangeBenchmark(
+                policies: arguments.dropFirst().first.flatMap(Int.init) ?? 1000,
+                endpoints: arguments.dropFirst(2).first.flatMap(Int.init) ?? 2000,
+                local: arguments.dropFirst(3).first.flatMap(Int.init) ?? 100,
+                changes: arguments.dropFirst(4).first.flatMap(Int.init) ?? 100)
+        case "endpoint-change":
+            try endpointChangeBenchmark(
+                endpointCounts: [1000, 10_000], policies: arguments.dropFirst().first.flatMap(Int.init) ?? 1000,
+                changes: arguments.dropFirst(2).first.flatMap(Int.init) ?? 200)
         case "routes":
             try routeBenchmark(
                 count: arguments.dropFirst().first.flatMap(Int.init) ?? 10_000,
                 runs: arguments.dropFirst(2).first.flatMap(Int.init) ?? 5)
         default:
             print(
-                "usage: tandem-bench address | store [db-path] [increments] | ipam-rate [count] [db-path] | ipam-fill [db-path] | routes [count] [runs]"
+                "usage: tandem-bench address | store [db-path] [increments] | ipam-rate [count] [db-path] | ipam-fill [db-path] | routes [count] [runs] | policy POLICIES ENDPOINTS LOCAL RUNS | policy-change POLICIES ENDPOINTS LOCAL CHANGES | endpoint-change [POLICIES] [CHANGES]"
             )
         }
     }

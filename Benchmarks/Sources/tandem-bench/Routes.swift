@@ -1,5 +1,6 @@
 import Foundation
-import TandemAgent
+import TandemCalculation
+import TandemDataplane
 import TandemCore
 import TandemLinux
 import TandemModel
@@ -55,23 +56,24 @@ func routeBenchmark(count: Int, runs: Int) throws {
         try? NetworkNamespace.delete(named: ipNS)
     }
     for run in 1...runs {
-        let reconciler = RouteReconciler(netlink: try freshNamespace(tandemNS))
+        let manager = RouteManager(kernel: try freshNamespace(tandemNS))
+        manager.setDesired(desired)
         var started = DispatchTime.now()
-        let report = try reconciler.reconcile(desired)
+        let report = try manager.apply(resync: false)
         let tandem = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
-        precondition(report.added.count == count, "programmed \(report.added.count) of \(count)")
+        precondition(report.changes.count == count, "programmed \(report.changes.count) of \(count)")
         started = DispatchTime.now()
-        let converged = try reconciler.reconcile(desired)
+        let converged = try manager.apply(resync: true)
         let resync = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
-        precondition(converged.isEmpty)
+        precondition(converged.changes.isEmpty)
         let netlink = try Netlink(namespace: "\(NetworkNamespace.namedDirectory)/\(tandemNS)")
         try netlink.deleteRoute(
             Route(destination: "10.200.0.7/32", outputInterface: try netlink.link(named: "calib7")!.index,
                   routeProtocol: 80, scope: 253))
         started = DispatchTime.now()
-        let repaired = try reconciler.reconcile(desired)
+        let repaired = try manager.apply(resync: true)
         let repair = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
-        precondition(repaired.added.count == 1)
+        precondition(repaired.changes.count == 1)
 
         _ = try freshNamespace(ipNS)
         started = DispatchTime.now()
