@@ -21,6 +21,8 @@ public final class FakeKernel: KernelNetworking, Sendable {
         case listAddresses, addAddress, deleteAddress
         case listRoutes, addRoute, deleteRoute
         case listNeighbours, replaceNeighbour, deleteNeighbour
+        case listFDB, replaceFDB, deleteFDB
+        case listRules, addRule, deleteRule
     }
 
     struct State {
@@ -29,6 +31,14 @@ public final class FakeKernel: KernelNetworking, Sendable {
         var addresses: [InterfaceAddress] = []
         var routes: [Route] = []
         var neighbours: [Neighbour] = []
+        var fdb: [FDBEntry] = []
+        /// The kernel's default rules: local (0), main (32766), default (32767), per family.
+        var rules: [RoutingRule] = IPFamily.allCases.flatMap { family in
+            [
+                RoutingRule(family: family, priority: 0, table: RouteTable.local),
+                RoutingRule(family: family, priority: 32766, table: RouteTable.main),
+            ] + (family == .v4 ? [RoutingRule(family: family, priority: 32767, table: 253)] : [])
+        }
         var failures: [Operation: [(errno: Int32, remaining: Int)]] = [:]
         var calls: [Operation: Int] = [:]
     }
@@ -155,6 +165,7 @@ public final class FakeKernel: KernelNetworking, Sendable {
             state.routes.removeAll { $0.outputInterface == link.index }
             state.addresses.removeAll { $0.index == link.index }
             state.neighbours.removeAll { $0.index == link.index }
+            state.fdb.removeAll { $0.index == link.index }
         }
     }
 
@@ -284,6 +295,68 @@ public final class FakeKernel: KernelNetworking, Sendable {
                 throw NetlinkError(errno: ENOENT, operation: "delete neighbour \(neighbour.address)", command: command)
             }
             state.neighbours.remove(at: at)
+        }
+    }
+
+    // MARK: Forwarding database
+
+    public func fdbEntries() throws(NetlinkError) -> [FDBEntry] {
+        try withState { state throws(NetlinkError) in
+            try enter(.listFDB, &state, command: "bridge fdb show")
+            return state.fdb
+        }
+    }
+
+    public func replaceFDBEntry(_ entry: FDBEntry, interfaceName: String) throws(NetlinkError) {
+        try withState { state throws(NetlinkError) in
+            let command = entry.bridgeCommand("replace", interfaceName: interfaceName)
+            try enter(.replaceFDB, &state, command: command)
+            guard state.links[entry.index] != nil else {
+                throw NetlinkError(errno: ENODEV, operation: "set FDB entry \(entry.mac)", command: command)
+            }
+            // One entry per MAC and device: replace moves it to the new destination.
+            state.fdb.removeAll { $0.index == entry.index && $0.mac == entry.mac }
+            state.fdb.append(entry)
+        }
+    }
+
+    public func deleteFDBEntry(_ entry: FDBEntry, interfaceName: String) throws(NetlinkError) {
+        try withState { state throws(NetlinkError) in
+            let command = entry.bridgeCommand("del", interfaceName: interfaceName)
+            try enter(.deleteFDB, &state, command: command)
+            guard let at = state.fdb.firstIndex(where: { $0.index == entry.index && $0.mac == entry.mac }) else {
+                throw NetlinkError(errno: ENOENT, operation: "delete FDB entry \(entry.mac)", command: command)
+            }
+            state.fdb.remove(at: at)
+        }
+    }
+
+    // MARK: Rules
+
+    public func rules(family: IPFamily) throws(NetlinkError) -> [RoutingRule] {
+        try withState { state throws(NetlinkError) in
+            try enter(.listRules, &state, command: "ip rule show")
+            return state.rules.filter { $0.family == family }
+        }
+    }
+
+    public func addRule(_ rule: RoutingRule) throws(NetlinkError) {
+        try withState { state throws(NetlinkError) in
+            try enter(.addRule, &state, command: rule.ipCommand("add"))
+            if state.rules.contains(rule) {
+                throw NetlinkError(errno: EEXIST, operation: "add rule", command: rule.ipCommand("add"))
+            }
+            state.rules.append(rule)
+        }
+    }
+
+    public func deleteRule(_ rule: RoutingRule) throws(NetlinkError) {
+        try withState { state throws(NetlinkError) in
+            try enter(.deleteRule, &state, command: rule.ipCommand("del"))
+            guard let at = state.rules.firstIndex(of: rule) else {
+                throw NetlinkError(errno: ENOENT, operation: "delete rule", command: rule.ipCommand("del"))
+            }
+            state.rules.remove(at: at)
         }
     }
 }

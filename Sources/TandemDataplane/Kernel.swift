@@ -7,8 +7,7 @@ import TandemNetlinkCodec
 /// and for errors the kernel will not produce on demand. Errors are ``NetlinkError``s on both sides, with the errno
 /// the kernel gives (EEXIST, ENOENT, ESRCH, ENODEV, ENETDOWN) and the equivalent `ip` command.
 ///
-/// Later managers add to it (FDB entries and routing rules with VXLAN and WireGuard, generic netlink with
-/// WireGuard); each addition gets its fake at the same time.
+/// Generic netlink (WireGuard's device configuration) joins it with the WireGuard manager, with its fake.
 public protocol KernelNetworking: AnyObject, Sendable {
     /// `ip link show`.
     func links() throws(NetlinkError) -> [Link]
@@ -39,6 +38,20 @@ public protocol KernelNetworking: AnyObject, Sendable {
     func replaceNeighbour(_ neighbour: Neighbour, interfaceName: String) throws(NetlinkError)
     /// `ip neigh del [proxy] ADDR dev NAME`.
     func deleteNeighbour(_ neighbour: Neighbour, interfaceName: String) throws(NetlinkError)
+
+    /// `bridge fdb show`.
+    func fdbEntries() throws(NetlinkError) -> [FDBEntry]
+    /// `bridge fdb replace MAC dev NAME dst IP self permanent`.
+    func replaceFDBEntry(_ entry: FDBEntry, interfaceName: String) throws(NetlinkError)
+    /// `bridge fdb del MAC dev NAME dst IP self`.
+    func deleteFDBEntry(_ entry: FDBEntry, interfaceName: String) throws(NetlinkError)
+
+    /// `ip [-6] rule show`.
+    func rules(family: IPFamily) throws(NetlinkError) -> [RoutingRule]
+    /// `ip rule add ...` (EEXIST for an identical rule).
+    func addRule(_ rule: RoutingRule) throws(NetlinkError)
+    /// `ip rule del ...`.
+    func deleteRule(_ rule: RoutingRule) throws(NetlinkError)
 }
 
 extension Netlink: KernelNetworking {}

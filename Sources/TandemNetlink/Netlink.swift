@@ -183,4 +183,51 @@ public final class Netlink: @unchecked Sendable {
             command: netns("ip neigh del\(neighbour.isProxy ? " proxy" : "") \(neighbour.address) dev \(interfaceName)")
         )
     }
+
+    // MARK: Forwarding database
+
+    /// `bridge fdb show` (every device's entries; VXLAN devices' remote endpoints among them).
+    public func fdbEntries() throws(NetlinkError) -> [FDBEntry] {
+        try socket.perform(FDBRequest.list(), operation: "list FDB entries in \(namespace)", command: netns("bridge fdb show"))
+            .compactMap { try? FDBEntry(decoding: $0) }
+    }
+
+    /// `bridge fdb replace MAC dev NAME dst IP self permanent`.
+    public func replaceFDBEntry(_ entry: FDBEntry, interfaceName: String) throws(NetlinkError) {
+        try socket.perform(
+            FDBRequest.replace(entry), operation: "set FDB entry \(entry.mac) on \(interfaceName)",
+            command: netns(entry.bridgeCommand("replace", interfaceName: interfaceName)))
+    }
+
+    /// `bridge fdb del MAC dev NAME dst IP self`.
+    public func deleteFDBEntry(_ entry: FDBEntry, interfaceName: String) throws(NetlinkError) {
+        try socket.perform(
+            FDBRequest.delete(entry), operation: "delete FDB entry \(entry.mac) on \(interfaceName)",
+            command: netns(entry.bridgeCommand("del", interfaceName: interfaceName)))
+    }
+
+    // MARK: Routing rules
+
+    /// `ip [-6] rule show`.
+    public func rules(family: IPFamily) throws(NetlinkError) -> [RoutingRule] {
+        try socket.perform(
+            RuleRequest.list(family: family), operation: "list \(family) rules in \(namespace)",
+            command: netns("ip\(family == .v6 ? " -6" : "") rule show")
+        )
+        .compactMap { try? RoutingRule(decoding: $0) }
+    }
+
+    /// `ip rule add ...`.
+    public func addRule(_ rule: RoutingRule) throws(NetlinkError) {
+        try socket.perform(
+            RuleRequest.add(rule), operation: "add rule to table \(rule.table) in \(namespace)",
+            command: netns(rule.ipCommand("add")))
+    }
+
+    /// `ip rule del ...`.
+    public func deleteRule(_ rule: RoutingRule) throws(NetlinkError) {
+        try socket.perform(
+            RuleRequest.delete(rule), operation: "delete rule to table \(rule.table) in \(namespace)",
+            command: netns(rule.ipCommand("del")))
+    }
 }

@@ -218,3 +218,23 @@ func register(
         }
     }
 }
+
+/// The agent's log lines: the component first, the level when it is not info, fields after; Calico's severities.
+@Suite struct AgentLoggingTests {
+    @Test func levelsParseAsCalicoNamesThem() {
+        #expect(SharedLogLevel.parse("Debug") == .debug)
+        #expect(SharedLogLevel.parse("Warning") == .warning)
+        #expect(SharedLogLevel.parse("Fatal") == .critical)
+        #expect(SharedLogLevel.parse("chatty") == nil)
+    }
+
+    @Test func theSharedLevelChangesEveryLogger() {
+        let level = SharedLogLevel(.info)
+        var handler = AgentLogHandler(level: level)
+        #expect(handler.logLevel == .info)
+        level.value = .debug
+        #expect(handler.logLevel == .debug)
+        handler.logLevel = .error
+        #expect(level.value == .error)
+    }
+}

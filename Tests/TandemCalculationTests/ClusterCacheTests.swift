@@ -222,6 +222,31 @@ let allowFromClients = """
             cache.divergence(from: [stored(a, revision: 5), stored(b, revision: 6), stored(c, revision: 7)]).isEmpty)
     }
 
+    /// A list taken at an older revision than the cache's: what the watch changed after it is not a divergence.
+    @Test func divergenceIgnoresWhatChangedAfterTheList() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        let a = workload("a", node: "n1", interface: "calia", ["10.244.0.2/32"])
+        let b = workload("b", node: "n2", interface: "calib", ["10.244.1.2/32"])
+        let c = workload("c", node: "n2", interface: "calic", ["10.244.1.3/32"])
+        let d = workload("d", node: "n2", interface: "calid", ["10.244.1.4/32"])
+        let e = workload("e", node: "n2", interface: "calie", ["10.244.1.5/32"])
+        cache.apply(put(a, revision: 5))
+        cache.apply(put(b, revision: 6))
+        cache.apply(put(d, revision: 7))
+        // After the list (at 10): b changed, c created, d deleted.
+        cache.apply(put(b, revision: 11))
+        cache.apply(put(c, revision: 12))
+        cache.apply(delete(d.key, revision: 13))
+        let list = [stored(a, revision: 5), stored(b, revision: 6), stored(d, revision: 7), stored(e, revision: 8)]
+        // Only e, which the cache never saw, diverges.
+        #expect(
+            cache.divergence(from: list, at: 10) == [
+                "\(e.key): in the datastore (revision 8) but not in the cache"
+            ])
+        // Against a list at the cache's revision, all of it would.
+        #expect(cache.divergence(from: list).count == 4)
+    }
+
     /// Only this node's endpoints are routes; a remote endpoint's change matters to policy only when a rule's
     /// selector names it.
     @Test func localAndRemoteEndpointChanges() throws {

@@ -338,3 +338,35 @@ final class FlakyManager: DataplaneManager {
         #expect(runner.statuses()["bad"]?.consecutiveFailures == 0)
     }
 }
+
+@Suite struct FakeKernelFDBAndRuleTests {
+    @Test func fdbEntriesAndRulesKeepTheKernelsRules() throws {
+        let kernel = FakeKernel()
+        let vxlan = kernel.addLink(name: "vxlan.calico", kind: "vxlan")
+        let entry = FDBEntry(index: vxlan.index, mac: try MACAddress("66:e9:a1:00:00:02"), destination: try IPAddress("10.99.0.2"))
+        try kernel.replaceFDBEntry(entry, interfaceName: vxlan.name)
+        var moved = entry
+        moved.destination = try IPAddress("10.99.0.9")
+        try kernel.replaceFDBEntry(moved, interfaceName: vxlan.name)
+        #expect(try kernel.fdbEntries() == [moved])
+        #expect(throws: NetlinkError.self) {
+            try kernel.replaceFDBEntry(FDBEntry(index: 99, mac: entry.mac, destination: nil), interfaceName: "x")
+        }
+        // The kernel's default rules are there; an identical rule is EEXIST; a missing one ENOENT.
+        #expect(try kernel.rules(family: .v6).map(\.table) == [255, 254])
+        let rule = RoutingRule(family: .v4, priority: 99, table: 1, mark: 0x10_0000, mask: 0x10_0000, invert: true)
+        try kernel.addRule(rule)
+        do {
+            try kernel.addRule(rule)
+            Issue.record("duplicate rule accepted")
+        } catch { #expect(error.errno == EEXIST) }
+        try kernel.deleteRule(rule)
+        do {
+            try kernel.deleteRule(rule)
+            Issue.record("missing rule deleted")
+        } catch { #expect(error.errno == ENOENT) }
+        // The VXLAN device going away takes its FDB entries.
+        try kernel.deleteLink(vxlan)
+        #expect(try kernel.fdbEntries().isEmpty)
+    }
+}

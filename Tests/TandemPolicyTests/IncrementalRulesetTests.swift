@@ -155,7 +155,12 @@ func offset(of needle: String, in text: String) throws -> String.Index {
         var record = NftPrintedRecord()
         let ruleset = renderer.ruleset(try incrementalPlan(incrementalBase, cluster))
         var kernel = NftKernelState(loaded: ruleset)
-        for name in kernel.chains.keys { kernel.chains[name]!.printed = "printed \(name)" }
+        // What nft prints: a base chain as its source (hashed as is), the others whatever they print as.
+        for name in kernel.chains.keys {
+            kernel.chains[name]!.printed =
+                NftRuleset.baseChains.contains(name)
+                ? ruleset.chains[name]!.joined(separator: "\n") : "printed \(name)"
+        }
         for name in kernel.sets.keys { kernel.sets[name] = "printed \(name)" }
         // The first read-back learns.
         #expect(nftUpdate(desired: ruleset, current: kernel, record: &record) == nil)
@@ -329,6 +334,31 @@ func offset(of needle: String, in text: String) throws -> String.Index {
             ])
         let repaired = try read().listing
         #expect(repaired.contains("10.65.1.2"))
+
+        // 60 more servers here and 60 clients elsewhere: nft prints the long maps and sets over many lines.
+        var many = cluster + [secondServer, monitor]
+        for index in 0..<60 {
+            many.append(
+                endpoint(
+                    "srv\(index)", interface: "calisrv\(index)", ["10.66.0.\(index + 1)", "fd00:66::\(index + 1)"],
+                    labels: ["app": "server"]))
+            // Addresses two apart, so that the interval set keeps them as single elements.
+            many.append(
+                endpoint(
+                    "cli\(index)", ["10.67.0.\(2 * index + 1)", "fd00:67::\(2 * index + 1)"], labels: ["role": "client"]
+                ))
+        }
+        let crowded = renderer.ruleset(try incrementalPlan(incrementalWithMonitoring, many))
+        _ = try converge(crowded, "120 more endpoints")
+        let (crowdedState, crowdedListing) = try read()
+        #expect(crowdedState.maps == crowded.maps)
+        #expect(crowdedState.maps[NftRuleset.fromMap]?.count == 64)
+        #expect(crowdedListing.contains("\"calisrv59\" : jump from-calisrv59"))
+        try run("nft 'delete element inet tandem from-endpoint { \"calisrv30\" }'")
+        #expect(try converge(crowded, "an element of a long map deleted") == ["map from-endpoint: +1 -0"])
+        let clients = try #require(crowded.sets.values.first { $0.members.count == 61 && $0.family == .v4 })
+        try run("nft 'delete element inet tandem \(clients.name) { 10.67.0.7 }'")
+        #expect(try converge(crowded, "an element of a long set deleted") == ["set \(clients.name) repaired"])
 
         // Back to the deny only, without the second server.
         let third = renderer.ruleset(try incrementalPlan(incrementalDenyOnly, cluster))

@@ -220,7 +220,7 @@ struct PolicyGenerator {
 @Suite struct PolicyCalculatorTests {
     /// After every step of a long random sequence of changes (applied one to three at a time), the incremental
     /// calculator gives exactly what the whole computation gives on the same state.
-    @Test(arguments: (0..<40).map { UInt64($0) * 7919 + 1 })
+    @Test(arguments: [1 as UInt64, 7, 2024, 31337])
     func matchesTheWholeComputationAfterEveryChange(seed: UInt64) throws {
         var generator = PolicyGenerator(rng: LCG(seed: seed))
         var world = PolicyWorld()
