@@ -4,8 +4,8 @@ import Glibc
 import ServiceLifecycle
 import Synchronization
 import TandemCNIWire
-import TandemLinux
 import TandemDatastore
+import TandemLinux
 import TandemPlugin
 import TandemStore
 

@@ -152,7 +152,8 @@ public final class NodeAgent: Service, Sendable {
                         "watch revision \(requested) compacted (oldest \(oldest)); listing the datastore again")
                     break watching
                 } catch {
-                    logger.warning("datastore watch failed; resuming from revision \(next)", metadata: ["error": "\(error)"])
+                    logger.warning(
+                        "datastore watch failed; resuming from revision \(next)", metadata: ["error": "\(error)"])
                 }
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(10))
@@ -248,7 +249,9 @@ public final class NodeAgent: Service, Sendable {
                 kick.append(policy.name)
                 let warnings = plan.warnings.map(\.description)
                 if warnings != lastWarnings {
-                    for warning in warnings where !lastWarnings.contains(warning) { logger.warning("policy: \(warning)") }
+                    for warning in warnings where !lastWarnings.contains(warning) {
+                        logger.warning("policy: \(warning)")
+                    }
                     lastWarnings = warnings
                 }
                 let local = plan.endpoints.count / 2
@@ -277,7 +280,8 @@ public final class NodeAgent: Service, Sendable {
                 $0.batches += 1
                 $0.calculation += elapsed
             }
-            logger.debug("calculated", metadata: ["changes": "\(changes)", "updates": "\(batch.count)", "took": "\(elapsed)"])
+            logger.debug(
+                "calculated", metadata: ["changes": "\(changes)", "updates": "\(batch.count)", "took": "\(elapsed)"])
             runner.kick(kick)
         }
     }
@@ -292,7 +296,8 @@ public final class NodeAgent: Service, Sendable {
                     logLevel.value = level
                 }
             } else {
-                logger.warning("FelixConfiguration logSeverityScreen \"\(text)\" is not a level; keeping \(logLevel.value)")
+                logger.warning(
+                    "FelixConfiguration logSeverityScreen \"\(text)\" is not a level; keeping \(logLevel.value)")
             }
         }
         var ignored: Set<String> = []

@@ -40,4 +40,3 @@ public func desiredRoutes(node: String, endpoints: [WorkloadEndpoint], affineBlo
     }
     return routes
 }
-

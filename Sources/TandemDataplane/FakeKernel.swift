@@ -99,7 +99,9 @@ public final class FakeKernel: KernelNetworking, Sendable {
 
     // MARK: Failure injection and counting
 
-    private func enter(_ operation: Operation, _ state: inout State, command: @autoclosure () -> String)
+    private func enter(
+        _ operation: Operation, _ state: inout State, command: @autoclosure () -> String
+    )
         throws(NetlinkError)
     {
         state.calls[operation, default: 0] += 1

@@ -188,8 +188,10 @@ public final class Netlink: @unchecked Sendable {
 
     /// `bridge fdb show` (every device's entries; VXLAN devices' remote endpoints among them).
     public func fdbEntries() throws(NetlinkError) -> [FDBEntry] {
-        try socket.perform(FDBRequest.list(), operation: "list FDB entries in \(namespace)", command: netns("bridge fdb show"))
-            .compactMap { try? FDBEntry(decoding: $0) }
+        try socket.perform(
+            FDBRequest.list(), operation: "list FDB entries in \(namespace)", command: netns("bridge fdb show")
+        )
+        .compactMap { try? FDBEntry(decoding: $0) }
     }
 
     /// `bridge fdb replace MAC dev NAME dst IP self permanent`.

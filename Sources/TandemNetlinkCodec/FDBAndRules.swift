@@ -60,7 +60,9 @@ public struct FDBEntry: Equatable, Sendable, Hashable {
         let header = NeighbourHeader(
             family: BridgeFamily.value, index: index, state: NeighbourState.permanent, flags: BridgeFamily.selfFlag)
         var attributes = [NetlinkAttribute(NeighbourAttribute.linkLayerAddress, bytes: mac.bytes)]
-        if let destination { attributes.append(NetlinkAttribute(NeighbourAttribute.destination, bytes: destination.networkBytes)) }
+        if let destination {
+            attributes.append(NetlinkAttribute(NeighbourAttribute.destination, bytes: destination.networkBytes))
+        }
         return header.encoded() + NetlinkAttribute.encode(attributes)
     }
 
@@ -124,7 +126,9 @@ public struct RoutingRule: Equatable, Sendable, Hashable {
     public init(decoding message: NetlinkMessage) throws(NetlinkDecodeError) {
         var reader = ByteReader(message.payload)
         let familyByte = try reader.u8()
-        guard let family = IPFamily(netlinkFamily: familyByte) else { throw NetlinkDecodeError("rule of family \(familyByte)") }
+        guard let family = IPFamily(netlinkFamily: familyByte) else {
+            throw NetlinkDecodeError("rule of family \(familyByte)")
+        }
         let destinationLength = try reader.u8()
         let sourceLength = try reader.u8()
         try reader.skip(1)
@@ -178,7 +182,9 @@ public struct RoutingRule: Equatable, Sendable, Hashable {
         if invert { words.append("not") }
         if let source { words += ["from", source.description] }
         if let destination { words += ["to", destination.description] }
-        if let mark { words += ["fwmark", "0x\(String(mark, radix: 16))" + (mask.map { "/0x\(String($0, radix: 16))" } ?? "")] }
+        if let mark {
+            words += ["fwmark", "0x\(String(mark, radix: 16))" + (mask.map { "/0x\(String($0, radix: 16))" } ?? "")]
+        }
         words += ["lookup", "\(table)"]
         if let priority { words += ["priority", "\(priority)"] }
         return words.joined(separator: " ")

@@ -36,7 +36,9 @@ public struct IptablesRenderer: Sendable {
         }
         let byInterface = Dictionary(grouping: plan.endpoints, by: \.interfaceName)
         for interface in byInterface.keys.sorted() {
-            dispatch["FORWARD"]! += ["-i \(interface) -j TDM-FW-\(interface)", "-o \(interface) -j TDM-TW-\(interface)"]
+            dispatch["FORWARD"]! += [
+                "-i \(interface) -j TDM-FW-\(interface)", "-o \(interface) -j TDM-TW-\(interface)",
+            ]
             dispatch["INPUT"]!.append("-i \(interface) -j TDM-FW-\(interface)")
             dispatch["OUTPUT"]!.append("-o \(interface) -j TDM-TW-\(interface)")
             for endpoint in byInterface[interface]!.sorted(by: { $0.direction.rawValue < $1.direction.rawValue }) {
@@ -60,7 +62,9 @@ public struct IptablesRenderer: Sendable {
                             for rule in rules {
                                 body += iptablesRule(rule, chain: chain, pass: .drop, addChain: addChain)
                             }
-                            body.append(hasProfile ? "-m comment --comment \"no profile rule allowed it\" -j DROP" : "-j RETURN")
+                            body.append(
+                                hasProfile ? "-m comment --comment \"no profile rule allowed it\" -j DROP" : "-j RETURN"
+                            )
                             return body
                         }
                         used.insert(chain)
@@ -226,7 +230,9 @@ public func iptablesUpdate(
 
 /// The whole policy of one family as `iptables-restore --noflush` input, against the state `current` (nothing of
 /// Tandem's by default).
-public func renderIptables(_ plan: PolicyPlan, family: IPFamily, current: IptablesKernelState = IptablesKernelState())
+public func renderIptables(
+    _ plan: PolicyPlan, family: IPFamily, current: IptablesKernelState = IptablesKernelState()
+)
     -> String
 {
     var renderer = IptablesRenderer()

@@ -72,7 +72,10 @@ public struct NftRenderer: Sendable {
                 if !used.contains(name) {
                     cached(&ruleset, name, rules, label: "profiles \(endpoint.direction.rawValue)") {
                         rules.map { nftRule($0, passChain: nil) }
-                            + [hasProfile ? "drop comment \"no profile rule allowed it\"" : "return comment \"no profile\""]
+                            + [
+                                hasProfile
+                                    ? "drop comment \"no profile rule allowed it\"" : "return comment \"no profile\""
+                            ]
                     }
                     used.insert(name)
                 }
@@ -303,13 +306,16 @@ public func nftUpdate(
             if drifted(name, hash: name, printed: printed) {
                 lines.append("flush set \(prefix) \(name)")
                 if !set.members.isEmpty {
-                    lines.append("add element \(prefix) \(name) { \(set.members.map(setElement).joined(separator: ", ")) }")
+                    lines.append(
+                        "add element \(prefix) \(name) { \(set.members.map(setElement).joined(separator: ", ")) }")
                 }
                 record.forget(name)
                 changed.append("set \(name) repaired")
             }
         } else {
-            lines.append("add set \(prefix) \(name) { type \(set.family == .v4 ? "ipv4_addr" : "ipv6_addr"); flags interval; auto-merge; }")
+            lines.append(
+                "add set \(prefix) \(name) { type \(set.family == .v4 ? "ipv4_addr" : "ipv6_addr"); flags interval; auto-merge; }"
+            )
             if !set.members.isEmpty {
                 lines.append("add element \(prefix) \(name) { \(set.members.map(setElement).joined(separator: ", ")) }")
             }

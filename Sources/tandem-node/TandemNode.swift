@@ -1,15 +1,15 @@
 import ArgumentParser
 import Foundation
+import Logging
+import ServiceLifecycle
 import TandemAgent
 import TandemAutodetection
 import TandemCNIWire
-import Logging
-import ServiceLifecycle
 import TandemCore
 import TandemDataplane
 import TandemDatastore
-import TandemNetlink
 import TandemModel
+import TandemNetlink
 import TandemStore
 
 /// The Tandem node agent. This release serves the CNI plugin's calls and explains the node's address

@@ -94,7 +94,8 @@ func podRoutes() throws -> [DesiredRoute] {
         let first = try manager.apply(resync: false)
         #expect(first.changes.count == 5, "\(first.changes)")
         #expect(first.changes.contains("ip route del blackhole 10.244.9.0/26 proto 80"))
-        #expect(Set(kernel.allRoutes.map(\.destination.description)) == Set(try podRoutes().map(\.destination.description)))
+        #expect(
+            Set(kernel.allRoutes.map(\.destination.description)) == Set(try podRoutes().map(\.destination.description)))
         #expect(kernel.allRoutes.allSatisfy { $0.routeProtocol == 80 })
         kernel.resetCalls()
         #expect(try manager.apply(resync: true) == ManagerReport())
@@ -250,7 +251,8 @@ func openPlan(_ count: Int) -> PolicyPlan {
         let report = try manager.apply(resync: false)
         let second = try #require(tools.state.withLock { $0.loads.last })
         #expect(!second.contains("table inet tandem {\n\tmap"))
-        #expect(second.contains("add chain inet tandem from-cali2") && second.contains("add chain inet tandem to-cali2"))
+        #expect(
+            second.contains("add chain inet tandem from-cali2") && second.contains("add chain inet tandem to-cali2"))
         #expect(second.contains("add element inet tandem from-endpoint { \"cali2\" : jump from-cali2 }"))
         #expect(!second.contains("cali1"))
         #expect(report.changes.contains("chain from-cali2 added"))
@@ -343,7 +345,8 @@ final class FlakyManager: DataplaneManager {
     @Test func fdbEntriesAndRulesKeepTheKernelsRules() throws {
         let kernel = FakeKernel()
         let vxlan = kernel.addLink(name: "vxlan.calico", kind: "vxlan")
-        let entry = FDBEntry(index: vxlan.index, mac: try MACAddress("66:e9:a1:00:00:02"), destination: try IPAddress("10.99.0.2"))
+        let entry = FDBEntry(
+            index: vxlan.index, mac: try MACAddress("66:e9:a1:00:00:02"), destination: try IPAddress("10.99.0.2"))
         try kernel.replaceFDBEntry(entry, interfaceName: vxlan.name)
         var moved = entry
         moved.destination = try IPAddress("10.99.0.9")

@@ -448,7 +448,8 @@ func podAddresses(_ status: String) -> [String: [String]] {
         _ = try shell("kill \(monitorPIDs)")
         let routeEvents = try String(contentsOfFile: routeLog, encoding: .utf8)
         let nftEvents = try String(contentsOfFile: nftLog, encoding: .utf8)
-        #expect(routeEvents.contains("192.0.2.77") && nftEvents.contains("tandemprobe"), "the monitors recorded nothing")
+        #expect(
+            routeEvents.contains("192.0.2.77") && nftEvents.contains("tandemprobe"), "the monitors recorded nothing")
         let workloadRouteChanges = routeEvents.split(separator: "\n").filter {
             $0.contains("proto 80") && !$0.contains("192.0.2.77")
         }

@@ -20,7 +20,8 @@ import Testing
         let v4 = try #require(try netlink.link(named: "vxlan.calico"))
         let v6 = try #require(try netlink.link(named: "vxlan-v6.calico"))
         let entries = [
-            FDBEntry(index: v4.index, mac: try MACAddress("66:e9:a1:00:00:02"), destination: try IPAddress("10.99.0.2")),
+            FDBEntry(
+                index: v4.index, mac: try MACAddress("66:e9:a1:00:00:02"), destination: try IPAddress("10.99.0.2")),
             FDBEntry(index: v6.index, mac: try MACAddress("66:e9:a1:00:00:03"), destination: try IPAddress("fd99::3")),
         ]
         try netlink.replaceFDBEntry(entries[0], interfaceName: v4.name)
