@@ -70,7 +70,11 @@ public struct IptablesRenderer: Sendable {
                         used.insert(chain)
                     }
                 }
-                if !endpoint.policies.isEmpty { lines.append("-j MARK --set-xmark 0x0/0x30000") }
+                // Policy and profile chains say what they decided with mark bits: clear any a chain before this one
+                // left (the sending endpoint's, for traffic between two pods of this node).
+                if !endpoint.policies.isEmpty || profileChain != nil {
+                    lines.append("-j MARK --set-xmark 0x0/0x30000")
+                }
                 for policy in endpoint.policies {
                     let chain =
                         "TDM-P-"

@@ -58,6 +58,8 @@ public struct PolicyCalculator: Sendable {
     private var dirtyEntries: Set<String> = []
     private var dirtyLocal: Set<String> = []
     private var everythingDirty = true
+    /// The keys of local endpoints (those with an interface), kept as endpoints change.
+    private var localKeys: Set<String> = []
 
     /// How many policies and profile lists the last ``plan()`` compiled (to show incrementality in tests and
     /// benchmarks).
@@ -78,6 +80,7 @@ public struct PolicyCalculator: Sendable {
         let old = endpoints[key]
         if old == endpoint { return }
         if let endpoint { endpoints[key] = endpoint } else { endpoints[key] = nil }
+        if endpoint?.interfaceName != nil { localKeys.insert(key) } else { localKeys.remove(key) }
         if old?.interfaceName != nil || endpoint?.interfaceName != nil {
             if old?.labels != endpoint?.labels || old?.namespace != endpoint?.namespace
                 || old?.interfaceName != endpoint?.interfaceName || old?.profiles != endpoint?.profiles || old == nil
@@ -178,7 +181,8 @@ public struct PolicyCalculator: Sendable {
             orderDirty = false
         }
         // Selection of local endpoints.
-        let locals = endpoints.filter { $0.value.interfaceName != nil }
+        var locals: [String: PolicyEndpoint] = [:]
+        for key in localKeys { locals[key] = endpoints[key] }
         for key in selecting.keys where locals[key] == nil { selecting[key] = nil }
         for (key, endpoint) in locals {
             if dirtyLocal.contains(key) || selecting[key] == nil {

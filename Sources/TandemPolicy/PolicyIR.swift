@@ -91,6 +91,14 @@ public struct AddressSet: Sendable, Hashable {
         let digest = SHA2.sha256(Array(sorted.map(\.description).joined(separator: ",").utf8))
         name = "s\(family.rawValue)_" + hexEncoded(digest.prefix(6))
     }
+
+    /// Sets are named by their content: comparing and hashing the name is comparing the members, without walking
+    /// them (a set of thousands of endpoints is compared on every change of a rule that uses it).
+    public static func == (left: AddressSet, right: AddressSet) -> Bool {
+        left.name == right.name && left.members.count == right.members.count
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(name) }
 }
 
 /// One rule for one family, ready to render: every field is a plain match.

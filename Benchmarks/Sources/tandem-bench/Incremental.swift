@@ -133,7 +133,7 @@ func endpointChangeBenchmark(endpointCounts: [Int], policies: Int, changes: Int)
     for endpoints in endpointCounts {
         var cache = ClusterCache(nodeName: "bench")
         var revision: Int64 = 0
-        func keyValue(_ resource: some AnyResource, key: String) -> KeyValue {
+        func keyValue(_ resource: some AnyResource & Encodable, key: String) -> KeyValue {
             revision += 1
             return KeyValue(
                 key: key, value: Array(ValueEncoder.encode(resource).jsonText(pretty: false).utf8),
@@ -166,7 +166,7 @@ func endpointChangeBenchmark(endpointCounts: [Int], policies: Int, changes: Int)
         var times: [Double] = []
         var compiled: [Int] = []
         for change in 0..<changes {
-            let index = 1000 + (change * 7919) % (endpoints - 1000)
+            let index = 100 + (change * 7919) % (endpoints - 100)
             let event = WatchEvent(
                 kind: .put,
                 keyValue: keyValue(endpoint(index, role: (index + change + 1) % 50), key: ResourceKind.workloadEndpoint.key(name: "ep\(index)", namespace: "default")))
