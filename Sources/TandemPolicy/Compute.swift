@@ -93,10 +93,10 @@ struct RuleCompiler {
     private var sets: [IPFamily: [[CIDR]: AddressSet]] = [:]
 
     /// The set of `members`, built once per distinct list.
-    mutating func addressSet(_ family: IPFamily, _ members: [CIDR]) -> AddressSet {
-        if let existing = sets[family]?[members] { return existing }
-        let set = AddressSet(family: family, members: members)
-        sets[family, default: [:]][members] = set
+    mutating func addressSet(_ family: IPFamily, _ members: [CIDR], literal: Bool = false) -> AddressSet {
+        if !literal, let existing = sets[family]?[members] { return existing }
+        let set = AddressSet(family: family, members: members, literal: literal)
+        if !literal { sets[family, default: [:]][members] = set }
         return set
     }
     private let namespaceLabels: [String: [String: String]]
@@ -259,6 +259,9 @@ struct RuleCompiler {
             guard let side = isSource ? rule.source : rule.destination else { continue }
             // Positive: nets and selectors, both when both are given.
             var positive: [CIDR]?
+            // Whether a side's addresses come from the rule's own nets alone (not from any endpoint's).
+            var positiveLiteral = true
+            var negativeLiteral = true
             if let nets = side.nets, !nets.isEmpty {
                 let parsed = nets.compactMap { try? CIDR(cidrOrAddress: $0) }.filter { $0.family == family }
                 if parsed.isEmpty { return nil }  // only the other family's nets: nothing of this family matches
@@ -280,6 +283,7 @@ struct RuleCompiler {
             case .none: return nil
             case .some(.none): break
             case .some(.some(let addresses)):
+                positiveLiteral = false
                 if let nets = positive {
                     positive = addresses.filter { address in nets.contains { $0.contains(address.address) } }
                 } else {
@@ -297,11 +301,13 @@ struct RuleCompiler {
                     selector: notSelector, namespaceSelector: nil, namespace: nil, family: family, origin: origin)
                 {
                 case .none: return nil
-                case .some(let addresses): negative += addresses ?? []
+                case .some(let addresses):
+                    negative += addresses ?? []
+                    negativeLiteral = false
                 }
             }
-            let positiveSet = positive.map { addressSet(family, $0) }
-            let negativeSet = negative.isEmpty ? nil : addressSet(family, negative)
+            let positiveSet = positive.map { addressSet(family, $0, literal: positiveLiteral) }
+            let negativeSet = negative.isEmpty ? nil : addressSet(family, negative, literal: negativeLiteral)
             let ports = try? numericPorts(side.ports, origin: origin)
             let notPorts = try? numericPorts(side.notPorts, origin: origin)
             guard let ports, let notPorts else { return nil }

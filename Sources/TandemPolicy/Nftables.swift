@@ -40,10 +40,14 @@ func nftRule(_ rule: RuleIR, passChain: String?) -> String {
 func nftMatches(_ rule: RuleIR) -> String {
     var parts: [String] = ["meta nfproto \(rule.family == .v4 ? "ipv4" : "ipv6")"]
     let address = rule.family == .v4 ? "ip" : "ip6"
-    if let set = rule.source { parts.append("\(address) saddr @\(set.name)") }
-    if let set = rule.notSource { parts.append("\(address) saddr != @\(set.name)") }
-    if let set = rule.destination { parts.append("\(address) daddr @\(set.name)") }
-    if let set = rule.notDestination { parts.append("\(address) daddr != @\(set.name)") }
+    // A set of the rule's own nets is written into the rule; endpoints' addresses are named sets.
+    func reference(_ set: AddressSet) -> String {
+        set.isInline ? "{ \(set.members.map(setElement).joined(separator: ", ")) }" : "@\(set.name)"
+    }
+    if let set = rule.source { parts.append("\(address) saddr \(reference(set))") }
+    if let set = rule.notSource { parts.append("\(address) saddr != \(reference(set))") }
+    if let set = rule.destination { parts.append("\(address) daddr \(reference(set))") }
+    if let set = rule.notDestination { parts.append("\(address) daddr != \(reference(set))") }
     if let proto = rule.proto { parts.append("meta l4proto \(proto)") }
     if let proto = rule.notProto { parts.append("meta l4proto != \(proto)") }
     let icmp = rule.family == .v4 ? "icmp" : "icmpv6"

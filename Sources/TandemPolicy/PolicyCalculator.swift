@@ -44,6 +44,8 @@ public struct PolicyCalculator: Sendable {
     private var entries: [String: PolicyEntry] = [:]
     private var entryWarnings: [String: [PolicyWarning]] = [:]
     private var ordered: [String] = []
+    /// Each policy's place in `ordered`.
+    private var position: [String: Int] = [:]
     private var orderDirty = false
     /// Compiled rules of each policy per direction, and the warnings compiling them gave.
     private var compiled: [String: [PolicyDirection: [RuleIR]]] = [:]
@@ -155,11 +157,11 @@ public struct PolicyCalculator: Sendable {
             }
             // The owner key is the entry's (kind and name), so a policy renamed under the same key is still found.
             let owner = ownerKey(marker: marker)
-            if let previous = entries[owner] {
-                _ = previous
-            }
+            let previous = entries[owner]
             var parser = RuleCompiler(input: single)
             let entry = parser.orderedPolicies().first
+            // The evaluation order changes only when a policy comes, goes, or changes its order or name.
+            if previous?.order != entry?.order || previous?.name != entry?.name { orderDirty = true }
             entries[owner] = entry
             entryWarnings[owner] = parser.warnings.isEmpty ? nil : parser.warnings
             setRefs(owner: owner, entry.map(Self.refs(of:)) ?? [])
@@ -168,16 +170,13 @@ public struct PolicyCalculator: Sendable {
             if entry == nil { entries[owner] = nil }
             changedOwners.insert(owner)
         }
-        if !dirtyEntries.isEmpty { orderDirty = true }
         dirtyEntries = []
         if orderDirty {
-            ordered = entries.keys.sorted {
-                let left = entries[$0]!
-                let right = entries[$1]!
-                let leftOrder = left.order ?? .infinity
-                let rightOrder = right.order ?? .infinity
-                return leftOrder != rightOrder ? leftOrder < rightOrder : left.name < right.name
-            }
+            var keyed: [(owner: String, order: Double, name: String)] = []
+            for (owner, entry) in entries { keyed.append((owner, entry.order ?? .infinity, entry.name)) }
+            keyed.sort { left, right in left.order != right.order ? left.order < right.order : left.name < right.name }
+            ordered = keyed.map(\.owner)
+            position = Dictionary(uniqueKeysWithValues: ordered.enumerated().map { ($1, $0) })
             orderDirty = false
         }
         // Selection of local endpoints.
@@ -207,12 +206,14 @@ public struct PolicyCalculator: Sendable {
         everythingDirty = false
 
         // Compile what changed, against the selection indexes.
+        var toCompile: [String] = []
         for owner in dirtyOwners.union(changedOwners) {
             if owner.hasPrefix("profile:") {
                 profileRules[String(owner.dropFirst(8))] = nil
                 continue
             }
             compiled[owner] = nil
+            toCompile.append(owner)
         }
         dirtyOwners = []
         // The profile lists about to be compiled record their selections first, so that the resolver below sees
@@ -231,7 +232,7 @@ public struct PolicyCalculator: Sendable {
             }
             return addresses
         }
-        for owner in ordered where compiled[owner] == nil {
+        for owner in toCompile.sorted() {
             guard let entry = entries[owner] else { continue }
             compiler.warnings = []
             var byDirection: [PolicyDirection: [RuleIR]] = [:]
@@ -253,7 +254,6 @@ public struct PolicyCalculator: Sendable {
         }
         // Assemble the plan: local endpoints by name, both directions.
         var planned: [EndpointPolicy] = []
-        let position = Dictionary(uniqueKeysWithValues: ordered.enumerated().map { ($1, $0) })
         for (key, endpoint) in locals.sorted(by: { $0.value.name < $1.value.name }) {
             guard let interfaceName = endpoint.interfaceName else { continue }
             let chosen = (selecting[key] ?? []).sorted { (position[$0] ?? 0) < (position[$1] ?? 0) }
@@ -284,7 +284,9 @@ public struct PolicyCalculator: Sendable {
             }
         }
         var warnings: [PolicyWarning] = []
-        for owner in ordered {
+        for owner in Set(entryWarnings.keys).union(compileWarnings.keys).sorted(by: {
+            (position[$0] ?? 0) < (position[$1] ?? 0)
+        }) {
             warnings += entryWarnings[owner] ?? []
             warnings += compileWarnings[owner] ?? []
         }

@@ -81,7 +81,19 @@ public struct AddressSet: Sendable, Hashable {
     /// `s4_…` / `s6_…`: the first 12 hex digits of the SHA-256 of the members.
     public var name: String
 
-    public init(family: IPFamily, members: [CIDR]) {
+    /// Whether the members are the rule's own nets, known when the policy is written, rather than endpoints'
+    /// addresses that change as pods come and go. Such a set, when small, is written into the rule itself (an
+    /// anonymous nftables set), so the node holds named sets only for what selectors choose.
+    public var isLiteral: Bool
+
+    /// Literal sets this small are written into their rules.
+    public static let inlineLimit = 64
+
+    /// Whether the nftables rules carry the members themselves instead of naming the set.
+    public var isInline: Bool { isLiteral && !members.isEmpty && members.count <= Self.inlineLimit }
+
+    public init(family: IPFamily, members: [CIDR], literal: Bool = false) {
+        self.isLiteral = literal
         self.family = family
         let sorted = Array(Set(members)).sorted {
             $0.address.integer != $1.address.integer
@@ -95,7 +107,7 @@ public struct AddressSet: Sendable, Hashable {
     /// Sets are named by their content: comparing and hashing the name is comparing the members, without walking
     /// them (a set of thousands of endpoints is compared on every change of a rule that uses it).
     public static func == (left: AddressSet, right: AddressSet) -> Bool {
-        left.name == right.name && left.members.count == right.members.count
+        left.name == right.name && left.members.count == right.members.count && left.isLiteral == right.isLiteral
     }
 
     public func hash(into hasher: inout Hasher) { hasher.combine(name) }
@@ -172,12 +184,13 @@ public struct PolicyPlan: Sendable, Equatable {
         self.warnings = warnings
     }
 
-    /// Every address set the rules use, sorted by name.
+    /// Every named address set the rules use (not those written into the rules), sorted by name.
     public var addressSets: [AddressSet] {
         var sets = Set<AddressSet>()
         for endpoint in endpoints {
             for rule in endpoint.policies.flatMap(\.rules) + (endpoint.profileRules ?? []) {
-                for set in [rule.source, rule.notSource, rule.destination, rule.notDestination].compactMap({ $0 }) {
+                for set in [rule.source, rule.notSource, rule.destination, rule.notDestination].compactMap({ $0 })
+                where !set.isInline {
                     sets.insert(set)
                 }
             }

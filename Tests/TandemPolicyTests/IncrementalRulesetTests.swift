@@ -47,8 +47,13 @@ func nftChainsWritten(_ text: String) -> Set<String> {
     var names: Set<String> = []
     for line in text.split(separator: "\n") {
         let trimmed = line.drop { $0 == "\t" || $0 == " " }
-        guard trimmed.hasPrefix("chain "), trimmed.hasSuffix(" {") else { continue }
-        names.insert(String(trimmed.dropFirst(6).dropLast(2)))
+        if trimmed.hasPrefix("chain "), trimmed.hasSuffix(" {") {
+            names.insert(String(trimmed.dropFirst(6).dropLast(2)))
+        } else if trimmed.hasPrefix("add rule inet ") {
+            // `add rule inet TABLE CHAIN ...`
+            let words = trimmed.split(separator: " ")
+            if words.count > 4 { names.insert(String(words[4])) }
+        }
     }
     return names
 }
@@ -130,7 +135,7 @@ func offset(of needle: String, in text: String) throws -> String.Index {
         let removed = try #require(
             nftUpdate(desired: third, current: NftKernelState(loaded: second), record: &record))
         #expect(nftChainsWritten(removed.text) == ["to-cali0server0001", "to-cali0server0002"])
-        let rewritten = try offset(of: "chain to-cali0server0001 {", in: removed.text)
+        let rewritten = try offset(of: "add rule inet tandem to-cali0server0001 ", in: removed.text)
         let flushed = try offset(of: "flush chain inet tandem \(allowChain)\n", in: removed.text)
         let deleted = try offset(of: "delete chain inet tandem \(allowChain)\n", in: removed.text)
         #expect(rewritten < flushed && flushed < deleted)

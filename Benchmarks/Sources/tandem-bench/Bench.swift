@@ -142,7 +142,10 @@ func ipamRate(path: String, count: Int) async throws {
             _ = try await ipam.autoAssign(AutoAssignRequest(num4: 1, num6: 1, handle: "net.c\(index)", host: "node-a"))
         }
     }
-    print(String(format: "library: %d dual-stack assignments in %.2f s = %.0f/s", count, seconds(elapsed), Double(count) / seconds(elapsed)))
+    print(
+        String(
+            format: "library: %d dual-stack assignments in %.2f s = %.0f/s", count, seconds(elapsed),
+            Double(count) / seconds(elapsed)))
 }
 
 /// Time to fill a /16 IPv4 pool and a /112 IPv6 pool, one address per request, as pods would.
@@ -163,7 +166,10 @@ func ipamFill(path: String) async throws {
                 }
             }
         }
-        print(String(format: "library: filled the %@ pool (%d addresses) in %.1f s = %.0f/s", label, assigned, seconds(elapsed), Double(assigned) / seconds(elapsed)))
+        print(
+            String(
+                format: "library: filled the %@ pool (%d addresses) in %.1f s = %.0f/s", label, assigned,
+                seconds(elapsed), Double(assigned) / seconds(elapsed)))
     }
 }
 

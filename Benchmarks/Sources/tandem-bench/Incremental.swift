@@ -94,6 +94,10 @@ func policyChangeBenchmark(policies: Int, endpoints: Int, local: Int, changes: I
             load.append(milliseconds(done - computed))
             total.append(milliseconds(done - started))
         }
+        if let dump = ProcessInfo.processInfo.environment["TANDEM_BENCH_DUMP"] {
+            let listing = try ChildProcess.run("/usr/sbin/nft", ["list", "table", "inet", "tandem"])
+            try listing.stdoutText.write(toFile: dump + ".table", atomically: true, encoding: .utf8)
+        }
         // Converged: a resync reads the table back and finds nothing to do.
         started = ContinuousClock.now
         let resync = try manager.apply(resync: true)
@@ -111,16 +115,26 @@ func policyChangeBenchmark(policies: Int, endpoints: Int, local: Int, changes: I
             started = ContinuousClock.now
             let plan = computePolicy(
                 PolicyInput(networkPolicies: current, endpoints: all), local: localEndpoints)
-            let text = "table inet tandemwhole\ndelete table inet tandemwhole\n" + renderNftables(plan, table: "tandemwhole")
+            let text =
+                "table inet tandemwhole\ndelete table inet tandemwhole\n" + renderNftables(plan, table: "tandemwhole")
             let computed = ContinuousClock.now
             let result = try ChildProcess.run("/usr/sbin/nft", ["-f", "-"], stdin: Array(text.utf8))
             precondition(result.status == 0, result.stderrText)
             wholeCompute.append(milliseconds(computed - started))
             wholeLoad.append(milliseconds(ContinuousClock.now - computed))
         }
-        print(String(format: "incremental, %d changes: compute p50 %.1f p99 %.1f ms; load p50 %.1f p99 %.1f ms; total p50 %.1f p99 %.1f ms", changes, percentile(compute, 0.5), percentile(compute, 0.99), percentile(load, 0.5), percentile(load, 0.99), percentile(total, 0.5), percentile(total, 0.99)))
+        print(
+            String(
+                format:
+                    "incremental, %d changes: compute p50 %.1f p99 %.1f ms; load p50 %.1f p99 %.1f ms; total p50 %.1f p99 %.1f ms",
+                changes, percentile(compute, 0.5), percentile(compute, 0.99), percentile(load, 0.5),
+                percentile(load, 0.99), percentile(total, 0.5), percentile(total, 0.99)))
         print(String(format: "resync of the converged table (nft list + compare): %.1f ms", resyncTime))
-        print(String(format: "whole table, %d changes: compute p50 %.1f ms, load p50 %.1f ms, total p50 %.1f ms", wholeCompute.count, percentile(wholeCompute, 0.5), percentile(wholeLoad, 0.5), percentile(zip(wholeCompute, wholeLoad).map(+), 0.5)))
+        print(
+            String(
+                format: "whole table, %d changes: compute p50 %.1f ms, load p50 %.1f ms, total p50 %.1f ms",
+                wholeCompute.count, percentile(wholeCompute, 0.5), percentile(wholeLoad, 0.5),
+                percentile(zip(wholeCompute, wholeLoad).map(+), 0.5)))
     }
 }
 
@@ -149,15 +163,23 @@ func endpointChangeBenchmark(endpointCounts: [Int], policies: Int, changes: Int)
             return WorkloadEndpoint(
                 metadata: ObjectMeta(
                     name: "ep\(index)", namespace: "default",
-                    labels: ["app": "app\(index % 100)", "role": "role\(role)", "projectcalico.org/namespace": "default"]),
+                    labels: [
+                        "app": "app\(index % 100)", "role": "role\(role)", "projectcalico.org/namespace": "default",
+                    ]),
                 spec: spec)
         }
         var items: [KeyValue] = []
         for index in 0..<endpoints {
-            items.append(keyValue(endpoint(index, role: index % 50), key: ResourceKind.workloadEndpoint.key(name: "ep\(index)", namespace: "default")))
+            items.append(
+                keyValue(
+                    endpoint(index, role: index % 50),
+                    key: ResourceKind.workloadEndpoint.key(name: "ep\(index)", namespace: "default")))
         }
         for index in 0..<policies {
-            items.append(keyValue(benchPolicy(index, port: 8000 + index % 1000), key: ResourceKind.networkPolicy.key(name: "p\(index)", namespace: "default")))
+            items.append(
+                keyValue(
+                    benchPolicy(index, port: 8000 + index % 1000),
+                    key: ResourceKind.networkPolicy.key(name: "p\(index)", namespace: "default")))
         }
         cache.replaceAll(items, revision: revision)
         var renderer = NftRenderer()
@@ -169,7 +191,9 @@ func endpointChangeBenchmark(endpointCounts: [Int], policies: Int, changes: Int)
             let index = 100 + (change * 7919) % (endpoints - 100)
             let event = WatchEvent(
                 kind: .put,
-                keyValue: keyValue(endpoint(index, role: (index + change + 1) % 50), key: ResourceKind.workloadEndpoint.key(name: "ep\(index)", namespace: "default")))
+                keyValue: keyValue(
+                    endpoint(index, role: (index + change + 1) % 50),
+                    key: ResourceKind.workloadEndpoint.key(name: "ep\(index)", namespace: "default")))
             let before = processCPUTime()
             let changed = cache.apply(event)
             if changed.contains(.policy) { _ = renderer.ruleset(cache.policy.plan()) }
@@ -179,7 +203,11 @@ func endpointChangeBenchmark(endpointCounts: [Int], policies: Int, changes: Int)
         }
         let median = percentile(times, 0.5)
         results.append((endpoints, median, percentile(compiled.map(Double.init), 0.5)))
-        print(String(format: "%6d endpoints, %d policies: CPU per remote endpoint change p50 %.2f ms, p99 %.2f ms (policies compiled p50 %.0f)", endpoints, policies, median, percentile(times, 0.99), percentile(compiled.map(Double.init), 0.5)))
+        print(
+            String(
+                format:
+                    "%6d endpoints, %d policies: CPU per remote endpoint change p50 %.2f ms, p99 %.2f ms (policies compiled p50 %.0f)",
+                endpoints, policies, median, percentile(times, 0.99), percentile(compiled.map(Double.init), 0.5)))
     }
     if results.count == 2 {
         print(String(format: "ratio %d / %d endpoints: %.2f", results[1].0, results[0].0, results[1].1 / results[0].1))

@@ -83,7 +83,8 @@ func policyBenchmark(policies: Int, endpoints: Int, local: Int, runs: Int) throw
         }
         // A second nft load replaces the table in one transaction: the cost of a policy change.
         let (_, reload) = try time {
-            try ChildProcess.run("/usr/sbin/ip", ["netns", "exec", namespace, "/usr/sbin/nft", "-f", "-"], stdin: Array(nft.utf8))
+            try ChildProcess.run(
+                "/usr/sbin/ip", ["netns", "exec", namespace, "/usr/sbin/nft", "-f", "-"], stdin: Array(nft.utf8))
         }
         record("reload nft (replace)", reload)
     }
@@ -94,7 +95,9 @@ func policyBenchmark(policies: Int, endpoints: Int, local: Int, runs: Int) throw
         "compute", "render nft", "render iptables", "load nft", "reload nft (replace)", "load iptables v4",
         "load iptables v6",
     ] {
-        print(name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(format: "%8.1f ms", (best[name] ?? 0) * 1000))
+        print(
+            name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                + String(format: "%8.1f ms", (best[name] ?? 0) * 1000))
     }
 }
 

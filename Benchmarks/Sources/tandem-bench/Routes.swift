@@ -1,7 +1,7 @@
 import Foundation
 import TandemCalculation
-import TandemDataplane
 import TandemCore
+import TandemDataplane
 import TandemLinux
 import TandemModel
 import TandemNetlink
@@ -68,8 +68,9 @@ func routeBenchmark(count: Int, runs: Int) throws {
         precondition(converged.changes.isEmpty)
         let netlink = try Netlink(namespace: "\(NetworkNamespace.namedDirectory)/\(tandemNS)")
         try netlink.deleteRoute(
-            Route(destination: "10.200.0.7/32", outputInterface: try netlink.link(named: "calib7")!.index,
-                  routeProtocol: 80, scope: 253))
+            Route(
+                destination: "10.200.0.7/32", outputInterface: try netlink.link(named: "calib7")!.index,
+                routeProtocol: 80, scope: 253))
         started = DispatchTime.now()
         let repaired = try manager.apply(resync: true)
         let repair = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
@@ -86,7 +87,8 @@ func routeBenchmark(count: Int, runs: Int) throws {
         precondition(ip.terminationStatus == 0, "ip -batch failed")
         print(
             String(
-                format: "run %d: tandem %.3f s, ip -batch %.3f s, ratio %.2f; converged pass %.1f ms; one repair %.1f ms",
+                format:
+                    "run %d: tandem %.3f s, ip -batch %.3f s, ratio %.2f; converged pass %.1f ms; one repair %.1f ms",
                 run, tandem, ipSeconds, tandem / ipSeconds, resync * 1000, repair * 1000))
         tandemBest = min(tandemBest, tandem)
         ipBest = min(ipBest, ipSeconds)
@@ -95,7 +97,8 @@ func routeBenchmark(count: Int, runs: Int) throws {
     }
     print(
         String(
-            format: "best of %d: %d routes: tandem %.3f s (%.0f routes/s), ip -batch %.3f s (%.0f routes/s), ratio tandem/ip %.2f; converged pass over %d routes %.1f ms; repair of one route %.1f ms",
+            format:
+                "best of %d: %d routes: tandem %.3f s (%.0f routes/s), ip -batch %.3f s (%.0f routes/s), ratio tandem/ip %.2f; converged pass over %d routes %.1f ms; repair of one route %.1f ms",
             runs, count, tandemBest, Double(count) / tandemBest, ipBest, Double(count) / ipBest, tandemBest / ipBest,
             count, resyncBest * 1000, repairBest * 1000))
 }
