@@ -40,17 +40,29 @@ public struct SystemPolicyTools: PolicyTools {
     /// Where input a tool refused is kept for the operator (`policy.nft.rejected`, ...).
     public var stateDirectory: String
 
+    /// nftables in process, when its library is installed (nil: the `nft` program, a process per call).
+    public var library: LibNftables?
+
+    /// `library`: true to use libnftables when it can be loaded; it then works in the network namespace of the
+    /// calling thread.
     public init(
         stateDirectory: String, nft: String = "/usr/sbin/nft", sbin: String = "/usr/sbin",
-        timeout: Duration = .seconds(10)
+        timeout: Duration = .seconds(10), library: Bool = true
     ) {
         self.stateDirectory = stateDirectory
         self.nft = nft
         self.sbin = sbin
         self.timeout = timeout
+        self.library = library ? LibNftables() : nil
     }
 
     public func listNftTable(_ table: String) throws -> String? {
+        if let library {
+            let result = library.run("list table inet \(table)")
+            if result.status == 0 { return result.output }
+            if result.error.contains("No such file or directory") { return nil }
+            throw PolicyToolError(description: "nft list table inet \(table) failed: \(result.error)")
+        }
         let result = try ChildProcess.run(nft, ["list", "table", "inet", table], timeout: timeout)
         if result.status == 0 { return result.stdoutText }
         // No table (flushed away, or never made) is an ordinary state, not a failure.
@@ -59,6 +71,13 @@ public struct SystemPolicyTools: PolicyTools {
     }
 
     public func loadNft(_ text: String) throws {
+        if let library {
+            let result = library.run(text)
+            guard result.status == 0 else {
+                throw refused("nft -f (libnftables)", text, rejected: "policy.nft", said: result.error)
+            }
+            return
+        }
         try load(nft, ["-f", "-"], text, rejected: "policy.nft")
     }
 
@@ -79,12 +98,17 @@ public struct SystemPolicyTools: PolicyTools {
     private func load(_ command: String, _ arguments: [String], _ text: String, rejected: String) throws {
         let result = try ChildProcess.run(command, arguments, stdin: Array(text.utf8), timeout: timeout)
         guard result.status == 0 else {
-            let path = stateDirectory + "/" + rejected + ".rejected"
-            let kept = (try? writeFile(path, text)) != nil
-            throw PolicyToolError(
-                description: "\(command) \(arguments.joined(separator: " ")) refused the change"
-                    + (kept ? " (kept in \(path))" : "") + ": \(result.stderrText.prefix(2000))")
+            throw refused(
+                "\(command) \(arguments.joined(separator: " "))", text, rejected: rejected, said: result.stderrText)
         }
+    }
+
+    /// The error for input a tool refused, which is kept for the operator.
+    private func refused(_ command: String, _ text: String, rejected: String, said: String) -> PolicyToolError {
+        let path = stateDirectory + "/" + rejected + ".rejected"
+        let kept = (try? writeFile(path, text)) != nil
+        return PolicyToolError(
+            description: "\(command) refused the change" + (kept ? " (kept in \(path))" : "") + ": \(said.prefix(2000))")
     }
 }
 
@@ -110,7 +134,11 @@ public final class PolicyManager: DataplaneManager {
         var iptablesBelief: [IPFamily: IptablesKernelState] = [:]
         var record = NftPrintedRecord()
         var iptablesRecords: [IPFamily: NftPrintedRecord] = [.v4: NftPrintedRecord(), .v6: NftPrintedRecord()]
+        var lastLoaded: String?
     }
+
+    /// The last transaction loaded (nftables), for diagnosis and benchmarks.
+    public var lastLoaded: String? { state.withLock { $0.lastLoaded } }
     private let state = Mutex(State())
 
     public init(backend: PolicyBackend, tools: any PolicyTools, table: String = "tandem") {
@@ -152,6 +180,7 @@ public final class PolicyManager: DataplaneManager {
                 throw error
             }
             report.changes = update.changed
+            state.lastLoaded = update.text
             state.nftBelief = NftKernelState(loaded: desired)
         }
         let done = state

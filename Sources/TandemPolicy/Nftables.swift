@@ -16,11 +16,11 @@ func setElement(_ cidr: CIDR) -> String {
     cidr.prefixLength == cidr.family.bitWidth ? cidr.address.description : cidr.description
 }
 
+/// Ports as nft writes them: one port or range as it is, several as an anonymous set (each anonymous set is a
+/// kernel object made and freed with its rule, so a single value does without).
 private func portList(_ ranges: [ClosedRange<Int>]) -> String {
-    "{ "
-        + ranges.map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(
-            separator: ", ")
-        + " }"
+    let items = ranges.map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }
+    return items.count == 1 ? items[0] : "{ " + items.joined(separator: ", ") + " }"
 }
 
 /// One rule as nft matches and a verdict.
@@ -42,7 +42,9 @@ func nftMatches(_ rule: RuleIR) -> String {
     let address = rule.family == .v4 ? "ip" : "ip6"
     // A set of the rule's own nets is written into the rule; endpoints' addresses are named sets.
     func reference(_ set: AddressSet) -> String {
-        set.isInline ? "{ \(set.members.map(setElement).joined(separator: ", ")) }" : "@\(set.name)"
+        guard set.isInline else { return "@\(set.name)" }
+        return set.members.count == 1
+            ? setElement(set.members[0]) : "{ \(set.members.map(setElement).joined(separator: ", ")) }"
     }
     if let set = rule.source { parts.append("\(address) saddr \(reference(set))") }
     if let set = rule.notSource { parts.append("\(address) saddr != \(reference(set))") }

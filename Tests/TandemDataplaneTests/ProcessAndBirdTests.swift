@@ -97,3 +97,31 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: directory.path + "/bird.conf.rejected"))
     }
 }
+
+/// The real policy tools in a namespace of their own: nftables in process (libnftables) and through the `nft`
+/// program, the same answers; refused input is kept for the operator and named in the error.
+@Suite struct SystemPolicyToolsTests {
+    @Test(arguments: [true, false])
+    func loadListAndRefuse(library: Bool) throws {
+        let ns = try TestNamespace("tools")
+        defer { ns.remove() }
+        let scratch = try ScratchDirectory("tools")
+        defer { scratch.remove() }
+        try NetworkNamespace.run(in: ns.path) {
+            let tools = SystemPolicyTools(stateDirectory: scratch.path, library: library)
+            #expect((tools.library != nil) == library, "libnftables.so.1 is installed with nftables")
+            #expect(try tools.listNftTable("tandemtest") == nil)
+            try tools.loadNft("table inet tandemtest {\n\tchain c {\n\t\treturn\n\t}\n}\n")
+            let listing = try #require(try tools.listNftTable("tandemtest"))
+            #expect(listing.contains("chain c {"))
+            do {
+                try tools.loadNft("add rule inet tandemtest nosuchchain return\n")
+                Issue.record("nft accepted a rule for a missing chain")
+            } catch {
+                #expect("\(error)".contains("kept in \(scratch.path)/policy.nft.rejected"), "\(error)")
+                #expect("\(error)".contains("nosuchchain"), "\(error)")
+            }
+        }
+        #expect(try ns.run("nft list table inet tandemtest").stdout.contains("chain c"))
+    }
+}

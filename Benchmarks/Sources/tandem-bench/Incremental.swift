@@ -97,6 +97,7 @@ func policyChangeBenchmark(policies: Int, endpoints: Int, local: Int, changes: I
         if let dump = ProcessInfo.processInfo.environment["TANDEM_BENCH_DUMP"] {
             let listing = try ChildProcess.run("/usr/sbin/nft", ["list", "table", "inet", "tandem"])
             try listing.stdoutText.write(toFile: dump + ".table", atomically: true, encoding: .utf8)
+            try (manager.lastLoaded ?? "").write(toFile: dump + ".change", atomically: true, encoding: .utf8)
         }
         // Converged: a resync reads the table back and finds nothing to do.
         started = ContinuousClock.now
