@@ -108,7 +108,8 @@ public struct SystemPolicyTools: PolicyTools {
         let path = stateDirectory + "/" + rejected + ".rejected"
         let kept = (try? writeFile(path, text)) != nil
         return PolicyToolError(
-            description: "\(command) refused the change" + (kept ? " (kept in \(path))" : "") + ": \(said.prefix(2000))")
+            description: "\(command) refused the change" + (kept ? " (kept in \(path))" : "") + ": \(said.prefix(2000))"
+        )
     }
 }
 

@@ -69,7 +69,11 @@ func policyChangeBenchmark(policies: Int, endpoints: Int, local: Int, changes: I
         var calculator = PolicyCalculator()
         for (index, endpoint) in all.enumerated() { calculator.updateEndpoint(key: "ep\(index)", endpoint) }
         for (index, policy) in networkPolicies.enumerated() { calculator.updateNetworkPolicy(key: "p\(index)", policy) }
-        let manager = PolicyManager(backend: .nftables, tools: SystemPolicyTools(stateDirectory: "/tmp"))
+        // TANDEM_BENCH_NFT_PROGRAM=1: the `nft` program (a process per transaction) instead of libnftables.
+        let program = ProcessInfo.processInfo.environment["TANDEM_BENCH_NFT_PROGRAM"] == "1"
+        let tools = SystemPolicyTools(stateDirectory: "/tmp", library: !program)
+        print("nftables through \(tools.library == nil ? "the nft program" : "libnftables, in process")")
+        let manager = PolicyManager(backend: .nftables, tools: tools)
         var started = ContinuousClock.now
         manager.setDesired(calculator.plan())
         _ = try manager.apply(resync: true)
