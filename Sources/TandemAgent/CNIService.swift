@@ -26,6 +26,8 @@ public final class CNIService: Sendable {
     private let log: @Sendable (String) -> Void
     private let checkpoint: @Sendable (String) -> Void
     private let stopping = Atomic<Bool>(false)
+    /// Calls being served now (a graceful stop waits for them).
+    private let inFlight = Atomic<Int>(0)
 
     /// Binds and listens: `ss -xlp | grep tandem-cni` shows it. `checkpoint` is called at the named points of each
     /// ADD (see `CNIInvocation`).
@@ -99,8 +101,10 @@ public final class CNIService: Sendable {
                 sleep(1)
                 continue
             }
+            inFlight.add(1, ordering: .sequentiallyConsistent)
             handle(connection)
             close(connection)
+            inFlight.subtract(1, ordering: .sequentiallyConsistent)
         }
     }
 
@@ -175,11 +179,15 @@ public final class CNIService: Sendable {
 }
 
 extension CNIService: Service {
-    /// Serves until a graceful shutdown or cancellation, then stops accepting.
+    /// Serves until a graceful shutdown or cancellation, then stops accepting and lets the calls being served
+    /// finish (10 s at most): a pod's ADD is not cut off half-made.
     public func run() async throws {
         start()
         try? await gracefulShutdown()
         stop()
+        for _ in 0..<1000 where inFlight.load(ordering: .sequentiallyConsistent) > 0 {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
     }
 }
 

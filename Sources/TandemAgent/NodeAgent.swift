@@ -32,11 +32,16 @@ public final class NodeAgent: Service, Sendable {
         public var birdLog: String?
         public var policyBackend: PolicyBackend
         public var policyTools: any PolicyTools
+        /// How often the cache is compared with a full list of the datastore (at least every resync).
+        public var datastoreResync: Duration
+        /// The log level to return to when FelixConfiguration no longer sets `logSeverityScreen`.
+        public var defaultLogLevel: Logger.Level = .info
 
         public init(
             nodeName: String, routerID: IPv4Address, resync: Duration, bird: BirdControl?, birdLog: String?,
-            policyBackend: PolicyBackend, policyTools: any PolicyTools
+            policyBackend: PolicyBackend, policyTools: any PolicyTools, datastoreResync: Duration = .seconds(60)
         ) {
+            self.datastoreResync = datastoreResync
             self.nodeName = nodeName
             self.routerID = routerID
             self.resync = resync
@@ -77,7 +82,8 @@ public final class NodeAgent: Service, Sendable {
     enum SyncUpdate {
         case snapshot([KeyValue], revision: Int64)
         case event(WatchEvent)
-        case resync([KeyValue], revision: Int64)
+        /// A full list of each prefix, at its own revision.
+        case resync([(prefix: String, items: [KeyValue], revision: Int64)])
     }
 
     public init(
@@ -143,6 +149,7 @@ public final class NodeAgent: Service, Sendable {
                 do {
                     for try await event in datastore.watch(prefix: "/calico/", fromRevision: next) {
                         next = event.keyValue.modRevision + 1
+                        backoff = .milliseconds(100)
                         if ClusterCache.holds(event.keyValue.key) { deliver(.event(event)) }
                         watched.withLock { $0 = max($0, event.keyValue.modRevision) }
                     }
@@ -164,33 +171,44 @@ public final class NodeAgent: Service, Sendable {
     /// A full list of the cache's prefixes; the revision is the first list's, so the watch after it replays
     /// anything the second list might have missed (the cache ignores what it already holds).
     func listAll() async throws -> ([KeyValue], Int64) {
-        var items: [KeyValue] = []
-        var revision: Int64?
+        let lists = try await listEach()
+        return (lists.flatMap(\.items), lists.first?.revision ?? 0)
+    }
+
+    /// Each prefix's list with the revision it was taken at.
+    func listEach() async throws -> [(prefix: String, items: [KeyValue], revision: Int64)] {
+        var lists: [(prefix: String, items: [KeyValue], revision: Int64)] = []
         for prefix in ClusterCache.prefixes {
             let (listed, at) = try await datastore.list(prefix: prefix)
-            items += listed
-            revision = revision ?? at
+            lists.append((prefix, listed, at))
         }
-        return (items, revision ?? 0)
+        return lists
     }
 
     private func resyncTicker() async {
         var logger = self.logger
         logger[metadataKey: "component"] = "syncer"
+        var tick = 0
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.resync)
             if Task.isCancelled { return }
+            runner.resyncAll()
+            // The kernel is read back every resync; the datastore is listed whole less often (every
+            // `datastoreResync`): a full list costs the datastore, per node, what the cluster holds.
+            tick += 1
+            guard configuration.resync * tick >= configuration.datastoreResync else { continue }
+            tick = 0
             do {
-                let (items, revision) = try await listAll()
-                // Compared once the watch has delivered everything up to the list's revision (2 s at most).
-                for _ in 0..<200 where watched.withLock({ $0 }) < revision {
+                let lists = try await listEach()
+                // Compared once the watch has delivered everything up to the lists' revisions (2 s at most).
+                let newest = lists.map(\.revision).max() ?? 0
+                for _ in 0..<200 where watched.withLock({ $0 }) < newest {
                     try? await Task.sleep(for: .milliseconds(10))
                 }
-                deliver(.resync(items, revision: revision))
+                deliver(.resync(lists))
             } catch {
                 logger.warning("resync list failed", metadata: ["error": "\(error)"])
             }
-            runner.resyncAll()
         }
     }
 
@@ -221,15 +239,19 @@ public final class NodeAgent: Service, Sendable {
                     counters.withLock { $0.lists += 1 }
                 case .event(let event):
                     changes.formUnion(cache.apply(event))
-                case .resync(let items, let revision):
+                case .resync(let lists):
+                    // Before the first snapshot there is nothing to compare.
+                    guard synced else { continue }
                     // The watch should have kept the cache exact: anything else is a bug, logged and repaired.
-                    let problems = cache.divergence(from: items, at: revision)
-                    if !problems.isEmpty {
+                    for list in lists {
+                        let problems = cache.divergence(from: list.items, at: list.revision, prefix: list.prefix)
+                        guard !problems.isEmpty else { continue }
                         counters.withLock { $0.divergences += problems.count }
                         for problem in problems.prefix(20) {
                             logger.error("bug: cache diverged from the datastore: \(problem)")
                         }
-                        changes.formUnion(cache.replaceAll(items, revision: revision))
+                        changes.formUnion(
+                            cache.replaceAll(list.items, revision: list.revision, repairing: true, prefix: list.prefix))
                     }
                     counters.withLock { $0.lists += 1 }
                 }
@@ -289,6 +311,10 @@ public final class NodeAgent: Service, Sendable {
     /// FelixConfiguration fields the agent honours today: `logSeverityScreen`. The others are named in the log
     /// (the issues that honour them are open), never silently taken.
     private func applyFelixConfiguration(_ cache: ClusterCache, logger: Logger) {
+        if cache.felixSetting("logSeverityScreen") == nil, let logLevel, logLevel.value != configuration.defaultLogLevel {
+            logger.notice("log level \(configuration.defaultLogLevel) (logSeverityScreen no longer set)")
+            logLevel.value = configuration.defaultLogLevel
+        }
         if let text = cache.felixSetting("logSeverityScreen")?.stringValue, let logLevel {
             if let level = SharedLogLevel.parse(text) {
                 if logLevel.value != level {

@@ -61,6 +61,7 @@ public struct ClusterCache: Sendable {
     public private(set) var revision: Int64 = 0
     /// When recently deleted keys went (so a list taken before the delete is not mistaken for divergence).
     private var deletedAt: [String: Int64] = [:]
+    private var lastListRevision: Int64 = 0
 
     public init(nodeName: String) { self.nodeName = nodeName }
 
@@ -86,34 +87,49 @@ public struct ClusterCache: Sendable {
             guard revisions.removeValue(forKey: key) != nil else { return [] }
             undecodable[key] = nil
             deletedAt[key] = event.keyValue.modRevision
-            if deletedAt.count > 10_000 { deletedAt = deletedAt.filter { $0.value > revision - 100_000 } }
+            // Only deletes newer than the last full list matter; forget the rest now and then.
+            if deletedAt.count > 10_000 { deletedAt = deletedAt.filter { $0.value > lastListRevision } }
             return remove(key)
         }
     }
 
     /// Makes the cache hold exactly `items` (a full list of ``prefixes`` at `revision`): keys that went are
     /// removed, new and changed ones applied. Returns what changed.
+    ///
+    /// `repairing`: the cache may already hold changes made after `revision` (the list of a resync, compared
+    /// while the watch goes on): those are kept, only what the list is authoritative for is put right. `prefix`
+    /// limits the list's authority to the keys under it.
     @discardableResult
-    public mutating func replaceAll(_ items: [KeyValue], revision: Int64) -> ClusterChanges {
+    public mutating func replaceAll(
+        _ items: [KeyValue], revision: Int64, repairing: Bool = false, prefix: String? = nil
+    ) -> ClusterChanges {
         var changes: ClusterChanges = []
         let listed = Set(items.map(\.key))
-        for key in revisions.keys where !listed.contains(key) {
+        for (key, held) in revisions where !listed.contains(key) && prefix.map({ key.hasPrefix($0) }) ?? true {
+            // Created after the list was taken: the list cannot know it.
+            if repairing && held > revision { continue }
             revisions[key] = nil
             undecodable[key] = nil
             changes.formUnion(remove(key))
         }
         for item in items where Self.holds(item.key) && revisions[item.key] != item.modRevision {
+            if repairing {
+                // Changed or deleted after the list was taken: the cache is newer.
+                if let held = revisions[item.key], held > revision { continue }
+                if revisions[item.key] == nil, (deletedAt[item.key] ?? 0) > revision { continue }
+            }
             revisions[item.key] = item.modRevision
             changes.formUnion(store(item.key, item.value))
         }
         self.revision = max(self.revision, revision)
+        lastListRevision = max(lastListRevision, revision)
         return changes
     }
 
     /// How the cache differs from a full list of its prefixes taken at `revision`: keys missing, keys it holds that
     /// are gone, keys it holds at another revision. What changed after `revision` (the cache may be ahead of the
     /// list) is not counted. Empty when the watch kept the cache exact; anything else is a bug to report.
-    public func divergence(from items: [KeyValue], at revision: Int64 = .max) -> [String] {
+    public func divergence(from items: [KeyValue], at revision: Int64 = .max, prefix: String? = nil) -> [String] {
         var problems: [String] = []
         var listed: Set<String> = []
         for item in items where Self.holds(item.key) {
@@ -126,7 +142,8 @@ public struct ClusterCache: Sendable {
                 problems.append("\(item.key): in the datastore (revision \(item.modRevision)) but not in the cache")
             }
         }
-        for (key, held) in revisions.sorted(by: { $0.key < $1.key }) where !listed.contains(key) && held <= revision {
+        for (key, held) in revisions.sorted(by: { $0.key < $1.key })
+        where !listed.contains(key) && held <= revision && prefix.map({ key.hasPrefix($0) }) ?? true {
             problems.append("\(key): in the cache but no longer in the datastore")
         }
         return problems

@@ -103,6 +103,7 @@ public final class ManagerRunner: Sendable {
         var logger = self.logger
         logger[metadataKey: "component"] = "\(manager.name)"
         var backoff = Duration.milliseconds(100)
+        var waitingBackoff = Duration.milliseconds(100)
         var retry: Task<Void, Never>?
         let continuation = streams[manager.name]
         for await _ in requests {
@@ -125,12 +126,13 @@ public final class ManagerRunner: Sendable {
                     $0[manager.name]!.lastError = nil
                     $0[manager.name]!.converged = report.waiting.isEmpty
                 }
+                backoff = .milliseconds(100)
                 if report.waiting.isEmpty {
-                    backoff = .milliseconds(100)
+                    waitingBackoff = .milliseconds(100)
                 } else {
                     for line in report.waiting { logger.debug("waiting: \(line)") }
-                    retry = schedule(after: backoff, manager.name, continuation)
-                    backoff = min(backoff * 2, .seconds(5))
+                    retry = schedule(after: waitingBackoff, manager.name, continuation)
+                    waitingBackoff = min(waitingBackoff * 2, .seconds(5))
                 }
             } catch {
                 let attempts = status.withLock {
@@ -143,7 +145,9 @@ public final class ManagerRunner: Sendable {
                 logger.error(
                     "apply failed, retrying in \(backoff)",
                     metadata: ["attempt": "\(attempts)", "error": "\(error)"])
-                // A failed apply leaves the manager unsure of the kernel: the retry reads everything back.
+                // A failed apply leaves the manager unsure of the kernel: the next apply, the retry or one a change
+                // asks for first, reads everything back.
+                resyncPending.withLock { _ = $0.insert(manager.name) }
                 retry = schedule(after: backoff, manager.name, continuation, resync: true)
                 backoff = min(backoff * 2, .seconds(30))
             }

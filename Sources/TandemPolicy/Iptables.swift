@@ -201,6 +201,9 @@ public func iptablesUpdate(
         if existing.hash != hash {
             rewrite.append(name)
             changed.append("chain \(name) replaced")
+        } else if existing.printed.isEmpty {
+            // Loaded by this agent and not read back yet: nothing to compare.
+            continue
         } else if let seen = record.printed[name], seen.hash == hash {
             if seen.text != existing.printed {
                 rewrite.append(name)

@@ -392,9 +392,19 @@ public func nftUpdate(
     // 3. Bodies of new and changed chains, a rule at a time: `add rule` needs far less of nft's cache of the table
     // than a `table { chain { } }` block (8 against 18 ms per load at 1,200 chains, measured with nft 1.0.6).
     for name in rewrite {
-        if current.chains[name] != nil { lines.append("flush chain \(prefix) \(name)") }
         var body = desired.chains[name]!
-        if NftRuleset.baseChains.contains(name) { body.removeFirst() }
+        if NftRuleset.baseChains.contains(name) {
+            // A base chain's header (hook, priority, policy) may be what changed: it is made again whole (nothing
+            // jumps to a base chain, so it can go).
+            let header = body.removeFirst()
+            if current.chains[name] != nil {
+                lines.append("flush chain \(prefix) \(name)")
+                lines.append("delete chain \(prefix) \(name)")
+                lines.append("add chain \(prefix) \(name) { \(header) }")
+            }
+        } else if current.chains[name] != nil {
+            lines.append("flush chain \(prefix) \(name)")
+        }
         for line in body { lines.append("add rule \(prefix) \(name) \(line)") }
         record.forget(name)
     }

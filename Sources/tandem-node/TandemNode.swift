@@ -100,6 +100,13 @@ struct Serve: AsyncParsableCommand {
         help: ArgumentHelp("Seconds between full reconciles of routes and BGP.", valueName: "seconds"))
     var resyncSeconds: Double = 10
 
+    @Option(
+        name: .customLong("datastore-resync-interval"),
+        help: ArgumentHelp(
+            "Seconds between comparisons of the agent's cache with a full list of the datastore (a difference is "
+                + "logged as a bug and repaired).", valueName: "seconds"))
+    var datastoreResyncSeconds: Double = 60
+
     func settings() throws -> NodeSettings {
         var settings = NodeSettings(nodeName: try identity.name())
         do {
@@ -136,6 +143,9 @@ struct Serve: AsyncParsableCommand {
         guard !cniSocket.isEmpty else { throw ValidationError("--cni-socket is empty: give @name or a path") }
         guard resyncSeconds >= 0.1, resyncSeconds <= 3600 else {
             throw ValidationError("--resync-interval \(resyncSeconds): use 0.1 to 3600 seconds")
+        }
+        guard datastoreResyncSeconds >= 1, datastoreResyncSeconds <= 86400 else {
+            throw ValidationError("--datastore-resync-interval \(datastoreResyncSeconds): use 1 to 86400 seconds")
         }
         return settings
     }
@@ -216,15 +226,22 @@ struct Serve: AsyncParsableCommand {
             try? FileManager.default.createDirectory(atPath: birdDirectory, withIntermediateDirectories: true)
             bird = BirdControl(configPath: birdDirectory + "/bird.conf", socketPath: birdDirectory + "/bird.ctl")
         }
+        // nftables in process when its library is there; the nft program otherwise (said, so it is known).
+        let tools = SystemPolicyTools(stateDirectory: birdDirectory, library: backend == .nftables)
+        if backend == .nftables {
+            say("policy: nftables through \(tools.library == nil ? "the nft program" : "libnftables")")
+        }
         let agent: NodeAgent
         do {
+            var configuration = NodeAgent.Configuration(
+                nodeName: settings.nodeName, routerID: registration.routerID,
+                resync: .milliseconds(Int(resyncSeconds * 1000)), bird: bird,
+                birdLog: bird == nil ? nil : birdDirectory + "/bird.log", policyBackend: backend, policyTools: tools,
+                datastoreResync: .milliseconds(Int(datastoreResyncSeconds * 1000)))
+            configuration.defaultLogLevel = level
             agent = NodeAgent(
-                configuration: NodeAgent.Configuration(
-                    nodeName: settings.nodeName, routerID: registration.routerID,
-                    resync: .milliseconds(Int(resyncSeconds * 1000)), bird: bird,
-                    birdLog: bird == nil ? nil : birdDirectory + "/bird.log", policyBackend: backend,
-                    policyTools: SystemPolicyTools(stateDirectory: birdDirectory)),
-                datastore: datastore, kernel: try Netlink(), logger: logger, logLevel: sharedLevel)
+                configuration: configuration, datastore: datastore, kernel: try Netlink(), logger: logger,
+                logLevel: sharedLevel)
         } catch {
             say("start-up failed: \(error)")
             throw ExitCode(1)
@@ -232,8 +249,12 @@ struct Serve: AsyncParsableCommand {
         say("serving CNI calls on \(cniSocket)")
         // One lifecycle: SIGTERM or SIGINT stops accepting CNI calls and ends the agent's tasks; routes, rules and
         // BIRD stay, so pods keep their traffic while the agent restarts.
-        let group = ServiceGroup(
-            services: [service, agent], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [.init(service: service), .init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        // A stop never hangs on a stuck tool: after 15 s the services are cancelled.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(15)
+        let group = ServiceGroup(configuration: groupConfiguration)
         try await group.run()
         say("stopped")
     }
