@@ -311,7 +311,8 @@ public final class NodeAgent: Service, Sendable {
     /// FelixConfiguration fields the agent honours today: `logSeverityScreen`. The others are named in the log
     /// (the issues that honour them are open), never silently taken.
     private func applyFelixConfiguration(_ cache: ClusterCache, logger: Logger) {
-        if cache.felixSetting("logSeverityScreen") == nil, let logLevel, logLevel.value != configuration.defaultLogLevel {
+        if cache.felixSetting("logSeverityScreen") == nil, let logLevel, logLevel.value != configuration.defaultLogLevel
+        {
             logger.notice("log level \(configuration.defaultLogLevel) (logSeverityScreen no longer set)")
             logLevel.value = configuration.defaultLogLevel
         }
