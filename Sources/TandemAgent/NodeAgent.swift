@@ -215,97 +215,115 @@ public final class NodeAgent: Service, Sendable {
     // MARK: Calculation
 
     /// Applies the syncer's updates to the cache in batches and hands the managers what changed.
-    private func calculate() async {
-        var logger = self.logger
-        logger[metadataKey: "component"] = "calc"
-        var cache = ClusterCache(nodeName: configuration.nodeName)
+    /// The calculation layer's state: touched only on the calculation thread.
+    private final class CalculationState: @unchecked Sendable {
+        var cache: ClusterCache
         var synced = false
         var lastWarnings: [String] = []
         var lastLocalCount = -1
+        init(nodeName: String) { cache = ClusterCache(nodeName: nodeName) }
+    }
+
+    /// Applies the syncer's updates to the cache in batches, on a thread of its own (a policy recomputation or a
+    /// large list must not occupy the cooperative threads that also serve CNI calls), and hands the managers what
+    /// changed.
+    private func calculate() async {
+        let worker = WorkerThread(name: "tandem-calc")
+        defer { worker.stop() }
+        let state = CalculationState(nodeName: configuration.nodeName)
         for await _ in wake {
             let batch = inbox.withLock { queue in
                 defer { queue.removeAll() }
                 return queue
             }
             if batch.isEmpty { continue }
-            let started = ContinuousClock.now
-            var changes: ClusterChanges = []
-            for update in batch {
-                switch update {
-                case .snapshot(let items, let revision):
-                    changes.formUnion(cache.replaceAll(items, revision: revision))
-                    if !synced { changes = .all }
-                    synced = true
-                    counters.withLock { $0.lists += 1 }
-                case .event(let event):
-                    changes.formUnion(cache.apply(event))
-                case .resync(let lists):
-                    // Before the first snapshot there is nothing to compare.
-                    guard synced else { continue }
-                    // The watch should have kept the cache exact: anything else is a bug, logged and repaired.
-                    for list in lists {
-                        let problems = cache.divergence(from: list.items, at: list.revision, prefix: list.prefix)
-                        guard !problems.isEmpty else { continue }
-                        counters.withLock { $0.divergences += problems.count }
-                        for problem in problems.prefix(20) {
-                            logger.error("bug: cache diverged from the datastore: \(problem)")
-                        }
-                        changes.formUnion(
-                            cache.replaceAll(list.items, revision: list.revision, repairing: true, prefix: list.prefix))
-                    }
-                    counters.withLock { $0.lists += 1 }
-                }
-            }
-            guard synced, !changes.isEmpty else { continue }
-            for (key, reason) in cache.undecodable.sorted(by: { $0.key < $1.key }).prefix(5) {
-                logger.warning("ignoring \(key): \(reason)")
-            }
-            var kick: [String] = []
-            if changes.contains(.routes) {
-                routes.setDesired(cache.desiredRoutes)
-                kick.append(routes.name)
-            }
-            if changes.contains(.policy) && policy.backend != .none {
-                let plan = cache.policy.plan()
-                policy.setDesired(plan)
-                kick.append(policy.name)
-                let warnings = plan.warnings.map(\.description)
-                if warnings != lastWarnings {
-                    for warning in warnings where !lastWarnings.contains(warning) {
-                        logger.warning("policy: \(warning)")
-                    }
-                    lastWarnings = warnings
-                }
-                let local = plan.endpoints.count / 2
-                if local != lastLocalCount || cache.policy.lastCompiled > 0 {
-                    let selected = plan.endpoints.filter { !$0.policies.isEmpty }.count
-                    logger.info(
-                        "policy (\(policy.backend.rawValue)): \(local) local endpoint(s), \(selected) endpoint direction(s) under policy",
-                        metadata: ["compiled": "\(cache.policy.lastCompiled)"])
-                    lastLocalCount = local
-                }
-            }
-            if changes.contains(.bgp), let bgp {
-                do {
-                    let (config, warnings) = try renderBirdConfigReporting(
-                        cache.birdInput(routerID: configuration.routerID, logFile: configuration.birdLog))
-                    for warning in warnings { logger.warning("BGP: \(warning)") }
-                    bgp.setDesired(config)
-                    kick.append(bgp.name)
-                } catch {
-                    logger.error("BGP configuration not rendered: \(error)")
-                }
-            }
-            if changes.contains(.felixConfiguration) { applyFelixConfiguration(cache, logger: logger) }
-            let elapsed = ContinuousClock.now - started
-            counters.withLock {
-                $0.batches += 1
-                $0.calculation += elapsed
-            }
-            logger.debug(
-                "calculated", metadata: ["changes": "\(changes)", "updates": "\(batch.count)", "took": "\(elapsed)"])
+            let kick = (try? await worker.run { self.process(batch, state) }) ?? []
             runner.kick(kick)
         }
+    }
+
+    /// One batch through the cache; returns the managers to kick.
+    private func process(_ batch: [SyncUpdate], _ state: CalculationState) -> [String] {
+        var logger = self.logger
+        logger[metadataKey: "component"] = "calc"
+        let started = ContinuousClock.now
+        var changes: ClusterChanges = []
+        for update in batch {
+            switch update {
+            case .snapshot(let items, let revision):
+                changes.formUnion(state.cache.replaceAll(items, revision: revision))
+                if !state.synced { changes = .all }
+                state.synced = true
+                counters.withLock { $0.lists += 1 }
+            case .event(let event):
+                changes.formUnion(state.cache.apply(event))
+            case .resync(let lists):
+                // Before the first snapshot there is nothing to compare.
+                guard state.synced else { continue }
+                // The watch should have kept the cache exact: anything else is a bug, logged and repaired.
+                for list in lists {
+                    let problems = state.cache.divergence(from: list.items, at: list.revision, prefix: list.prefix)
+                    guard !problems.isEmpty else { continue }
+                    counters.withLock { $0.divergences += problems.count }
+                    for problem in problems.prefix(20) {
+                        logger.error("bug: cache diverged from the datastore: \(problem)")
+                    }
+                    changes.formUnion(
+                        state.cache.replaceAll(
+                            list.items, revision: list.revision, repairing: true, prefix: list.prefix))
+                }
+                counters.withLock { $0.lists += 1 }
+            }
+        }
+        guard state.synced, !changes.isEmpty else { return [] }
+        for (key, reason) in state.cache.undecodable.sorted(by: { $0.key < $1.key }).prefix(5) {
+            logger.warning("ignoring \(key): \(reason)")
+        }
+        var kick: [String] = []
+        if changes.contains(.routes) {
+            routes.setDesired(state.cache.desiredRoutes)
+            kick.append(routes.name)
+        }
+        if changes.contains(.policy) && policy.backend != .none {
+            let plan = state.cache.policy.plan()
+            policy.setDesired(plan)
+            kick.append(policy.name)
+            let warnings = plan.warnings.map(\.description)
+            if warnings != state.lastWarnings {
+                for warning in warnings where !state.lastWarnings.contains(warning) {
+                    logger.warning("policy: \(warning)")
+                }
+                state.lastWarnings = warnings
+            }
+            let local = plan.endpoints.count / 2
+            if local != state.lastLocalCount || state.cache.policy.lastCompiled > 0 {
+                let selected = plan.endpoints.filter { !$0.policies.isEmpty }.count
+                logger.info(
+                    "policy (\(policy.backend.rawValue)): \(local) local endpoint(s), \(selected) endpoint direction(s) under policy",
+                    metadata: ["compiled": "\(state.cache.policy.lastCompiled)"])
+                state.lastLocalCount = local
+            }
+        }
+        if changes.contains(.bgp), let bgp {
+            do {
+                let (config, warnings) = try renderBirdConfigReporting(
+                    state.cache.birdInput(routerID: configuration.routerID, logFile: configuration.birdLog))
+                for warning in warnings { logger.warning("BGP: \(warning)") }
+                bgp.setDesired(config)
+                kick.append(bgp.name)
+            } catch {
+                logger.error("BGP configuration not rendered: \(error)")
+            }
+        }
+        if changes.contains(.felixConfiguration) { applyFelixConfiguration(state.cache, logger: logger) }
+        let elapsed = ContinuousClock.now - started
+        counters.withLock {
+            $0.batches += 1
+            $0.calculation += elapsed
+        }
+        logger.debug(
+            "calculated", metadata: ["changes": "\(changes)", "updates": "\(batch.count)", "took": "\(elapsed)"])
+        return kick
     }
 
     /// FelixConfiguration fields the agent honours today: `logSeverityScreen`. The others are named in the log

@@ -283,6 +283,13 @@ public struct PolicyCalculator: Sendable {
                         profileRules: profileRules[listKey]?[direction] ?? nil))
             }
         }
+        // Profile lists no local endpoint uses any more: forgotten, with their selections and warnings.
+        let usedLists = Set(locals.values.map(Self.profileKey))
+        for key in profileRules.keys where !usedLists.contains(key) {
+            profileRules[key] = nil
+            profileWarnings[key] = nil
+            setRefs(owner: "profile:" + key, [])
+        }
         var warnings: [PolicyWarning] = []
         for owner in Set(entryWarnings.keys).union(compileWarnings.keys).sorted(by: {
             (position[$0] ?? 0) < (position[$1] ?? 0)
