@@ -57,6 +57,7 @@ public final class NodeAgent: Service, Sendable {
     public let routes: RouteManager
     public let policy: PolicyManager
     public let bgp: BirdManager?
+    public let nat: NatManager
     public let runner: ManagerRunner
     let logger: Logger
     let logLevel: SharedLogLevel?
@@ -97,7 +98,8 @@ public final class NodeAgent: Service, Sendable {
         routes = RouteManager(kernel: kernel)
         policy = PolicyManager(backend: configuration.policyBackend, tools: configuration.policyTools)
         bgp = configuration.bird.map(BirdManager.init)
-        runner = ManagerRunner(managers: [routes, policy] + (bgp.map { [$0] } ?? []), logger: logger)
+        nat = NatManager(backend: configuration.policyBackend, tools: configuration.policyTools)
+        runner = ManagerRunner(managers: [routes, policy, nat] + (bgp.map { [$0] } ?? []), logger: logger)
         (wake, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -315,6 +317,10 @@ public final class NodeAgent: Service, Sendable {
                 logger.error("BGP configuration not rendered: \(error)")
             }
         }
+        if changes.contains(.nat) {
+            nat.setDesired(state.cache.natPlan)
+            kick.append(nat.name)
+        }
         if changes.contains(.felixConfiguration) { applyFelixConfiguration(state.cache, logger: logger) }
         let elapsed = ContinuousClock.now - started
         counters.withLock {
@@ -347,7 +353,10 @@ public final class NodeAgent: Service, Sendable {
         }
         var ignored: Set<String> = []
         for configuration in cache.felixConfigurations.values {
-            for field in configuration.spec.fields where field.key != "logSeverityScreen" { ignored.insert(field.key) }
+            for field in configuration.spec.fields
+            where !["logSeverityScreen", "natOutgoingExclusions"].contains(field.key) {
+                ignored.insert(field.key)
+            }
         }
         if !ignored.isEmpty {
             logger.warning(

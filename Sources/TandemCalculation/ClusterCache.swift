@@ -17,12 +17,17 @@ public struct ClusterChanges: OptionSet, Sendable, Hashable, CustomStringConvert
     public static let bgp = ClusterChanges(rawValue: 1 << 2)
     /// FelixConfiguration.
     public static let felixConfiguration = ClusterChanges(rawValue: 1 << 3)
+    /// Pools, nodes' addresses or the NAT settings: what the node masquerades.
+    public static let nat = ClusterChanges(rawValue: 1 << 4)
 
-    public static let all: ClusterChanges = [.routes, .policy, .bgp, .felixConfiguration]
+    public static let all: ClusterChanges = [.routes, .policy, .bgp, .felixConfiguration, .nat]
 
     public var description: String {
-        [(ClusterChanges.routes, "routes"), (.policy, "policy"), (.bgp, "bgp"), (.felixConfiguration, "felix")]
-            .filter { contains($0.0) }.map(\.1).joined(separator: ",")
+        [
+            (ClusterChanges.routes, "routes"), (.policy, "policy"), (.bgp, "bgp"), (.felixConfiguration, "felix"),
+            (.nat, "nat"),
+        ]
+        .filter { contains($0.0) }.map(\.1).joined(separator: ",")
     }
 }
 
@@ -179,10 +184,10 @@ public struct ClusterCache: Sendable {
             return changes
         case let node as Node:
             nodes[key] = node
-            return .bgp
+            return [.bgp, .nat]
         case let pool as IPPool:
             pools[key] = pool
-            return .bgp
+            return [.bgp, .nat]
         case let configuration as BGPConfiguration:
             bgpConfigurations[key] = configuration
             return .bgp
@@ -191,7 +196,7 @@ public struct ClusterCache: Sendable {
             return .bgp
         case let configuration as FelixConfiguration:
             felixConfigurations[key] = configuration
-            return .felixConfiguration
+            return [.felixConfiguration, .nat]
         case let networkPolicy as NetworkPolicy:
             policy.updateNetworkPolicy(key: key, networkPolicy)
             return .policy
@@ -217,12 +222,12 @@ public struct ClusterCache: Sendable {
             guard workloadEndpoints.removeValue(forKey: key) != nil else { return [] }
             policy.updateEndpoint(key: key, nil)
             return localEndpoints.removeValue(forKey: key) != nil ? [.routes, .policy] : .policy
-        case .node: return nodes.removeValue(forKey: key) != nil ? .bgp : []
-        case .ipPool: return pools.removeValue(forKey: key) != nil ? .bgp : []
+        case .node: return nodes.removeValue(forKey: key) != nil ? [.bgp, .nat] : []
+        case .ipPool: return pools.removeValue(forKey: key) != nil ? [.bgp, .nat] : []
         case .bgpConfiguration: return bgpConfigurations.removeValue(forKey: key) != nil ? .bgp : []
         case .bgpPeer: return bgpPeers.removeValue(forKey: key) != nil ? .bgp : []
         case .felixConfiguration:
-            return felixConfigurations.removeValue(forKey: key) != nil ? .felixConfiguration : []
+            return felixConfigurations.removeValue(forKey: key) != nil ? [.felixConfiguration, .nat] : []
         case .networkPolicy:
             policy.updateNetworkPolicy(key: key, nil)
             return .policy
@@ -286,6 +291,27 @@ public struct ClusterCache: Sendable {
             configurations: bgpConfigurations.keys.sorted().map { bgpConfigurations[$0]! },
             peers: bgpPeers.keys.sorted().map { bgpPeers[$0]! }, pools: pools.keys.sorted().map { pools[$0]! },
             affineBlocks: localAffinities.sorted(), logFile: logFile)
+    }
+
+    /// What the node masquerades: every pool (disabled ones too: their pods keep their addresses) by family, those
+    /// with natOutgoing as sources, and with FelixConfiguration `natOutgoingExclusions: IPPoolsAndHostIPs` every
+    /// node's addresses as destinations left alone.
+    public var natPlan: NatPlan {
+        var plan = NatPlan()
+        for pool in pools.keys.sorted().compactMap({ pools[$0] }) {
+            guard let text = pool.spec.cidr, let cidr = try? CIDR(text) else { continue }
+            plan.pools[cidr.family, default: []].append(cidr)
+            if pool.spec.natOutgoing == true { plan.masqueradeSources[cidr.family, default: []].append(cidr) }
+        }
+        if felixSetting("natOutgoingExclusions")?.stringValue == "IPPoolsAndHostIPs" {
+            for node in nodes.keys.sorted().compactMap({ nodes[$0] }) {
+                for text in [node.spec.bgp?.ipv4Address, node.spec.bgp?.ipv6Address].compactMap({ $0 }) {
+                    guard let cidr = try? CIDR(cidrOrAddress: text) else { continue }
+                    plan.hostAddresses[cidr.family, default: []].append(CIDR(host: cidr.address))
+                }
+            }
+        }
+        return plan
     }
 
     /// The value of a FelixConfiguration field for this node: `node.NAME` first, then `default`.

@@ -21,10 +21,15 @@ public protocol PolicyTools: Sendable {
     func listNftTable(_ table: String) throws -> String?
     /// `nft -f -` with `text`.
     func loadNft(_ text: String) throws
-    /// `iptables-save -t filter` (`ip6tables-save` for IPv6).
-    func saveIptables(_ family: IPFamily) throws -> String
+    /// `iptables-save -t TABLE` (`ip6tables-save` for IPv6).
+    func saveIptables(_ family: IPFamily, table: String) throws -> String
     /// `iptables-restore --noflush -w 5` (`ip6tables-restore` for IPv6) with `text`.
     func restoreIptables(_ family: IPFamily, _ text: String) throws
+}
+
+extension PolicyTools {
+    /// `iptables-save -t filter`.
+    public func saveIptables(_ family: IPFamily) throws -> String { try saveIptables(family, table: "filter") }
 }
 
 /// Why a policy tool failed: the command, its exit status and what it said.
@@ -81,11 +86,11 @@ public struct SystemPolicyTools: PolicyTools {
         try load(nft, ["-f", "-"], text, rejected: "policy.nft")
     }
 
-    public func saveIptables(_ family: IPFamily) throws -> String {
+    public func saveIptables(_ family: IPFamily, table: String) throws -> String {
         let tool = "\(sbin)/\(family == .v4 ? "iptables" : "ip6tables")-save"
-        let result = try ChildProcess.run(tool, ["-t", "filter"], timeout: timeout)
+        let result = try ChildProcess.run(tool, ["-t", table], timeout: timeout)
         guard result.status == 0 else {
-            throw PolicyToolError(description: "\(tool) -t filter exited \(result.status): \(result.stderrText)")
+            throw PolicyToolError(description: "\(tool) -t \(table) exited \(result.status): \(result.stderrText)")
         }
         return result.stdoutText
     }

@@ -227,7 +227,8 @@ struct Serve: AsyncParsableCommand {
             bird = BirdControl(configPath: birdDirectory + "/bird.conf", socketPath: birdDirectory + "/bird.ctl")
         }
         // nftables in process when its library is there; the nft program otherwise (said, so it is known).
-        let tools = SystemPolicyTools(stateDirectory: birdDirectory, library: backend == .nftables)
+        // (natOutgoing uses nftables too when policy enforcement is off.)
+        let tools = SystemPolicyTools(stateDirectory: birdDirectory, library: backend != .iptables)
         if backend == .nftables {
             say("policy: nftables through \(tools.library == nil ? "the nft program" : "libnftables")")
         }

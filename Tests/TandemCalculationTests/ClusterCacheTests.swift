@@ -82,7 +82,7 @@ let allowFromClients = """
             metadata: {name: n1}
             spec: {bgp: {ipv4Address: 192.168.0.1/24}}
             """)
-        #expect(cache.apply(put(node, revision: 3)) == .bgp)
+        #expect(cache.apply(put(node, revision: 3)) == [.bgp, .nat])
         let pool = try resource(
             """
             apiVersion: projectcalico.org/v3
@@ -90,7 +90,7 @@ let allowFromClients = """
             metadata: {name: pool}
             spec: {cidr: 10.244.0.0/16, blockSize: 26, natOutgoing: true}
             """)
-        #expect(cache.apply(put(pool, revision: 4)) == .bgp)
+        #expect(cache.apply(put(pool, revision: 4)) == [.bgp, .nat])
         let peer = try resource(
             """
             apiVersion: projectcalico.org/v3
@@ -114,7 +114,7 @@ let allowFromClients = """
             metadata: {name: default}
             spec: {logSeverityScreen: Info}
             """)
-        #expect(cache.apply(put(felix, revision: 7)) == .felixConfiguration)
+        #expect(cache.apply(put(felix, revision: 7)) == [.felixConfiguration, .nat])
         let policy = try resource(allowFromClients)
         #expect(cache.apply(put(policy, revision: 8)) == .policy)
         #expect(cache.nodes.count == 1 && cache.pools.count == 1 && cache.bgpPeers.count == 1)
@@ -131,8 +131,8 @@ let allowFromClients = """
 
         // Deletes.
         #expect(cache.apply(delete(policy.key, revision: 9)) == .policy)
-        #expect(cache.apply(delete(node.key, revision: 10)) == .bgp && cache.nodes.isEmpty)
-        #expect(cache.apply(delete(felix.key, revision: 11)) == .felixConfiguration)
+        #expect(cache.apply(delete(node.key, revision: 10)) == [.bgp, .nat] && cache.nodes.isEmpty)
+        #expect(cache.apply(delete(felix.key, revision: 11)) == [.felixConfiguration, .nat])
         #expect(cache.apply(delete(local.key, revision: 12)) == [.routes, .policy])
         #expect(cache.localEndpoints.isEmpty && cache.workloadEndpoints.isEmpty)
         #expect(cache.policy.plan().endpoints.isEmpty)
@@ -177,7 +177,7 @@ let allowFromClients = """
             """)
         let block = storedAffinity(node: "n1", block: "10-244-0-0-26", revision: 4)
         let items = [stored(local, revision: 2), stored(remote, revision: 3), block, stored(pool, revision: 5)]
-        #expect(cache.replaceAll(items, revision: 20) == [.routes, .policy, .bgp])
+        #expect(cache.replaceAll(items, revision: 20) == [.routes, .policy, .bgp, .nat])
         #expect(cache.revision == 20 && cache.divergence(from: items).isEmpty)
         #expect(cache.localAffinities == ["10.244.0.0/26"])
         _ = cache.policy.plan()
@@ -188,7 +188,7 @@ let allowFromClients = """
         var changedPool = try #require(pool as? IPPool)
         changedPool.spec.natOutgoing = true
         let next = [stored(remote, revision: 3), stored(changedPool, revision: 22)]
-        #expect(cache.replaceAll(next, revision: 22) == [.routes, .policy, .bgp])
+        #expect(cache.replaceAll(next, revision: 22) == [.routes, .policy, .bgp, .nat])
         #expect(cache.localEndpoints.isEmpty && cache.localAffinities.isEmpty)
         #expect(cache.pools[pool.key]?.spec.natOutgoing == true)
         #expect(cache.workloadEndpoints.keys.sorted() == [remote.key])
@@ -197,7 +197,7 @@ let allowFromClients = """
         // Only the remote endpoint goes: policy only.
         #expect(cache.replaceAll([stored(changedPool, revision: 22)], revision: 23) == .policy)
         #expect(cache.workloadEndpoints.isEmpty)
-        #expect(cache.replaceAll([], revision: 24) == .bgp)
+        #expect(cache.replaceAll([], revision: 24) == [.bgp, .nat])
         #expect(cache.revisions.isEmpty)
     }
 
@@ -361,7 +361,7 @@ let allowFromClients = """
                 metadata: {name: \(name)}
                 spec: {logSeverityScreen: \(severity)}
                 """)
-            #expect(cache.apply(put(configuration, revision: Int64(revision))) == .felixConfiguration)
+            #expect(cache.apply(put(configuration, revision: Int64(revision))) == [.felixConfiguration, .nat])
         }
         #expect(cache.felixSetting("logSeverityScreen") == .string("Debug"))
         #expect(cache.felixSetting("ipv6Support") == .bool(true))
@@ -403,4 +403,36 @@ func storedAffinity(node: String, block: String, revision: Int64) -> KeyValue {
     KeyValue(
         key: "/calico/ipam/v2/host/\(node)/ipv4/block/\(block)", value: Array(#"{"state":"confirmed"}"#.utf8),
         createRevision: revision, modRevision: revision, version: 1)
+}
+
+/// natOutgoing from the pools, and node addresses left alone with IPPoolsAndHostIPs.
+@Suite struct NatPlanTests {
+    @Test func poolsAndExclusions() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        for (index, yaml) in [
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v4}\nspec: {cidr: 10.244.0.0/16, natOutgoing: true}",
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: 'fd00:244::/56', natOutgoing: true}",
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: disabled-pool}\nspec: {cidr: 10.250.0.0/16, disabled: true}",
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n2}\nspec: {bgp: {ipv4Address: 10.99.0.2/24, ipv6Address: 'fd99::2/64'}}",
+        ].enumerated() {
+            #expect(cache.apply(put(try resource(yaml), revision: Int64(index + 1))).contains(.nat))
+        }
+        var plan = cache.natPlan
+        #expect(plan.masqueradeSources[.v4] == [CIDR("10.244.0.0/16")])
+        #expect(plan.masqueradeSources[.v6] == [CIDR("fd00:244::/56")])
+        // A disabled pool is still a pool: its pods keep their addresses and are never a NAT destination.
+        #expect(plan.pools[.v4] == [CIDR("10.250.0.0/16"), CIDR("10.244.0.0/16")])
+        #expect(plan.hostAddresses.isEmpty)
+        let felix = try resource(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: FelixConfiguration
+            metadata: {name: default}
+            spec: {natOutgoingExclusions: IPPoolsAndHostIPs}
+            """)
+        #expect(cache.apply(put(felix, revision: 10)).contains(.nat))
+        plan = cache.natPlan
+        #expect(plan.hostAddresses[.v4] == [CIDR("10.99.0.2/32")])
+        #expect(plan.hostAddresses[.v6] == [CIDR("fd99::2/128")])
+    }
 }

@@ -7,6 +7,7 @@ import TandemDataplane
 import TandemNetlink
 import TandemNetlinkCodec
 import TandemPolicy
+import TandemTestSupport
 import Testing
 
 /// The fake kernel keeps the rules the managers rely on, so their unit tests mean something.
@@ -205,7 +206,9 @@ final class FakePolicyTools: PolicyTools {
         }
     }
 
-    func saveIptables(_ family: IPFamily) throws -> String { state.withLock { $0.saves[family] ?? "" } }
+    func saveIptables(_ family: IPFamily, table: String) throws -> String {
+        state.withLock { $0.saves[family] ?? "" }
+    }
 
     func restoreIptables(_ family: IPFamily, _ text: String) throws {
         try state.withLock {
@@ -371,5 +374,80 @@ final class FlakyManager: DataplaneManager {
         // The VXLAN device going away takes its FDB entries.
         try kernel.deleteLink(vxlan)
         #expect(try kernel.fdbEntries().isEmpty)
+    }
+}
+
+/// natOutgoing: the plan from pools and the exclusions, rendered for both tools, loaded once, reloaded on drift.
+@Suite struct NatManagerTests {
+    func plan() -> NatPlan {
+        NatPlan(
+            masqueradeSources: [.v4: [CIDR("10.244.0.0/16")], .v6: [CIDR("fd00:244::/56")]],
+            pools: [.v4: [CIDR("10.244.0.0/16"), CIDR("10.245.0.0/16")], .v6: [CIDR("fd00:244::/56")]],
+            hostAddresses: [.v4: [CIDR("10.99.0.1/32")]])
+    }
+
+    @Test func rendersOneRulePerFamilyWithSetsOfPools() {
+        let text = renderNatNftables(plan())
+        #expect(text.hasPrefix("table inet tandemnat\ndelete table inet tandemnat\n"))
+        #expect(text.contains("elements = { 10.244.0.0/16, 10.245.0.0/16 }"))
+        #expect(
+            text.contains(
+                "ip saddr @masq4 ip daddr != @pools4 ip daddr != @hosts4 masquerade fully-random comment \"natOutgoing\""
+            ))
+        #expect(text.contains("ip6 saddr @masq6 ip6 daddr != @pools6 ip6 daddr != @hosts6 masquerade fully-random"))
+        #expect(text.contains("tandem:\(plan().digest)"))
+        // No natOutgoing pool in a family: no rule for it.
+        var v4Only = plan()
+        v4Only.masqueradeSources[.v6] = []
+        #expect(!renderNatNftables(v4Only).contains("ip6 saddr @masq6"))
+        let v6 = renderNatIptables(plan(), family: .v6, hooked: false)
+        #expect(v6.contains("-A TDM-NAT-OUTGOING -d fd00:244::/56 -j RETURN"))
+        #expect(v6.contains("-A TDM-NAT-OUTGOING -s fd00:244::/56 -m comment --comment \"natOutgoing\" -j MASQUERADE"))
+        #expect(v6.contains("-I POSTROUTING 1 -j TDM-NAT-OUTGOING"))
+        #expect(!renderNatIptables(plan(), family: .v4, hooked: true).contains("-I POSTROUTING"))
+    }
+
+    @Test func loadsOnceAndReloadsWhatChangedOrVanished() throws {
+        let tools = FakePolicyTools()
+        let manager = NatManager(backend: .nftables, tools: tools)
+        #expect(try manager.apply(resync: true) == ManagerReport())
+        manager.setDesired(plan())
+        #expect(try manager.apply(resync: false).changes.count == 1)
+        #expect(tools.state.withLock { $0.loads.count } == 1)
+        // Converged: no read-back, no load.
+        #expect(try manager.apply(resync: false) == ManagerReport())
+        // The kernel holds it: a resync reads it back and loads nothing.
+        let loaded = try #require(tools.state.withLock { $0.loads.last })
+        tools.state.withLock { $0.listing = loaded }
+        #expect(try manager.apply(resync: true) == ManagerReport())
+        // Someone edits the table: the next resync reloads it.
+        tools.state.withLock { $0.listing = loaded + "\n# edited" }
+        #expect(try manager.apply(resync: true).changes.count == 1)
+        // Flushed away: reloaded.
+        tools.state.withLock { $0.listing = nil }
+        #expect(try manager.apply(resync: true).changes.count == 1)
+        // A pool changes: the new plan is loaded without waiting for a resync.
+        var changed = plan()
+        changed.masqueradeSources[.v6] = []
+        manager.setDesired(changed)
+        #expect(try manager.apply(resync: false).changes.count == 1)
+        #expect(tools.state.withLock { $0.loads.count } == 4)
+    }
+
+    /// The tools accept the text: `nft -c -f` and `iptables-restore --test` in a namespace made for the test.
+    @Test func theToolsAcceptIt() throws {
+        let ns = try TestNamespace("nat")
+        defer { ns.remove() }
+        let scratch = try ScratchDirectory("nat")
+        defer { scratch.remove() }
+        let nft = try scratch.write("nat.nft", renderNatNftables(plan()))
+        let checked = try ns.run("nft -f \(nft) && nft -f \(nft)")
+        #expect(checked.status == 0, "\(checked.stderr)")
+        for (family, tool) in [(IPFamily.v4, "iptables-restore"), (.v6, "ip6tables-restore")] {
+            let file = try scratch.write("nat.\(tool)", renderNatIptables(plan(), family: family, hooked: false))
+            let restored = try ns.run("\(tool) --noflush < \(file)")
+            #expect(restored.status == 0, "\(restored.stderr)")
+        }
+        #expect(try ns.run("iptables-save -t nat").stdout.contains("-A POSTROUTING -j TDM-NAT-OUTGOING"))
     }
 }

@@ -60,6 +60,18 @@ func eventually(within seconds: Double, _ condition: () throws -> Bool) rethrows
     return try condition()
 }
 
+/// An IPv6 address in its canonical form, an IPv4-mapped one as the IPv4 address (inet_pton / inet_ntop).
+func canonicalAddress(_ text: String) -> String {
+    var bytes = [UInt8](repeating: 0, count: 16)
+    guard inet_pton(AF_INET6, text, &bytes) == 1 else { return text }
+    if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff {
+        return bytes[12...].map(String.init).joined(separator: ".")
+    }
+    var buffer = [CChar](repeating: 0, count: 64)
+    guard inet_ntop(AF_INET6, bytes, &buffer, 64) != nil else { return text }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
 /// The lab's pod addresses from `tandem-lab status`: `pod NAME on NODE: ADDR [ADDR]`.
 func podAddresses(_ status: String) -> [String: [String]] {
     var result: [String: [String]] = [:]
@@ -380,6 +392,64 @@ func podAddresses(_ status: String) -> [String: [String]] {
         #expect(try eventually(within: 10) { try reach("stranger") == [true, true, true, true] })
         let log = try String(contentsOfFile: lab.directory + "/n1/tandem-node.log", encoding: .utf8)
         #expect(log.contains("policy (\(backend))"), "\(log.suffix(2000))")
+    }
+
+    /// natOutgoing in both families, on both backends: a pod reaches the lab's gateway (which has no route to any
+    /// pool) and the gateway sees the node's address; pod-to-pod traffic keeps the pod's address; turning
+    /// natOutgoing off for IPv6 takes effect live (the gateway can no longer answer the pod).
+    @Test(arguments: ["nftables", "iptables"])
+    func natOutgoingInBothFamilies(backend: String) throws {
+        let lab = try TestLab()
+        defer { lab.down() }
+        try lab.up(["--nodes", "2", "--policy-backend", backend])
+        let datastore = "sqlite://\(lab.directory)/datastore.db"
+        func patchIPv6Pool(_ natOutgoing: Bool) throws {
+            let patched = try TestProducts.run(
+                "tandemctl",
+                [
+                    "patch", "ippool", "default-ipv6-ippool", "-p", "{\"spec\":{\"natOutgoing\":\(natOutgoing)}}",
+                    "--datastore", datastore,
+                ])
+            #expect(patched.status == 0, "\(patched.stderr)")
+        }
+        try patchIPv6Pool(true)
+        #expect(try lab.run(["pod", "add", "n1", "client"]).status == 0)
+        #expect(try lab.run(["pod", "add", "n2", "server"]).status == 0)
+        let pods = podAddresses(try lab.run(["status"]).stdout)
+        let client = try #require(pods["client"])
+        let server = try #require(pods["server"])
+        // A TCP service on the gateway (the fabric) and in the server pod, answering with the peer's address.
+        var servers: [String] = []
+        for namespace in ["\(lab.name)-fab", "\(lab.name)-server"] {
+            let started = try shell(
+                "ip netns exec \(namespace) setsid socat TCP6-LISTEN:9090,ipv6only=0,fork,reuseaddr "
+                    + "SYSTEM:'echo peer=$SOCAT_PEERADDR' >/dev/null 2>&1 & echo $!")
+            servers.append(started.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        defer { _ = try? shell("kill \(servers.joined(separator: " "))") }
+        /// The address the service saw, canonical (socat prints `[0000:...:ffff:0a63:0001]`); empty when no answer.
+        func peer(_ address: String) throws -> String {
+            let target = address.contains(":") ? "[\(address)]" : address
+            let said = try shell(
+                "ip netns exec \(lab.name)-client socat -T 2 - TCP:\(target):9090,connect-timeout=2 </dev/null"
+            ).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard said.hasPrefix("peer=[") else { return "" }
+            return "peer=" + canonicalAddress(String(said.dropFirst(6).dropLast()))
+        }
+        // To the outside: the node's address in both families.
+        #expect(try eventually(within: 10) { try peer("10.99.0.254") == "peer=10.99.0.1" })
+        #expect(try eventually(within: 10) { try peer("fd99::fe") == "peer=fd99::1" })
+        // Pod to pod: the pod's own address in both families.
+        let client4 = try #require(client.first { !$0.contains(":") })
+        let client6 = try #require(client.first { $0.contains(":") })
+        #expect(try peer(try #require(server.first { !$0.contains(":") })) == "peer=\(client4)")
+        #expect(try peer(try #require(server.first { $0.contains(":") })) == "peer=\(client6)")
+        // IPv6 natOutgoing off, live: the gateway gets the pod's address and has no route back to it.
+        try patchIPv6Pool(false)
+        #expect(try eventually(within: 10) { try peer("fd99::fe").isEmpty }, "IPv6 still masqueraded")
+        #expect(try peer("10.99.0.254") == "peer=10.99.0.1")
+        let log = try String(contentsOfFile: lab.directory + "/n1/tandem-node.log", encoding: .utf8)
+        #expect(log.contains("[nat]"), "\(log.suffix(2000))")
     }
 
     /// A node with 100 pods under policy: restarting its agent (SIGTERM, start) loses no packet of a running flow in
