@@ -25,7 +25,7 @@ public struct NftRuleset: Sendable, Equatable {
 
     public init() {}
 
-    public static let baseChains = ["forward", "input", "output"]
+    public static let baseChains = ["forward", "input", "output", "prerouting"]
     public static let fromMap = "from-endpoint"
     public static let toMap = "to-endpoint"
 }
@@ -109,6 +109,16 @@ public struct NftRenderer: Sendable {
             ruleset.chains[hook] = lines
             ruleset.chainHashes[hook] = Self.digest(lines.joined(separator: "\n"), [])
         }
+        // Anti-spoofing, both families, before policy: a packet from a workload whose source the node would not
+        // route back out of that same interface (another pod's address, an address of no pod) is dropped and
+        // counted. Pods' link-local addresses pass (their routes are on the interface), so neighbour discovery
+        // works. Felix's reverse-path check, as nftables' `fib`.
+        let antiSpoofing = [
+            "type filter hook prerouting priority raw; policy accept;",
+            "iifname \"cali*\" fib saddr . iif oif 0 counter drop comment \"anti-spoofing: source not routed back to this workload\"",
+        ]
+        ruleset.chains["prerouting"] = antiSpoofing
+        ruleset.chainHashes["prerouting"] = Self.digest(antiSpoofing.joined(separator: "\n"), [])
         // Forget chains no longer in use.
         rendered = rendered.filter { used.contains($0.key) }
         return ruleset
@@ -265,7 +275,8 @@ public struct NftKernelState: Sendable, Equatable {
                 kind = ""
                 continue
             }
-            body.append(String(line))
+            // Counters change with traffic, not with the rules: they are left out of the printed form.
+            body.append(String(line).replacing(/counter packets \d+ bytes \d+/, with: "counter"))
         }
     }
 
