@@ -354,7 +354,10 @@ public final class NodeAgent: Service, Sendable {
         var ignored: Set<String> = []
         for configuration in cache.felixConfigurations.values {
             for field in configuration.spec.fields
-            where !["logSeverityScreen", "natOutgoingExclusions"].contains(field.key) {
+            where !["logSeverityScreen", "natOutgoingExclusions", "natOutgoingAddress", "natOutgoingAddressV6"]
+                .contains(
+                    field.key)
+            {
                 ignored.insert(field.key)
             }
         }

@@ -303,6 +303,12 @@ public struct ClusterCache: Sendable {
             plan.pools[cidr.family, default: []].append(cidr)
             if pool.spec.natOutgoing == true { plan.masqueradeSources[cidr.family, default: []].append(cidr) }
         }
+        for (field, family) in [("natOutgoingAddress", IPFamily.v4), ("natOutgoingAddressV6", .v6)] {
+            if let text = felixSetting(field)?.stringValue, let address = try? IPAddress(text), address.family == family
+            {
+                plan.sourceAddresses[family] = address
+            }
+        }
         if felixSetting("natOutgoingExclusions")?.stringValue == "IPPoolsAndHostIPs" {
             for node in nodes.keys.sorted().compactMap({ nodes[$0] }) {
                 for text in [node.spec.bgp?.ipv4Address, node.spec.bgp?.ipv6Address].compactMap({ $0 }) {

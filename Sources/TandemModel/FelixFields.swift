@@ -124,6 +124,8 @@ let felixFields: [String: FelixFieldType] = [
     "metadataPort": .integer(0...65535),
     "mtuIfacePattern": .string,
     "natOutgoingAddress": .ipv4,
+    // Tandem's IPv6 counterpart of natOutgoingAddress (Calico's field is IPv4 only); Calico manifests never set it.
+    "natOutgoingAddressV6": .ipv6,
     "natOutgoingExclusions": .oneOf(["IPPoolsOnly", "IPPoolsAndHostIPs"]),
     "natPortRange": .port,
     "netlinkTimeout": .duration,

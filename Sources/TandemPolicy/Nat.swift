@@ -11,14 +11,18 @@ public struct NatPlan: Sendable, Equatable {
     public var pools: [IPFamily: [CIDR]]
     /// Node addresses excluded as destinations (`natOutgoingExclusions: IPPoolsAndHostIPs`), by family.
     public var hostAddresses: [IPFamily: [CIDR]]
+    /// The source address to use instead of masquerading, by family (FelixConfiguration `natOutgoingAddress`,
+    /// and Tandem's `natOutgoingAddressV6`).
+    public var sourceAddresses: [IPFamily: IPAddress]
 
     public init(
         masqueradeSources: [IPFamily: [CIDR]] = [:], pools: [IPFamily: [CIDR]] = [:],
-        hostAddresses: [IPFamily: [CIDR]] = [:]
+        hostAddresses: [IPFamily: [CIDR]] = [:], sourceAddresses: [IPFamily: IPAddress] = [:]
     ) {
         self.masqueradeSources = masqueradeSources
         self.pools = pools
         self.hostAddresses = hostAddresses
+        self.sourceAddresses = sourceAddresses
     }
 
     /// 16 hex digits naming the plan's content: a table or chain carrying it holds this plan.
@@ -30,6 +34,7 @@ public struct NatPlan: Sendable, Equatable {
             ] {
                 material += "\(family)\(label):" + cidrs.map(\.description).sorted().joined(separator: ",") + ";"
             }
+            material += "\(family)s:\(sourceAddresses[family]?.description ?? "-");"
         }
         return hexEncoded(SHA2.sha256(Array(material.utf8)).prefix(8))
     }
@@ -63,9 +68,11 @@ public func renderNatNftables(_ plan: NatPlan, table: String = "tandemnat") -> S
     for family in IPFamily.allCases where !(plan.masqueradeSources[family] ?? []).isEmpty {
         let address = family == .v4 ? "ip" : "ip6"
         let number = family.rawValue
+        // SNAT to the configured address, or masquerade to the outgoing interface's.
+        let action = plan.sourceAddresses[family].map { "snat \(address) to \($0)" } ?? "masquerade"
         lines.append(
             "\t\t\(address) saddr @masq\(number) \(address) daddr != @pools\(number) \(address) daddr != @hosts\(number) "
-                + "masquerade fully-random comment \"natOutgoing\"")
+                + "\(action) fully-random comment \"natOutgoing\"")
     }
     lines.append("\t\treturn comment \"tandem:\(plan.digest)\"")
     lines.append("\t}")
@@ -86,7 +93,10 @@ public func renderNatIptables(_ plan: NatPlan, family: IPFamily, hooked: Bool) -
             lines.append("\(chain) -d \(cidr) -j RETURN")
         }
         for cidr in sources {
-            lines.append("\(chain) -s \(cidr) -m comment --comment \"natOutgoing\" -j MASQUERADE --random-fully")
+            let action =
+                plan.sourceAddresses[family].map { "SNAT --to-source \($0) --random-fully" }
+                ?? "MASQUERADE --random-fully"
+            lines.append("\(chain) -s \(cidr) -m comment --comment \"natOutgoing\" -j \(action)")
         }
     }
     lines.append("\(chain) -m comment --comment \"tandem:\(plan.digest)\"")

@@ -451,3 +451,31 @@ final class FlakyManager: DataplaneManager {
         #expect(try ns.run("iptables-save -t nat").stdout.contains("-A POSTROUTING -j TDM-NAT-OUTGOING"))
     }
 }
+
+/// A SNAT address per family replaces masquerade, and the tools accept it.
+@Suite struct NatSourceAddressTests {
+    @Test func snatToTheConfiguredAddressInBothFamilies() throws {
+        var plan = NatPlan(
+            masqueradeSources: [.v4: [CIDR("10.244.0.0/16")], .v6: [CIDR("fd00:244::/56")]],
+            pools: [.v4: [CIDR("10.244.0.0/16")], .v6: [CIDR("fd00:244::/56")]])
+        let before = plan.digest
+        plan.sourceAddresses = [.v4: try IPAddress("10.99.0.101"), .v6: try IPAddress("fd99::101")]
+        #expect(plan.digest != before)
+        let text = renderNatNftables(plan)
+        #expect(text.contains("snat ip to 10.99.0.101 fully-random"))
+        #expect(text.contains("snat ip6 to fd99::101 fully-random"))
+        #expect(renderNatIptables(plan, family: .v6, hooked: true).contains("-j SNAT --to-source fd99::101"))
+        let ns = try TestNamespace("snat")
+        defer { ns.remove() }
+        let scratch = try ScratchDirectory("snat")
+        defer { scratch.remove() }
+        let file = try scratch.write("nat.nft", text)
+        let loaded = try ns.run("nft -f \(file)")
+        #expect(loaded.status == 0, "\(loaded.stderr)")
+        for (family, tool) in [(IPFamily.v4, "iptables-restore"), (.v6, "ip6tables-restore")] {
+            let rules = try scratch.write("nat.\(tool)", renderNatIptables(plan, family: family, hooked: false))
+            let restored = try ns.run("\(tool) --noflush < \(rules)")
+            #expect(restored.status == 0, "\(restored.stderr)")
+        }
+    }
+}

@@ -444,6 +444,25 @@ func podAddresses(_ status: String) -> [String: [String]] {
         let client6 = try #require(client.first { $0.contains(":") })
         #expect(try peer(try #require(server.first { !$0.contains(":") })) == "peer=\(client4)")
         #expect(try peer(try #require(server.first { $0.contains(":") })) == "peer=\(client6)")
+        // A SNAT address per family for this node (natOutgoingAddress and Tandem's natOutgoingAddressV6), live.
+        #expect(try lab.onNode("n1", "ip addr add 10.99.0.101/24 dev eth0").status == 0)
+        #expect(try lab.onNode("n1", "ip addr add fd99::101/64 dev eth0 nodad").status == 0)
+        let felix = try lab.state.write(
+            "felix.yaml",
+            """
+            apiVersion: projectcalico.org/v3
+            kind: FelixConfiguration
+            metadata: {name: node.n1}
+            spec: {natOutgoingAddress: 10.99.0.101, natOutgoingAddressV6: 'fd99::101'}
+            """)
+        let applied = try TestProducts.run("tandemctl", ["apply", "-f", felix, "--datastore", datastore])
+        #expect(applied.status == 0, "\(applied.stderr)")
+        #expect(try eventually(within: 10) { try peer("10.99.0.254") == "peer=10.99.0.101" })
+        #expect(try eventually(within: 10) { try peer("fd99::fe") == "peer=fd99::101" })
+        let deleted = try TestProducts.run(
+            "tandemctl", ["delete", "felixconfiguration", "node.n1", "--datastore", datastore])
+        #expect(deleted.status == 0, "\(deleted.stderr)")
+        #expect(try eventually(within: 10) { try peer("10.99.0.254") == "peer=10.99.0.1" })
         // IPv6 natOutgoing off, live: the gateway gets the pod's address and has no route back to it.
         try patchIPv6Pool(false)
         #expect(try eventually(within: 10) { try peer("fd99::fe").isEmpty }, "IPv6 still masqueraded")
