@@ -498,12 +498,15 @@ func podAddresses(_ status: String) -> [String: [String]] {
         let pods = podAddresses(try lab.run(["status"]).stdout)
         let target = try #require(pods["p42"])
         #expect(target.count == 2)
-        // Policy in place for every pod before the restart.
+        // Policy in place for every pod before the restart: each pod's ingress chain jumps to the policy's chain
+        // (the dispatch map alone exists without the policy).
         #expect(
-            try eventually(within: 10) {
+            try eventually(within: 30) {
                 try lab.onNode("n1", "nft list map inet tandem to-endpoint").stdout.components(separatedBy: "jump to-")
                     .count - 1 == 100
-            })
+                    && lab.onNode("n1", "nft list table inet tandem").stdout.components(separatedBy: "jump pol-")
+                        .count - 1 == 100
+            }, "the policy did not reach every pod before the restart")
         #expect(
             try eventually(within: 10) {
                 try shell("ip netns exec \(lab.name)-client ping -c 1 -W 1 \(target[0])").status == 0
