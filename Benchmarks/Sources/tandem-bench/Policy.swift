@@ -9,36 +9,7 @@ import TandemPolicy
 /// roles (a selector that resolves to addresses) and from a pair of nets. Times the computation, the nftables and
 /// iptables/ip6tables text, and loading each into a fresh namespace (`nft -f`, `iptables-restore`), best of `runs`.
 func policyBenchmark(policies: Int, endpoints: Int, local: Int, runs: Int) throws {
-    var all: [PolicyEndpoint] = []
-    for index in 0..<endpoints {
-        let v4 = IPAddress(family: .v4, integer: try IPAddress("10.200.0.0").integer + UInt128(index))
-        let v6 = IPAddress(family: .v6, integer: try IPAddress("fd00:200::").integer + UInt128(index))
-        all.append(
-            PolicyEndpoint(
-                name: "ep\(index)", namespace: "default",
-                labels: ["app": "app\(index % 100)", "role": "role\(index % 50)"],
-                interfaceName: index < local ? "calibench\(index)" : nil, addresses: [v4, v6]))
-    }
-    var networkPolicies: [NetworkPolicy] = []
-    for index in 0..<policies {
-        var allowRole = Rule()
-        allowRole.action = "Allow"
-        allowRole.protocol = .name("TCP")
-        allowRole.source = EntityRule()
-        allowRole.source?.selector = "role == 'role\(index % 50)'"
-        allowRole.destination = EntityRule()
-        allowRole.destination?.ports = [.number(8000 + index % 1000)]
-        var allowNets = Rule()
-        allowNets.action = "Allow"
-        allowNets.source = EntityRule()
-        allowNets.source?.nets = ["192.0.\(index % 256).0/24", "2001:db8:\(String(index, radix: 16))::/48"]
-        var spec = NetworkPolicySpec()
-        spec.selector = "app == 'app\(index % 100)'"
-        spec.order = Double(index)
-        spec.ingress = [allowRole, allowNets]
-        spec.types = ["Ingress"]
-        networkPolicies.append(NetworkPolicy(metadata: ObjectMeta(name: "p\(index)", namespace: "default"), spec: spec))
-    }
+    let (all, networkPolicies) = try benchCluster(policies: policies, endpoints: endpoints, local: local)
     let input = PolicyInput(networkPolicies: networkPolicies, endpoints: all)
     let localEndpoints = all.filter { $0.interfaceName != nil }
 
