@@ -14,6 +14,7 @@ packages=(
   libssl-dev       # TLS to etcd (etcd+https://): the client links OpenSSL
   openssl          # the etcd TLS tests make their certificates with it
   nftables         # network policy: tandem-node loads its rules with nft
+  ipset            # natOutgoing with the iptables backend keeps the pools in ipsets
   socat            # the policy tests' TCP servers and clients inside pods
 )
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then

@@ -69,6 +69,9 @@ public final class NodeAgent: Service, Sendable {
     private let counters = Mutex(Counters())
     /// The highest revision the syncer has delivered (a list's, or a watched event's).
     private let watched = Mutex<Int64>(0)
+    /// Refresh intervals FelixConfiguration sets, by manager (`routeRefreshInterval`, `iptablesRefreshInterval` or
+    /// `nftablesRefreshInterval`); a nil value: no periodic resync (Felix's 0). Managers absent use `resync`.
+    private let refreshIntervals = Mutex<[String: Duration?]>([:])
 
     public struct Counters: Sendable, Equatable {
         /// Batches of updates processed, and the calculation time they took.
@@ -187,19 +190,37 @@ public final class NodeAgent: Service, Sendable {
         return lists
     }
 
+    /// Asks each manager for a full resync (the kernel read back whole) every refresh interval: its FelixConfiguration
+    /// interval (``refreshIntervals``) or the agent's `resync`; and compares the cache with a full list of the
+    /// datastore every `datastoreResync`.
     private func resyncTicker() async {
         var logger = self.logger
         logger[metadataKey: "component"] = "syncer"
-        var tick = 0
+        let clock = ContinuousClock()
+        let started = clock.now
+        var lastResync: [String: ContinuousClock.Instant] = [:]
+        var lastList = started
+        let step = min(configuration.resync, .seconds(1))
         while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.resync)
+            try? await Task.sleep(for: step)
             if Task.isCancelled { return }
-            runner.resyncAll()
-            // The kernel is read back every resync; the datastore is listed whole less often (every
-            // `datastoreResync`): a full list costs the datastore, per node, what the cluster holds.
-            tick += 1
-            guard configuration.resync * tick >= configuration.datastoreResync else { continue }
-            tick = 0
+            let now = clock.now
+            let overrides = refreshIntervals.withLock { $0 }
+            var due: [String] = []
+            for manager in runner.managers {
+                let interval: Duration? =
+                    overrides.keys.contains(manager.name) ? overrides[manager.name]! : configuration.resync
+                guard let interval, interval > .zero else { continue }
+                if now - (lastResync[manager.name] ?? started) >= interval {
+                    due.append(manager.name)
+                    lastResync[manager.name] = now
+                }
+            }
+            if !due.isEmpty { runner.resync(due) }
+            // The datastore is listed whole less often than the kernel is read: a full list costs the datastore,
+            // per node, what the cluster holds.
+            guard now - lastList >= configuration.datastoreResync else { continue }
+            lastList = now
             do {
                 let lists = try await listEach()
                 // Compared once the watch has delivered everything up to the lists' revisions (2 s at most).
@@ -223,6 +244,8 @@ public final class NodeAgent: Service, Sendable {
         var synced = false
         var lastWarnings: [String] = []
         var lastLocalCount = -1
+        var lastIgnoredPrefixes: [String] = []
+        var lastFelixWarnings: [String] = []
         init(nodeName: String) { cache = ClusterCache(nodeName: nodeName) }
     }
 
@@ -287,8 +310,16 @@ public final class NodeAgent: Service, Sendable {
             kick.append(routes.name)
         }
         if changes.contains(.policy) && policy.backend != .none {
-            let plan = state.cache.policy.plan()
+            var plan = state.cache.policy.plan()
+            plan.options = state.cache.policyOptions
             policy.setDesired(plan)
+            let ignored = state.cache.endpointsWithIgnoredSourcePrefixes
+            if ignored != state.lastIgnoredPrefixes && !ignored.isEmpty {
+                logger.warning(
+                    "allowSpoofedSourcePrefixes of \(ignored.joined(separator: ", ")) not honoured: FelixConfiguration workloadSourceSpoofing is not Any (their sources are checked strictly)"
+                )
+            }
+            state.lastIgnoredPrefixes = ignored
             kick.append(policy.name)
             let warnings = plan.warnings.map(\.description)
             if warnings != state.lastWarnings {
@@ -321,7 +352,7 @@ public final class NodeAgent: Service, Sendable {
             nat.setDesired(state.cache.natPlan)
             kick.append(nat.name)
         }
-        if changes.contains(.felixConfiguration) { applyFelixConfiguration(state.cache, logger: logger) }
+        if changes.contains(.felixConfiguration) { applyFelixConfiguration(state, logger: logger) }
         let elapsed = ContinuousClock.now - started
         counters.withLock {
             $0.batches += 1
@@ -332,9 +363,10 @@ public final class NodeAgent: Service, Sendable {
         return kick
     }
 
-    /// FelixConfiguration fields the agent honours today: `logSeverityScreen`. The others are named in the log
-    /// (the issues that honour them are open), never silently taken.
-    private func applyFelixConfiguration(_ cache: ClusterCache, logger: Logger) {
+    /// Applies the FelixConfiguration fields that are the agent's own (log level, refresh intervals); the others
+    /// reach the managers through the cache's views.
+    private func applyFelixConfiguration(_ state: CalculationState, logger: Logger) {
+        let cache = state.cache
         if cache.felixSetting("logSeverityScreen") == nil, let logLevel, logLevel.value != configuration.defaultLogLevel
         {
             logger.notice("log level \(configuration.defaultLogLevel) (logSeverityScreen no longer set)")
@@ -351,19 +383,49 @@ public final class NodeAgent: Service, Sendable {
                     "FelixConfiguration logSeverityScreen \"\(text)\" is not a level; keeping \(logLevel.value)")
             }
         }
+        // Refresh intervals: routes, and the policy backend's (for policy and NAT).
+        let policyField =
+            configuration.policyBackend == .iptables ? "iptablesRefreshInterval" : "nftablesRefreshInterval"
+        var intervals: [String: Duration?] = [:]
+        for (field, managers) in [("routeRefreshInterval", [routes.name]), (policyField, [policy.name, nat.name])] {
+            guard let text = cache.felixSetting(field)?.stringValue, let duration = GoDuration(text) else { continue }
+            let interval: Duration? =
+                duration.seconds <= 0 ? nil : .milliseconds(Int64((max(duration.seconds, 0.1) * 1000).rounded()))
+            for manager in managers { intervals[manager] = interval }
+        }
+        let changed = refreshIntervals.withLock { current in
+            defer { current = intervals }
+            return current != intervals
+        }
+        if changed {
+            let described = [routes.name, policy.name, nat.name].map { name in
+                let interval: Duration? = intervals.keys.contains(name) ? intervals[name]! : configuration.resync
+                return "\(name) \(interval.map { "every \($0)" } ?? "never")"
+            }
+            logger.notice("full resyncs: \(described.joined(separator: ", "))")
+        }
+        var warnings: [String] = []
         var ignored: Set<String> = []
         for configuration in cache.felixConfigurations.values {
-            for field in configuration.spec.fields
-            where !["logSeverityScreen", "natOutgoingExclusions", "natOutgoingAddress", "natOutgoingAddressV6"]
-                .contains(
-                    field.key)
-            {
-                ignored.insert(field.key)
-            }
+            ignored.formUnion(configuration.spec.fieldsNotHonoured)
         }
         if !ignored.isEmpty {
-            logger.warning(
-                "FelixConfiguration fields not yet honoured by this agent: \(ignored.sorted().joined(separator: ", "))")
+            warnings.append(
+                "FelixConfiguration fields not honoured by this agent (set, and without effect): \(ignored.sorted().joined(separator: ", "))"
+            )
+        }
+        if !cache.ipv6Support {
+            let withIPv6 = cache.localEndpoints.values.filter { endpoint in
+                (endpoint.spec.ipNetworks ?? []).contains { $0.contains(":") }
+            }
+            warnings.append(
+                "FelixConfiguration ipv6Support is false: this node neither routes, advertises nor masquerades IPv6 for pods"
+                    + (withIPv6.isEmpty ? "" : " (\(withIPv6.count) local pod(s) have IPv6 addresses that do not work)")
+            )
+        }
+        if warnings != state.lastFelixWarnings {
+            for warning in warnings { logger.warning("\(warning)") }
+            state.lastFelixWarnings = warnings
         }
     }
 }

@@ -173,7 +173,14 @@ public struct ClusterCache: Sendable {
             workloadEndpoints[key] = endpoint
             let wasLocal = localEndpoints[key] != nil
             if endpoint.spec.node == nodeName {
-                if localEndpoints[key]?.spec != endpoint.spec { changes.insert(.routes) }
+                let held = localEndpoints[key]?.spec
+                if held != endpoint.spec { changes.insert(.routes) }
+                // The policy options: allowSpoofedSourcePrefixes by interface.
+                if held?.allowSpoofedSourcePrefixes != endpoint.spec.allowSpoofedSourcePrefixes
+                    || (held != nil && held?.interfaceName != endpoint.spec.interfaceName)
+                {
+                    changes.insert(.policy)
+                }
                 localEndpoints[key] = endpoint
             } else if wasLocal {
                 localEndpoints[key] = nil
@@ -196,7 +203,9 @@ public struct ClusterCache: Sendable {
             return .bgp
         case let configuration as FelixConfiguration:
             felixConfigurations[key] = configuration
-            return [.felixConfiguration, .nat]
+            // Its fields reach routes (ipv6Support), policy (defaultEndpointToHostAction, workloadSourceSpoofing),
+            // BGP (ipv6Support) and NAT; another node's own configuration, nothing here.
+            return concernsThisNode(name) ? .all : []
         case let networkPolicy as NetworkPolicy:
             policy.updateNetworkPolicy(key: key, networkPolicy)
             return .policy
@@ -227,7 +236,7 @@ public struct ClusterCache: Sendable {
         case .bgpConfiguration: return bgpConfigurations.removeValue(forKey: key) != nil ? .bgp : []
         case .bgpPeer: return bgpPeers.removeValue(forKey: key) != nil ? .bgp : []
         case .felixConfiguration:
-            return felixConfigurations.removeValue(forKey: key) != nil ? [.felixConfiguration, .nat] : []
+            return felixConfigurations.removeValue(forKey: key) != nil && concernsThisNode(name) ? .all : []
         case .networkPolicy:
             policy.updateNetworkPolicy(key: key, nil)
             return .policy
@@ -240,6 +249,9 @@ public struct ClusterCache: Sendable {
         default: return []
         }
     }
+
+    /// Whether the FelixConfiguration `name` applies to this node (`default`, or `node.NAME` of this node).
+    private func concernsThisNode(_ name: String) -> Bool { name == "default" || name == "node.\(nodeName)" }
 
     private mutating func storeAffinity(_ key: String, _ value: [UInt8]) -> ClusterChanges {
         guard let (host, cidr) = Self.affinity(key), host == nodeName else { return [] }
@@ -277,20 +289,67 @@ public struct ClusterCache: Sendable {
 
     // MARK: Views for the managers
 
+    /// Whether this node carries IPv6 for pods: FelixConfiguration `ipv6Support` (default true). When false, the
+    /// node's IPv6 pod routes, blocks, advertisements and NAT go; policy stays programmed for both families, so
+    /// nothing opens (IPv6 from the pods fails the reverse-path check, having no route back).
+    public var ipv6Support: Bool { felixSetting("ipv6Support") != .bool(false) }
+
+    /// The families this node carries for pods.
+    public var families: Set<IPFamily> { ipv6Support ? [.v4, .v6] : [.v4] }
+
     /// The workload routes and blackholes this node wants.
     public var desiredRoutes: [DesiredRoute] {
-        TandemCalculation.desiredRoutes(
+        let families = self.families
+        return TandemCalculation.desiredRoutes(
             node: nodeName, endpoints: localEndpoints.keys.sorted().map { localEndpoints[$0]! },
-            affineBlocks: localAffinities.sorted())
+            affineBlocks: localAffinities.sorted()
+        ).filter { families.contains($0.destination.family) }
     }
 
     /// BIRD's input for this node (nil until this node's Node is known).
     public func birdInput(routerID: IPv4Address, logFile: String?) -> BirdInput {
-        BirdInput(
+        let families = self.families
+        return BirdInput(
             nodeName: nodeName, routerID: routerID, nodes: nodes.keys.sorted().map { BGPNode(nodes[$0]!) },
             configurations: bgpConfigurations.keys.sorted().map { bgpConfigurations[$0]! },
-            peers: bgpPeers.keys.sorted().map { bgpPeers[$0]! }, pools: pools.keys.sorted().map { pools[$0]! },
-            affineBlocks: localAffinities.sorted(), logFile: logFile)
+            peers: bgpPeers.keys.sorted().map { bgpPeers[$0]! },
+            pools: pools.keys.sorted().map { pools[$0]! }.filter { pool in
+                (pool.spec.cidr.flatMap { try? CIDR($0) }).map { families.contains($0.family) } ?? true
+            },
+            affineBlocks: localAffinities.sorted().filter { families.contains($0.family) }, logFile: logFile)
+    }
+
+    /// What policy rendering takes from FelixConfiguration and the endpoints besides policy: the action for
+    /// traffic from workloads to the node, and the source prefixes endpoints may send from.
+    public var policyOptions: PolicyOptions {
+        var options = PolicyOptions()
+        if let text = felixSetting("defaultEndpointToHostAction")?.stringValue,
+            let action = EndpointToHostAction(felixValue: text)
+        {
+            options.endpointToHostAction = action
+        }
+        guard workloadSourceSpoofingAllowed else { return options }
+        for endpoint in localEndpoints.values {
+            guard let interface = endpoint.spec.interfaceName, let prefixes = endpoint.spec.allowSpoofedSourcePrefixes
+            else { continue }
+            let cidrs = prefixes.compactMap { try? CIDR(cidrOrAddress: $0) }.filter { families.contains($0.family) }
+            if !cidrs.isEmpty { options.allowedSourcePrefixes[interface, default: []] += cidrs }
+        }
+        return options
+    }
+
+    /// FelixConfiguration `workloadSourceSpoofing: Any`: endpoints' `allowSpoofedSourcePrefixes` are honoured.
+    public var workloadSourceSpoofingAllowed: Bool {
+        felixSetting("workloadSourceSpoofing")?.stringValue?.lowercased() == "any"
+    }
+
+    /// Local endpoints that ask for `allowSpoofedSourcePrefixes` while `workloadSourceSpoofing` is not `Any`: their
+    /// prefixes are not honoured (Calico ignores such an endpoint whole; Tandem keeps it, checked strictly, and says
+    /// so).
+    public var endpointsWithIgnoredSourcePrefixes: [String] {
+        guard !workloadSourceSpoofingAllowed else { return [] }
+        return localEndpoints.values.filter { !($0.spec.allowSpoofedSourcePrefixes ?? []).isEmpty }
+            .map { "\($0.metadata.namespace ?? "default")/\($0.metadata.name ?? "")" }.sorted()
     }
 
     /// What the node masquerades: every pool (disabled ones too: their pods keep their addresses) by family, those
@@ -309,6 +368,11 @@ public struct ClusterCache: Sendable {
                 plan.sourceAddresses[family] = address
             }
         }
+        if let text = felixSetting("natPortRange").map({ $0.stringValue ?? $0.brief }),
+            let range = PortValue(text: text).range, range.lowerBound >= 1
+        {
+            plan.portRange = range
+        }
         if felixSetting("natOutgoingExclusions")?.stringValue == "IPPoolsAndHostIPs" {
             for node in nodes.keys.sorted().compactMap({ nodes[$0] }) {
                 for text in [node.spec.bgp?.ipv4Address, node.spec.bgp?.ipv6Address].compactMap({ $0 }) {
@@ -316,6 +380,11 @@ public struct ClusterCache: Sendable {
                     plan.hostAddresses[cidr.family, default: []].append(CIDR(host: cidr.address))
                 }
             }
+        }
+        if !ipv6Support {
+            plan.masqueradeSources[.v6] = nil
+            plan.pools[.v6] = nil
+            plan.hostAddresses[.v6] = nil
         }
         return plan
     }

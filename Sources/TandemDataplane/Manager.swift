@@ -79,9 +79,12 @@ public final class ManagerRunner: Sendable {
     }
 
     /// Asks every manager for a full resync.
-    public func resyncAll() {
-        resyncPending.withLock { $0.formUnion(streams.keys) }
-        for continuation in streams.values { continuation.yield() }
+    public func resyncAll() { resync(Array(streams.keys)) }
+
+    /// Asks the named managers for a full resync.
+    public func resync(_ names: [String]) {
+        resyncPending.withLock { $0.formUnion(names.filter { streams[$0] != nil }) }
+        for name in names { streams[name]?.yield() }
     }
 
     /// Each manager's standing.

@@ -4,7 +4,8 @@ import TandemPolicy
 
 /// natOutgoing for both families: keeps the node's masquerade rules equal to the calculation layer's
 /// ``NatPlan``, with nftables (its own small `inet tandemnat` table, replaced whole when the plan changes) or
-/// iptables / ip6tables (the `TDM-NAT-OUTGOING` chain of the nat table, hooked from `POSTROUTING`). Each apply
+/// iptables / ip6tables (the `TDM-NAT-OUTGOING` chain of the nat table, hooked from `POSTROUTING`, matching
+/// the pools in ipsets when `ipset` is installed, so the rule count does not grow with pools). Each apply
 /// that is a resync reads the kernel back and reloads when the table or chain is missing, carries another plan's
 /// digest, or was changed since it was last seen.
 public final class NatManager: DataplaneManager {
@@ -18,8 +19,10 @@ public final class NatManager: DataplaneManager {
         var plan: NatPlan?
         /// The digest loaded last; nil: read the kernel back before deciding.
         var loaded: String?
-        /// What the kernel printed of it when last seen holding it, by family for iptables.
+        /// What the kernel printed of the nftables table when last seen holding it.
         var seen: [String: String] = [:]
+        /// The iptables chains.
+        var chains = OwnedIptablesChains()
     }
     private let state = Mutex(State())
 
@@ -42,22 +45,24 @@ public final class NatManager: DataplaneManager {
         var report = ManagerReport()
         switch backend {
         case .iptables:
+            let ipsets = tools.hasIpset
             for family in IPFamily.allCases {
                 let tool = family == .v4 ? "iptables" : "ip6tables"
-                let save = try tools.saveIptables(family, table: "nat")
-                let chain = save.split(separator: "\n").filter { $0.hasPrefix("-A TDM-NAT-OUTGOING") }
-                    .joined(separator: "\n")
-                let hooked = save.split(separator: "\n").contains { $0 == "-A POSTROUTING -j TDM-NAT-OUTGOING" }
-                let key = "\(family)"
-                let holds = chain.contains("tandem:\(digest)") && hooked
-                let changed = state.withLock { $0.seen[key].map { $0 != chain } ?? false }
-                if holds && !changed {
-                    state.withLock { $0.seen[key] = chain }
-                    continue
+                if ipsets {
+                    // The sets first: the chain's rules refer to them.
+                    let expected = expectedNatIpsetMembers(plan, family: family)
+                    if natIpsetMembers(save: try tools.saveIpsets(), family: family) != expected {
+                        try tools.restoreIpsets(renderNatIpsets(plan, family: family))
+                        report.changes.append("ipsets \(NatIpsetNames(family).all.joined(separator: ", ")) loaded")
+                    }
                 }
-                try tools.restoreIptables(family, renderNatIptables(plan, family: family, hooked: hooked))
-                state.withLock { $0.seen[key] = nil }
-                report.changes.append("\(tool) nat: TDM-NAT-OUTGOING loaded (\(describe(plan, family)))")
+                let chain = natIptablesChain(plan, family: family, ipsets: ipsets)
+                var chains = state.withLock { $0.chains }
+                defer { state.withLock { $0.chains = chains } }
+                if try chains.ensure(chain, family: family, tools: tools) {
+                    report.changes.append(
+                        "\(tool) nat: TDM-NAT-OUTGOING loaded (\(describe(plan, family))\(ipsets ? ", ipsets" : ""))")
+                }
             }
         default:
             let listing = try tools.listNftTable(table)
@@ -82,5 +87,26 @@ public final class NatManager: DataplaneManager {
         return "\(family): "
             + (sources.isEmpty
                 ? "no natOutgoing pool" : "masquerade from \(sources.map(\.description).joined(separator: ", "))")
+    }
+}
+
+/// Keeps chains Tandem owns outside the filter table (``IptablesOwnedChain``) as wanted: each check reads the table
+/// back and reloads the chain when it is missing, unhooked, carries another digest, or was changed since it was
+/// last seen holding this digest.
+struct OwnedIptablesChains: Sendable {
+    /// What the kernel printed of each chain when last seen holding what was wanted, by family, table and chain.
+    private var seen: [String: String] = [:]
+
+    /// Makes the kernel hold `chain`; true when it was (re)loaded.
+    mutating func ensure(_ chain: IptablesOwnedChain, family: IPFamily, tools: any PolicyTools) throws -> Bool {
+        let key = "\(family)|\(chain.table)|\(chain.chain)"
+        let (printed, hooked) = chain.readBack(try tools.saveIptables(family, table: chain.table))
+        if chain.holds(printed) && hooked && (seen[key].map { $0 == printed } ?? true) {
+            seen[key] = printed
+            return false
+        }
+        seen[key] = nil
+        try tools.restoreIptables(family, chain.restoreInput(hooked: hooked))
+        return true
     }
 }

@@ -25,11 +25,23 @@ public protocol PolicyTools: Sendable {
     func saveIptables(_ family: IPFamily, table: String) throws -> String
     /// `iptables-restore --noflush -w 5` (`ip6tables-restore` for IPv6) with `text`.
     func restoreIptables(_ family: IPFamily, _ text: String) throws
+    /// Whether the `ipset` program is installed (the iptables NAT then keeps pools in ipsets).
+    var hasIpset: Bool { get }
+    /// `ipset save`: every set and its members.
+    func saveIpsets() throws -> String
+    /// `ipset restore` with `text`.
+    func restoreIpsets(_ text: String) throws
 }
 
 extension PolicyTools {
     /// `iptables-save -t filter`.
     public func saveIptables(_ family: IPFamily) throws -> String { try saveIptables(family, table: "filter") }
+
+    public var hasIpset: Bool { false }
+    public func saveIpsets() throws -> String { throw PolicyToolError(description: "ipset is not installed") }
+    public func restoreIpsets(_ text: String) throws {
+        throw PolicyToolError(description: "ipset is not installed")
+    }
 }
 
 /// Why a policy tool failed: the command, its exit status and what it said.
@@ -100,6 +112,20 @@ public struct SystemPolicyTools: PolicyTools {
         try load("\(sbin)/\(tool)-restore", ["--noflush", "-w", "5"], text, rejected: "policy.\(tool)")
     }
 
+    public var hasIpset: Bool { access("\(sbin)/ipset", X_OK) == 0 }
+
+    public func saveIpsets() throws -> String {
+        let result = try ChildProcess.run("\(sbin)/ipset", ["save"], timeout: timeout)
+        guard result.status == 0 else {
+            throw PolicyToolError(description: "ipset save exited \(result.status): \(result.stderrText)")
+        }
+        return result.stdoutText
+    }
+
+    public func restoreIpsets(_ text: String) throws {
+        try load("\(sbin)/ipset", ["restore"], text, rejected: "nat.ipset")
+    }
+
     private func load(_ command: String, _ arguments: [String], _ text: String, rejected: String) throws {
         let result = try ChildProcess.run(command, arguments, stdin: Array(text.utf8), timeout: timeout)
         guard result.status == 0 else {
@@ -141,6 +167,9 @@ public final class PolicyManager: DataplaneManager {
         var record = NftPrintedRecord()
         var iptablesRecords: [IPFamily: NftPrintedRecord] = [.v4: NftPrintedRecord(), .v6: NftPrintedRecord()]
         var lastLoaded: String?
+        /// The raw table's anti-spoofing chain: its digest as last made sure of, by family.
+        var antiSpoofingLoaded: [IPFamily: String] = [:]
+        var ownedChains = OwnedIptablesChains()
     }
 
     /// The last transaction loaded (nftables), for diagnosis and benchmarks.
@@ -203,6 +232,15 @@ public final class PolicyManager: DataplaneManager {
             let tool = family == .v4 ? "iptables" : "ip6tables"
             do {
                 let desired = state.iptablesRenderers[family]!.ruleset(plan, family: family)
+                // Anti-spoofing first, in the raw table (checked on every resync and when it changes).
+                let antiSpoofing = desired.antiSpoofing
+                if resync || state.antiSpoofingLoaded[family] != antiSpoofing.digest {
+                    state.antiSpoofingLoaded[family] = nil
+                    if try state.ownedChains.ensure(antiSpoofing, family: family, tools: tools) {
+                        report.changes.append("\(tool) raw: TDM-PREROUTING loaded (anti-spoofing)")
+                    }
+                    state.antiSpoofingLoaded[family] = antiSpoofing.digest
+                }
                 if resync || state.iptablesBelief[family] == nil {
                     state.iptablesBelief[family] = IptablesKernelState(save: try tools.saveIptables(family))
                 }

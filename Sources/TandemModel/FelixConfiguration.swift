@@ -51,6 +51,19 @@ public struct FelixConfigurationSpec: ResourceSpec {
         try container.encode(JSONValue.object(fields))
     }
 
+    /// The fields Tandem's agent honours, live (the rest are accepted for compatibility with Calico's manifests
+    /// and named as without effect, by `tandemctl apply` and in the agent's log).
+    public static let honouredFields: Set<String> = [
+        "logSeverityScreen", "natOutgoingExclusions", "natOutgoingAddress", "natOutgoingAddressV6", "natPortRange",
+        "ipv6Support", "routeRefreshInterval", "iptablesRefreshInterval", "nftablesRefreshInterval",
+        "defaultEndpointToHostAction", "workloadSourceSpoofing",
+    ]
+
+    /// The fields set here that Tandem does not honour, sorted.
+    public var fieldsNotHonoured: [String] {
+        Set(fields.map(\.key)).subtracting(Self.honouredFields).sorted()
+    }
+
     /// The value of a field, when set.
     public subscript(field: String) -> JSONValue? { fields.last { $0.key == field }?.value }
 
@@ -84,6 +97,12 @@ public struct FelixConfigurationSpec: ResourceSpec {
             if let mtu = integer(field), mtu != 0, mtu < 1280 {
                 v.fail("spec.\(field)", raw: "\(mtu)", "an IPv6-carrying link needs an MTU of at least 1280")
             }
+        }
+        // Tandem rule: a port range it can program (Felix, too, takes only numbers here).
+        if let port = self["natPortRange"], port != .null,
+            let value = try? StrictDecoder.decode(PortValue.self, from: port), value.range == nil
+        {
+            v.fail("spec.natPortRange", raw: port.brief, "expected a port or a port range \"min:max\", not a name")
         }
         if self["routeTableRange"] != nil && self["routeTableRanges"] != nil {
             v.fail("spec", nil, "routeTableRange and routeTableRanges cannot both be set")

@@ -19,6 +19,72 @@ public struct IptablesRuleset: Sendable, Equatable {
     public init(family: IPFamily) { self.family = family }
 
     public static let hooks = ["FORWARD", "INPUT", "OUTPUT"]
+
+    /// Anti-spoofing, in the raw table: `TDM-PREROUTING`, hooked from `PREROUTING`.
+    public var antiSpoofing: IptablesOwnedChain {
+        var rules: [String] = []
+        for interface in options.allowedSourcePrefixes.keys.sorted() {
+            for prefix in options.allowedSourcePrefixes[interface]! where prefix.family == family {
+                rules.append("-i \(interface) -s \(prefix) -m comment --comment \"allowedSourcePrefixes\" -j RETURN")
+            }
+        }
+        // Felix's reverse-path check: a source the node would not route back out of the same interface.
+        rules.append(
+            "-i cali+ -m rpfilter --invert -m comment --comment \"anti-spoofing: source not routed back to this workload\" -j DROP"
+        )
+        return IptablesOwnedChain(table: "raw", chain: "TDM-PREROUTING", hook: "PREROUTING", rules: rules)
+    }
+
+    /// The options the ruleset was rendered with.
+    public var options = PolicyOptions()
+}
+
+/// A chain Tandem owns in a table other than filter (raw, nat), replaced whole when its rules change and hooked
+/// first from a built-in chain. Its last rule's comment carries the digest of its rules, so a read-back tells
+/// whether the kernel holds them.
+public struct IptablesOwnedChain: Sendable, Equatable {
+    public var table: String
+    public var chain: String
+    /// The built-in chain that jumps to it.
+    public var hook: String
+    /// Its rules, as `-A CHAIN` arguments.
+    public var rules: [String]
+    /// What else the digest covers (the content of sets the rules refer to).
+    public var label: String
+
+    public init(table: String, chain: String, hook: String, rules: [String], label: String = "") {
+        self.table = table
+        self.chain = chain
+        self.hook = hook
+        self.rules = rules
+        self.label = label
+    }
+
+    /// 16 hex digits of the SHA-256 of the rules and the label.
+    public var digest: String {
+        NftRenderer.digest("\(table)|\(chain)|\(label)|" + rules.joined(separator: "\n"), [])
+    }
+
+    /// `iptables-restore --noflush` input replacing the chain (declaring it empties it) in one commit, and hooking
+    /// it first when `hooked` is false.
+    public func restoreInput(hooked: Bool) -> String {
+        var lines = ["*\(table)", ":\(chain) - [0:0]"]
+        for rule in rules { lines.append("-A \(chain) \(rule)") }
+        lines.append("-A \(chain) -m comment --comment \"tandem:\(digest)\"")
+        if !hooked { lines.append("-I \(hook) 1 -j \(chain)") }
+        lines.append("COMMIT")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// What `iptables-save -t TABLE` shows of the chain: its printed rules, and whether the hook jumps to it.
+    public func readBack(_ save: String) -> (printed: String, hooked: Bool) {
+        let lines = save.split(separator: "\n")
+        let printed = lines.filter { $0.hasPrefix("-A \(chain) ") }.joined(separator: "\n")
+        return (printed, lines.contains { $0 == "-A \(hook) -j \(chain)" })
+    }
+
+    /// Whether printed rules carry this chain's digest.
+    public func holds(_ printed: String) -> Bool { printed.contains("tandem:\(digest)") }
 }
 
 /// Renders iptables rulesets, keeping policy and profile chains between calls.
@@ -29,6 +95,7 @@ public struct IptablesRenderer: Sendable {
 
     public mutating func ruleset(_ plan: PolicyPlan, family: IPFamily) -> IptablesRuleset {
         var ruleset = IptablesRuleset(family: family)
+        ruleset.options = plan.options
         var used: Set<String> = []
         var dispatch: [String: [String]] = [:]
         for hook in IptablesRuleset.hooks {
@@ -105,6 +172,19 @@ public struct IptablesRenderer: Sendable {
                 }
                 set(&ruleset, name, lines)
             }
+        }
+        // After the workloads' egress policy, what their traffic to the node itself meets.
+        switch plan.options.endpointToHostAction {
+        case .accept:
+            dispatch["INPUT"]!.append("-i cali+ -m comment --comment \"defaultEndpointToHostAction Accept\" -j ACCEPT")
+        case .return: break
+        case .drop:
+            if family == .v6 {
+                for type in alwaysAllowedICMPv6ToHost {
+                    dispatch["INPUT"]!.append("-i cali+ -p ipv6-icmp -m icmp6 --icmpv6-type \(type) -j ACCEPT")
+                }
+            }
+            dispatch["INPUT"]!.append("-i cali+ -m comment --comment \"defaultEndpointToHostAction Drop\" -j DROP")
         }
         for hook in IptablesRuleset.hooks { set(&ruleset, "TDM-\(hook)", dispatch[hook]!) }
         rendered = rendered.filter { used.contains($0.key) }

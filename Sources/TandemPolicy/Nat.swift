@@ -14,16 +14,23 @@ public struct NatPlan: Sendable, Equatable {
     /// The source address to use instead of masquerading, by family (FelixConfiguration `natOutgoingAddress`,
     /// and Tandem's `natOutgoingAddressV6`).
     public var sourceAddresses: [IPFamily: IPAddress]
+    /// The source ports TCP and UDP are translated to (FelixConfiguration `natPortRange`); nil: any.
+    public var portRange: ClosedRange<Int>?
 
     public init(
         masqueradeSources: [IPFamily: [CIDR]] = [:], pools: [IPFamily: [CIDR]] = [:],
-        hostAddresses: [IPFamily: [CIDR]] = [:], sourceAddresses: [IPFamily: IPAddress] = [:]
+        hostAddresses: [IPFamily: [CIDR]] = [:], sourceAddresses: [IPFamily: IPAddress] = [:],
+        portRange: ClosedRange<Int>? = nil
     ) {
         self.masqueradeSources = masqueradeSources
         self.pools = pools
         self.hostAddresses = hostAddresses
         self.sourceAddresses = sourceAddresses
+        self.portRange = portRange
     }
+
+    /// The port range as nft and iptables write it (`1024-65535`).
+    var portText: String? { portRange.map { "\($0.lowerBound)-\($0.upperBound)" } }
 
     /// 16 hex digits naming the plan's content: a table or chain carrying it holds this plan.
     public var digest: String {
@@ -36,6 +43,7 @@ public struct NatPlan: Sendable, Equatable {
             }
             material += "\(family)s:\(sourceAddresses[family]?.description ?? "-");"
         }
+        material += "ports:\(portText ?? "-")"
         return hexEncoded(SHA2.sha256(Array(material.utf8)).prefix(8))
     }
 }
@@ -68,11 +76,20 @@ public func renderNatNftables(_ plan: NatPlan, table: String = "tandemnat") -> S
     for family in IPFamily.allCases where !(plan.masqueradeSources[family] ?? []).isEmpty {
         let address = family == .v4 ? "ip" : "ip6"
         let number = family.rawValue
-        // SNAT to the configured address, or masquerade to the outgoing interface's.
+        let match =
+            "\(address) saddr @masq\(number) \(address) daddr != @pools\(number) \(address) daddr != @hosts\(number)"
+        // SNAT to the configured address, or masquerade to the outgoing interface's; with a port range, TCP and
+        // UDP first (nft takes a port range only on a rule that matches them).
+        if let ports = plan.portText {
+            let action =
+                plan.sourceAddresses[family].map {
+                    "snat \(address) to \(family == .v4 ? $0.description : "[\($0)]"):\(ports)"
+                } ?? "masquerade to :\(ports)"
+            lines.append(
+                "\t\t\(match) meta l4proto { tcp, udp } \(action) fully-random comment \"natOutgoing natPortRange\"")
+        }
         let action = plan.sourceAddresses[family].map { "snat \(address) to \($0)" } ?? "masquerade"
-        lines.append(
-            "\t\t\(address) saddr @masq\(number) \(address) daddr != @pools\(number) \(address) daddr != @hosts\(number) "
-                + "\(action) fully-random comment \"natOutgoing\"")
+        lines.append("\t\t\(match) \(action) fully-random comment \"natOutgoing\"")
     }
     lines.append("\t\treturn comment \"tandem:\(plan.digest)\"")
     lines.append("\t}")
@@ -80,27 +97,116 @@ public func renderNatNftables(_ plan: NatPlan, table: String = "tandemnat") -> S
     return lines.joined(separator: "\n") + "\n"
 }
 
-/// The NAT of one family as `iptables-restore --noflush` (`ip6tables-restore`) input for the nat table, one
-/// commit: `TDM-NAT-OUTGOING` (declared, which empties it, then filled) returns for destinations in a pool or a
-/// node address and masquerades what comes from a natOutgoing pool; `POSTROUTING` jumps to it once (`hooked`: the
-/// jump is there already). The last rule's comment carries the plan's digest.
-public func renderNatIptables(_ plan: NatPlan, family: IPFamily, hooked: Bool) -> String {
-    var lines = ["*nat", ":TDM-NAT-OUTGOING - [0:0]"]
-    let chain = "-A TDM-NAT-OUTGOING"
+/// The NAT of one family as iptables (ip6tables) nat-table chain `TDM-NAT-OUTGOING`, hooked from `POSTROUTING`:
+/// what comes from a natOutgoing pool and goes to no pool (and, with `IPPoolsAndHostIPs`, to no node) is
+/// masqueraded, or SNATed to the configured address. With `ipsets`, the pools and nodes are the ipsets of
+/// ``renderNatIpsets(_:family:)``, so the rules do not grow with the pools (Felix's `cali40masq-ipam-pools` and
+/// `cali40all-ipam-pools`); without, a `RETURN` per pool and node comes first. The chain's digest covers the plan.
+public func natIptablesChain(_ plan: NatPlan, family: IPFamily, ipsets: Bool) -> IptablesOwnedChain {
+    var rules: [String] = []
     let sources = plan.masqueradeSources[family] ?? []
     if !sources.isEmpty {
-        for cidr in (plan.pools[family] ?? []) + (plan.hostAddresses[family] ?? []) {
-            lines.append("\(chain) -d \(cidr) -j RETURN")
+        let address = plan.sourceAddresses[family]
+        func action(ports: String?) -> String {
+            guard let address else {
+                return "MASQUERADE" + (ports.map { " --to-ports \($0)" } ?? "") + " --random-fully"
+            }
+            let target = family == .v4 ? address.description : "[\(address)]"
+            return "SNAT --to-source \(ports.map { "\(target):\($0)" } ?? address.description) --random-fully"
         }
-        for cidr in sources {
-            let action =
-                plan.sourceAddresses[family].map { "SNAT --to-source \($0) --random-fully" }
-                ?? "MASQUERADE --random-fully"
-            lines.append("\(chain) -s \(cidr) -m comment --comment \"natOutgoing\" -j \(action)")
+        var matches: [String]
+        if ipsets {
+            let names = NatIpsetNames(family)
+            matches = [
+                "-m set --match-set \(names.masquerade) src -m set ! --match-set \(names.pools) dst "
+                    + "-m set ! --match-set \(names.hosts) dst"
+            ]
+        } else {
+            for cidr in (plan.pools[family] ?? []) + (plan.hostAddresses[family] ?? []) {
+                rules.append("-d \(cidr) -j RETURN")
+            }
+            matches = sources.map { "-s \($0)" }
+        }
+        for match in matches {
+            if let ports = plan.portText {
+                for proto in ["tcp", "udp"] {
+                    rules.append(
+                        "\(match) -p \(proto) -m comment --comment \"natOutgoing natPortRange\" -j \(action(ports: ports))"
+                    )
+                }
+            }
+            rules.append("\(match) -m comment --comment \"natOutgoing\" -j \(action(ports: nil))")
         }
     }
-    lines.append("\(chain) -m comment --comment \"tandem:\(plan.digest)\"")
-    if !hooked { lines.append("-I POSTROUTING 1 -j TDM-NAT-OUTGOING") }
-    lines.append("COMMIT")
+    return IptablesOwnedChain(
+        table: "nat", chain: "TDM-NAT-OUTGOING", hook: "POSTROUTING", rules: rules, label: plan.digest)
+}
+
+/// The names of the ipsets of one family's NAT.
+public struct NatIpsetNames: Sendable {
+    public var masquerade: String
+    public var pools: String
+    public var hosts: String
+
+    public init(_ family: IPFamily) {
+        let number = family.rawValue
+        masquerade = "tdm\(number)-masq-pools"
+        pools = "tdm\(number)-all-pools"
+        hosts = "tdm\(number)-all-hosts"
+    }
+
+    public var all: [String] { [masquerade, pools, hosts] }
+}
+
+/// `ipset restore` input that makes the NAT ipsets of one family hold the plan's members: each set is filled
+/// under a temporary name and swapped in, so a rule never sees a half-filled set.
+public func renderNatIpsets(_ plan: NatPlan, family: IPFamily) -> String {
+    let names = NatIpsetNames(family)
+    let type = "hash:net family \(family == .v4 ? "inet" : "inet6")"
+    var lines: [String] = []
+    for (name, members) in [
+        (names.masquerade, plan.masqueradeSources[family] ?? []), (names.pools, plan.pools[family] ?? []),
+        (names.hosts, plan.hostAddresses[family] ?? []),
+    ] {
+        let staging = "\(name)-new"
+        lines += [
+            "create \(name) \(type) -exist", "create \(staging) \(type) -exist", "flush \(staging)",
+        ]
+        for member in members { lines.append("add \(staging) \(setElement(member)) -exist") }
+        lines += ["swap \(staging) \(name)", "destroy \(staging)"]
+    }
     return lines.joined(separator: "\n") + "\n"
+}
+
+/// What `ipset save` shows of the NAT ipsets of one family (`create name` and `name member` lines, sorted), as
+/// ``expectedNatIpsetMembers(_:family:)`` writes them.
+public func natIpsetMembers(save: String, family: IPFamily) -> [String] {
+    let names = Set(NatIpsetNames(family).all)
+    return save.split(separator: "\n").compactMap { line -> String? in
+        let parts = line.split(separator: " ")
+        guard parts.count >= 2, names.contains(String(parts[1])) else { return nil }
+        if parts[0] == "create" { return "create \(parts[1])" }
+        guard parts.count >= 3, parts[0] == "add" else { return nil }
+        return "\(parts[1]) \(parts[2])"
+    }.sorted()
+}
+
+/// The NAT ipsets of one family and the members they should hold, as `create name` and `name member` lines,
+/// sorted.
+public func expectedNatIpsetMembers(_ plan: NatPlan, family: IPFamily) -> [String] {
+    let names = NatIpsetNames(family)
+    var lines = names.all.map { "create \($0)" }
+    for (name, members) in [
+        (names.masquerade, plan.masqueradeSources[family] ?? []), (names.pools, plan.pools[family] ?? []),
+        (names.hosts, plan.hostAddresses[family] ?? []),
+    ] {
+        lines += Set(members.map(setElement)).map { "\(name) \($0)" }
+    }
+    return lines.sorted()
+}
+
+/// ``natIptablesChain(_:family:ipsets:)`` without ipsets, as `iptables-restore --noflush` input (`hooked`: the
+/// jump from `POSTROUTING` is there already).
+public func renderNatIptables(_ plan: NatPlan, family: IPFamily, hooked: Bool) -> String {
+    natIptablesChain(plan, family: family, ipsets: false).restoreInput(hooked: hooked)
 }

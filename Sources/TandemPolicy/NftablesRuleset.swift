@@ -106,6 +106,7 @@ public struct NftRenderer: Sendable {
                 "type filter hook \(hook) priority filter; policy accept;", "ct state established,related accept",
             ]
             for (match, map) in dispatch { lines.append("\(match) vmap @\(map)") }
+            if hook == "input" { lines += Self.endpointToHost(plan.options.endpointToHostAction) }
             ruleset.chains[hook] = lines
             ruleset.chainHashes[hook] = Self.digest(lines.joined(separator: "\n"), [])
         }
@@ -113,15 +114,38 @@ public struct NftRenderer: Sendable {
         // route back out of that same interface (another pod's address, an address of no pod) is dropped and
         // counted. Pods' link-local addresses pass (their routes are on the interface), so neighbour discovery
         // works. Felix's reverse-path check, as nftables' `fib`.
-        let antiSpoofing = [
-            "type filter hook prerouting priority raw; policy accept;",
-            "iifname \"cali*\" fib saddr . iif oif 0 counter drop comment \"anti-spoofing: source not routed back to this workload\"",
-        ]
+        // Prefixes an endpoint is allowed to send from (`allowSpoofedSourcePrefixes`) are accepted first.
+        var antiSpoofing = ["type filter hook prerouting priority raw; policy accept;"]
+        for interface in plan.options.allowedSourcePrefixes.keys.sorted() {
+            for prefix in plan.options.allowedSourcePrefixes[interface]! {
+                antiSpoofing.append(
+                    "iifname \"\(interface)\" \(prefix.family == .v4 ? "ip" : "ip6") saddr \(setElement(prefix)) accept "
+                        + "comment \"allowedSourcePrefixes\"")
+            }
+        }
+        antiSpoofing.append(
+            "iifname \"cali*\" fib saddr . iif oif 0 counter drop comment \"anti-spoofing: source not routed back to this workload\""
+        )
         ruleset.chains["prerouting"] = antiSpoofing
         ruleset.chainHashes["prerouting"] = Self.digest(antiSpoofing.joined(separator: "\n"), [])
         // Forget chains no longer in use.
         rendered = rendered.filter { used.contains($0.key) }
         return ruleset
+    }
+
+    /// The input chain's rules after the workloads' egress policy, for `action`.
+    static func endpointToHost(_ action: EndpointToHostAction) -> [String] {
+        switch action {
+        case .accept: return ["iifname \"cali*\" accept comment \"defaultEndpointToHostAction Accept\""]
+        case .return: return []
+        case .drop:
+            return [
+                // As nft prints them (the read-back compares printed text): Felix's list, alwaysAllowedICMPv6ToHost.
+                "iifname \"cali*\" icmpv6 type { mld-listener-query, mld-listener-report, mld-listener-done, "
+                    + "nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept",
+                "iifname \"cali*\" counter drop comment \"defaultEndpointToHostAction Drop\"",
+            ]
+        }
     }
 
     /// An endpoint chain: its lines, hash, and the policy and profile chains it refers to.

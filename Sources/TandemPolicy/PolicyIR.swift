@@ -174,14 +174,50 @@ public struct PolicyWarning: Sendable, Equatable, CustomStringConvertible {
     public var description: String
 }
 
+/// What happens to traffic from a workload to the node itself once the workload's egress policy allowed it
+/// (FelixConfiguration `defaultEndpointToHostAction`).
+public enum EndpointToHostAction: String, Sendable, CaseIterable {
+    /// Dropped, except the ICMPv6 that IPv6 needs (MLD, router and neighbour solicitation and advertisement).
+    case drop = "Drop"
+    /// Accepted: the node's own input rules are skipped (iptables); with nftables, other tables still see it.
+    case accept = "Accept"
+    /// Left to the node's own input rules.
+    case `return` = "Return"
+
+    /// The action of a FelixConfiguration value (any letter case), or nil.
+    public init?(felixValue: String) {
+        guard let action = Self.allCases.first(where: { $0.rawValue.lowercased() == felixValue.lowercased() }) else {
+            return nil
+        }
+        self = action
+    }
+}
+
+/// Node-wide settings the rendering of policy honours besides the policies themselves.
+public struct PolicyOptions: Sendable, Equatable {
+    /// FelixConfiguration `defaultEndpointToHostAction`. Tandem's default is Accept, the value Calico's manifests
+    /// set (Felix's own default, Drop, is one setting away).
+    public var endpointToHostAction: EndpointToHostAction
+    /// Source prefixes a workload may send from besides its own addresses, by host interface (the endpoint's
+    /// `allowSpoofedSourcePrefixes`, honoured when FelixConfiguration `workloadSourceSpoofing` is `Any`).
+    public var allowedSourcePrefixes: [String: [CIDR]]
+
+    public init(endpointToHostAction: EndpointToHostAction = .accept, allowedSourcePrefixes: [String: [CIDR]] = [:]) {
+        self.endpointToHostAction = endpointToHostAction
+        self.allowedSourcePrefixes = allowedSourcePrefixes
+    }
+}
+
 /// The policy of every local endpoint, both directions, both families.
 public struct PolicyPlan: Sendable, Equatable {
     public var endpoints: [EndpointPolicy]
     public var warnings: [PolicyWarning]
+    public var options: PolicyOptions
 
-    public init(endpoints: [EndpointPolicy], warnings: [PolicyWarning]) {
+    public init(endpoints: [EndpointPolicy], warnings: [PolicyWarning], options: PolicyOptions = PolicyOptions()) {
         self.endpoints = endpoints
         self.warnings = warnings
+        self.options = options
     }
 
     /// Every named address set the rules use (not those written into the rules), sorted by name.
@@ -202,3 +238,8 @@ public struct PolicyPlan: Sendable, Equatable {
 /// The ICMPv6 types a node never filters: router solicitation and advertisement, neighbour solicitation and
 /// advertisement. Without them IPv6 itself stops working, whatever the policy says.
 public let alwaysAllowedICMPv6Types = [133, 134, 135, 136]
+
+/// The ICMPv6 types a workload may always send to its node, even with `defaultEndpointToHostAction: Drop`:
+/// multicast listener query, report and done, router solicitation, neighbour solicitation and advertisement
+/// (Felix's list).
+public let alwaysAllowedICMPv6ToHost = [130, 131, 132, 133, 135, 136]

@@ -18,6 +18,13 @@ func writeManifest(
     try await reportingErrors {
         let contents = try Manifest.parse(try readManifest(path), source: path == "-" ? "stdin" : path)
         for warning in contents.warnings { printError("Warning: \(warning)") }
+        // Calico's fields are accepted so its manifests apply; those Tandem does not act on are named.
+        for case let configuration as FelixConfiguration in contents.resources
+        where !configuration.spec.fieldsNotHonoured.isEmpty {
+            printError(
+                "Warning: FelixConfiguration \(configuration.metadata.name ?? ""): not honoured by Tandem, stored "
+                    + "without effect: \(configuration.spec.fieldsNotHonoured.joined(separator: ", "))")
+        }
         let store = try options.resourceStore()
         do {
             _ = try await store.write(contents.resources, mode: mode, dryRun: dryRun)

@@ -114,7 +114,7 @@ let allowFromClients = """
             metadata: {name: default}
             spec: {logSeverityScreen: Info}
             """)
-        #expect(cache.apply(put(felix, revision: 7)) == [.felixConfiguration, .nat])
+        #expect(cache.apply(put(felix, revision: 7)) == .all)
         let policy = try resource(allowFromClients)
         #expect(cache.apply(put(policy, revision: 8)) == .policy)
         #expect(cache.nodes.count == 1 && cache.pools.count == 1 && cache.bgpPeers.count == 1)
@@ -132,7 +132,7 @@ let allowFromClients = """
         // Deletes.
         #expect(cache.apply(delete(policy.key, revision: 9)) == .policy)
         #expect(cache.apply(delete(node.key, revision: 10)) == [.bgp, .nat] && cache.nodes.isEmpty)
-        #expect(cache.apply(delete(felix.key, revision: 11)) == [.felixConfiguration, .nat])
+        #expect(cache.apply(delete(felix.key, revision: 11)) == .all)
         #expect(cache.apply(delete(local.key, revision: 12)) == [.routes, .policy])
         #expect(cache.localEndpoints.isEmpty && cache.workloadEndpoints.isEmpty)
         #expect(cache.policy.plan().endpoints.isEmpty)
@@ -361,7 +361,8 @@ let allowFromClients = """
                 metadata: {name: \(name)}
                 spec: {logSeverityScreen: \(severity)}
                 """)
-            #expect(cache.apply(put(configuration, revision: Int64(revision))) == [.felixConfiguration, .nat])
+            // This node's own configuration concerns everything; another node's, nothing here.
+            #expect(cache.apply(put(configuration, revision: Int64(revision))) == (name == "node.n1" ? .all : []))
         }
         #expect(cache.felixSetting("logSeverityScreen") == .string("Debug"))
         #expect(cache.felixSetting("ipv6Support") == .bool(true))
@@ -434,5 +435,81 @@ func storedAffinity(node: String, block: String, revision: Int64) -> KeyValue {
         plan = cache.natPlan
         #expect(plan.hostAddresses[.v4] == [CIDR("10.99.0.2/32")])
         #expect(plan.hostAddresses[.v6] == [CIDR("fd99::2/128")])
+    }
+}
+
+/// FelixConfiguration fields reach the managers' views: the endpoint-to-host action, spoofing exemptions (only
+/// with `workloadSourceSpoofing: Any`), the NAT port range, and `ipv6Support: false` taking IPv6 out of routes, NAT
+/// and BGP; `node.NAME` overriding `default`, and removing it restoring what `default` says.
+@Suite struct FelixConfigurationViewTests {
+    @Test func fieldsReachRoutesPolicyNatAndBGP() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        var server = workload("server", node: "n1", interface: "caliserver", ["10.244.0.2/32", "fd00:244::2/128"])
+        server.spec.allowSpoofedSourcePrefixes = ["10.250.0.0/24", "fd00:250::/64"]
+        var revision: Int64 = 1
+        func apply(_ resource: any AnyResource) {
+            revision += 1
+            cache.apply(put(resource, revision: revision))
+        }
+        apply(server)
+        for (name, cidr) in [("v4", "10.244.0.0/16"), ("v6", "fd00:244::/48")] {
+            apply(
+                try resource(
+                    """
+                    apiVersion: projectcalico.org/v3
+                    kind: IPPool
+                    metadata: {name: \(name)}
+                    spec: {cidr: "\(cidr)", natOutgoing: true}
+                    """))
+        }
+        cache.apply(put(affinityKey(node: "n1", block: "fd00:244::/122"), #"{"state":"confirmed"}"#, revision: 10))
+        // Defaults: Accept, no exemptions, both families, no port range.
+        #expect(cache.policyOptions == PolicyOptions())
+        #expect(cache.endpointsWithIgnoredSourcePrefixes == ["default/server"])
+        #expect(Set(cache.desiredRoutes.map(\.destination.family)) == [.v4, .v6])
+        #expect(cache.natPlan.portRange == nil && cache.natPlan.masqueradeSources[.v6] != nil)
+
+        revision = 20
+        apply(
+            try resource(
+                """
+                apiVersion: projectcalico.org/v3
+                kind: FelixConfiguration
+                metadata: {name: default}
+                spec: {defaultEndpointToHostAction: DROP, natPortRange: "32768:60999", ipv6Support: false}
+                """))
+        #expect(cache.policyOptions.endpointToHostAction == .drop)
+        #expect(cache.natPlan.portRange == 32768...60999)
+        #expect(cache.natPlan.masqueradeSources[.v6] == nil && cache.natPlan.pools[.v6] == nil)
+        #expect(cache.desiredRoutes.allSatisfy { $0.destination.family == .v4 } && !cache.desiredRoutes.isEmpty)
+        let bird = cache.birdInput(routerID: try IPv4Address("192.168.0.1"), logFile: nil)
+        #expect(bird.affineBlocks.isEmpty && bird.pools.count == 1)
+
+        apply(
+            try resource(
+                """
+                apiVersion: projectcalico.org/v3
+                kind: FelixConfiguration
+                metadata: {name: node.n1}
+                spec: {workloadSourceSpoofing: Any, ipv6Support: true, defaultEndpointToHostAction: Return}
+                """))
+        #expect(cache.policyOptions.endpointToHostAction == .return)
+        #expect(
+            cache.policyOptions.allowedSourcePrefixes == [
+                "caliserver": [CIDR("10.250.0.0/24"), CIDR("fd00:250::/64")]
+            ])
+        #expect(cache.endpointsWithIgnoredSourcePrefixes.isEmpty)
+        #expect(Set(cache.desiredRoutes.map(\.destination.family)) == [.v4, .v6])
+
+        // The endpoint's prefixes change: a policy change for the calculator's user.
+        server.spec.allowSpoofedSourcePrefixes = ["10.251.0.0/24"]
+        revision += 1
+        #expect(cache.apply(put(server, revision: revision)).contains(.policy))
+        #expect(cache.policyOptions.allowedSourcePrefixes == ["caliserver": [CIDR("10.251.0.0/24")]])
+
+        // node.n1 goes: default's values again.
+        revision += 1
+        #expect(cache.apply(delete(ResourceKind.felixConfiguration.key(name: "node.n1"), revision: revision)) == .all)
+        #expect(cache.policyOptions.endpointToHostAction == .drop && cache.policyOptions.allowedSourcePrefixes.isEmpty)
     }
 }

@@ -195,3 +195,39 @@ let v6Pool = """
         #expect(badLabel.status == 2 && badLabel.stderr.contains("--label novalue"))
     }
 }
+
+/// FelixConfiguration at `tandemctl apply`: a bad field is refused by name with nothing written; Calico's fields
+/// Tandem does not act on are accepted and named as without effect.
+@Suite struct FelixConfigurationApplyTests {
+    @Test func badFieldsAreRefusedAndUnhonouredOnesNamed() throws {
+        let ctl = try Ctl()
+        defer { ctl.scratch.remove() }
+        func felix(_ spec: String) -> String {
+            """
+            apiVersion: projectcalico.org/v3
+            kind: FelixConfiguration
+            metadata: {name: default}
+            spec: \(spec)
+            """
+        }
+        for (spec, named) in [
+            ("{natPortRange: http}", "spec.natPortRange"), ("{natPortRange: \"70000:70001\"}", "spec.natPortRange"),
+            ("{defaultEndpointToHostAction: Allow}", "spec.defaultEndpointToHostAction"),
+            ("{routeRefreshInterval: 90}", "spec.routeRefreshInterval"),
+            ("{natOutgoingAddressV6: 10.0.0.1}", "spec.natOutgoingAddressV6"),
+            ("{ipv6Support: yes please}", "spec.ipv6Support"), ("{noSuchField: true}", "spec.noSuchField"),
+        ] {
+            let result = try ctl("apply", "-f", "-", stdin: felix(spec))
+            #expect(result.status != 0, "\(spec) was accepted")
+            #expect(result.stderr.contains(named), "\(spec): \(result.stderr)")
+        }
+        #expect(try ctl("get", "felixconfiguration").stdout.contains("default") == false)
+        let applied = try ctl(
+            "apply", "-f", "-",
+            stdin: felix("{natPortRange: \"32768:60999\", defaultEndpointToHostAction: Drop, bpfEnabled: true}"))
+        #expect(applied.status == 0, "\(applied.stderr)")
+        #expect(
+            applied.stderr.contains("not honoured by Tandem, stored without effect: bpfEnabled"), "\(applied.stderr)")
+        #expect(!applied.stderr.contains("natPortRange"))
+    }
+}

@@ -292,10 +292,13 @@ func openPlan(_ count: Int) -> PolicyPlan {
         manager.setDesired(openPlan(1))
         tools.state.withLock { $0.failLoads = 1 }
         #expect(throws: PolicyToolFailure.self) { _ = try manager.apply(resync: false) }
+        // IPv4's anti-spoofing chain (raw table) failed; IPv6 loaded its anti-spoofing chain and its filter chains.
         let restores = tools.state.withLock { $0.restores }
-        #expect(restores.count == 1 && restores[0].hasPrefix("v6\n*filter"))
+        #expect(restores.count == 2)
+        #expect(restores.first?.hasPrefix("v6\n*raw\n:TDM-PREROUTING") == true)
+        #expect(restores.last?.hasPrefix("v6\n*filter") == true)
         _ = try manager.apply(resync: false)
-        #expect(tools.state.withLock { $0.restores.count } == 2)
+        #expect(tools.state.withLock { $0.restores.count } == 4)
         #expect(try manager.apply(resync: false) == ManagerReport())
     }
 }
@@ -476,6 +479,137 @@ final class FlakyManager: DataplaneManager {
             let rules = try scratch.write("nat.\(tool)", renderNatIptables(plan, family: family, hooked: false))
             let restored = try ns.run("\(tool) --noflush < \(rules)")
             #expect(restored.status == 0, "\(restored.stderr)")
+        }
+    }
+}
+
+/// natPortRange and the ipsets of the iptables NAT: the rules stay one per family whatever the number of pools,
+/// the sets hold the pools, and the tools accept it all.
+@Suite struct NatPortRangeAndIpsetTests {
+    /// `count` natOutgoing pools per family.
+    func plan(pools count: Int, ports: ClosedRange<Int>? = nil) -> NatPlan {
+        var plan = NatPlan(portRange: ports)
+        for index in 0..<count {
+            let v4 = try! CIDR("10.\(100 + index / 256).\(index % 256).0/24")
+            let v6 = try! CIDR("fd00:\(String(index, radix: 16))::/64")
+            plan.masqueradeSources[.v4, default: []].append(v4)
+            plan.pools[.v4, default: []].append(v4)
+            plan.masqueradeSources[.v6, default: []].append(v6)
+            plan.pools[.v6, default: []].append(v6)
+        }
+        plan.hostAddresses = [.v4: [CIDR("192.168.0.1/32")], .v6: [CIDR("fd99::1/128")]]
+        return plan
+    }
+
+    @Test func portRangeComesFirstForTCPAndUDPInEveryForm() throws {
+        var plan = plan(pools: 1, ports: 32768...40000)
+        let nft = renderNatNftables(plan)
+        #expect(nft.contains("meta l4proto { tcp, udp } masquerade to :32768-40000 fully-random"))
+        #expect(nft.contains("ip daddr != @hosts4 masquerade fully-random comment \"natOutgoing\""))
+        let chain = natIptablesChain(plan, family: .v6, ipsets: true)
+        #expect(chain.rules.count == 3)
+        #expect(
+            chain.rules[0].contains("-p tcp")
+                && chain.rules[0].hasSuffix("-j MASQUERADE --to-ports 32768-40000 --random-fully"))
+        #expect(chain.rules[1].contains("-p udp"))
+        plan.sourceAddresses = [.v4: try IPAddress("10.99.0.101"), .v6: try IPAddress("fd99::101")]
+        #expect(renderNatNftables(plan).contains("snat ip6 to [fd99::101]:32768-40000 fully-random"))
+        #expect(
+            natIptablesChain(plan, family: .v6, ipsets: false).rules.contains {
+                $0.hasSuffix("-j SNAT --to-source [fd99::101]:32768-40000 --random-fully")
+            })
+        #expect(plan.digest != self.plan(pools: 1, ports: 32768...40000).digest)
+    }
+
+    /// With ipsets, one rule per family for 1 pool or 100; without, a rule per pool. Loaded by the real tools in a
+    /// namespace, and read back as the manager reads it.
+    @Test func ipsetsKeepTheRuleCountFlat() throws {
+        let ns = try TestNamespace("natset")
+        defer { ns.remove() }
+        let scratch = try ScratchDirectory("natset")
+        defer { scratch.remove() }
+        for count in [1, 100] {
+            let plan = plan(pools: count, ports: 1024...65535)
+            for family in IPFamily.allCases {
+                let tool = family == .v4 ? "iptables" : "ip6tables"
+                let sets = try scratch.write("sets\(count)\(family)", renderNatIpsets(plan, family: family))
+                let loaded = try ns.run("ipset restore < \(sets)")
+                try #require(loaded.status == 0, "\(loaded.stderr)")
+                #expect(
+                    natIpsetMembers(save: try ns.run("ipset save").stdout, family: family)
+                        == expectedNatIpsetMembers(plan, family: family))
+                let chain = natIptablesChain(plan, family: family, ipsets: true)
+                let save = try ns.run("\(tool)-save -t nat").stdout
+                let file = try scratch.write(
+                    "chain\(count)\(family)", chain.restoreInput(hooked: chain.readBack(save).hooked))
+                let restored = try ns.run("\(tool)-restore --noflush < \(file)")
+                try #require(restored.status == 0, "\(restored.stderr)")
+                let (printed, hooked) = chain.readBack(try ns.run("\(tool)-save -t nat").stdout)
+                #expect(hooked && chain.holds(printed))
+                // tcp, udp, the rest, and the digest comment: four lines, for 1 pool as for 100.
+                #expect(printed.split(separator: "\n").count == 4, "\(printed)")
+                #expect(natIptablesChain(plan, family: family, ipsets: false).rules.count == 3 * count + count + 1)
+            }
+        }
+        #expect(try ns.run("iptables-save -t nat").stdout.components(separatedBy: "-j TDM-NAT-OUTGOING").count == 2)
+    }
+
+    /// The manager with ipsets: sets loaded before the chain, nothing reloaded once converged, a set emptied by
+    /// someone refilled on resync.
+    @Test func theManagerKeepsTheSetsAndTheChain() throws {
+        let tools = FakeIpsetTools()
+        let manager = NatManager(backend: .iptables, tools: tools)
+        manager.setDesired(plan(pools: 2))
+        let first = try manager.apply(resync: false)
+        #expect(first.changes.filter { $0.hasPrefix("ipsets") }.count == 2)
+        #expect(first.changes.filter { $0.contains("TDM-NAT-OUTGOING loaded") }.count == 2)
+        #expect(try manager.apply(resync: true) == ManagerReport())
+        tools.state.withLock { $0.ipsets = "" }
+        #expect(try manager.apply(resync: true).changes.filter { $0.hasPrefix("ipsets") }.count == 2)
+    }
+}
+
+/// Policy tools whose iptables and ipset state is text kept in memory, applied the way the tools apply it.
+final class FakeIpsetTools: PolicyTools {
+    struct State {
+        var tables: [String: String] = [:]
+        var ipsets = ""
+    }
+    let state = Mutex(State())
+
+    func listNftTable(_ table: String) throws -> String? { nil }
+    func loadNft(_ text: String) throws {}
+    func saveIptables(_ family: IPFamily, table: String) throws -> String {
+        state.withLock { $0.tables["\(family)|\(table)"] ?? "" }
+    }
+    func restoreIptables(_ family: IPFamily, _ text: String) throws {
+        // Keep the rules as iptables-save prints them (one chain per input here).
+        let lines = text.split(separator: "\n")
+        let table = String(lines.first?.dropFirst() ?? "")
+        let rules = lines.filter { $0.hasPrefix("-A ") }.joined(separator: "\n")
+        let hook = lines.first { $0.hasPrefix("-I ") }.map { "-A" + $0.dropFirst(2).replacing(" 1 -j", with: " -j") }
+        state.withLock {
+            let key = "\(family)|\(table)"
+            let kept = ($0.tables[key] ?? "").split(separator: "\n").filter { !$0.hasPrefix("-A TDM-") }
+            $0.tables[key] = (kept.map(String.init) + [rules] + (hook.map { [$0] } ?? [])).joined(separator: "\n")
+        }
+    }
+    var hasIpset: Bool { true }
+    func saveIpsets() throws -> String { state.withLock { $0.ipsets } }
+    func restoreIpsets(_ text: String) throws {
+        // What `ipset save` prints afterwards: the swapped-in sets with their members.
+        var printed: [String] = []
+        for line in text.split(separator: "\n") {
+            let words = line.split(separator: " ")
+            if words[0] == "create", !words[1].hasSuffix("-new") { printed.append("create \(words[1]) hash:net") }
+            if words[0] == "add" { printed.append("add \(words[1].dropLast(4)) \(words[2])") }
+        }
+        state.withLock { current in
+            let names = Set(printed.compactMap { $0.split(separator: " ").dropFirst().first })
+            let kept = current.ipsets.split(separator: "\n").filter { line in
+                !names.contains(line.split(separator: " ").dropFirst().first ?? "")
+            }
+            current.ipsets = (kept.map(String.init) + printed).joined(separator: "\n")
         }
     }
 }

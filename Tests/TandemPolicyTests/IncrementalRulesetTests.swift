@@ -544,11 +544,12 @@ func offset(of needle: String, in text: String) throws -> String.Index {
         #expect(try !pings(), "\(backend): allow-ping removed, but ping still went through")
     }
 
-    /// Anti-spoofing, both families (nftables): a pod that sends with an address that is not routed back to its
-    /// interface (another pod's, in both families) gets nothing through, and the drop is counted; its own
-    /// addresses still pass, link-local neighbour discovery included.
-    @Test func spoofedSourcesAreDroppedAndCounted() throws {
-        let node = try TestNamespace("node")
+    /// Anti-spoofing, both families, both backends: a pod that sends with an address that is not routed back to
+    /// its interface (another pod's, in both families) gets nothing through, and the drop is counted; its own
+    /// addresses still pass, link-local neighbour discovery included. A prefix the endpoint is allowed
+    /// (`allowSpoofedSourcePrefixes`) passes.
+    @Test(arguments: ["nft", "iptables"]) func spoofedSourcesAreDroppedAndCounted(_ backend: String) throws {
+        let node = try TestNamespace("spnode")
         defer { node.remove() }
         let client = try TestNamespace("spcli")
         defer { client.remove() }
@@ -589,9 +590,7 @@ func offset(of needle: String, in text: String) throws -> String.Index {
             try client.run("ping -c 1 -W 2 \(source.map { "-I \($0) " } ?? "")\(server)").status == 0
         }
         #expect(try pings("10.65.2.2") && pings("fd65::2:2"), "the topology must pass ping in both families")
-        // The policy table (no policy: everything allowed), with its anti-spoofing chain.
-        var renderer = NftRenderer()
-        var record = NftPrintedRecord()
+        // The policy (no policy: everything allowed), with its anti-spoofing chain.
         let plan = try incrementalPlan(
             """
             apiVersion: projectcalico.org/v3
@@ -599,24 +598,138 @@ func offset(of needle: String, in text: String) throws -> String.Index {
             metadata: {name: kns.default}
             spec: {ingress: [{action: Allow}], egress: [{action: Allow}]}
             """, Self.pods)
-        let update = try #require(
-            nftUpdate(desired: renderer.ruleset(plan), current: NftKernelState(tableExists: false), record: &record))
-        let file = try scratch.write("table.nft", update.text)
-        try #require(try node.run("nft -f \(file)").status == 0)
-        #expect(try pings("10.65.2.2") && pings("fd65::2:2"), "the pod's own addresses must pass")
+        var renderer = NftRenderer()
+        var record = NftPrintedRecord()
+        var step = 0
+        func load(_ plan: PolicyPlan) throws {
+            step += 1
+            if backend == "nft" {
+                let listed = try node.run("nft list table inet tandem")
+                let current = NftKernelState(listing: listed.status == 0 ? listed.stdout : "")
+                guard let update = nftUpdate(desired: renderer.ruleset(plan), current: current, record: &record)
+                else { return }
+                let file = try scratch.write("step\(step).nft", update.text)
+                let result = try node.run("nft -f \(file)")
+                try #require(result.status == 0, "\(result.stderr)")
+                return
+            }
+            for family in IPFamily.allCases {
+                let tool = family == .v4 ? "iptables" : "ip6tables"
+                var renderer = IptablesRenderer()
+                let ruleset = renderer.ruleset(plan, family: family)
+                let save = try node.run("\(tool)-save -t raw").stdout
+                let file = try scratch.write(
+                    "step\(step).\(tool)",
+                    ruleset.antiSpoofing.restoreInput(hooked: ruleset.antiSpoofing.readBack(save).hooked)
+                        + renderIptables(plan, family: family))
+                let result = try node.run("\(tool)-restore --noflush < \(file)")
+                try #require(result.status == 0, "\(result.stderr)")
+            }
+        }
+        func dropsCounted() throws -> Bool {
+            if backend == "nft" {
+                return try !node.run("nft list chain inet tandem prerouting").stdout.contains("counter packets 0 ")
+            }
+            return try ["iptables", "ip6tables"].allSatisfy { tool in
+                let listing = try node.run("\(tool) -t raw -L TDM-PREROUTING -v -n -x").stdout
+                let drop = listing.split(separator: "\n").first { $0.contains("DROP") } ?? ""
+                return (Int(drop.split(separator: " ").first ?? "") ?? 0) > 0
+            }
+        }
+        try load(plan)
+        #expect(try pings("10.65.2.2") && pings("fd65::2:2"), "\(backend): the pod's own addresses must pass")
         // The client takes a third pod's addresses and sends with them.
         try #require(
             try client.run("ip addr add 10.65.3.3/32 dev eth0 && ip addr add fd65::3:3/128 dev eth0 nodad").status == 0)
         _ = try pings("10.65.2.2", from: "10.65.3.3")
         _ = try pings("fd65::2:2", from: "fd65::3:3")
         let seen = try server.run("nft list table inet seen").stdout
-        #expect(seen.contains("ip saddr 10.65.3.3 counter packets 0"), "\(seen)")
-        #expect(seen.contains("ip6 saddr fd65::3:3 counter packets 0"), "\(seen)")
-        let dropped = try node.run("nft list chain inet tandem prerouting").stdout
-        #expect(!dropped.contains("counter packets 0 "), "the drops are not counted: \(dropped)")
+        #expect(seen.contains("ip saddr 10.65.3.3 counter packets 0"), "\(backend): \(seen)")
+        #expect(seen.contains("ip6 saddr fd65::3:3 counter packets 0"), "\(backend): \(seen)")
+        #expect(try dropsCounted(), "\(backend): the drops are not counted")
         // (Named: with the extra addresses the kernel might pick one of them as the source.)
         #expect(
             try pings("10.65.2.2", from: "10.65.1.2") && pings("fd65::2:2", from: "fd65::1:2"),
-            "the pod's own addresses must still pass")
+            "\(backend): the pod's own addresses must still pass")
+        // The client is allowed the third pod's prefixes: its packets now reach the server (no reply comes back:
+        // nothing routes those addresses to it).
+        var allowed = plan
+        allowed.options.allowedSourcePrefixes = ["calicli": [CIDR("10.65.3.0/24"), CIDR("fd65::3:0/112")]]
+        try load(allowed)
+        _ = try pings("10.65.2.2", from: "10.65.3.3")
+        _ = try pings("fd65::2:2", from: "fd65::3:3")
+        let arrived = try server.run("nft list table inet seen").stdout
+        #expect(!arrived.contains("ip saddr 10.65.3.3 counter packets 0"), "\(backend): \(arrived)")
+        #expect(!arrived.contains("ip6 saddr fd65::3:3 counter packets 0"), "\(backend): \(arrived)")
+    }
+
+    /// `defaultEndpointToHostAction`: Drop keeps pods from the node itself (ICMPv6 neighbour discovery still
+    /// passes), Accept and Return let them reach it; a read-back of what was loaded finds nothing to change.
+    @Test(arguments: ["nft", "iptables"]) func endpointToHostActionIsHonoured(_ backend: String) throws {
+        let node = try TestNamespace("ehnode")
+        defer { node.remove() }
+        let pod = try TestNamespace("ehpod")
+        defer { pod.remove() }
+        let scratch = try ScratchDirectory("tohost")
+        defer { scratch.remove() }
+        try #require(
+            try shell("ip link add calipod netns \(node.name) type veth peer name eth0 netns \(pod.name)").status == 0)
+        try #require(
+            try node.run(
+                "ip link set calipod up && ip addr add 10.66.0.1/24 dev calipod && "
+                    + "ip -6 addr add fd66::1/64 dev calipod nodad"
+            ).status == 0)
+        try #require(
+            try pod.run(
+                "ip link set eth0 up && ip addr add 10.66.0.2/24 dev eth0 && ip -6 addr add fd66::2/64 dev eth0 nodad"
+            ).status == 0)
+        let endpoint = PolicyEndpoint(
+            name: "pod", namespace: "default", labels: [:], interfaceName: "calipod",
+            addresses: [try IPAddress("10.66.0.2"), try IPAddress("fd66::2")], profiles: ["kns.default"])
+        var plan = try incrementalPlan(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: Profile
+            metadata: {name: kns.default}
+            spec: {ingress: [{action: Allow}], egress: [{action: Allow}]}
+            """, [endpoint])
+        var step = 0
+        for action in [EndpointToHostAction.drop, .accept, .return, .drop] {
+            plan.options.endpointToHostAction = action
+            step += 1
+            if backend == "nft" {
+                var renderer = NftRenderer()
+                var record = NftPrintedRecord()
+                let listed = try node.run("nft list table inet tandem")
+                let current = NftKernelState(listing: listed.status == 0 ? listed.stdout : "")
+                if let update = nftUpdate(desired: renderer.ruleset(plan), current: current, record: &record) {
+                    let file = try scratch.write("step\(step).nft", update.text)
+                    let result = try node.run("nft -f \(file)")
+                    try #require(result.status == 0, "\(result.stderr)")
+                }
+                // Read back, the table holds what is wanted: the printed base chains hash as rendered.
+                let again = NftKernelState(listing: try node.run("nft list table inet tandem").stdout)
+                #expect(nftUpdate(desired: renderer.ruleset(plan), current: again, record: &record) == nil)
+            } else {
+                for family in IPFamily.allCases {
+                    let tool = family == .v4 ? "iptables" : "ip6tables"
+                    let current = IptablesKernelState(save: try node.run("\(tool)-save -t filter").stdout)
+                    let file = try scratch.write(
+                        "step\(step).\(tool)", renderIptables(plan, family: family, current: current))
+                    let result = try node.run("\(tool)-restore --noflush < \(file)")
+                    try #require(result.status == 0, "\(result.stderr)")
+                }
+            }
+            let reached = try pod.run("ping -c 1 -W 1 10.66.0.1").status == 0
+            let reached6 = try pod.run("ping -c 1 -W 1 fd66::1").status == 0
+            #expect(reached == (action != .drop), "\(backend) \(action): IPv4 to the node")
+            #expect(reached6 == (action != .drop), "\(backend) \(action): IPv6 to the node")
+            // Neighbour discovery to the node passes whatever the action.
+            _ = try pod.run("ip -6 neigh flush dev eth0")
+            _ = try pod.run("ping -c 1 -W 1 fd66::1")
+            let neighbour = try pod.run("ip -6 neigh show fd66::1 dev eth0").stdout
+            #expect(
+                neighbour.contains("lladdr"), "\(backend) \(action): no neighbour entry for the node: \(neighbour)")
+        }
     }
 }
