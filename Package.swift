@@ -123,7 +123,7 @@ let package = Package(
         .executableTarget(
             name: "tandem-lab",
             dependencies: [
-                "TandemBGP", "TandemCore", "TandemLinux", "TandemNetlink", "TandemNetlinkCodec", "TandemStore",
+                "TandemBGP", "TandemCore", "TandemLinux", "TandemModel", "TandemNetlink", "TandemNetlinkCodec", "TandemStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

@@ -59,9 +59,21 @@ public struct FelixConfigurationSpec: ResourceSpec {
         "defaultEndpointToHostAction", "workloadSourceSpoofing",
     ]
 
+    /// Values of fields Tandem does not act on that say what Tandem does anyway (no BPF dataplane, no XDP, no IPIP:
+    /// this kernel and Tandem have none), so setting them is no setting ignored.
+    static let valuesTandemKeeps: [String: JSONValue] = [
+        "bpfEnabled": .bool(false), "xdpEnabled": .bool(false), "genericXDPEnabled": .bool(false),
+        "ipipEnabled": .bool(false), "usageReportingEnabled": .bool(false), "sidecarAccelerationEnabled": .bool(false),
+    ]
+
     /// The fields set here that Tandem does not honour, sorted.
     public var fieldsNotHonoured: [String] {
-        Set(fields.map(\.key)).subtracting(Self.honouredFields).sorted()
+        Set(
+            fields.filter { field in
+                !Self.honouredFields.contains(field.key) && Self.valuesTandemKeeps[field.key] != field.value
+                    && field.value != .null
+            }.map(\.key)
+        ).sorted()
     }
 
     /// The value of a field, when set.

@@ -4,6 +4,7 @@ import Glibc
 import TandemBGP
 import TandemCore
 import TandemLinux
+import TandemModel
 import TandemNetlink
 import TandemNetlinkCodec
 import TandemStore
@@ -461,7 +462,9 @@ func cni(
 
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Ping every pod and node from every pod, per family; exit 1 on any failure.")
+        abstract:
+            "Ping every pod, every node and a destination outside the cluster from every pod, per family; exit 1 on "
+            + "any failure (a pool without natOutgoing that the outside cannot route back to is explained instead).")
 
     @OptionGroup var options: LabOptions
 
@@ -480,9 +483,16 @@ struct Check: ParsableCommand {
         var failures = 0
         for family in [IPFamily.v4, .v6] where family == .v4 ? state.ipv4 : state.ipv6 {
             func address(_ v4: String?, _ v6: String?) -> String? { family == .v4 ? v4 : v6 }
+            // The pods, the nodes, and a destination outside the cluster: the fabric's gateway, which has no route
+            // to any pool (pods reach it through natOutgoing).
+            let outside = (family == .v4 ? LabPlan.gateway4 : LabPlan.gateway6).description
             let targets: [(String, String)] =
                 state.pods.compactMap { pod in address(pod.ipv4, pod.ipv6).map { (pod.name, $0) } }
                 + state.nodes.compactMap { node in address(node.ipv4, node.ipv6).map { (node.name, $0) } }
+                + [("outside", outside)]
+            var explanations: [String] = []
+            var outsidePools: [(name: String, cidr: CIDR, natOutgoing: Bool)]?
+            var hostActions: [String: String]?
             let sources = state.pods.filter { address($0.ipv4, $0.ipv6) != nil }
             // Every probe at once: each is a ping process waiting on the network, not on the CPU.
             let results = ProbeResults()
@@ -509,6 +519,20 @@ struct Check: ParsableCommand {
                         line += pad("-")
                     } else if results.get(row * targets.count + column) == true {
                         line += pad("ok")
+                    } else if target.0 == source.node,
+                        let reason = hostDropped(state: state, node: source.node, cache: &hostActions)
+                    {
+                        // The configuration's doing too: workloads may not reach their own node.
+                        line += pad("dropped")
+                        explanations.append("\(source.name) -> \(target.0): \(reason)")
+                    } else if target.0 == "outside",
+                        let reason = outsideFailure(
+                            state: state, source: source, address: address(source.ipv4, source.ipv6) ?? "",
+                            outside: outside, pools: &outsidePools)
+                    {
+                        // Not a fault of the network: the pool is not masqueraded and nothing routes it back.
+                        line += pad("no-NAT")
+                        explanations.append(reason)
                     } else {
                         line += pad("FAIL")
                         failures += 1
@@ -516,6 +540,7 @@ struct Check: ParsableCommand {
                 }
                 print(line)
             }
+            for explanation in explanations { print("  " + explanation) }
         }
         if failures > 0 {
             print("\(failures) unreachable; see tandem-lab status and ip -n NAME-n1 route")
@@ -523,6 +548,70 @@ struct Check: ParsableCommand {
         }
         print("all reachable")
     }
+}
+
+/// Why `source` cannot reach the destination outside the cluster, when it is its configuration's doing: its pool
+/// has no natOutgoing and the outside has no route back to it. Nil when that is not why (a fault to report).
+/// `pools` caches the datastore's pools (read from the first node with `tandemctl`).
+func outsideFailure(
+    state: LabState, source: LabPod, address: String, outside: String,
+    pools: inout [(name: String, cidr: CIDR, natOutgoing: Bool)]?
+) -> String? {
+    if pools == nil {
+        pools = []
+        if let node = state.nodes.first,
+            let listed = try? inNamespace(
+                node.namespace,
+                [LabPaths.binaries + "/tandemctl", "get", "ippool", "-o", "wide", "--datastore", state.datastore]),
+            listed.status == 0
+        {
+            // NAME CIDR NAT IPIPMODE VXLANMODE DISABLED ...
+            for line in listed.output.split(separator: "\n").dropFirst() {
+                let columns = line.split(separator: " ")
+                guard columns.count >= 3, let cidr = try? CIDR(String(columns[1])) else { continue }
+                pools!.append((String(columns[0]), cidr, columns[2] == "true"))
+            }
+        }
+    }
+    guard let podAddress = try? IPAddress(address),
+        let pool = pools?.first(where: { $0.cidr.contains(podAddress) }), !pool.natOutgoing
+    else { return nil }
+    // A route back from the outside would make it another fault.
+    let back = try? inNamespace(state.fabric, ["ip", "route", "get", address])
+    guard back?.status != 0 else { return nil }
+    return "\(source.name) -> outside (\(outside)): no NAT and no route back: pool \(pool.name) (\(pool.cidr)) has "
+        + "natOutgoing false and \(outside) has no route to \(address); set natOutgoing: true on the pool, or route "
+        + "\(pool.cidr) to the cluster"
+}
+
+/// Why a pod cannot reach its own node, when FelixConfiguration says so (`defaultEndpointToHostAction: Drop`, in
+/// `node.NAME` or else `default`); nil otherwise. `cache` keeps each configuration's action, read once.
+func hostDropped(state: LabState, node: String, cache: inout [String: String]?) -> String? {
+    if cache == nil {
+        cache = [:]
+        if let first = state.nodes.first,
+            let listed = try? inNamespace(
+                first.namespace,
+                [
+                    LabPaths.binaries + "/tandemctl", "get", "felixconfiguration", "-o", "json", "--datastore",
+                    state.datastore,
+                ]),
+            listed.status == 0, let document = try? JSONValue.parse(json: Array(listed.output.utf8)),
+            case .array(let items)? = document["items"]
+        {
+            for item in items {
+                guard let name = item["metadata"]?["name"]?.stringValue,
+                    let action = item["spec"]?["defaultEndpointToHostAction"]?.stringValue
+                else { continue }
+                cache![name] = action
+            }
+        }
+    }
+    let actions = cache ?? [:]
+    guard let name = ["node.\(node)", "default"].first(where: { actions[$0] != nil }), let action = actions[name],
+        action.lowercased() == "drop"
+    else { return nil }
+    return "FelixConfiguration \(name) sets defaultEndpointToHostAction: \(action) (workloads may not reach their node)"
 }
 
 /// Thread-safe probe outcomes.

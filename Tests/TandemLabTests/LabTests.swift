@@ -418,23 +418,33 @@ func podAddresses(_ status: String) -> [String: [String]] {
         let pods = podAddresses(try lab.run(["status"]).stdout)
         let client = try #require(pods["client"])
         let server = try #require(pods["server"])
-        // A TCP service on the gateway (the fabric) and in the server pod, answering with the peer's address.
+        // A TCP service on the gateway (the fabric), in the server pod and on node n2, answering with the peer's
+        // address and port.
         var servers: [String] = []
-        for namespace in ["\(lab.name)-fab", "\(lab.name)-server"] {
+        for namespace in ["\(lab.name)-fab", "\(lab.name)-server", "\(lab.name)-n2"] {
             let started = try shell(
                 "ip netns exec \(namespace) setsid socat TCP6-LISTEN:9090,ipv6only=0,fork,reuseaddr "
-                    + "SYSTEM:'echo peer=$SOCAT_PEERADDR' >/dev/null 2>&1 & echo $!")
+                    + "SYSTEM:'echo peer=$SOCAT_PEERADDR port=$SOCAT_PEERPORT' >/dev/null 2>&1 & echo $!")
             servers.append(started.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         defer { _ = try? shell("kill \(servers.joined(separator: " "))") }
-        /// The address the service saw, canonical (socat prints `[0000:...:ffff:0a63:0001]`); empty when no answer.
-        func peer(_ address: String) throws -> String {
+        /// The address and port the service saw, the address canonical (socat prints
+        /// `[0000:...:ffff:0a63:0001]`); nil when no answer.
+        func ask(_ address: String) throws -> (peer: String, port: Int)? {
             let target = address.contains(":") ? "[\(address)]" : address
             let said = try shell(
                 "ip netns exec \(lab.name)-client socat -T 2 - TCP:\(target):9090,connect-timeout=2 </dev/null"
             ).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard said.hasPrefix("peer=[") else { return "" }
-            return "peer=" + canonicalAddress(String(said.dropFirst(6).dropLast()))
+            guard said.hasPrefix("peer=["), let close = said.firstIndex(of: "]"),
+                let port = Int(said[said.index(after: close)...].replacing(" port=", with: ""))
+            else { return nil }
+            return ("peer=" + canonicalAddress(String(said[said.index(said.startIndex, offsetBy: 6)..<close])), port)
+        }
+        func peer(_ address: String) throws -> String { try ask(address)?.peer ?? "" }
+        func check() throws -> String {
+            let checked = try lab.run(["check"])
+            #expect(checked.status == 0, "\(checked.stdout)\(checked.stderr)")
+            return checked.stdout
         }
         // To the outside: the node's address in both families.
         #expect(try eventually(within: 10) { try peer("10.99.0.254") == "peer=10.99.0.1" })
@@ -444,7 +454,14 @@ func podAddresses(_ status: String) -> [String: [String]] {
         let client6 = try #require(client.first { $0.contains(":") })
         #expect(try peer(try #require(server.first { !$0.contains(":") })) == "peer=\(client4)")
         #expect(try peer(try #require(server.first { $0.contains(":") })) == "peer=\(client6)")
-        // A SNAT address per family for this node (natOutgoingAddress and Tandem's natOutgoingAddressV6), live.
+        // Every pod reaches the outside in both families: `check`'s outside column says ok.
+        let reachable = try check()
+        #expect(!reachable.contains("no-NAT") && reachable.contains("outside"), "\(reachable)")
+        // Another node's address is outside every pool: masqueraded (natOutgoingExclusions IPPoolsOnly).
+        #expect(try peer("10.99.0.2") == "peer=10.99.0.1")
+        #expect(try peer("fd99::2") == "peer=fd99::1")
+        // A SNAT address per family for this node (natOutgoingAddress and Tandem's natOutgoingAddressV6), a port
+        // range, a log level, and node addresses excluded from NAT, live.
         #expect(try lab.onNode("n1", "ip addr add 10.99.0.101/24 dev eth0").status == 0)
         #expect(try lab.onNode("n1", "ip addr add fd99::101/64 dev eth0 nodad").status == 0)
         let felix = try lab.state.write(
@@ -453,12 +470,29 @@ func podAddresses(_ status: String) -> [String: [String]] {
             apiVersion: projectcalico.org/v3
             kind: FelixConfiguration
             metadata: {name: node.n1}
-            spec: {natOutgoingAddress: 10.99.0.101, natOutgoingAddressV6: 'fd99::101'}
+            spec:
+              natOutgoingAddress: 10.99.0.101
+              natOutgoingAddressV6: 'fd99::101'
+              natPortRange: '40000:40099'
+              natOutgoingExclusions: IPPoolsAndHostIPs
+              logSeverityScreen: Debug
             """)
         let applied = try TestProducts.run("tandemctl", ["apply", "-f", felix, "--datastore", datastore])
         #expect(applied.status == 0, "\(applied.stderr)")
         #expect(try eventually(within: 10) { try peer("10.99.0.254") == "peer=10.99.0.101" })
         #expect(try eventually(within: 10) { try peer("fd99::fe") == "peer=fd99::101" })
+        for outside in ["10.99.0.254", "fd99::fe"] {
+            let port = try #require(try ask(outside)?.port)
+            #expect((40000...40099).contains(port), "\(outside) saw source port \(port)")
+        }
+        // Node addresses excluded: n2 sees the pod's own address (it routes the pod's block back over BGP).
+        #expect(try eventually(within: 10) { try peer("10.99.0.2") == "peer=\(client4)" })
+        #expect(try peer("fd99::2") == "peer=\(client6)")
+        #expect(
+            try eventually(within: 10) {
+                try String(contentsOfFile: lab.directory + "/n1/tandem-node.log", encoding: .utf8)
+                    .contains("log level debug (FelixConfiguration logSeverityScreen Debug)")
+            })
         let deleted = try TestProducts.run(
             "tandemctl", ["delete", "felixconfiguration", "node.n1", "--datastore", datastore])
         #expect(deleted.status == 0, "\(deleted.stderr)")
@@ -467,6 +501,9 @@ func podAddresses(_ status: String) -> [String: [String]] {
         try patchIPv6Pool(false)
         #expect(try eventually(within: 10) { try peer("fd99::fe").isEmpty }, "IPv6 still masqueraded")
         #expect(try peer("10.99.0.254") == "peer=10.99.0.1")
+        // `check` says why the outside is out of reach in IPv6, and still passes.
+        let explained = try check()
+        #expect(explained.contains("no NAT and no route back: pool default-ipv6-ippool"), "\(explained)")
         let log = try String(contentsOfFile: lab.directory + "/n1/tandem-node.log", encoding: .utf8)
         #expect(log.contains("[nat]"), "\(log.suffix(2000))")
     }
