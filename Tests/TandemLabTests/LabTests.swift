@@ -182,6 +182,16 @@ func podAddresses(_ status: String) -> [String: [String]] {
         let lab = try TestLab()
         defer { lab.down() }
         try lab.up(["--nodes", "3", "--ipv6-only"])
+        // The seed's IPv6 pool (natOutgoing, /122 blocks) takes over from the default one.
+        let datastore = "sqlite://\(lab.directory)/datastore.db"
+        let seedPool = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../TandemModelTests/Fixtures/seeds/seed002-02-ippool-ipv6-pool.yaml").standardized
+        let applied = try TestProducts.run("tandemctl", ["apply", "-f", seedPool.path, "--datastore", datastore])
+        #expect(applied.status == 0, "\(applied.stderr)")
+        let disabled = try TestProducts.run(
+            "tandemctl",
+            ["patch", "ippool", "default-ipv6-ippool", "-p", "{\"spec\":{\"disabled\":true}}", "--datastore", datastore])
+        #expect(disabled.status == 0, "\(disabled.stderr)")
         for node in ["n1", "n2", "n3"] { #expect(try lab.run(["pod", "add", node]).status == 0) }
         // Labels reach the pod's WorkloadEndpoint (through the CNI convention args.cni.labels), with Calico's own.
         let labelled = try lab.run(["pod", "add", "n1", "web", "--label", "app=web", "--label", "tier=front"])
@@ -203,8 +213,22 @@ func podAddresses(_ status: String) -> [String: [String]] {
         let check = try lab.run(["check"])
         #expect(check.status == 0, "\(check.stdout)")
         #expect(!check.stdout.contains("IPv4:"))
+        // Every pod reaches the outside (the gateway, which routes no pool) through natOutgoing.
+        #expect(check.stdout.contains("outside") && !check.stdout.contains("no-NAT"), "\(check.stdout)")
         let pods = podAddresses(try lab.run(["status"]).stdout)
-        #expect(pods.values.allSatisfy { $0.count == 1 && $0[0].contains(":") })
+        #expect(pods.values.allSatisfy { $0.count == 1 && $0[0].hasPrefix("fd00:10:244:") }, "\(pods)")
+        // The gateway sees the node's address.
+        let listener = try shell(
+            "ip netns exec \(lab.name)-fab setsid socat TCP6-LISTEN:9090,fork,reuseaddr "
+                + "SYSTEM:'echo peer=$SOCAT_PEERADDR' >/dev/null 2>&1 & echo $!")
+        defer { _ = try? shell("kill \(listener.stdout.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        #expect(
+            try eventually(within: 10) {
+                let said = try shell(
+                    "ip netns exec \(lab.name)-web socat -T 2 - 'TCP:[fd99::fe]:9090,connect-timeout=2' </dev/null"
+                ).stdout
+                return said.hasPrefix("peer=[") && canonicalAddress(String(said.dropFirst(6).prefix { $0 != "]" })) == "fd99::1"
+            })
         #expect(try lab.onNode("n1", "ip -6 route").stdout.contains("/122 via fd99::3 dev eth0 proto bird"))
         #expect(!(try lab.onNode("n1", "ip route").stdout.contains("10.244.")))
         let status = try lab.onNode(
