@@ -114,7 +114,7 @@ let package = Package(
             name: "tandem-node",
             dependencies: [
                 "TandemAgent", "TandemAutodetection", "TandemCNIWire", "TandemCore", "TandemModel", "TandemStore",
-                "TandemDatastore", "TandemDataplane", "TandemNetlink",
+                "TandemDatastore", "TandemDataplane", "TandemNetlink", "TandemPlugin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -123,7 +123,8 @@ let package = Package(
         .executableTarget(
             name: "tandem-lab",
             dependencies: [
-                "TandemBGP", "TandemCore", "TandemLinux", "TandemModel", "TandemNetlink", "TandemNetlinkCodec", "TandemStore",
+                "TandemBGP", "TandemCore", "TandemLinux", "TandemModel", "TandemNetlink", "TandemNetlinkCodec",
+                "TandemStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

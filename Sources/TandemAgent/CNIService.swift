@@ -25,6 +25,8 @@ public final class CNIService: Sendable {
     private let perContainer = KeyedSerialGate()
     private let log: @Sendable (String) -> Void
     private let checkpoint: @Sendable (String) -> Void
+    /// The pod MTU for configurations that set none.
+    private let defaultMTU: @Sendable () -> UInt32?
     private let stopping = Atomic<Bool>(false)
     /// Calls being served now (a graceful stop waits for them).
     private let inFlight = Atomic<Int>(0)
@@ -33,11 +35,13 @@ public final class CNIService: Sendable {
     /// ADD (see `CNIInvocation`).
     public init(
         address: String, log: @escaping @Sendable (String) -> Void,
-        checkpoint: @escaping @Sendable (String) -> Void = { _ in }
+        checkpoint: @escaping @Sendable (String) -> Void = { _ in },
+        defaultMTU: @escaping @Sendable () -> UInt32? = { readMTUFile() }
     ) throws {
         self.address = address
         self.log = log
         self.checkpoint = checkpoint
+        self.defaultMTU = defaultMTU
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw CNIServiceError("socket(AF_UNIX): \(String(cString: strerror(errno)))") }
         var socketAddress = sockaddr_un()
@@ -158,7 +162,7 @@ public final class CNIService: Sendable {
     private func runBlocking(_ request: CNIRequest) -> CNIOutcome {
         let invocation = CNIInvocation(
             invokedAs: request.invokedAs, environment: request.environment, stdin: request.stdin,
-            checkpoint: checkpoint)
+            checkpoint: checkpoint, defaultMTU: defaultMTU)
         let box = OutcomeBox()
         let done = DispatchSemaphore(value: 0)
         let datastores = self.datastores

@@ -36,6 +36,8 @@ public final class NodeAgent: Service, Sendable {
         public var datastoreResync: Duration
         /// The log level to return to when FelixConfiguration no longer sets `logSeverityScreen`.
         public var defaultLogLevel: Logger.Level = .info
+        /// Where the pod MTU is written for a CNI plugin that runs alone; nil: kept in memory only.
+        public var mtuFile: String?
 
         public init(
             nodeName: String, routerID: IPv4Address, resync: Duration, bird: BirdControl?, birdLog: String?,
@@ -58,6 +60,7 @@ public final class NodeAgent: Service, Sendable {
     public let policy: PolicyManager
     public let bgp: BirdManager?
     public let nat: NatManager
+    public let mtu: MTUManager
     public let runner: ManagerRunner
     let logger: Logger
     let logLevel: SharedLogLevel?
@@ -102,7 +105,8 @@ public final class NodeAgent: Service, Sendable {
         policy = PolicyManager(backend: configuration.policyBackend, tools: configuration.policyTools)
         bgp = configuration.bird.map(BirdManager.init)
         nat = NatManager(backend: configuration.policyBackend, tools: configuration.policyTools)
-        runner = ManagerRunner(managers: [routes, policy, nat] + (bgp.map { [$0] } ?? []), logger: logger)
+        mtu = MTUManager(kernel: kernel, path: configuration.mtuFile)
+        runner = ManagerRunner(managers: [routes, policy, nat, mtu] + (bgp.map { [$0] } ?? []), logger: logger)
         (wake, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -352,7 +356,11 @@ public final class NodeAgent: Service, Sendable {
             nat.setDesired(state.cache.natPlan)
             kick.append(nat.name)
         }
-        if changes.contains(.felixConfiguration) { applyFelixConfiguration(state, logger: logger) }
+        if changes.contains(.felixConfiguration) {
+            applyFelixConfiguration(state, logger: logger)
+            mtu.setDesired(pattern: state.cache.mtuInterfacePattern, ipv6: state.cache.ipv6Support)
+            kick.append(mtu.name)
+        }
         let elapsed = ContinuousClock.now - started
         counters.withLock {
             $0.batches += 1

@@ -389,6 +389,14 @@ public struct ClusterCache: Sendable {
         return plan
     }
 
+    /// FelixConfiguration `mtuIfacePattern`, or Calico's default.
+    public var mtuInterfacePattern: String {
+        guard let text = felixSetting("mtuIfacePattern")?.stringValue, !text.isEmpty else {
+            return defaultMTUInterfacePattern
+        }
+        return text
+    }
+
     /// The value of a FelixConfiguration field for this node: `node.NAME` first, then `default`.
     public func felixSetting(_ field: String) -> JSONValue? {
         for name in ["node.\(nodeName)", "default"] {

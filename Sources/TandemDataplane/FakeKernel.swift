@@ -50,6 +50,9 @@ public final class FakeKernel: KernelNetworking, Sendable {
         _ = addLink(name: "lo", up: true, kind: nil)
     }
 
+    /// The flags of a link that is up with its carrier (a veth whose peer is up): up, running, lower up.
+    static let operational = InterfaceFlags.up | InterfaceFlags.running | InterfaceFlags.lowerUp
+
     // MARK: Test controls
 
     /// Makes a link as `ip link add NAME type KIND` (plus `up`) would; returns it.
@@ -57,7 +60,7 @@ public final class FakeKernel: KernelNetworking, Sendable {
     public func addLink(name: String, up: Bool = true, kind: String? = "veth", mac: MACAddress? = nil) -> Link {
         state.withLock { state in
             let link = Link(
-                index: state.nextIndex, name: name, flags: up ? InterfaceFlags.up : 0, mac: mac, mtu: 1500, kind: kind)
+                index: state.nextIndex, name: name, flags: up ? Self.operational : 0, mac: mac, mtu: 1500, kind: kind)
             state.links[link.index] = link
             state.nextIndex += 1
             return link
@@ -146,7 +149,7 @@ public final class FakeKernel: KernelNetworking, Sendable {
                     errno: ENODEV, operation: "configure link \(link.name)", command: "ip link set dev \(link.name)")
             }
             if let up = change.up {
-                current.flags = up ? current.flags | InterfaceFlags.up : current.flags & ~InterfaceFlags.up
+                current.flags = up ? current.flags | Self.operational : current.flags & ~Self.operational
                 // A link going down takes its routes with it.
                 if !up { state.routes.removeAll { $0.outputInterface == link.index } }
             }

@@ -15,10 +15,13 @@ public struct ManagerReport: Sendable, Equatable {
     /// Desired state that cannot be applied yet and needs another try soon (a route whose interface is not there
     /// yet), one line each.
     public var waiting: [String] = []
+    /// What the operator should know and fix (logged as warnings), one line each.
+    public var warnings: [String] = []
 
-    public init(changes: [String] = [], waiting: [String] = []) {
+    public init(changes: [String] = [], waiting: [String] = [], warnings: [String] = []) {
         self.changes = changes
         self.waiting = waiting
+        self.warnings = warnings
     }
 }
 
@@ -118,6 +121,7 @@ public final class ManagerRunner: Sendable {
                 let report = try await worker.run { try manager.apply(resync: resync) }
                 let elapsed = ContinuousClock.now - started
                 for change in report.changes { logger.info("\(change)") }
+                for warning in report.warnings { logger.warning("\(warning)") }
                 if !report.changes.isEmpty {
                     logger.debug("applied", metadata: ["changes": "\(report.changes.count)", "took": "\(elapsed)"])
                 }

@@ -56,7 +56,7 @@ public struct FelixConfigurationSpec: ResourceSpec {
     public static let honouredFields: Set<String> = [
         "logSeverityScreen", "natOutgoingExclusions", "natOutgoingAddress", "natOutgoingAddressV6", "natPortRange",
         "ipv6Support", "routeRefreshInterval", "iptablesRefreshInterval", "nftablesRefreshInterval",
-        "defaultEndpointToHostAction", "workloadSourceSpoofing",
+        "defaultEndpointToHostAction", "workloadSourceSpoofing", "mtuIfacePattern",
     ]
 
     /// Values of fields Tandem does not act on that say what Tandem does anyway (no BPF dataplane, no XDP, no IPIP:
@@ -115,6 +115,9 @@ public struct FelixConfigurationSpec: ResourceSpec {
             let value = try? StrictDecoder.decode(PortValue.self, from: port), value.range == nil
         {
             v.fail("spec.natPortRange", raw: port.brief, "expected a port or a port range \"min:max\", not a name")
+        }
+        if let pattern = string("mtuIfacePattern"), (try? Regex(pattern)) == nil {
+            v.fail("spec.mtuIfacePattern", pattern, "not a valid regular expression")
         }
         if self["routeTableRange"] != nil && self["routeTableRanges"] != nil {
             v.fail("spec", nil, "routeTableRange and routeTableRanges cannot both be set")

@@ -15,16 +15,32 @@ public struct CNIInvocation: Sendable {
     /// The standalone process dies
     /// there when `TANDEM_TEST_KILL_AT` names the point, so tests can prove DEL and GC clean up after it.
     public var checkpoint: @Sendable (String) -> Void
+    /// The MTU of a pod whose network configuration sets none: the node agent's decision, or what the agent wrote
+    /// to ``defaultMTUFile`` for a plugin that runs alone; nil keeps the kernel's default.
+    public var defaultMTU: @Sendable () -> UInt32?
 
     public init(
         invokedAs: String, environment: [String: String], stdin: [UInt8],
-        checkpoint: @escaping @Sendable (String) -> Void = { _ in }
+        checkpoint: @escaping @Sendable (String) -> Void = { _ in },
+        defaultMTU: @escaping @Sendable () -> UInt32? = { nil }
     ) {
         self.invokedAs = invokedAs
         self.environment = environment
         self.stdin = stdin
         self.checkpoint = checkpoint
+        self.defaultMTU = defaultMTU
     }
+}
+
+/// Where the node agent writes the pod MTU it decided (as calico-node writes `/var/lib/calico/mtu`).
+public let defaultMTUFile = "/var/lib/tandem/mtu"
+
+/// The pod MTU written at `path` (one number), or nil when there is none or it is not a number from 68 to 65535.
+public func readMTUFile(_ path: String = defaultMTUFile) -> UInt32? {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+        let mtu = UInt32(text.trimmingCharacters(in: .whitespacesAndNewlines)), (68...65535).contains(mtu)
+    else { return nil }
+    return mtu
 }
 
 /// What the plugin answers: its exit status and stdout (a result, a version list or the spec's error JSON).

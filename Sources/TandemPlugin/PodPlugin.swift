@@ -45,8 +45,9 @@ struct PodPlugin {
         labels = try podLabels(config)
     }
 
-    /// `mtu` from the configuration; 0 or absent keeps the kernel's default.
-    var mtu: UInt32? { (config["mtu"] as? Int).flatMap { $0 > 0 ? UInt32($0) : nil } }
+    /// `mtu` from the configuration; 0 or absent: the node's pod MTU (the agent's decision), else the kernel's
+    /// default.
+    var mtu: UInt32? { (config["mtu"] as? Int).flatMap { $0 > 0 ? UInt32($0) : nil } ?? invocation.defaultMTU() }
 
     var allowIPForwarding: Bool {
         ((config["container_settings"] as? [String: Any])?["allow_ip_forwarding"] as? Bool) ?? false

@@ -16,7 +16,8 @@ let invocation = CNIInvocation(
         // Dies like a runtime's SIGKILL at the named point of ADD: the tests use it to prove that DEL and GC clean
         // up after an ADD that never finished. Nothing else sets the variable.
         if point == killAt { _exit(137) }
-    })
+    },
+    defaultMTU: { readMTUFile() })
 let outcome = await runCNI(invocation, openDatastore: { url in try openDatastore(url: url) })
 FileHandle.standardOutput.write(Data(outcome.stdout.utf8))
 exit(outcome.exitStatus)

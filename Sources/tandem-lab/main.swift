@@ -317,7 +317,8 @@ func startAgent(state: LabState, node: LabNode, directory: String) throws -> Int
     var arguments = [
         "netns", "exec", node.namespace, LabPaths.binaries + "/tandem-node", "serve",
         "--nodename", node.name, "--datastore", state.datastore, "--bird-dir", directory,
-        "--resync-interval", "\(state.resyncInterval ?? 5)", "--policy-backend", state.policyBackend ?? "nftables",
+        "--mtu-file", directory + "/mtu", "--resync-interval", "\(state.resyncInterval ?? 5)", "--policy-backend",
+        state.policyBackend ?? "nftables",
     ]
     arguments += state.ipv4 ? ["--ipv4-pool-cidr", LabPlan.pool4] : ["--ip", "none"]
     arguments += state.ipv6 ? ["--ipv6-pool-cidr", LabPlan.pool6] : ["--ip6", "none"]

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 import TandemAgent
 import TandemAutodetection
 import TandemCNIWire
@@ -10,6 +11,7 @@ import TandemDataplane
 import TandemDatastore
 import TandemModel
 import TandemNetlink
+import TandemPlugin
 import TandemStore
 
 /// The Tandem node agent. This release serves the CNI plugin's calls and explains the node's address
@@ -151,6 +153,13 @@ struct Serve: AsyncParsableCommand {
     }
 
     @Option(
+        name: .customLong("mtu-file"),
+        help: ArgumentHelp(
+            "Where the pod MTU the agent decides is written for a CNI plugin that runs alone (TANDEM_MTU_FILE); none: "
+                + "not written.", valueName: "path"))
+    var mtuFile: String = environment["TANDEM_MTU_FILE"] ?? defaultMTUFile
+
+    @Option(
         name: .customLong("log-level"),
         help: ArgumentHelp(
             "trace, debug, info, notice, warning or error (TANDEM_LOG_LEVEL); FelixConfiguration logSeverityScreen "
@@ -175,6 +184,10 @@ struct Serve: AsyncParsableCommand {
         // The socket first: a second agent on this node stops here, before it touches the datastore. Calls wait in
         // the socket's backlog until the node is registered.
         let service: CNIService
+        // The pod MTU for configurations without one: the MTU manager's decision once it made one, the file it
+        // writes until then.
+        let mtuManager = Mutex<MTUManager?>(nil)
+        let mtuPath = mtuFile == "none" ? nil : mtuFile
         do {
             let killAt = ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"]
             let cniLogger = {
@@ -188,7 +201,8 @@ struct Serve: AsyncParsableCommand {
                     // The agent dies at the named point of an ADD, as a crash would: the tests use it to prove the
                     // shim reports it and a DEL cleans up. Nothing else sets the variable.
                     if point == killAt { _exit(137) }
-                })
+                },
+                defaultMTU: { mtuManager.withLock { $0?.podMTU } ?? mtuPath.flatMap(readMTUFile) })
         } catch {
             throw ValidationError("--cni-socket \(cniSocket): \(error)")
         }
@@ -240,9 +254,11 @@ struct Serve: AsyncParsableCommand {
                 birdLog: bird == nil ? nil : birdDirectory + "/bird.log", policyBackend: backend, policyTools: tools,
                 datastoreResync: .milliseconds(Int(datastoreResyncSeconds * 1000)))
             configuration.defaultLogLevel = level
+            configuration.mtuFile = mtuPath
             agent = NodeAgent(
                 configuration: configuration, datastore: datastore, kernel: try Netlink(), logger: logger,
                 logLevel: sharedLevel)
+            mtuManager.withLock { $0 = agent.mtu }
         } catch {
             say("start-up failed: \(error)")
             throw ExitCode(1)

@@ -513,3 +513,43 @@ func storedAffinity(node: String, block: String, revision: Int64) -> KeyValue {
         #expect(cache.policyOptions.endpointToHostAction == .drop && cache.policyOptions.allowedSourcePrefixes.isEmpty)
     }
 }
+
+/// Calico's MTU decision: the smallest operational interface matching the pattern, less the encapsulations'
+/// overheads, explicit MTUs winning; 1460 when nothing matches; a bad pattern is an error naming it.
+@Suite struct MTUDecisionTests {
+    let interfaces = [
+        MTUCandidate(name: "lo", mtu: 65536, operational: true),
+        MTUCandidate(name: "eth0", mtu: 1500, operational: true),
+        MTUCandidate(name: "ens5", mtu: 9001, operational: true),
+        MTUCandidate(name: "eth1", mtu: 1400, operational: false),
+        MTUCandidate(name: "cali1234", mtu: 1500, operational: true),
+    ]
+
+    @Test func hostMTUFromMatchingOperationalInterfaces() throws {
+        let decision = try decideMTU(interfaces: interfaces, pattern: defaultMTUInterfacePattern)
+        #expect(decision.hostMTU == 1500 && decision.podMTU == 1500 && decision.hostInterfaces == ["eth0"])
+        #expect(decision.description == "pod MTU 1500: host MTU 1500 (eth0)")
+        let jumbo = try decideMTU(interfaces: interfaces, pattern: "^ens")
+        #expect(jumbo.podMTU == 9001)
+        let none = try decideMTU(interfaces: interfaces, pattern: "^bond")
+        #expect(none.podMTU == fallbackHostMTU && none.hostInterfaces.isEmpty)
+        // Unanchored, as Go's MatchString: "th" matches eth0.
+        #expect(try decideMTU(interfaces: interfaces, pattern: "th").podMTU == 1500)
+    }
+
+    @Test func encapsulationsLowerThePodMTU() throws {
+        let vxlan = Encapsulation(name: "VXLAN over IPv6", overhead: 70)
+        let decision = try decideMTU(
+            interfaces: interfaces, pattern: defaultMTUInterfacePattern,
+            encapsulations: [Encapsulation(name: "VXLAN", overhead: 50), vxlan])
+        #expect(decision.podMTU == 1430 && decision.limitedBy == "VXLAN over IPv6")
+        let explicit = try decideMTU(
+            interfaces: interfaces, pattern: defaultMTUInterfacePattern,
+            encapsulations: [Encapsulation(name: "WireGuard", overhead: 60, explicitMTU: 1420)])
+        #expect(explicit.podMTU == 1420)
+    }
+
+    @Test func aBadPatternIsAnErrorNamingIt() {
+        #expect(throws: MTUPatternError.self) { try decideMTU(interfaces: interfaces, pattern: "(unclosed") }
+    }
+}

@@ -613,3 +613,39 @@ final class FakeIpsetTools: PolicyTools {
         }
     }
 }
+
+/// The MTU manager against the fake kernel: decides from the links, writes the file once, rewrites it when someone
+/// changed it, follows a link's MTU and the pattern, and warns when IPv6 cannot be carried.
+@Suite struct MTUManagerTests {
+    @Test func decidesWritesAndFollowsTheKernel() throws {
+        let kernel = FakeKernel()
+        let eth0 = kernel.addLink(name: "eth0", kind: nil)
+        let scratch = try ScratchDirectory("mtu")
+        defer { scratch.remove() }
+        let path = scratch.file("state/mtu")
+        let manager = MTUManager(kernel: kernel, path: path)
+        #expect(try manager.apply(resync: false) == ManagerReport())  // no pattern yet: nothing decided
+        manager.setDesired(pattern: defaultMTUInterfacePattern)
+        let first = try manager.apply(resync: false)
+        #expect(first.changes == ["pod MTU 1500: host MTU 1500 (eth0)", "\(path): 1500"])
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "1500\n")
+        #expect(manager.podMTU == 1500)
+        #expect(try manager.apply(resync: true) == ManagerReport())
+        // Someone overwrites the file: put back.
+        try "9000\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try manager.apply(resync: true).changes == ["\(path): 1500"])
+        // The link's MTU changes: followed.
+        try kernel.setLink(eth0, LinkChange(mtu: 1450))
+        #expect(try manager.apply(resync: true).changes.first == "pod MTU 1450: host MTU 1450 (eth0)")
+        // Below IPv6's minimum: said, for a node whose pods carry IPv6 only.
+        try kernel.setLink(eth0, LinkChange(mtu: 1200))
+        let low = try manager.apply(resync: true)
+        #expect(low.warnings.count == 1 && low.warnings[0].contains("below IPv6's minimum of 1280"))
+        manager.setDesired(pattern: "^nothing$")
+        #expect(
+            try manager.apply(resync: false).changes.first
+                == "pod MTU 1460: no interface matches mtuIfacePattern, 1460 assumed")
+        manager.setDesired(pattern: "(")
+        #expect(throws: DataplaneError.self) { _ = try manager.apply(resync: false) }
+    }
+}

@@ -190,7 +190,10 @@ func podAddresses(_ status: String) -> [String: [String]] {
         #expect(applied.status == 0, "\(applied.stderr)")
         let disabled = try TestProducts.run(
             "tandemctl",
-            ["patch", "ippool", "default-ipv6-ippool", "-p", "{\"spec\":{\"disabled\":true}}", "--datastore", datastore])
+            [
+                "patch", "ippool", "default-ipv6-ippool", "-p", "{\"spec\":{\"disabled\":true}}", "--datastore",
+                datastore,
+            ])
         #expect(disabled.status == 0, "\(disabled.stderr)")
         for node in ["n1", "n2", "n3"] { #expect(try lab.run(["pod", "add", node]).status == 0) }
         // Labels reach the pod's WorkloadEndpoint (through the CNI convention args.cni.labels), with Calico's own.
@@ -227,7 +230,8 @@ func podAddresses(_ status: String) -> [String: [String]] {
                 let said = try shell(
                     "ip netns exec \(lab.name)-web socat -T 2 - 'TCP:[fd99::fe]:9090,connect-timeout=2' </dev/null"
                 ).stdout
-                return said.hasPrefix("peer=[") && canonicalAddress(String(said.dropFirst(6).prefix { $0 != "]" })) == "fd99::1"
+                return said.hasPrefix("peer=[")
+                    && canonicalAddress(String(said.dropFirst(6).prefix { $0 != "]" })) == "fd99::1"
             })
         #expect(try lab.onNode("n1", "ip -6 route").stdout.contains("/122 via fd99::3 dev eth0 proto bird"))
         #expect(!(try lab.onNode("n1", "ip route").stdout.contains("10.244.")))
@@ -614,6 +618,66 @@ func podAddresses(_ status: String) -> [String: [String]] {
         #expect(chainChanges.isEmpty, "policy changed across the restart: \(chainChanges.prefix(20))")
         let log = try String(contentsOfFile: lab.directory + "/n1/tandem-node.log", encoding: .utf8)
         #expect(log.contains("stopped"), "\(log.suffix(2000))")
+    }
+
+    /// The pod MTU follows the host (Calico's rule: the smallest MTU of the interfaces matching `mtuIfacePattern`):
+    /// a node whose underlay MTU is 1400 gives its new pods 1400 on both ends of the veth, and they carry IPv6 at
+    /// it; FelixConfiguration `mtuIfacePattern` changed live to match nothing gives the next pod Calico's 1460.
+    @Test func podMTUFollowsTheHostAndThePattern() throws {
+        let lab = try TestLab()
+        defer { lab.down() }
+        try lab.up(["--nodes", "2"])
+        let datastore = "sqlite://\(lab.directory)/datastore.db"
+        #expect(try lab.onNode("n1", "ip link set eth0 mtu 1400").status == 0)
+        #expect(
+            eventually(within: 15) {
+                (try? String(contentsOfFile: lab.directory + "/n1/mtu", encoding: .utf8)) == "1400\n"
+            }, "the agent did not write the pod MTU")
+        #expect(try lab.run(["pod", "add", "n1", "small"]).status == 0)
+        #expect(try lab.run(["pod", "add", "n2", "peer"]).status == 0)
+        func mtu(_ namespace: String, _ interface: String) throws -> Int? {
+            let shown = try shell("ip -n \(namespace) -o link show \(interface)").stdout
+            guard let range = shown.firstRange(of: "mtu ") else { return nil }
+            return Int(shown[range.upperBound...].prefix { $0.isNumber })
+        }
+        #expect(try mtu("\(lab.name)-small", "eth0") == 1400)
+        let hostVeth = try lab.onNode("n1", "ip -o link show").stdout.split(separator: "\n")
+            .first { $0.contains(": cali") }
+        #expect(hostVeth?.contains("mtu 1400") == true, "\(hostVeth ?? "")")
+        // n2's underlay is 1500: its pod has 1500.
+        #expect(try mtu("\(lab.name)-peer", "eth0") == 1500)
+        let pods = podAddresses(try lab.run(["status"]).stdout)
+        let peer6 = try #require(pods["peer"]?.first { $0.contains(":") })
+        #expect(
+            try shell("ip netns exec \(lab.name)-small ping -c 1 -W 2 -s 1300 \(peer6)").status == 0,
+            "IPv6 at the pod MTU")
+        let felix = try lab.state.write(
+            "felix-mtu.yaml",
+            """
+            apiVersion: projectcalico.org/v3
+            kind: FelixConfiguration
+            metadata: {name: node.n1}
+            spec: {mtuIfacePattern: '^nothing-matches$'}
+            """)
+        let applied = try TestProducts.run("tandemctl", ["apply", "-f", felix, "--datastore", datastore])
+        #expect(applied.status == 0, "\(applied.stderr)")
+        #expect(
+            eventually(within: 10) {
+                (try? String(contentsOfFile: lab.directory + "/n1/mtu", encoding: .utf8)) == "1460\n"
+            })
+        #expect(try lab.run(["pod", "add", "n1", "fallback"]).status == 0)
+        #expect(try mtu("\(lab.name)-fallback", "eth0") == 1460)
+        // A pattern that is no regular expression is refused, naming the field.
+        let bad = try lab.state.write(
+            "felix-bad.yaml",
+            """
+            apiVersion: projectcalico.org/v3
+            kind: FelixConfiguration
+            metadata: {name: node.n1}
+            spec: {mtuIfacePattern: '(eth'}
+            """)
+        let refused = try TestProducts.run("tandemctl", ["apply", "-f", bad, "--datastore", datastore])
+        #expect(refused.status != 0 && refused.stderr.contains("spec.mtuIfacePattern"), "\(refused.stderr)")
     }
 
     /// A node whose only IPv6 address is link-local, in a cluster with an IPv6 pool: tandem-node refuses to start

@@ -111,8 +111,10 @@ struct PodLab {
         // The node's own registration and routes, in this lab's datastore; no BGP (a single node has no peers).
         agent = try AgentProcess(
             namespace: node, log: scratch.file("tandem-node.log"),
-            arguments: ["serve", "--nodename", "node-a", "--datastore", datastore, "--no-bgp"],
-            environment: environment)
+            arguments: [
+                "serve", "--nodename", "node-a", "--datastore", datastore, "--no-bgp", "--mtu-file",
+                scratch.file("mtu"),
+            ], environment: environment)
     }
 
     /// What the store still holds: IPAM handles and WorkloadEndpoints.
