@@ -61,6 +61,10 @@ public final class NodeAgent: Service, Sendable {
     public let bgp: BirdManager?
     public let nat: NatManager
     public let mtu: MTUManager
+    public let vxlan: VXLANManager
+    /// Tunnel-address work the calculation asks for, carried out on its own task (it writes to the datastore).
+    private let tunnelWork: AsyncStream<[IPFamily: TunnelAddressAction]>
+    private let tunnelRequest: AsyncStream<[IPFamily: TunnelAddressAction]>.Continuation
     public let runner: ManagerRunner
     let logger: Logger
     let logLevel: SharedLogLevel?
@@ -106,7 +110,11 @@ public final class NodeAgent: Service, Sendable {
         bgp = configuration.bird.map(BirdManager.init)
         nat = NatManager(backend: configuration.policyBackend, tools: configuration.policyTools)
         mtu = MTUManager(kernel: kernel, path: configuration.mtuFile)
-        runner = ManagerRunner(managers: [routes, policy, nat, mtu] + (bgp.map { [$0] } ?? []), logger: logger)
+        vxlan = VXLANManager(kernel: kernel)
+        runner = ManagerRunner(
+            managers: [routes, policy, nat, mtu, vxlan] + (bgp.map { [$0] } ?? []), logger: logger)
+        (tunnelWork, tunnelRequest) = AsyncStream.makeStream(
+            of: [IPFamily: TunnelAddressAction].self, bufferingPolicy: .bufferingNewest(1))
         (wake, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -120,11 +128,35 @@ public final class NodeAgent: Service, Sendable {
                 group.addTask { await self.sync() }
                 group.addTask { await self.resyncTicker() }
                 group.addTask { await self.calculate() }
+                group.addTask { await self.keepTunnelAddresses() }
                 await group.next()
                 group.cancelAll()
             }
         }
         wakeUp.finish()
+        tunnelRequest.finish()
+    }
+
+    /// Carries out the newest tunnel-address request, retrying with backoff until it succeeds or a newer one comes.
+    private func keepTunnelAddresses() async {
+        var logger = self.logger
+        logger[metadataKey: "component"] = "vxlan"
+        let keeper = TunnelAddressKeeper(node: configuration.nodeName, datastore: datastore)
+        for await actions in tunnelWork {
+            var backoff = Duration.milliseconds(200)
+            while !Task.isCancelled {
+                do {
+                    for line in try await keeper.apply(actions) { logger.info("\(line)") }
+                    break
+                } catch {
+                    logger.warning(
+                        "tunnel address: \(error); retrying in \(backoff)",
+                        metadata: ["actions": "\(actions.values.map(\.description))"])
+                    try? await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(10))
+                }
+            }
+        }
     }
 
     private func deliver(_ update: SyncUpdate) {
@@ -250,6 +282,8 @@ public final class NodeAgent: Service, Sendable {
         var lastLocalCount = -1
         var lastIgnoredPrefixes: [String] = []
         var lastFelixWarnings: [String] = []
+        var lastTunnelActions: [IPFamily: TunnelAddressAction] = [:]
+        var lastOverlayPending: [String] = []
         init(nodeName: String) { cache = ClusterCache(nodeName: nodeName) }
     }
 
@@ -309,8 +343,26 @@ public final class NodeAgent: Service, Sendable {
             logger.warning("ignoring \(key): \(reason)")
         }
         var kick: [String] = []
-        if changes.contains(.routes) {
-            routes.setDesired(state.cache.desiredRoutes)
+        // The overlay: its plan, its routes (the route manager's), and the MTU it costs.
+        let overlayChanged = changes.contains(.overlay) || changes.contains(.felixConfiguration)
+        let overlay = overlayChanged || changes.contains(.routes) ? state.cache.vxlanPlan : nil
+        if overlayChanged, let overlay {
+            vxlan.setDesired(overlay, mtuPattern: state.cache.mtuInterfacePattern)
+            kick.append(vxlan.name)
+            if overlay.pending != state.lastOverlayPending {
+                for line in overlay.pending where !state.lastOverlayPending.contains(line) {
+                    logger.notice("overlay: \(line)")
+                }
+                state.lastOverlayPending = overlay.pending
+            }
+            let actions = state.cache.tunnelAddressActions
+            if actions != state.lastTunnelActions {
+                state.lastTunnelActions = actions
+                if !actions.isEmpty { tunnelRequest.yield(actions) }
+            }
+        }
+        if changes.contains(.routes) || overlayChanged {
+            routes.setDesired(state.cache.desiredRoutes + (overlay?.routes ?? []))
             kick.append(routes.name)
         }
         if changes.contains(.policy) && policy.backend != .none {
@@ -358,8 +410,15 @@ public final class NodeAgent: Service, Sendable {
         }
         if changes.contains(.felixConfiguration) {
             applyFelixConfiguration(state, logger: logger)
-            mtu.setDesired(pattern: state.cache.mtuInterfacePattern, ipv6: state.cache.ipv6Support)
             kick.append(mtu.name)
+        }
+        if overlayChanged, let overlay {
+            mtu.setDesired(
+                pattern: state.cache.mtuInterfacePattern,
+                encapsulations: overlay.encapsulations(
+                    explicitMTU: overlay.tunnels.compactMapValues(\.explicitMTU)),
+                ipv6: state.cache.ipv6Support)
+            if !kick.contains(mtu.name) { kick.append(mtu.name) }
         }
         let elapsed = ContinuousClock.now - started
         counters.withLock {

@@ -63,6 +63,9 @@ public struct NodeSettings: Sendable {
     /// Pools created when no pool of the family exists.
     public var ipv4PoolCIDR: CIDR?
     public var ipv6PoolCIDR: CIDR?
+    /// The default pools' `vxlanMode` (calico-node's `CALICO_IPV4POOL_VXLAN`, `CALICO_IPV6POOL_VXLAN`).
+    public var ipv4PoolVXLAN: EncapsulationMode = .never
+    public var ipv6PoolVXLAN: EncapsulationMode = .never
     /// Labels merged into the Node's.
     public var labels: [String: String] = [:]
     /// Makes the node a route reflector of this cluster ID.
@@ -109,7 +112,7 @@ public struct Registration: Sendable {
 
 /// The first pool of a family is created from `cidr` when the datastore has none (Calico's `configureIPPools`):
 /// `default-ipv4-ippool` with NAT outgoing, `default-ipv6-ippool` without.
-public func defaultPool(_ cidr: CIDR) throws(AgentError) -> IPPool {
+public func defaultPool(_ cidr: CIDR, vxlanMode: EncapsulationMode = .never) throws(AgentError) -> IPPool {
     let family = cidr.family
     let flag = family == .v4 ? "--ipv4-pool-cidr" : "--ipv6-pool-cidr"
     guard cidr.isStrictlyMasked else {
@@ -124,7 +127,7 @@ public func defaultPool(_ cidr: CIDR) throws(AgentError) -> IPPool {
     spec.blockSize = blockSize
     spec.natOutgoing = family == .v4
     spec.nodeSelector = "all()"
-    spec.vxlanMode = "Never"
+    spec.vxlanMode = vxlanMode.rawValue
     if family == .v4 { spec.ipipMode = "Never" }
     return IPPool(metadata: ObjectMeta(name: family == .v4 ? "default-ipv4-ippool" : "default-ipv6-ippool"), spec: spec)
 }
@@ -145,7 +148,8 @@ public func registerNode(
                 "\(cidr.family) pool exists; --\(cidr.family == .v4 ? "ipv4" : "ipv6")-pool-cidr \(cidr) not used")
             continue
         }
-        let pool = try defaultPool(cidr)
+        let pool = try defaultPool(
+            cidr, vxlanMode: cidr.family == .v4 ? settings.ipv4PoolVXLAN : settings.ipv6PoolVXLAN)
         let problems = pool.validate()
         guard problems.isEmpty else { throw AgentError("default pool \(cidr): \(problems)") }
         do {

@@ -391,6 +391,13 @@ public func renderBirdConfigReporting(
         // Kernel: learned pod routes only; services are announced, not routed here.
         lines.append("filter tandem_kernel_\(tag) {")
         for cidr in familyServices { lines.append("  if ( net ~ \(cidr) ) then reject;") }
+        // VXLAN pools are routed by the agent, through the overlay or straight to a node on the same subnet
+        // (Calico's kernel filter rejects them the same way); they are still announced to peers.
+        for pool in pools where (pool.spec.vxlanMode ?? "Never") != "Never" {
+            lines.append(
+                "  if ( net ~ \(pool.spec.network!) ) then reject;  # \(pool.metadata.name ?? "") vxlanMode \(pool.spec.vxlanMode!)"
+            )
+        }
         lines.append("  if ( source = RTS_BGP ) then accept;")
         let reachable = sessions.filter { $0.reachableBy != nil }
         if !reachable.isEmpty { lines.append("  if ( proto = \"reach_\(tag)\" ) then accept;") }

@@ -19,13 +19,16 @@ public struct ClusterChanges: OptionSet, Sendable, Hashable, CustomStringConvert
     public static let felixConfiguration = ClusterChanges(rawValue: 1 << 3)
     /// Pools, nodes' addresses or the NAT settings: what the node masquerades.
     public static let nat = ClusterChanges(rawValue: 1 << 4)
+    /// Nodes (their addresses, tunnel addresses), pools (their VXLAN mode) or any node's blocks: the overlay and
+    /// the routes through it.
+    public static let overlay = ClusterChanges(rawValue: 1 << 5)
 
-    public static let all: ClusterChanges = [.routes, .policy, .bgp, .felixConfiguration, .nat]
+    public static let all: ClusterChanges = [.routes, .policy, .bgp, .felixConfiguration, .nat, .overlay]
 
     public var description: String {
         [
             (ClusterChanges.routes, "routes"), (.policy, "policy"), (.bgp, "bgp"), (.felixConfiguration, "felix"),
-            (.nat, "nat"),
+            (.nat, "nat"), (.overlay, "overlay"),
         ]
         .filter { contains($0.0) }.map(\.1).joined(separator: ",")
     }
@@ -58,6 +61,8 @@ public struct ClusterCache: Sendable {
     public private(set) var felixConfigurations: [String: FelixConfiguration] = [:]
     /// This node's confirmed affine blocks.
     public private(set) var localAffinities: Set<CIDR> = []
+    /// Every node's confirmed affine blocks, by node name (the overlay routes other nodes' blocks).
+    public private(set) var affinities: [String: Set<CIDR>] = [:]
     /// Keys whose value could not be decoded, with why: they are left out of the indexes and reported.
     public private(set) var undecodable: [String: String] = [:]
     /// The incremental policy computation, fed by endpoint, policy and profile changes.
@@ -191,10 +196,10 @@ public struct ClusterCache: Sendable {
             return changes
         case let node as Node:
             nodes[key] = node
-            return [.bgp, .nat]
+            return [.bgp, .nat, .overlay]
         case let pool as IPPool:
             pools[key] = pool
-            return [.bgp, .nat]
+            return [.bgp, .nat, .overlay]
         case let configuration as BGPConfiguration:
             bgpConfigurations[key] = configuration
             return .bgp
@@ -222,8 +227,11 @@ public struct ClusterCache: Sendable {
 
     private mutating func remove(_ key: String) -> ClusterChanges {
         if key.hasPrefix(Self.prefixes[1]) {
-            guard let (host, cidr) = Self.affinity(key), host == nodeName else { return [] }
-            return localAffinities.remove(cidr) != nil ? [.routes, .bgp] : []
+            guard let (host, cidr) = Self.affinity(key) else { return [] }
+            let held = affinities[host]?.remove(cidr) != nil
+            if affinities[host]?.isEmpty == true { affinities[host] = nil }
+            guard host == nodeName else { return held ? .overlay : [] }
+            return localAffinities.remove(cidr) != nil ? [.routes, .bgp, .overlay] : []
         }
         guard let (kind, name) = Self.kind(of: key) else { return [] }
         switch kind {
@@ -231,8 +239,8 @@ public struct ClusterCache: Sendable {
             guard workloadEndpoints.removeValue(forKey: key) != nil else { return [] }
             policy.updateEndpoint(key: key, nil)
             return localEndpoints.removeValue(forKey: key) != nil ? [.routes, .policy] : .policy
-        case .node: return nodes.removeValue(forKey: key) != nil ? [.bgp, .nat] : []
-        case .ipPool: return pools.removeValue(forKey: key) != nil ? [.bgp, .nat] : []
+        case .node: return nodes.removeValue(forKey: key) != nil ? [.bgp, .nat, .overlay] : []
+        case .ipPool: return pools.removeValue(forKey: key) != nil ? [.bgp, .nat, .overlay] : []
         case .bgpConfiguration: return bgpConfigurations.removeValue(forKey: key) != nil ? .bgp : []
         case .bgpPeer: return bgpPeers.removeValue(forKey: key) != nil ? .bgp : []
         case .felixConfiguration:
@@ -254,13 +262,23 @@ public struct ClusterCache: Sendable {
     private func concernsThisNode(_ name: String) -> Bool { name == "default" || name == "node.\(nodeName)" }
 
     private mutating func storeAffinity(_ key: String, _ value: [UInt8]) -> ClusterChanges {
-        guard let (host, cidr) = Self.affinity(key), host == nodeName else { return [] }
+        guard let (host, cidr) = Self.affinity(key) else { return [] }
         let document = try? JSONValue.parse(json: value)
         let confirmed = document?["state"]?.stringValue == "confirmed" && document?["deleted"] != .bool(true)
+        var changed: Bool
         if confirmed {
-            return localAffinities.insert(cidr).inserted ? [.routes, .bgp] : []
+            changed = affinities[host, default: []].insert(cidr).inserted
+        } else {
+            changed = affinities[host]?.remove(cidr) != nil
+            if affinities[host]?.isEmpty == true { affinities[host] = nil }
         }
-        return localAffinities.remove(cidr) != nil ? [.routes, .bgp] : []
+        guard host == nodeName else { return changed ? .overlay : [] }
+        if confirmed {
+            changed = localAffinities.insert(cidr).inserted
+        } else {
+            changed = localAffinities.remove(cidr) != nil
+        }
+        return changed ? [.routes, .bgp, .overlay] : []
     }
 
     /// The kind and name of a resource key (`/calico/resources/v3/projectcalico.org/ippools/default-ipv4-ippool`).
@@ -387,6 +405,34 @@ public struct ClusterCache: Sendable {
             plan.hostAddresses[.v6] = nil
         }
         return plan
+    }
+
+    /// The overlay this node wants (``vxlanPlan(node:nodes:pools:affinities:families:vni:port:explicitMTU:)``), from
+    /// the nodes, pools and every node's blocks, with FelixConfiguration's `vxlanVNI`, `vxlanPort`, `vxlanMTU` and
+    /// `vxlanMTUV6`; none when `vxlanEnabled` is false.
+    public var vxlanPlan: VXLANPlan {
+        if felixSetting("vxlanEnabled") == .bool(false) { return VXLANPlan() }
+        func integer(_ field: String) -> Int? {
+            if case .number(let text)? = felixSetting(field) { return Int(text) }
+            return nil
+        }
+        var explicitMTU: [IPFamily: UInt32] = [:]
+        for (field, family) in [("vxlanMTU", IPFamily.v4), ("vxlanMTUV6", .v6)] {
+            if let mtu = integer(field), mtu > 0 { explicitMTU[family] = UInt32(mtu) }
+        }
+        return TandemCalculation.vxlanPlan(
+            node: nodeName, nodes: nodes.keys.sorted().map { nodes[$0]! },
+            pools: pools.keys.sorted().map { pools[$0]! },
+            affinities: affinities, families: families, vni: integer("vxlanVNI").map(UInt32.init) ?? VXLANDefaults.vni,
+            port: integer("vxlanPort").map(UInt16.init) ?? VXLANDefaults.port, explicitMTU: explicitMTU)
+    }
+
+    /// This node's tunnel-address work (``tunnelAddressActions(node:nodes:pools:families:enabled:)``).
+    public var tunnelAddressActions: [IPFamily: TunnelAddressAction] {
+        TandemCalculation.tunnelAddressActions(
+            node: nodeName, nodes: nodes.keys.sorted().map { nodes[$0]! },
+            pools: pools.keys.sorted().map { pools[$0]! },
+            families: families, enabled: felixSetting("vxlanEnabled") != .bool(false))
     }
 
     /// FelixConfiguration `mtuIfacePattern`, or Calico's default.

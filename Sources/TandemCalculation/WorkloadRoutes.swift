@@ -6,16 +6,25 @@ import TandemModel
 /// default route).
 public struct DesiredRoute: Hashable, Sendable, CustomStringConvertible {
     public var destination: CIDR
-    /// The pod's host-side interface; nil for a blackhole.
+    /// The interface: a pod's host-side veth or the VXLAN device; nil for a blackhole, or for a route through a
+    /// gateway the kernel reaches by itself (a node on the same subnet).
     public var interfaceName: String?
+    /// The next hop: a remote node's tunnel address (with an interface: reached `onlink`, no route to it needed) or
+    /// its node address (without).
+    public var gateway: IPAddress?
 
-    public init(destination: CIDR, interfaceName: String?) {
+    public init(destination: CIDR, interfaceName: String?, gateway: IPAddress? = nil) {
         self.destination = destination
         self.interfaceName = interfaceName
+        self.gateway = gateway
     }
 
     public var description: String {
-        interfaceName.map { "\(destination) dev \($0)" } ?? "blackhole \(destination)"
+        guard let interfaceName else {
+            return gateway.map { "\(destination) via \($0)" } ?? "blackhole \(destination)"
+        }
+        return "\(destination)" + (gateway.map { " via \($0)" } ?? "") + " dev \(interfaceName)"
+            + (gateway == nil ? "" : " onlink")
     }
 }
 

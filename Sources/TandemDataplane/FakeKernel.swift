@@ -17,7 +17,7 @@ import TandemNetlinkCodec
 public final class FakeKernel: KernelNetworking, Sendable {
     /// The operations that can be counted and made to fail.
     public enum Operation: String, Sendable, CaseIterable {
-        case listLinks, getLink, setLink, deleteLink
+        case listLinks, getLink, setLink, deleteLink, createVXLAN
         case listAddresses, addAddress, deleteAddress
         case listRoutes, addRoute, deleteRoute
         case listNeighbours, replaceNeighbour, deleteNeighbour
@@ -157,6 +157,28 @@ public final class FakeKernel: KernelNetworking, Sendable {
             if let mtu = change.mtu { current.mtu = mtu }
             if let name = change.name { current.name = name }
             state.links[link.index] = current
+        }
+    }
+
+    public func createVXLAN(
+        name: String, _ configuration: VXLANConfiguration, mac: MACAddress?, mtu: UInt32?
+    ) throws(NetlinkError) {
+        try withState { state throws(NetlinkError) in
+            try enter(.createVXLAN, &state, command: "ip link add \(name) type vxlan \(configuration.ipWords)")
+            guard !state.links.values.contains(where: { $0.name == name }) else {
+                throw NetlinkError(
+                    errno: EEXIST, operation: "create VXLAN device \(name)",
+                    command: "ip link add \(name) type vxlan \(configuration.ipWords)")
+            }
+            if let parent = configuration.parentIndex, state.links[parent] == nil {
+                throw NetlinkError(
+                    errno: ENODEV, operation: "create VXLAN device \(name)",
+                    command: "ip link add \(name) type vxlan \(configuration.ipWords)")
+            }
+            var link = Link(index: state.nextIndex, name: name, flags: 0, mac: mac, mtu: mtu ?? 1450, kind: "vxlan")
+            link.vxlan = configuration
+            state.links[link.index] = link
+            state.nextIndex += 1
         }
     }
 

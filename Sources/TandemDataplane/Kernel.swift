@@ -17,6 +17,10 @@ public protocol KernelNetworking: AnyObject, Sendable {
     func setLink(_ link: Link, _ change: LinkChange) throws(NetlinkError)
     /// `ip link del dev NAME`.
     func deleteLink(_ link: Link) throws(NetlinkError)
+    /// `ip link add NAME address MAC mtu M type vxlan id VNI local IP dev PARENT dstport PORT nolearning`.
+    func createVXLAN(
+        name: String, _ configuration: VXLANConfiguration, mac: MACAddress?, mtu: UInt32?)
+        throws(NetlinkError)
 
     /// `ip addr show` (one family and one interface when given).
     func addresses(family: IPFamily?, index: Int32?) throws(NetlinkError) -> [InterfaceAddress]

@@ -5,7 +5,8 @@ import TandemNetlink
 import TandemNetlinkCodec
 
 /// Keeps the kernel's routes of protocol 80 (`proto 80` in `ip route`) in the main table equal to the desired
-/// workload routes and blackholes, both families. Only routes of that protocol are ever deleted, so routes of
+/// workload routes and blackholes, and the routes to other nodes' blocks the overlay wants (through the VXLAN
+/// device, or `onlink` to a node on the same subnet), both families. Only routes of that protocol are ever deleted, so routes of
 /// BIRD, the kernel, the CNI plugin's initial ones and the operator's are left alone; a pod route the plugin made
 /// is taken over by replacing it. Every apply reads the kernel's routes back (one dump per family), so a route
 /// deleted by hand returns at the next apply or resync.
@@ -46,10 +47,23 @@ public final class RouteManager: DataplaneManager {
                         report.waiting.append("\(route.description): no interface \(name) yet")
                         continue
                     }
+                    if let gateway = route.gateway {
+                        // `ip route replace BLOCK via GW dev DEV onlink proto 80`.
+                        wanted.append(
+                            Route(
+                                destination: route.destination, gateway: gateway, outputInterface: index,
+                                routeProtocol: Self.routeProtocol, scope: RouteScope.universe, flags: routeFlagOnLink))
+                    } else {
+                        wanted.append(
+                            Route(
+                                destination: route.destination, outputInterface: index,
+                                routeProtocol: Self.routeProtocol,
+                                scope: family == .v4 ? RouteScope.link : RouteScope.universe))
+                    }
+                } else if let gateway = route.gateway {
+                    // `ip route replace BLOCK via NODE proto 80`: the kernel picks the interface.
                     wanted.append(
-                        Route(
-                            destination: route.destination, outputInterface: index, routeProtocol: Self.routeProtocol,
-                            scope: family == .v4 ? RouteScope.link : RouteScope.universe))
+                        Route(destination: route.destination, gateway: gateway, routeProtocol: Self.routeProtocol))
                 } else {
                     wanted.append(
                         Route(
@@ -96,10 +110,14 @@ struct RouteKey: Hashable {
     var destination: CIDR
     var type: UInt8
     var interface: Int32?
+    var gateway: IPAddress?
 
     init(_ route: Route) {
         destination = route.destination
         type = route.type
-        interface = route.type == RouteType.blackhole ? nil : route.outputInterface
+        // A blackhole has no interface; a route through a gateway without `onlink` has the one the kernel chose.
+        interface =
+            route.type == RouteType.blackhole || (route.gateway != nil && !route.isOnLink) ? nil : route.outputInterface
+        gateway = route.gateway
     }
 }

@@ -56,7 +56,8 @@ public struct FelixConfigurationSpec: ResourceSpec {
     public static let honouredFields: Set<String> = [
         "logSeverityScreen", "natOutgoingExclusions", "natOutgoingAddress", "natOutgoingAddressV6", "natPortRange",
         "ipv6Support", "routeRefreshInterval", "iptablesRefreshInterval", "nftablesRefreshInterval",
-        "defaultEndpointToHostAction", "workloadSourceSpoofing", "mtuIfacePattern",
+        "defaultEndpointToHostAction", "workloadSourceSpoofing", "mtuIfacePattern", "vxlanEnabled", "vxlanVNI",
+        "vxlanPort", "vxlanMTU", "vxlanMTUV6",
     ]
 
     /// Values of fields Tandem does not act on that say what Tandem does anyway (no BPF dataplane, no XDP, no IPIP:

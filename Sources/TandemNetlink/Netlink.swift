@@ -71,6 +71,18 @@ public final class Netlink: @unchecked Sendable {
             command: netns("ip link add \(name) type bridge"))
     }
 
+    /// `ip link add NAME [address MAC] [mtu M] type vxlan id VNI local IP dev PARENT dstport PORT nolearning`.
+    public func createVXLAN(
+        name: String, _ configuration: VXLANConfiguration, mac: MACAddress?, mtu: UInt32?
+    ) throws(NetlinkError) {
+        try socket.perform(
+            LinkRequest.createVXLAN(name: name, configuration, mac: mac, mtu: mtu),
+            operation: "create VXLAN device \(name) in \(namespace)",
+            command: netns(
+                "ip link add \(name)" + (mac.map { " address \($0)" } ?? "") + (mtu.map { " mtu \($0)" } ?? "")
+                    + " type vxlan \(configuration.ipWords)"))
+    }
+
     /// `ip link set dev NAME [up|down] [address MAC] [mtu M] [name N] [master BR]`.
     public func setLink(_ link: Link, _ change: LinkChange) throws(NetlinkError) {
         var command = "ip link set dev \(link.name)"

@@ -1,5 +1,6 @@
 import CNetlink
 import Glibc
+import Synchronization
 import TandemLinux
 import TandemNetlinkCodec
 
@@ -31,9 +32,12 @@ public struct NetlinkError: Error, CustomStringConvertible, Equatable {
 
 /// A `NETLINK_ROUTE` socket in the network namespace of the thread that opened it. Requests are synchronous:
 /// each gets the next sequence number, and replies with another sequence number (left over from an earlier
-/// request) are skipped.
+/// request) are skipped. Requests from several threads (the agent's managers share one socket) take turns: a
+/// reply is read whole by the thread that asked for it.
 public final class NetlinkSocket: @unchecked Sendable {
     let fd: Int32
+    /// One request and its reply at a time.
+    private let turn = Mutex(())
     private var sequence: UInt32
     private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
 
@@ -83,6 +87,14 @@ public final class NetlinkSocket: @unchecked Sendable {
     )
         throws(NetlinkError) -> [NetlinkMessage]
     {
+        try turn.withLock { _ throws(NetlinkError) in
+            try performAlone(request, operation: operation, command: command)
+        }
+    }
+
+    private func performAlone(
+        _ request: NetlinkMessage, operation: () -> String, command: () -> String
+    ) throws(NetlinkError) -> [NetlinkMessage] {
         for _ in 0..<10 {
             sequence &+= 1
             var message = request

@@ -86,6 +86,8 @@ public struct Link: Equatable, Sendable {
     /// `IFLA_LINK`: for a veth, the peer's index (in the peer's namespace).
     public var peerIndex: Int32?
     public var masterIndex: Int32?
+    /// A VXLAN device's configuration (kind `vxlan`).
+    public var vxlan: VXLANConfiguration?
 
     public var isUp: Bool { flags & InterfaceFlags.up != 0 }
 
@@ -116,7 +118,11 @@ public struct Link: Equatable, Sendable {
         mtu = attributes.first(LinkAttribute.mtu)?.u32
         peerIndex = attributes.first(LinkAttribute.link)?.i32
         masterIndex = attributes.first(LinkAttribute.master)?.i32
-        kind = try attributes.first(LinkAttribute.linkInfo)?.attributes().first(LinkAttribute.infoKind)?.string
+        let info = try attributes.first(LinkAttribute.linkInfo)?.attributes()
+        kind = info?.first(LinkAttribute.infoKind)?.string
+        if kind == "vxlan", let data = try info?.first(LinkAttribute.infoData)?.attributes() {
+            vxlan = try VXLANConfiguration(decoding: data)
+        }
     }
 }
 

@@ -74,6 +74,28 @@ struct Serve: AsyncParsableCommand {
         name: .customLong("ipv6-pool-cidr"), help: "Create the IPv6 pool default-ipv6-ippool when none exists.")
     var ipv6PoolCIDR: String = environment["TANDEM_IPV6POOL_CIDR"] ?? ""
 
+    @Option(
+        name: .customLong("ipv4-pool-vxlan"),
+        help: ArgumentHelp(
+            "vxlanMode of the IPv4 pool this node creates: Never, Always or CrossSubnet (TANDEM_IPV4POOL_VXLAN).",
+            valueName: "mode"))
+    var ipv4PoolVXLAN: String = environment["TANDEM_IPV4POOL_VXLAN"] ?? "Never"
+
+    @Option(
+        name: .customLong("ipv6-pool-vxlan"),
+        help: ArgumentHelp(
+            "vxlanMode of the IPv6 pool this node creates: Never, Always or CrossSubnet (TANDEM_IPV6POOL_VXLAN).",
+            valueName: "mode"))
+    var ipv6PoolVXLAN: String = environment["TANDEM_IPV6POOL_VXLAN"] ?? "Never"
+
+    @Option(
+        name: .customLong("networking-backend"),
+        help: ArgumentHelp(
+            "bird (BGP between nodes), vxlan (no BGP: every route comes from the datastore, through VXLAN pools) or "
+                + "none (policy only) (TANDEM_NETWORKING_BACKEND, as calico-node's CALICO_NETWORKING_BACKEND).",
+            valueName: "backend"))
+    var networkingBackend: String = environment["TANDEM_NETWORKING_BACKEND"] ?? "bird"
+
     @Option(name: .customLong("label"), help: ArgumentHelp("A label of the Node (repeatable).", valueName: "key=value"))
     var labels: [String] = []
 
@@ -133,6 +155,18 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("\(flag) \(text): not an \(family) CIDR")
             }
             if family == .v4 { settings.ipv4PoolCIDR = cidr } else { settings.ipv6PoolCIDR = cidr }
+        }
+        for (text, family, flag) in [
+            (ipv4PoolVXLAN, IPFamily.v4, "--ipv4-pool-vxlan"), (ipv6PoolVXLAN, .v6, "--ipv6-pool-vxlan"),
+        ] {
+            guard let mode = EncapsulationMode.allCases.first(where: { $0.rawValue.lowercased() == text.lowercased() })
+            else {
+                throw ValidationError("\(flag) \(text): use Never, Always or CrossSubnet")
+            }
+            if family == .v4 { settings.ipv4PoolVXLAN = mode } else { settings.ipv6PoolVXLAN = mode }
+        }
+        guard ["bird", "vxlan", "none"].contains(networkingBackend) else {
+            throw ValidationError("--networking-backend \(networkingBackend): use bird, vxlan or none")
         }
         for label in labels {
             let parts = label.split(separator: "=", maxSplits: 1).map(String.init)
@@ -236,7 +270,8 @@ struct Serve: AsyncParsableCommand {
         for problem in checkNode((try? readFamilyStates(families)) ?? []) { say("node check: \(problem)") }
 
         var bird: BirdControl?
-        if !noBGP {
+        // BIRD runs with the bird backend only (vxlan and none have no BGP: calico-node's CALICO_NETWORKING_BACKEND).
+        if !noBGP && networkingBackend == "bird" {
             try? FileManager.default.createDirectory(atPath: birdDirectory, withIntermediateDirectories: true)
             bird = BirdControl(configPath: birdDirectory + "/bird.conf", socketPath: birdDirectory + "/bird.ctl")
         }

@@ -82,7 +82,7 @@ let allowFromClients = """
             metadata: {name: n1}
             spec: {bgp: {ipv4Address: 192.168.0.1/24}}
             """)
-        #expect(cache.apply(put(node, revision: 3)) == [.bgp, .nat])
+        #expect(cache.apply(put(node, revision: 3)) == [.bgp, .nat, .overlay])
         let pool = try resource(
             """
             apiVersion: projectcalico.org/v3
@@ -90,7 +90,7 @@ let allowFromClients = """
             metadata: {name: pool}
             spec: {cidr: 10.244.0.0/16, blockSize: 26, natOutgoing: true}
             """)
-        #expect(cache.apply(put(pool, revision: 4)) == [.bgp, .nat])
+        #expect(cache.apply(put(pool, revision: 4)) == [.bgp, .nat, .overlay])
         let peer = try resource(
             """
             apiVersion: projectcalico.org/v3
@@ -131,7 +131,7 @@ let allowFromClients = """
 
         // Deletes.
         #expect(cache.apply(delete(policy.key, revision: 9)) == .policy)
-        #expect(cache.apply(delete(node.key, revision: 10)) == [.bgp, .nat] && cache.nodes.isEmpty)
+        #expect(cache.apply(delete(node.key, revision: 10)) == [.bgp, .nat, .overlay] && cache.nodes.isEmpty)
         #expect(cache.apply(delete(felix.key, revision: 11)) == .all)
         #expect(cache.apply(delete(local.key, revision: 12)) == [.routes, .policy])
         #expect(cache.localEndpoints.isEmpty && cache.workloadEndpoints.isEmpty)
@@ -177,7 +177,7 @@ let allowFromClients = """
             """)
         let block = storedAffinity(node: "n1", block: "10-244-0-0-26", revision: 4)
         let items = [stored(local, revision: 2), stored(remote, revision: 3), block, stored(pool, revision: 5)]
-        #expect(cache.replaceAll(items, revision: 20) == [.routes, .policy, .bgp, .nat])
+        #expect(cache.replaceAll(items, revision: 20) == [.routes, .policy, .bgp, .nat, .overlay])
         #expect(cache.revision == 20 && cache.divergence(from: items).isEmpty)
         #expect(cache.localAffinities == ["10.244.0.0/26"])
         _ = cache.policy.plan()
@@ -188,7 +188,7 @@ let allowFromClients = """
         var changedPool = try #require(pool as? IPPool)
         changedPool.spec.natOutgoing = true
         let next = [stored(remote, revision: 3), stored(changedPool, revision: 22)]
-        #expect(cache.replaceAll(next, revision: 22) == [.routes, .policy, .bgp, .nat])
+        #expect(cache.replaceAll(next, revision: 22) == [.routes, .policy, .bgp, .nat, .overlay])
         #expect(cache.localEndpoints.isEmpty && cache.localAffinities.isEmpty)
         #expect(cache.pools[pool.key]?.spec.natOutgoing == true)
         #expect(cache.workloadEndpoints.keys.sorted() == [remote.key])
@@ -197,7 +197,7 @@ let allowFromClients = """
         // Only the remote endpoint goes: policy only.
         #expect(cache.replaceAll([stored(changedPool, revision: 22)], revision: 23) == .policy)
         #expect(cache.workloadEndpoints.isEmpty)
-        #expect(cache.replaceAll([], revision: 24) == [.bgp, .nat])
+        #expect(cache.replaceAll([], revision: 24) == [.bgp, .nat, .overlay])
         #expect(cache.revisions.isEmpty)
     }
 
@@ -302,21 +302,22 @@ let allowFromClients = """
         #expect(v4 == "/calico/ipam/v2/host/n1/ipv4/block/10-244-0-0-26")
         #expect(v6 == "/calico/ipam/v2/host/n1/ipv6/block/fd00-244---122")
         #expect(cache.apply(put(v4, #"{"state":"pending"}"#, revision: 1)) == [])
-        #expect(cache.apply(put(v4, #"{"state":"confirmed"}"#, revision: 2)) == [.routes, .bgp])
+        #expect(cache.apply(put(v4, #"{"state":"confirmed"}"#, revision: 2)) == [.routes, .bgp, .overlay])
         #expect(cache.apply(put(v4, #"{"state":"confirmed"}"#, revision: 3)) == [])
-        #expect(cache.apply(put(v6, #"{"state":"confirmed"}"#, revision: 4)) == [.routes, .bgp])
+        #expect(cache.apply(put(v6, #"{"state":"confirmed"}"#, revision: 4)) == [.routes, .bgp, .overlay])
         #expect(cache.localAffinities == ["10.244.0.0/26", "fd00:244::/122"])
-        // Another node's block.
+        // Another node's block: the overlay routes it, nothing else changes.
         let other = affinityKey(node: "n2", block: "10.244.1.0/26")
-        #expect(cache.apply(put(other, #"{"state":"confirmed"}"#, revision: 5)) == [])
-        #expect(cache.apply(delete(other, revision: 6)) == [])
+        #expect(cache.apply(put(other, #"{"state":"confirmed"}"#, revision: 5)) == .overlay)
+        #expect(cache.apply(delete(other, revision: 6)) == .overlay)
         // Pending again, then marked deleted, then deleted.
-        #expect(cache.apply(put(v4, #"{"state":"pending"}"#, revision: 7)) == [.routes, .bgp])
+        #expect(cache.apply(put(v4, #"{"state":"pending"}"#, revision: 7)) == [.routes, .bgp, .overlay])
         #expect(cache.localAffinities == ["fd00:244::/122"])
-        #expect(cache.apply(put(v6, #"{"state":"confirmed","deleted":true}"#, revision: 8)) == [.routes, .bgp])
+        #expect(
+            cache.apply(put(v6, #"{"state":"confirmed","deleted":true}"#, revision: 8)) == [.routes, .bgp, .overlay])
         #expect(cache.localAffinities.isEmpty)
-        #expect(cache.apply(put(v6, #"{"state":"confirmed"}"#, revision: 9)) == [.routes, .bgp])
-        #expect(cache.apply(delete(v6, revision: 10)) == [.routes, .bgp])
+        #expect(cache.apply(put(v6, #"{"state":"confirmed"}"#, revision: 9)) == [.routes, .bgp, .overlay])
+        #expect(cache.apply(delete(v6, revision: 10)) == [.routes, .bgp, .overlay])
         #expect(cache.localAffinities.isEmpty)
         // A key that is not a block affinity is held but means nothing.
         #expect(cache.apply(put("/calico/ipam/v2/host/n1/ipv4/something", "{}", revision: 11)) == [])

@@ -1,0 +1,69 @@
+import Foundation
+import TandemCalculation
+import TandemCore
+import TandemIPAM
+import TandemModel
+import TandemStore
+
+/// Keeps this node's VXLAN tunnel addresses as Calico's `allocateip` does: from a VXLAN pool that selects the node,
+/// through IPAM (handle `vxlan-tunnel-addr-NODE` / `vxlan-v6-tunnel-addr-NODE`, so the address comes from one of
+/// the node's blocks and is never handed to a pod), recorded on the Node (`spec.ipv4VXLANTunnelAddr`,
+/// `spec.ipv6VXLANTunnelAddr`); released and cleared when no pool qualifies. The Node's change comes back through
+/// the watch, and the overlay follows.
+struct TunnelAddressKeeper: Sendable {
+    let node: String
+    let datastore: any Datastore
+
+    /// Carries out `actions`; returns what was done, one line each.
+    func apply(_ actions: [IPFamily: TunnelAddressAction]) async throws -> [String] {
+        let ipam = IPAM(store: datastore, nanoseconds: { UInt64(Date().timeIntervalSince1970 * 1e9) })
+        let store = ResourceStore(
+            datastore: datastore,
+            now: { Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)) },
+            newUID: { UUID().uuidString.lowercased() })
+        var done: [String] = []
+        for family in IPFamily.allCases {
+            guard let action = actions[family] else { continue }
+            let handle = VXLANDefaults.handle(node: node, family: family)
+            let field = family == .v4 ? "ipv4VXLANTunnelAddr" : "ipv6VXLANTunnelAddr"
+            switch action {
+            case .release(let address):
+                try await ipam.releaseByHandle(handle)
+                _ = try await store.patch(
+                    .node, name: node, namespace: nil, patch: .object([("spec", .object([(field, .null)]))]))
+                done.append("released IPv\(family.rawValue) tunnel address \(address) (no VXLAN pool qualifies)")
+            case .allocate(let pools, let replacing):
+                if replacing != nil { try await ipam.releaseByHandle(handle) }
+                let assignment = try await ipam.autoAssign(
+                    AutoAssignRequest(
+                        num4: family == .v4 ? 1 : 0, num6: family == .v6 ? 1 : 0, handle: handle,
+                        attributes: ["node": node, "type": VXLANDefaults.allocationType(family)], host: node,
+                        ipv4Pools: family == .v4 ? pools : [], ipv6Pools: family == .v6 ? pools : [],
+                        intendedUse: .tunnel))
+                guard let address = (family == .v4 ? assignment.ipv4 : assignment.ipv6).first?.address else {
+                    throw TunnelAddressError(
+                        "no IPv\(family.rawValue) tunnel address for \(node): none free in \(pools.joined(separator: ", "))"
+                    )
+                }
+                do {
+                    _ = try await store.patch(
+                        .node, name: node, namespace: nil,
+                        patch: .object([("spec", .object([(field, .string(address.description))]))]))
+                } catch {
+                    // Not recorded: not kept either.
+                    _ = try? await ipam.releaseByHandle(handle)
+                    throw error
+                }
+                done.append(
+                    "IPv\(family.rawValue) tunnel address \(address) from \(pools.joined(separator: ", "))"
+                        + (replacing.map { " (replacing \($0))" } ?? ""))
+            }
+        }
+        return done
+    }
+}
+
+struct TunnelAddressError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
