@@ -33,7 +33,16 @@ struct TunnelAddressKeeper: Sendable {
                     .node, name: node, namespace: nil, patch: .object([("spec", .object([(field, .null)]))]))
                 done.append("released IPv\(family.rawValue) tunnel address \(address) (no VXLAN pool qualifies)")
             case .allocate(let pools, let replacing):
-                if replacing != nil { try await ipam.releaseByHandle(handle) }
+                // The request was computed from the cache; the Node may have moved on since (an earlier request
+                // recorded an address meanwhile): act on what the datastore holds now.
+                let stored = try await store.get(.node, name: node)?.resource as? Node
+                let recorded = (family == .v4 ? stored?.spec.ipv4VXLANTunnelAddr : stored?.spec.ipv6VXLANTunnelAddr)
+                    .flatMap { try? IPAddress($0) }
+                let held = try await ipam.addresses(ofHandle: handle).map(\.address)
+                if let recorded, recorded != replacing, held.contains(recorded) { continue }
+                // Whatever the handle holds is not recorded, or is being replaced: released first, so a node never
+                // keeps two.
+                if !held.isEmpty { try await ipam.releaseByHandle(handle) }
                 let assignment = try await ipam.autoAssign(
                     AutoAssignRequest(
                         num4: family == .v4 ? 1 : 0, num6: family == .v6 ? 1 : 0, handle: handle,

@@ -40,6 +40,20 @@ public struct VXLANTunnel: Sendable, Equatable {
     public var port: UInt16
     /// FelixConfiguration `vxlanMTU` / `vxlanMTUV6`; nil: the host MTU less the overhead.
     public var explicitMTU: UInt32?
+
+    public init(
+        family: IPFamily, deviceName: String, mac: MACAddress, nodeAddress: IPAddress, tunnelAddress: IPAddress,
+        vni: UInt32, port: UInt16, explicitMTU: UInt32?
+    ) {
+        self.family = family
+        self.deviceName = deviceName
+        self.mac = mac
+        self.nodeAddress = nodeAddress
+        self.tunnelAddress = tunnelAddress
+        self.vni = vni
+        self.port = port
+        self.explicitMTU = explicitMTU
+    }
 }
 
 /// Another node's tunnel endpoint in one family.
@@ -49,6 +63,14 @@ public struct RemoteVTEP: Sendable, Equatable, Hashable {
     public var nodeAddress: IPAddress
     public var tunnelAddress: IPAddress
     public var mac: MACAddress
+
+    public init(node: String, family: IPFamily, nodeAddress: IPAddress, tunnelAddress: IPAddress, mac: MACAddress) {
+        self.node = node
+        self.family = family
+        self.nodeAddress = nodeAddress
+        self.tunnelAddress = tunnelAddress
+        self.mac = mac
+    }
 }
 
 /// What the node's overlay wants: its devices, the remote VTEPs (a neighbour and an FDB entry each), and the routes

@@ -86,8 +86,10 @@ public final class VXLANManager: DataplaneManager {
         }
         if device == nil {
             try kernel.createVXLAN(name: deviceName, configuration, mac: tunnel.mac, mtu: mtu)
+            let parentName = links.first { $0.index == parent }?.name ?? "\(parent)"
             report.changes.append(
-                "ip link add \(deviceName) address \(tunnel.mac) mtu \(mtu) type vxlan \(configuration.ipWords)")
+                "ip link add \(deviceName) address \(tunnel.mac) mtu \(mtu) type vxlan "
+                    + configuration.ipWords.replacing("dev \(parent) ", with: "dev \(parentName) "))
             device = try kernel.link(named: deviceName)
         }
         guard let device else { throw DataplaneError("\(deviceName) vanished after it was created") }

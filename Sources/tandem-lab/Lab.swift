@@ -41,6 +41,11 @@ struct LabState: Codable {
     var policyBackend: String?
     /// The host's link to the fabric (`NAME-host`), made when the datastore is an etcd the nodes reach on the host.
     var hostLink: String?
+    /// The default pools' vxlanMode (`Never`, `Always`, `CrossSubnet`), and the agents' networking backend.
+    var encapsulation: String?
+    var backend: String?
+    /// How many L2 subnets the nodes are spread over (joined by the fabric, which routes between them).
+    var subnets: Int?
     var nodes: [LabNode] = []
     var pods: [LabPod] = []
     var namespaces: [String] = []
@@ -97,8 +102,15 @@ enum LabPlan {
     static let pool4 = "10.244.0.0/16"
     static let pool6 = "fd00:244::/56"
 
-    static func nodeIPv4(_ index: Int) -> CIDR { try! CIDR("\(underlay4).\(index)/24") }
-    static func nodeIPv6(_ index: Int) -> CIDR { try! CIDR("\(underlay6)\(String(index, radix: 16))/64") }
+    static func nodeIPv4(_ index: Int, subnet: Int = 0) -> CIDR { try! CIDR("10.99.\(subnet).\(index)/24") }
+    static func nodeIPv6(_ index: Int, subnet: Int = 0) -> CIDR {
+        try! CIDR("fd99:0:0:\(String(subnet, radix: 16))::\(String(index, radix: 16))/64")
+    }
+    /// The fabric's router address on a subnet (subnet 0's is the lab's gateway, its outside destination).
+    static func router4(subnet: Int) -> CIDR { try! CIDR("10.99.\(subnet).254/24") }
+    static func router6(subnet: Int) -> CIDR { try! CIDR("fd99:0:0:\(String(subnet, radix: 16))::fe/64") }
+    /// The subnet of node `index` (1-based) of `count` over `subnets`: consecutive nodes share one.
+    static func subnet(of index: Int, count: Int, subnets: Int) -> Int { (index - 1) * subnets / count }
 }
 
 /// Runs a command to completion; returns its status and output (stdout, then stderr).

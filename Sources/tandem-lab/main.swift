@@ -71,6 +71,32 @@ struct Up: ParsableCommand {
     @Option(name: .customLong("timeout"), help: "Seconds to wait for every BGP session.")
     var timeout: Double = 60
 
+    @Option(
+        name: .customLong("encapsulation"),
+        help: "The pools' overlay: none, vxlan (Always) or vxlan-cross-subnet (CrossSubnet), for both families.")
+    var encapsulation: String = "none"
+
+    @Option(
+        name: .customLong("backend"),
+        help:
+            "The agents' networking backend: bird (BGP between nodes) or vxlan (no BIRD; needs --encapsulation vxlan*)."
+    )
+    var backend: String = "bird"
+
+    @Option(
+        name: .customLong("subnets"),
+        help: "Spread the nodes over this many L2 subnets (10.99.S.0/24, fd99:0:0:S::/64), routed by the fabric.")
+    var subnets: Int = 1
+
+    /// The pools' vxlanMode for `--encapsulation`.
+    var vxlanMode: String {
+        switch encapsulation {
+        case "vxlan": "Always"
+        case "vxlan-cross-subnet": "CrossSubnet"
+        default: "Never"
+        }
+    }
+
     func validate() throws {
         guard (1...50).contains(nodeCount) else { throw ValidationError("--nodes \(nodeCount): use 1 to 50") }
         guard !(ipv4Only && ipv6Only) else { throw ValidationError("--ipv4-only and --ipv6-only exclude each other") }
@@ -79,6 +105,19 @@ struct Up: ParsableCommand {
         }
         guard (0.1...3600).contains(resyncInterval) else {
             throw ValidationError("--resync-interval \(resyncInterval): use 0.1 to 3600 seconds")
+        }
+        guard ["none", "vxlan", "vxlan-cross-subnet"].contains(encapsulation) else {
+            throw ValidationError("--encapsulation \(encapsulation): use none, vxlan or vxlan-cross-subnet")
+        }
+        guard ["bird", "vxlan"].contains(backend) else {
+            throw ValidationError("--backend \(backend): use bird or vxlan")
+        }
+        guard backend == "bird" || encapsulation != "none" else {
+            throw ValidationError(
+                "--backend vxlan routes pods through VXLAN pools only: add --encapsulation vxlan or vxlan-cross-subnet")
+        }
+        guard (1...8).contains(subnets), subnets <= nodeCount else {
+            throw ValidationError("--subnets \(subnets): use 1 to 8, and no more than --nodes")
         }
         if let datastore {
             let location: DatastoreLocation
@@ -110,7 +149,8 @@ struct Up: ParsableCommand {
         let datastoreURL = datastore ?? "sqlite://\(paths.directory)/datastore.db"
         var state = LabState(
             name: options.name, ipv4: !ipv6Only, ipv6: !ipv4Only, datastore: datastoreURL,
-            fabric: "\(options.name)-fab", resyncInterval: resyncInterval, policyBackend: policyBackend)
+            fabric: "\(options.name)-fab", resyncInterval: resyncInterval, policyBackend: policyBackend,
+            encapsulation: vxlanMode, backend: backend, subnets: subnets)
         try paths.save(state)
         do {
             try build(&state, paths: paths)
@@ -149,14 +189,19 @@ struct Up: ParsableCommand {
                 ("net/ipv6/conf/all/accept_dad", "0"), ("net/ipv6/conf/default/accept_dad", "0"),
                 ("net/ipv4/ip_forward", "1"), ("net/ipv6/conf/all/forwarding", "1"),
             ])
-        try fabricLink.createBridge(name: "br0")
-        guard let bridge = try fabricLink.link(named: "br0") else { throw LabError("bridge br0 vanished") }
-        if state.ipv4 { try fabricLink.addAddress(CIDR(address: LabPlan.gateway4, prefixLength: 24), to: bridge) }
-        if state.ipv6 {
-            try fabricLink.addAddress(CIDR(address: LabPlan.gateway6, prefixLength: 64), to: bridge, noDAD: true)
+        // A bridge per subnet (br0, br1, ...), the fabric routing between them.
+        var bridges: [Link] = []
+        for subnet in 0..<subnets {
+            try fabricLink.createBridge(name: "br\(subnet)")
+            guard let bridge = try fabricLink.link(named: "br\(subnet)") else {
+                throw LabError("bridge br\(subnet) vanished")
+            }
+            if state.ipv4 { try fabricLink.addAddress(LabPlan.router4(subnet: subnet), to: bridge) }
+            if state.ipv6 { try fabricLink.addAddress(LabPlan.router6(subnet: subnet), to: bridge, noDAD: true) }
+            try fabricLink.setLink(bridge, LinkChange(up: true))
+            bridges.append(bridge)
         }
-        try fabricLink.setLink(bridge, LinkChange(up: true))
-        print("fabric: bridge br0 in \(fabric)")
+        print("fabric: \(subnets == 1 ? "bridge br0" : "bridges br0-br\(subnets - 1), routed,") in \(fabric)")
 
         for index in 1...nodeCount {
             let nodeName = "n\(index)"
@@ -172,7 +217,8 @@ struct Up: ParsableCommand {
             guard let port = try fabricLink.link(named: "to-\(nodeName)") else {
                 throw LabError("to-\(nodeName) vanished")
             }
-            try fabricLink.setLink(port, LinkChange(up: true, masterIndex: bridge.index))
+            let subnet = LabPlan.subnet(of: index, count: nodeCount, subnets: subnets)
+            try fabricLink.setLink(port, LinkChange(up: true, masterIndex: bridges[subnet].index))
             let node = try Netlink(namespace: nodePath)
             if let lo = try node.link(named: "lo") { try node.setLink(lo, LinkChange(up: true)) }
             // A node is a router: forwarding on, router advertisements and duplicate address detection off.
@@ -187,29 +233,33 @@ struct Up: ParsableCommand {
             guard let eth0 = try node.link(named: "eth0") else { throw LabError("eth0 of \(namespace) vanished") }
             var labNode = LabNode(name: nodeName, namespace: namespace)
             if state.ipv4 {
-                let address = LabPlan.nodeIPv4(index)
+                let address = LabPlan.nodeIPv4(index, subnet: subnet)
                 try node.addAddress(address, to: eth0)
                 labNode.ipv4 = address.address.description
             }
             if state.ipv6 {
-                let address = LabPlan.nodeIPv6(index)
+                let address = LabPlan.nodeIPv6(index, subnet: subnet)
                 try node.addAddress(address, to: eth0, noDAD: true)
                 labNode.ipv6 = address.address.description
             }
             try node.setLink(eth0, LinkChange(up: true))
             if state.ipv4 {
                 try node.addRoute(
-                    Route(destination: "0.0.0.0/0", gateway: LabPlan.gateway4, outputInterface: eth0.index),
-                    interfaceName: "eth0")
+                    Route(
+                        destination: "0.0.0.0/0", gateway: LabPlan.router4(subnet: subnet).address,
+                        outputInterface: eth0.index), interfaceName: "eth0")
             }
             if state.ipv6 {
                 try node.addRoute(
-                    Route(destination: "::/0", gateway: LabPlan.gateway6, outputInterface: eth0.index),
-                    interfaceName: "eth0")
+                    Route(
+                        destination: "::/0", gateway: LabPlan.router6(subnet: subnet).address,
+                        outputInterface: eth0.index), interfaceName: "eth0")
             }
             state.nodes.append(labNode)
             try paths.save(state)
-            print("node \(nodeName): namespace \(namespace), eth0 \(labNode.addresses.joined(separator: " "))")
+            print(
+                "node \(nodeName): namespace \(namespace), eth0 \(labNode.addresses.joined(separator: " "))"
+                    + (subnets > 1 ? " (subnet \(subnet))" : ""))
         }
     }
 
@@ -233,6 +283,21 @@ struct Up: ParsableCommand {
         if state.ipv4 { try host.addAddress(LabPlan.host4, to: hostEnd) }
         if state.ipv6 { try host.addAddress(LabPlan.host6, to: hostEnd, noDAD: true) }
         try host.setLink(hostEnd, LinkChange(up: true))
+        // The other subnets through the fabric (these routes go with the link).
+        for subnet in 1..<max(1, state.subnets ?? 1) {
+            if state.ipv4 {
+                try host.addRoute(
+                    Route(
+                        destination: LabPlan.router4(subnet: subnet).network, gateway: LabPlan.gateway4,
+                        outputInterface: hostEnd.index), interfaceName: link)
+            }
+            if state.ipv6 {
+                try host.addRoute(
+                    Route(
+                        destination: LabPlan.router6(subnet: subnet).network, gateway: LabPlan.gateway6,
+                        outputInterface: hostEnd.index), interfaceName: link)
+            }
+        }
         print(
             "host: \(link) on the fabric as \([state.ipv4 ? LabPlan.host4.address.description : nil, state.ipv6 ? LabPlan.host6.address.description : nil].compactMap { $0 }.joined(separator: " "))"
         )
@@ -268,7 +333,9 @@ struct Up: ParsableCommand {
 
     /// Waits until every node has a BGP session established with every other node in each family.
     func waitForSessions(_ state: LabState, paths: LabPaths, started: Date) throws {
-        let expected = (state.nodes.count - 1) * ((state.ipv4 ? 1 : 0) + (state.ipv6 ? 1 : 0))
+        // Without BGP (the vxlan backend): ready once every agent serves CNI calls.
+        let expected =
+            state.backend == "vxlan" ? 0 : (state.nodes.count - 1) * ((state.ipv4 ? 1 : 0) + (state.ipv6 ? 1 : 0))
         var reported: [String: Int] = [:]
         let deadline = Date().addingTimeInterval(timeout)
         while true {
@@ -279,6 +346,13 @@ struct Up: ParsableCommand {
                         (try? String(
                             contentsOfFile: paths.nodeDirectory(node.name) + "/tandem-node.log", encoding: .utf8)) ?? ""
                     throw LabError("tandem-node on \(node.name) exited:\n\(log)")
+                }
+                if expected == 0 {
+                    let log =
+                        (try? String(
+                            contentsOfFile: paths.nodeDirectory(node.name) + "/tandem-node.log", encoding: .utf8)) ?? ""
+                    if log.contains("serving CNI calls") { ready += 1 }
+                    continue
                 }
                 let established = bgpSessions(paths: paths, node: node.name).filter(\.isEstablished).count
                 if reported[node.name] != established {
@@ -319,6 +393,10 @@ func startAgent(state: LabState, node: LabNode, directory: String) throws -> Int
         "--nodename", node.name, "--datastore", state.datastore, "--bird-dir", directory,
         "--mtu-file", directory + "/mtu", "--resync-interval", "\(state.resyncInterval ?? 5)", "--policy-backend",
         state.policyBackend ?? "nftables",
+    ]
+    let mode = state.encapsulation ?? "Never"
+    arguments += [
+        "--ipv4-pool-vxlan", mode, "--ipv6-pool-vxlan", mode, "--networking-backend", state.backend ?? "bird",
     ]
     arguments += state.ipv4 ? ["--ipv4-pool-cidr", LabPlan.pool4] : ["--ip", "none"]
     arguments += state.ipv6 ? ["--ipv6-pool-cidr", LabPlan.pool6] : ["--ip6", "none"]

@@ -554,3 +554,117 @@ func storedAffinity(node: String, block: String, revision: Int64) -> KeyValue {
         #expect(throws: MTUPatternError.self) { try decideMTU(interfaces: interfaces, pattern: "(unclosed") }
     }
 }
+
+/// The overlay's calculation: Calico's VTEP MACs, devices only with a node address and a tunnel address, routes
+/// through the device (Always) or straight to a same-subnet node (CrossSubnet), what waits, and the tunnel-address
+/// work.
+@Suite struct VXLANPlanTests {
+    func node(_ name: String, v4: String?, v6: String?, tunnel4: String? = nil, tunnel6: String? = nil) -> Node {
+        var spec = NodeSpec()
+        var bgp = NodeBGPSpec()
+        bgp.ipv4Address = v4
+        bgp.ipv6Address = v6
+        spec.bgp = bgp
+        spec.ipv4VXLANTunnelAddr = tunnel4
+        spec.ipv6VXLANTunnelAddr = tunnel6
+        return Node(metadata: ObjectMeta(name: name), spec: spec)
+    }
+
+    func pool(_ name: String, _ cidr: String, vxlan: String, disabled: Bool = false) -> IPPool {
+        var spec = IPPoolSpec()
+        spec.cidr = cidr
+        spec.vxlanMode = vxlan
+        spec.disabled = disabled
+        return IPPool(metadata: ObjectMeta(name: name), spec: spec)
+    }
+
+    @Test func calicosVTEPMACs() {
+        // felix/calc/states_for_test.go's vectors.
+        #expect(vtepMAC(node: "remotehostname", family: .v4).description == "66:3e:ca:a4:db:65")
+        #expect(vtepMAC(node: "remotehostname", family: .v6).description == "66:a0:68:c9:4c:79")
+    }
+
+    @Test func alwaysAndCrossSubnetInBothFamilies() throws {
+        let nodes = [
+            node("n1", v4: "10.99.0.1/24", v6: "fd99::1/64", tunnel4: "10.244.0.1", tunnel6: "fd00:244::1"),
+            node("n2", v4: "10.99.0.2/24", v6: "fd99::2/64", tunnel4: "10.244.1.1", tunnel6: "fd00:244:0:1::1"),
+            node("n3", v4: "10.99.1.3/24", v6: "fd99:0:0:1::3/64", tunnel4: "10.244.2.1", tunnel6: "fd00:244:0:2::1"),
+        ]
+        let affinities: [String: Set<CIDR>] = [
+            "n1": [CIDR("10.244.0.0/26"), CIDR("fd00:244::/122")],
+            "n2": [CIDR("10.244.1.0/26"), CIDR("fd00:244:0:1::/122")],
+            "n3": [CIDR("10.244.2.0/26"), CIDR("fd00:244:0:2::/122")],
+        ]
+        let always = vxlanPlan(
+            node: "n1", nodes: nodes,
+            pools: [pool("v4", "10.244.0.0/16", vxlan: "Always"), pool("v6", "fd00:244::/48", vxlan: "Always")],
+            affinities: affinities, families: [.v4, .v6])
+        #expect(
+            always.tunnels[.v4]?.deviceName == "vxlan.calico" && always.tunnels[.v6]?.deviceName == "vxlan-v6.calico")
+        #expect(always.tunnels[.v4]?.nodeAddress == (try IPAddress("10.99.0.1")))
+        #expect(always.remotes.count == 4 && always.remotes.allSatisfy { $0.node != "n1" })
+        #expect(
+            Set(always.routes.map(\.description)) == [
+                "10.244.1.0/26 via 10.244.1.1 dev vxlan.calico onlink",
+                "10.244.2.0/26 via 10.244.2.1 dev vxlan.calico onlink",
+                "fd00:244:0:1::/122 via fd00:244:0:1::1 dev vxlan-v6.calico onlink",
+                "fd00:244:0:2::/122 via fd00:244:0:2::1 dev vxlan-v6.calico onlink",
+            ])
+        #expect(always.encapsulations(explicitMTU: [:]).map(\.overhead) == [50, 70])
+        let cross = vxlanPlan(
+            node: "n1", nodes: nodes,
+            pools: [
+                pool("v4", "10.244.0.0/16", vxlan: "CrossSubnet"), pool("v6", "fd00:244::/48", vxlan: "CrossSubnet"),
+            ], affinities: affinities, families: [.v4, .v6])
+        // n2 shares n1's subnets: straight there; n3 does not: through the device.
+        #expect(
+            Set(cross.routes.map(\.description)) == [
+                "10.244.1.0/26 via 10.99.0.2", "10.244.2.0/26 via 10.244.2.1 dev vxlan.calico onlink",
+                "fd00:244:0:1::/122 via fd99::2", "fd00:244:0:2::/122 via fd00:244:0:2::1 dev vxlan-v6.calico onlink",
+            ])
+        // IPv6 only, and a node without a tunnel address waits.
+        var waiting = nodes
+        waiting[2].spec.ipv6VXLANTunnelAddr = nil
+        let v6Only = vxlanPlan(
+            node: "n1", nodes: waiting, pools: [pool("v6", "fd00:244::/48", vxlan: "Always")], affinities: affinities,
+            families: [.v6])
+        #expect(v6Only.tunnels.keys.sorted { $0.rawValue < $1.rawValue } == [.v6])
+        #expect(
+            v6Only.routes.map(\.description) == ["fd00:244:0:1::/122 via fd00:244:0:1::1 dev vxlan-v6.calico onlink"])
+        #expect(v6Only.pending == ["node n3 has no IPv6 tunnel address: its blocks wait"])
+        // No VXLAN pool: nothing.
+        #expect(
+            vxlanPlan(
+                node: "n1", nodes: nodes, pools: [pool("v4", "10.244.0.0/16", vxlan: "Never")],
+                affinities: affinities, families: [.v4, .v6]) == VXLANPlan())
+    }
+
+    @Test func tunnelAddressWork() throws {
+        let pools = [pool("v4", "10.244.0.0/16", vxlan: "Always"), pool("v6", "fd00:244::/48", vxlan: "CrossSubnet")]
+        let bare = [node("n1", v4: "10.99.0.1/24", v6: "fd99::1/64")]
+        #expect(
+            tunnelAddressActions(node: "n1", nodes: bare, pools: pools, families: [.v4, .v6]) == [
+                .v4: .allocate(pools: ["v4"], replacing: nil), .v6: .allocate(pools: ["v6"], replacing: nil),
+            ])
+        let done = [node("n1", v4: "10.99.0.1/24", v6: "fd99::1/64", tunnel4: "10.244.0.1", tunnel6: "fd00:244::1")]
+        #expect(tunnelAddressActions(node: "n1", nodes: done, pools: pools, families: [.v4, .v6]).isEmpty)
+        // The pool goes Never: released; an address outside every VXLAN pool: replaced; IPv6 off: released.
+        let never = [pool("v4", "10.244.0.0/16", vxlan: "Never"), pool("v6", "fd00:244::/48", vxlan: "CrossSubnet")]
+        #expect(
+            tunnelAddressActions(node: "n1", nodes: done, pools: never, families: [.v4, .v6]) == [
+                .v4: .release(try IPAddress("10.244.0.1"))
+            ])
+        let moved = [pool("v4", "10.245.0.0/16", vxlan: "Always"), pool("v6", "fd00:244::/48", vxlan: "Always")]
+        #expect(
+            tunnelAddressActions(node: "n1", nodes: done, pools: moved, families: [.v4]) == [
+                .v4: .allocate(pools: ["v4"], replacing: try IPAddress("10.244.0.1")),
+                .v6: .release(try IPAddress("fd00:244::1")),
+            ])
+        // A node without an IPv6 address gets no IPv6 tunnel address.
+        let v4Node = [node("n1", v4: "10.99.0.1/24", v6: nil)]
+        #expect(
+            tunnelAddressActions(node: "n1", nodes: v4Node, pools: pools, families: [.v4, .v6]) == [
+                .v4: .allocate(pools: ["v4"], replacing: nil)
+            ])
+    }
+}

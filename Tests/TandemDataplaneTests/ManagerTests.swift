@@ -649,3 +649,83 @@ final class FakeIpsetTools: PolicyTools {
         #expect(throws: DataplaneError.self) { _ = try manager.apply(resync: false) }
     }
 }
+
+/// The VXLAN manager against the fake kernel: device, address, neighbours and FDB entries made once, nothing done
+/// when converged, a remote node's entries removed with it, the device recreated when its identity differs and
+/// removed when the family has no tunnel any more.
+@Suite struct VXLANManagerTests {
+    func plan(remotes: [String]) throws -> VXLANPlan {
+        var plan = VXLANPlan()
+        plan.tunnels[.v4] = VXLANTunnel(
+            family: .v4, deviceName: "vxlan.calico", mac: vtepMAC(node: "n1", family: .v4),
+            nodeAddress: try IPAddress("10.99.0.1"), tunnelAddress: try IPAddress("10.244.0.1"), vni: 4096, port: 4789,
+            explicitMTU: nil)
+        plan.tunnels[.v6] = VXLANTunnel(
+            family: .v6, deviceName: "vxlan-v6.calico", mac: vtepMAC(node: "n1", family: .v6),
+            nodeAddress: try IPAddress("fd99::1"), tunnelAddress: try IPAddress("fd00:244::1"), vni: 4096, port: 4789,
+            explicitMTU: 1400)
+        for (index, name) in remotes.enumerated() {
+            plan.remotes.append(
+                RemoteVTEP(
+                    node: name, family: .v4, nodeAddress: try IPAddress("10.99.0.\(index + 2)"),
+                    tunnelAddress: try IPAddress("10.244.\(index + 1).1"), mac: vtepMAC(node: name, family: .v4)))
+            plan.remotes.append(
+                RemoteVTEP(
+                    node: name, family: .v6, nodeAddress: try IPAddress("fd99::\(index + 2)"),
+                    tunnelAddress: try IPAddress("fd00:244:0:\(index + 1)::1"), mac: vtepMAC(node: name, family: .v6)))
+        }
+        return plan
+    }
+
+    @Test func convergesAndFollowsThePlan() throws {
+        let kernel = FakeKernel()
+        let eth0 = kernel.addLink(name: "eth0", kind: nil)
+        try kernel.addAddress(CIDR("10.99.0.1/24"), to: eth0, noDAD: false)
+        try kernel.addAddress(CIDR("fd99::1/64"), to: eth0, noDAD: true)
+        let manager = VXLANManager(kernel: kernel)
+        #expect(try manager.apply(resync: false) == ManagerReport())  // no plan yet
+        manager.setDesired(try plan(remotes: ["n2", "n3"]), mtuPattern: defaultMTUInterfacePattern)
+        let first = try manager.apply(resync: false)
+        #expect(first.changes.contains { $0.hasPrefix("ip link add vxlan.calico address ") && $0.contains("mtu 1450") })
+        #expect(first.changes.contains { $0.hasPrefix("ip link add vxlan-v6.calico") && $0.contains("mtu 1400") })
+        let v4 = try #require(try kernel.link(named: "vxlan.calico"))
+        #expect(v4.vxlan?.local == (try IPAddress("10.99.0.1")) && v4.vxlan?.parentIndex == eth0.index && v4.isUp)
+        #expect(try kernel.addresses(family: .v4, index: v4.index).map(\.cidr) == [CIDR("10.244.0.1/32")])
+        #expect(try kernel.neighbours(family: .v4, proxies: false).filter { $0.index == v4.index }.count == 2)
+        #expect(try kernel.fdbEntries().count == 4)
+        #expect(try manager.apply(resync: true) == ManagerReport())
+        // n3 leaves: its neighbour and FDB entries go, in both families.
+        manager.setDesired(try plan(remotes: ["n2"]), mtuPattern: defaultMTUInterfacePattern)
+        let left = try manager.apply(resync: false)
+        #expect(left.changes.filter { $0.hasPrefix("ip neigh del") }.count == 2)
+        #expect(left.changes.filter { $0.hasPrefix("bridge fdb del") }.count == 2)
+        #expect(try kernel.fdbEntries().count == 2)
+        // Someone deletes the IPv4 device: back, with its entries.
+        try kernel.deleteLink(try #require(try kernel.link(named: "vxlan.calico")))
+        let repaired = try manager.apply(resync: true)
+        #expect(repaired.changes.contains { $0.hasPrefix("ip link add vxlan.calico") })
+        #expect(try kernel.fdbEntries().count == 2)
+        // The VNI changes: recreated.
+        var changed = try plan(remotes: ["n2"])
+        changed.tunnels[.v4]?.vni = 5000
+        manager.setDesired(changed, mtuPattern: defaultMTUInterfacePattern)
+        let recreated = try manager.apply(resync: false)
+        #expect(recreated.changes.first == "ip link del vxlan.calico (configuration differed)")
+        #expect(try kernel.link(named: "vxlan.calico")?.vxlan?.vni == 5000)
+        // No IPv6 tunnel any more: the IPv6 device goes.
+        changed.tunnels[.v6] = nil
+        changed.remotes.removeAll { $0.family == .v6 }
+        manager.setDesired(changed, mtuPattern: defaultMTUInterfacePattern)
+        #expect(
+            try manager.apply(resync: false).changes == ["ip link del vxlan-v6.calico (no VXLAN pool of the family)"])
+        #expect(try kernel.link(named: "vxlan-v6.calico") == nil)
+    }
+
+    @Test func waitsForTheNodeAddress() throws {
+        let kernel = FakeKernel()
+        let manager = VXLANManager(kernel: kernel)
+        manager.setDesired(try plan(remotes: []), mtuPattern: defaultMTUInterfacePattern)
+        let report = try manager.apply(resync: false)
+        #expect(report.waiting.count == 2 && report.changes.isEmpty)
+    }
+}

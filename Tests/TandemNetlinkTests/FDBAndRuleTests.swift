@@ -79,3 +79,67 @@ import Testing
         #expect(!(try ns.run("ip -6 rule show").stdout.contains("lookup 2")))
     }
 }
+
+/// VXLAN devices through our netlink code, both underlay families: created as `ip link add ... type vxlan` would
+/// make them (checked with `ip -d link`), read back with their configuration, and the request's bytes pinned.
+@Suite struct VXLANDeviceTests {
+    @Test func createdAndReadBackInBothFamilies() throws {
+        let ns = try TestNamespace("vxdev")
+        defer { ns.remove() }
+        try #require(
+            try ns.run(
+                "ip link add eth0 type veth peer name peer0 && ip addr add 10.99.0.1/24 dev eth0 && "
+                    + "ip addr add fd99::1/64 dev eth0 nodad && ip link set eth0 up"
+            ).status == 0)
+        let netlink = try Netlink(namespace: ns.path)
+        let eth0 = try #require(try netlink.link(named: "eth0"))
+        for (name, local, mac, mtu) in [
+            ("vxlan.calico", "10.99.0.1", "66:3e:ca:a4:db:65", UInt32(1450)),
+            ("vxlan-v6.calico", "fd99::1", "66:a0:68:c9:4c:79", 1430),
+        ] {
+            let configuration = VXLANConfiguration(
+                vni: 4096, port: 4789, local: try IPAddress(local), parentIndex: eth0.index)
+            try netlink.createVXLAN(name: name, configuration, mac: try MACAddress(mac), mtu: mtu)
+            let shown = try ns.run("ip -d link show \(name)").stdout
+            #expect(
+                shown.contains("vxlan id 4096 local \(local) dev eth0 srcport 0 0 dstport 4789 nolearning"), "\(shown)")
+            #expect(shown.contains("mtu \(mtu)") && shown.contains("link/ether \(mac)"), "\(shown)")
+            let link = try #require(try netlink.link(named: name))
+            let expectedMAC = try MACAddress(mac)
+            #expect(link.kind == "vxlan" && link.vxlan == configuration && link.mac == expectedMAC)
+            do {
+                try netlink.createVXLAN(name: name, configuration, mac: nil, mtu: nil)
+                Issue.record("a second \(name) was created")
+            } catch {
+                #expect(error.errno == EEXIST, "\(error)")
+            }
+        }
+    }
+
+    @Test func requestBytesArePinned() throws {
+        let message = LinkRequest.createVXLAN(
+            name: "vxlan.calico",
+            VXLANConfiguration(vni: 4096, port: 4789, local: try IPAddress("10.99.0.1"), parentIndex: 2),
+            mac: try MACAddress("66:3e:ca:a4:db:65"), mtu: 1450)
+        let attributes = try NetlinkAttribute.decode(message.payload, from: InterfaceInfoHeader.size)
+        let info = try #require(try attributes.first(LinkAttribute.linkInfo)?.attributes())
+        #expect(info.first(LinkAttribute.infoKind)?.string == "vxlan")
+        let data = try #require(try info.first(LinkAttribute.infoData)?.attributes())
+        #expect(data.first(VXLANAttribute.id)?.u32 == 4096)
+        #expect(data.first(VXLANAttribute.port)?.value == [0x12, 0xB5])  // 4789, network byte order
+        #expect(data.first(VXLANAttribute.local)?.value == [10, 99, 0, 1])
+        #expect(data.first(VXLANAttribute.learning)?.value == [0])
+        #expect(data.first(VXLANAttribute.link)?.u32 == 2)
+        let hex = message.payload.map { String(format: "%02x", $0) }.joined()
+        // ifinfomsg; IFLA_IFNAME; IFLA_MTU 1450; IFLA_ADDRESS; IFLA_LINKINFO { kind "vxlan", data { ID 4096, LINK 2,
+        // LOCAL 10.99.0.1, TTL, TOS, PROXY, RSC, L2MISS, L3MISS 0, LEARNING 0, PORT 4789 } }.
+        #expect(
+            hex
+                == "00000000000000000000000000000000" + "1100030076786c616e2e63616c69636f00000000" + "08000400aa050000"
+                + "0a000100663ecaa4db650000" + "6c001280" + "0a00010076786c616e000000" + "5c000280"
+                + "0800010000100000" + "0800030002000000" + "080004000a630001" + "0500050000000000"
+                + "0500060000000000" + "05000b0000000000" + "05000c0000000000" + "05000d0000000000"
+                + "05000e0000000000" + "0500070000000000" + "06000f0012b50000",
+            "\(hex)")
+    }
+}
