@@ -62,6 +62,7 @@ public final class NodeAgent: Service, Sendable {
     public let nat: NatManager
     public let mtu: MTUManager
     public let vxlan: VXLANManager
+    public let ipip: IPIPManager
     /// Tunnel-address work the calculation asks for, carried out on its own task (it writes to the datastore).
     private let tunnelWork: AsyncStream<[IPFamily: TunnelAddressAction]>
     private let tunnelRequest: AsyncStream<[IPFamily: TunnelAddressAction]>.Continuation
@@ -111,8 +112,9 @@ public final class NodeAgent: Service, Sendable {
         nat = NatManager(backend: configuration.policyBackend, tools: configuration.policyTools)
         mtu = MTUManager(kernel: kernel, path: configuration.mtuFile)
         vxlan = VXLANManager(kernel: kernel)
+        ipip = IPIPManager(kernel: kernel)
         runner = ManagerRunner(
-            managers: [routes, policy, nat, mtu, vxlan] + (bgp.map { [$0] } ?? []), logger: logger)
+            managers: [routes, policy, nat, mtu, vxlan, ipip] + (bgp.map { [$0] } ?? []), logger: logger)
         (tunnelWork, tunnelRequest) = AsyncStream.makeStream(
             of: [IPFamily: TunnelAddressAction].self, bufferingPolicy: .bufferingNewest(1))
         (wake, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -413,12 +415,15 @@ public final class NodeAgent: Service, Sendable {
             kick.append(mtu.name)
         }
         if overlayChanged, let overlay {
+            // IPIP counts in the MTU as Calico counts it (20), though Tandem does not carry pods over it.
+            let ipipPools = state.cache.ipipPools
+            var encapsulations = overlay.encapsulations(explicitMTU: overlay.tunnels.compactMapValues(\.explicitMTU))
+            if !ipipPools.isEmpty { encapsulations.append(Encapsulation(name: "IPIP", overhead: 20)) }
             mtu.setDesired(
-                pattern: state.cache.mtuInterfacePattern,
-                encapsulations: overlay.encapsulations(
-                    explicitMTU: overlay.tunnels.compactMapValues(\.explicitMTU)),
-                ipv6: state.cache.ipv6Support)
+                pattern: state.cache.mtuInterfacePattern, encapsulations: encapsulations, ipv6: state.cache.ipv6Support)
             if !kick.contains(mtu.name) { kick.append(mtu.name) }
+            ipip.setDesired(pools: ipipPools)
+            kick.append(ipip.name)
         }
         let elapsed = ContinuousClock.now - started
         counters.withLock {

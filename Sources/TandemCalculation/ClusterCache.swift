@@ -435,6 +435,12 @@ public struct ClusterCache: Sendable {
             families: families, enabled: felixSetting("vxlanEnabled") != .bool(false))
     }
 
+    /// The pools with `ipipMode` Always or CrossSubnet (IPv4), by name.
+    public var ipipPools: [String] {
+        pools.values.filter { ($0.spec.ipipMode ?? "Never") != "Never" && $0.spec.network?.family == .v4 }
+            .compactMap(\.metadata.name).sorted()
+    }
+
     /// FelixConfiguration `mtuIfacePattern`, or Calico's default.
     public var mtuInterfacePattern: String {
         guard let text = felixSetting("mtuIfacePattern")?.stringValue, !text.isEmpty else {

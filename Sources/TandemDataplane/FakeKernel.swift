@@ -27,6 +27,7 @@ public final class FakeKernel: KernelNetworking, Sendable {
 
     struct State {
         var links: [Int32: Link] = [:]
+        var missingKinds: Set<String> = []
         var nextIndex: Int32 = 1
         var addresses: [InterfaceAddress] = []
         var routes: [Route] = []
@@ -157,6 +158,25 @@ public final class FakeKernel: KernelNetworking, Sendable {
             if let mtu = change.mtu { current.mtu = mtu }
             if let name = change.name { current.name = name }
             state.links[link.index] = current
+        }
+    }
+
+    /// Link types this fake kernel lacks (`ip link add` says `Unknown device type`, EOPNOTSUPP), like this
+    /// machine's kernel for ipip.
+    public func lackLinkKinds(_ kinds: Set<String>) { state.withLock { $0.missingKinds = kinds } }
+
+    public func createLink(name: String, kind: String) throws(NetlinkError) {
+        try withState { state throws(NetlinkError) in
+            try enter(.createVXLAN, &state, command: "ip link add \(name) type \(kind)")
+            guard !state.missingKinds.contains(kind) else {
+                throw NetlinkError(
+                    errno: EOPNOTSUPP, operation: "create \(kind) link \(name)",
+                    command: "ip link add \(name) type \(kind)",
+                    kernelMessage: "Unknown device type")
+            }
+            let link = Link(index: state.nextIndex, name: name, flags: 0, mtu: 1480, kind: kind)
+            state.links[link.index] = link
+            state.nextIndex += 1
         }
     }
 

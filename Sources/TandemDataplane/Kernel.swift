@@ -17,6 +17,8 @@ public protocol KernelNetworking: AnyObject, Sendable {
     func setLink(_ link: Link, _ change: LinkChange) throws(NetlinkError)
     /// `ip link del dev NAME`.
     func deleteLink(_ link: Link) throws(NetlinkError)
+    /// `ip link add NAME type KIND` (to probe whether the kernel has a link type).
+    func createLink(name: String, kind: String) throws(NetlinkError)
     /// `ip link add NAME address MAC mtu M type vxlan id VNI local IP dev PARENT dstport PORT nolearning`.
     func createVXLAN(
         name: String, _ configuration: VXLANConfiguration, mac: MACAddress?, mtu: UInt32?)

@@ -74,6 +74,13 @@ public final class VXLANManager: DataplaneManager {
                         operational: $0.isUp && $0.flags & InterfaceFlags.running != 0)
                 }, pattern: pattern))?.hostMTU ?? fallbackHostMTU
         let mtu = tunnel.explicitMTU ?? hostMTU - VXLANDefaults.overhead(family)
+        // The IPv6 device carries IPv6 pods: never below IPv6's minimum link MTU.
+        if family == .v6 && mtu < ipv6MinimumMTU {
+            report.warnings.append(
+                "\(deviceName) not configured: its MTU would be \(mtu), below IPv6's minimum of \(ipv6MinimumMTU) "
+                    + "(host MTU \(hostMTU) less VXLAN over IPv6's 70, or vxlanMTUV6); raise the host interfaces' MTU")
+            return
+        }
         let configuration = VXLANConfiguration(
             vni: tunnel.vni, port: tunnel.port, local: tunnel.nodeAddress, parentIndex: parent, learning: false)
         if let existing = device,

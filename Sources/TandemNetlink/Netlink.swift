@@ -71,6 +71,13 @@ public final class Netlink: @unchecked Sendable {
             command: netns("ip link add \(name) type bridge"))
     }
 
+    /// `ip link add NAME type KIND`.
+    public func createLink(name: String, kind: String) throws(NetlinkError) {
+        try socket.perform(
+            LinkRequest.create(name: name, kind: kind), operation: "create \(kind) link \(name) in \(namespace)",
+            command: netns("ip link add \(name) type \(kind)"))
+    }
+
     /// `ip link add NAME [address MAC] [mtu M] type vxlan id VNI local IP dev PARENT dstport PORT nolearning`.
     public func createVXLAN(
         name: String, _ configuration: VXLANConfiguration, mac: MACAddress?, mtu: UInt32?

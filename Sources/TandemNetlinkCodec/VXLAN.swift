@@ -83,6 +83,17 @@ public struct VXLANConfiguration: Equatable, Sendable {
 }
 
 extension LinkRequest {
+    /// `ip link add NAME type KIND`, with no attributes of the kind (a probe of whether the kernel has it).
+    public static func create(name: String, kind: String) -> NetlinkMessage {
+        let attributes = [
+            NetlinkAttribute(LinkAttribute.name, string: name),
+            NetlinkAttribute(LinkAttribute.linkInfo, nested: [NetlinkAttribute(LinkAttribute.infoKind, string: kind)]),
+        ]
+        return NetlinkMessage(
+            type: NetlinkMessageType.newLink, flags: [.request, .acknowledge, .create, .exclusive],
+            payload: InterfaceInfoHeader().encoded() + NetlinkAttribute.encode(attributes))
+    }
+
     /// `ip link add NAME [address MAC] [mtu M] type vxlan id VNI local IP dev PARENT dstport PORT nolearning`.
     public static func createVXLAN(
         name: String, _ configuration: VXLANConfiguration, mac: MACAddress? = nil, mtu: UInt32? = nil

@@ -166,6 +166,17 @@ struct PodPlugin {
             await releaseIfFresh()
             throw CNIError(code: CNIError.ipamFailure, "IPAM plugin \(ipamType) returned no address")
         }
+        // IPv6 needs links of 1280 or more (RFC 8200): a pod below it would have an address that cannot work.
+        if let mtu, mtu < 1280, addresses.contains(where: { $0.family == .v6 }) {
+            link.remove()
+            await releaseIfFresh()
+            throw CNIError(
+                code: CNIError.invalidConfig,
+                "pod MTU \(mtu) is below IPv6's minimum link MTU of 1280, and the pod has an IPv6 address",
+                details:
+                    "the pod MTU is the network configuration's mtu, or the node's: its host interfaces' MTU less the "
+                    + "overlay's overhead (VXLAN over IPv6: 70); raise it, or give the pod no IPv6 address")
+        }
         let fullSpec = spec(addresses: addresses)
         async let configuring = onThread { try PodInterface.configure(fullSpec, link: link) }
         var recorded: (any Error)?

@@ -729,3 +729,35 @@ final class FakeIpsetTools: PolicyTools {
         #expect(report.waiting.count == 2 && report.changes.isEmpty)
     }
 }
+
+/// IPIP pools: probed, said clearly, once; against the fake kernel (with and without the link type) and the real one
+/// (whose answer `ip link add` gives too).
+@Suite struct IPIPManagerTests {
+    @Test func saysWhatTheKernelLacksOnce() throws {
+        for lacking in [true, false] {
+            let kernel = FakeKernel()
+            if lacking { kernel.lackLinkKinds(["ipip"]) }
+            let manager = IPIPManager(kernel: kernel)
+            #expect(try manager.apply(resync: false) == ManagerReport())  // no IPIP pool: no probe
+            #expect(manager.kernelHasIPIP == nil)
+            manager.setDesired(pools: ["ipip-pool"])
+            let report = try manager.apply(resync: false)
+            #expect(manager.kernelHasIPIP == !lacking)
+            #expect(report.warnings.count == 1 && report.warnings[0].contains("IPIP pool(s) ipip-pool"))
+            #expect(report.warnings[0].contains("no ipip link type") == lacking, "\(report.warnings)")
+            #expect(try kernel.link(named: "tdm-ipipprobe") == nil)  // the probe link is gone
+            #expect(try manager.apply(resync: true) == ManagerReport())  // said once
+        }
+    }
+
+    @Test func probesTheRealKernel() throws {
+        let ns = try TestNamespace("ipip")
+        defer { ns.remove() }
+        let shellSays = try ns.run("ip link add probe0 type ipip && ip link del probe0").status == 0
+        let manager = IPIPManager(kernel: try Netlink(namespace: ns.path))
+        manager.setDesired(pools: ["p"])
+        _ = try manager.apply(resync: false)
+        #expect(manager.kernelHasIPIP == shellSays)
+        if !shellSays { print("this kernel has no ipip link type (as ip link add says): the warning names it") }
+    }
+}

@@ -171,6 +171,7 @@ struct ConflistRunner {
                 "bad mtu", good.replacingOccurrences(of: "\"mtu\":1450", with: "\"mtu\":\"big\""), [:],
                 CNIError.invalidConfig
             ),
+            ("an IPv6 pod below IPv6's minimum MTU", lab.config(mtu: 1279), [:], CNIError.invalidConfig),
             (
                 "bad assign flag",
                 good.replacingOccurrences(of: "\"assign_ipv6\":\"true\"", with: "\"assign_ipv6\":\"maybe\""), [:],
@@ -193,6 +194,9 @@ struct ConflistRunner {
             let run = try lab.run("ADD", pod: pod, container: "ctr-bad", config: config, environment: environment)
             #expect(run.status != 0, "\(label)")
             if let code { #expect(run.json["code"] as? Int == code, "\(label): \(run.output)") }
+            if label.contains("minimum MTU") {
+                #expect((run.json["msg"] as? String)?.contains("below IPv6's minimum link MTU of 1280") == true)
+            }
             #expect(run.json["code"] is Int, "\(label): \(run.output)")
             #expect((run.json["msg"] as? String)?.isEmpty == false, "\(label)")
             #expect(!(try pod.run("ip link show").stdout.contains("eth0")), "\(label)")
