@@ -418,7 +418,7 @@ public final class NodeAgent: Service, Sendable {
             // IPIP counts in the MTU as Calico counts it (20), though Tandem does not carry pods over it.
             let ipipPools = state.cache.ipipPools
             var encapsulations = overlay.encapsulations(explicitMTU: overlay.tunnels.compactMapValues(\.explicitMTU))
-            if !ipipPools.isEmpty { encapsulations.append(Encapsulation(name: "IPIP", overhead: 20)) }
+            if !ipipPools.isEmpty { encapsulations.append(.ipip) }
             mtu.setDesired(
                 pattern: state.cache.mtuInterfacePattern, encapsulations: encapsulations, ipv6: state.cache.ipv6Support)
             if !kick.contains(mtu.name) { kick.append(mtu.name) }

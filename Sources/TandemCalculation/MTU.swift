@@ -9,6 +9,22 @@ public let fallbackHostMTU: UInt32 = 1460
 /// IPv6's minimum link MTU (RFC 8200): a link carrying IPv6 below it does not carry IPv6.
 public let ipv6MinimumMTU: UInt32 = 1280
 
+extension Encapsulation {
+    /// Calico's encapsulations and their overheads (`felix/dataplane/linux/int_dataplane.go`).
+    public static let ipip = Encapsulation(name: "IPIP", overhead: 20)
+    public static let vxlan = Encapsulation(name: "VXLAN", overhead: 50)
+    public static let vxlanV6 = Encapsulation(name: "VXLAN over IPv6", overhead: 70)
+    public static let wireguard = Encapsulation(name: "WireGuard", overhead: 60)
+    public static let wireguardV6 = Encapsulation(name: "WireGuard over IPv6", overhead: 80)
+
+    /// The same encapsulation with an explicit MTU (`vxlanMTU`, `wireguardMTUV6`, ...).
+    public func withMTU(_ mtu: UInt32?) -> Encapsulation {
+        var copy = self
+        copy.explicitMTU = mtu
+        return copy
+    }
+}
+
 /// An encapsulation between nodes that pods' packets may take, and what it costs them (Calico's overheads:
 /// IPIP 20, VXLAN 50 over IPv4 and 70 over IPv6, WireGuard 60 and 80).
 public struct Encapsulation: Sendable, Equatable {

@@ -88,9 +88,7 @@ public struct VXLANPlan: Sendable, Equatable {
     /// The encapsulations in use, for the MTU.
     public func encapsulations(explicitMTU: [IPFamily: UInt32]) -> [Encapsulation] {
         IPFamily.allCases.filter { tunnels[$0] != nil }.map { family in
-            Encapsulation(
-                name: family == .v4 ? "VXLAN" : "VXLAN over IPv6", overhead: VXLANDefaults.overhead(family),
-                explicitMTU: explicitMTU[family])
+            (family == .v4 ? Encapsulation.vxlan : .vxlanV6).withMTU(explicitMTU[family])
         }
     }
 }

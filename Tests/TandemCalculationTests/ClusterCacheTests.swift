@@ -668,3 +668,26 @@ func storedAffinity(node: String, block: String, revision: Int64) -> KeyValue {
             ])
     }
 }
+
+/// The pod MTU for every combination of encapsulations, on a 1500 host (Calico's rule: the smallest of the host MTU
+/// less each overhead; an explicit MTU replaces its encapsulation's).
+@Suite struct MTUGoldenTests {
+    static let cases: [(String, [Encapsulation], UInt32)] = [
+        ("none", [], 1500), ("IPIP", [.ipip], 1480), ("VXLAN", [.vxlan], 1450), ("VXLAN over IPv6", [.vxlanV6], 1430),
+        ("VXLAN both families", [.vxlan, .vxlanV6], 1430), ("WireGuard", [.wireguard], 1440),
+        ("WireGuard over IPv6", [.wireguardV6], 1420), ("WireGuard both families", [.wireguard, .wireguardV6], 1420),
+        ("IPIP and WireGuard", [.ipip, .wireguard], 1440), ("VXLAN and WireGuard", [.vxlan, .wireguard], 1440),
+        ("VXLAN over IPv6 and WireGuard", [.vxlanV6, .wireguard], 1430),
+        ("everything", [.ipip, .vxlan, .vxlanV6, .wireguard, .wireguardV6], 1420),
+        ("vxlanMTU 1400", [.vxlan.withMTU(1400)], 1400),
+        ("vxlanMTUV6 1480 with VXLAN", [.vxlan, .vxlanV6.withMTU(1480)], 1450),
+        ("wireguardMTUV6 1300", [.vxlan, .wireguardV6.withMTU(1300)], 1300),
+    ]
+
+    @Test(arguments: cases) func podMTU(_ label: String, _ encapsulations: [Encapsulation], _ expected: UInt32) throws {
+        let decision = try decideMTU(
+            interfaces: [MTUCandidate(name: "eth0", mtu: 1500, operational: true)], pattern: defaultMTUInterfacePattern,
+            encapsulations: encapsulations)
+        #expect(decision.podMTU == expected, "\(label): \(decision)")
+    }
+}

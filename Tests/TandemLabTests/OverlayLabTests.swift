@@ -39,18 +39,36 @@ import Testing
     /// pod reaches every pod; from n1, traffic to the pod on n2 (same subnet) leaves native with CrossSubnet and in
     /// VXLAN with Always, traffic to the pod on n3 (other subnet) always in VXLAN — counted on n1's underlay.
     @Test(arguments: [
-        ("dual-stack", "vxlan-cross-subnet"), ("ipv6-only", "vxlan-cross-subnet"), ("dual-stack", "vxlan"),
+        ("seed", "vxlan-cross-subnet"), ("ipv6-only", "vxlan-cross-subnet"), ("dual-stack", "vxlan"),
     ])
     func crossSubnetIsNativeOnTheSubnetAndVXLANAcross(stack: String, encapsulation: String) throws {
         let lab = try TestLab()
         defer { lab.down() }
         try lab.up(
-            ["--nodes", "4", "--subnets", "2", "--encapsulation", encapsulation]
+            ["--nodes", "4", "--subnets", "2", "--encapsulation", stack == "seed" ? "none" : encapsulation]
                 + (stack == "ipv6-only" ? ["--ipv6-only"] : []))
+        if stack == "seed" {
+            // The seed's own pools, CrossSubnet in both families, in place of the lab's.
+            let datastore = "sqlite://\(lab.directory)/datastore.db"
+            let seeds = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+                .appendingPathComponent("../TandemModelTests/Fixtures/seeds").standardized
+            for command in [
+                ["delete", "ippool", "default-ipv4-ippool"],
+                ["patch", "ippool", "default-ipv6-ippool", "-p", "{\"spec\":{\"disabled\":true}}"],
+                ["apply", "-f", seeds.appendingPathComponent("seed002-01-ippool-ipv4-pool.yaml").path],
+                ["apply", "-f", seeds.appendingPathComponent("seed002-02-ippool-ipv6-pool.yaml").path],
+            ] {
+                let done = try TestProducts.run("tandemctl", command + ["--datastore", datastore])
+                try #require(done.status == 0, "\(command): \(done.stderr)")
+            }
+        }
         for node in 1...4 { #expect(try lab.run(["pod", "add", "n\(node)", "p\(node)"]).status == 0) }
         let check = try lab.run(["check"])
         #expect(check.status == 0, "\(check.stdout)")
         let pods = podAddresses(try lab.run(["status"]).stdout)
+        if stack == "seed" {
+            #expect(pods.values.allSatisfy { $0.contains { $0.hasPrefix("fd00:10:244:") } }, "\(pods)")
+        }
         let families = stack == "ipv6-only" ? [true] : [false, true]
         for ipv6 in families {
             func address(_ pod: String) throws -> String {
@@ -75,11 +93,44 @@ import Testing
         }
         // The devices and their MTU, per family.
         let links = try lab.onNode("n1", "ip -d link show type vxlan").stdout
-        if stack == "dual-stack" {
+        if stack != "ipv6-only" {
             #expect(links.contains("vxlan.calico") && links.contains("mtu 1450"), "\(links)")
         }
         #expect(links.contains("vxlan-v6.calico") && links.contains("mtu 1430"), "\(links)")
         #expect(links.contains("id 4096") && links.contains("dstport 4789") && links.contains("nolearning"))
+    }
+
+    /// Mixed pools with BIRD: both families over VXLAN, then the IPv6 pool's vxlanMode set to Never, live: IPv6
+    /// blocks are routed by BIRD (its routes, `proto bird`), the IPv6 device and tunnel address go, IPv4 stays on
+    /// VXLAN, and every pod still reaches every pod.
+    @Test func mixedPoolsOneFamilyOverVXLANTheOtherByBGP() throws {
+        let lab = try TestLab()
+        defer { lab.down() }
+        try lab.up(["--nodes", "3", "--encapsulation", "vxlan"])
+        for node in 1...3 { #expect(try lab.run(["pod", "add", "n\(node)", "p\(node)"]).status == 0) }
+        let datastore = "sqlite://\(lab.directory)/datastore.db"
+        #expect(try lab.onNode("n1", "ip -6 route").stdout.contains("dev vxlan-v6.calico"))
+        let patched = try TestProducts.run(
+            "tandemctl",
+            [
+                "patch", "ippool", "default-ipv6-ippool", "-p", "{\"spec\":{\"vxlanMode\":\"Never\"}}", "--datastore",
+                datastore,
+            ])
+        #expect(patched.status == 0, "\(patched.stderr)")
+        let moved = try eventually(within: 10) {
+            let routes = try lab.onNode("n1", "ip -6 route").stdout
+            let device = try lab.onNode("n1", "ip link show vxlan-v6.calico")
+            return routes.components(separatedBy: "proto bird").count - 1 == 2 && !routes.contains("vxlan-v6")
+                && device.status != 0
+        }
+        let routes = try lab.onNode("n1", "ip -6 route").stdout
+        #expect(moved, "IPv6 did not move to BGP: \(routes)")
+        #expect(try lab.onNode("n1", "ip route").stdout.contains("dev vxlan.calico"))
+        let node = try TestProducts.run("tandemctl", ["get", "node", "n1", "-o", "yaml", "--datastore", datastore])
+            .stdout
+        #expect(node.contains("ipv4VXLANTunnelAddr") && !node.contains("ipv6VXLANTunnelAddr"), "\(node)")
+        let check = try lab.run(["check"])
+        #expect(check.status == 0, "\(check.stdout)")
     }
 
     /// `--backend vxlan`: no BIRD anywhere, every route from the datastore, both families and IPv6-only. Pods get
