@@ -15,7 +15,7 @@ struct TandemLab: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem-lab",
         abstract: "A dual-stack Tandem cluster in network namespaces on this machine.",
-        subcommands: [Up.self, Pod.self, Check.self, Status.self, Restart.self, Down.self])
+        subcommands: [Up.self, NodeCommand.self, Pod.self, Check.self, Status.self, Restart.self, Down.self])
 }
 
 /// Options every subcommand shares.
@@ -204,62 +204,9 @@ struct Up: ParsableCommand {
         print("fabric: \(subnets == 1 ? "bridge br0" : "bridges br0-br\(subnets - 1), routed,") in \(fabric)")
 
         for index in 1...nodeCount {
-            let nodeName = "n\(index)"
-            let namespace = "\(state.name)-\(nodeName)"
-            try NetworkNamespace.create(named: namespace)
-            state.namespaces.append(namespace)
-            try paths.save(state)
-            let nodePath = "\(NetworkNamespace.namedDirectory)/\(namespace)"
-            let nodeFD = try NetworkNamespace.open(nodePath)
-            defer { close(nodeFD) }
-            try fabricLink.createVeth(
-                name: "to-\(nodeName)", peerName: "eth0", peerNamespaceFD: nodeFD, peerNamespaceName: namespace)
-            guard let port = try fabricLink.link(named: "to-\(nodeName)") else {
-                throw LabError("to-\(nodeName) vanished")
-            }
             let subnet = LabPlan.subnet(of: index, count: nodeCount, subnets: subnets)
-            try fabricLink.setLink(port, LinkChange(up: true, masterIndex: bridges[subnet].index))
-            let node = try Netlink(namespace: nodePath)
-            if let lo = try node.link(named: "lo") { try node.setLink(lo, LinkChange(up: true)) }
-            // A node is a router: forwarding on, router advertisements and duplicate address detection off.
-            try sysctl(
-                in: namespace,
-                [
-                    ("net/ipv4/ip_forward", "1"), ("net/ipv6/conf/all/forwarding", "1"),
-                    ("net/ipv6/conf/all/accept_dad", "0"), ("net/ipv6/conf/default/accept_dad", "0"),
-                    ("net/ipv6/conf/all/accept_ra", "0"), ("net/ipv6/conf/default/accept_ra", "0"),
-                    ("net/ipv6/conf/eth0/accept_dad", "0"), ("net/ipv6/conf/eth0/accept_ra", "0"),
-                ])
-            guard let eth0 = try node.link(named: "eth0") else { throw LabError("eth0 of \(namespace) vanished") }
-            var labNode = LabNode(name: nodeName, namespace: namespace)
-            if state.ipv4 {
-                let address = LabPlan.nodeIPv4(index, subnet: subnet)
-                try node.addAddress(address, to: eth0)
-                labNode.ipv4 = address.address.description
-            }
-            if state.ipv6 {
-                let address = LabPlan.nodeIPv6(index, subnet: subnet)
-                try node.addAddress(address, to: eth0, noDAD: true)
-                labNode.ipv6 = address.address.description
-            }
-            try node.setLink(eth0, LinkChange(up: true))
-            if state.ipv4 {
-                try node.addRoute(
-                    Route(
-                        destination: "0.0.0.0/0", gateway: LabPlan.router4(subnet: subnet).address,
-                        outputInterface: eth0.index), interfaceName: "eth0")
-            }
-            if state.ipv6 {
-                try node.addRoute(
-                    Route(
-                        destination: "::/0", gateway: LabPlan.router6(subnet: subnet).address,
-                        outputInterface: eth0.index), interfaceName: "eth0")
-            }
-            state.nodes.append(labNode)
-            try paths.save(state)
-            print(
-                "node \(nodeName): namespace \(namespace), eth0 \(labNode.addresses.joined(separator: " "))"
-                    + (subnets > 1 ? " (subnet \(subnet))" : ""))
+            try buildNode(
+                index, subnet: subnet, state: &state, paths: paths, fabricLink: fabricLink, bridge: bridges[subnet])
         }
     }
 
@@ -372,6 +319,68 @@ struct Up: ParsableCommand {
     }
 }
 
+/// Node `index` (`nIndex`): its namespace, its underlay veth on the subnet's bridge, addresses and default routes;
+/// recorded in the lab's state as it is made.
+func buildNode(
+    _ index: Int, subnet: Int, state: inout LabState, paths: LabPaths, fabricLink: Netlink, bridge: Link
+) throws {
+    let nodeName = "n\(index)"
+    let namespace = "\(state.name)-\(nodeName)"
+    try NetworkNamespace.create(named: namespace)
+    state.namespaces.append(namespace)
+    try paths.save(state)
+    let nodePath = "\(NetworkNamespace.namedDirectory)/\(namespace)"
+    let nodeFD = try NetworkNamespace.open(nodePath)
+    defer { close(nodeFD) }
+    try fabricLink.createVeth(
+        name: "to-\(nodeName)", peerName: "eth0", peerNamespaceFD: nodeFD, peerNamespaceName: namespace)
+    guard let port = try fabricLink.link(named: "to-\(nodeName)") else {
+        throw LabError("to-\(nodeName) vanished")
+    }
+    try fabricLink.setLink(port, LinkChange(up: true, masterIndex: bridge.index))
+    let node = try Netlink(namespace: nodePath)
+    if let lo = try node.link(named: "lo") { try node.setLink(lo, LinkChange(up: true)) }
+    // A node is a router: forwarding on, router advertisements and duplicate address detection off.
+    try sysctl(
+        in: namespace,
+        [
+            ("net/ipv4/ip_forward", "1"), ("net/ipv6/conf/all/forwarding", "1"),
+            ("net/ipv6/conf/all/accept_dad", "0"), ("net/ipv6/conf/default/accept_dad", "0"),
+            ("net/ipv6/conf/all/accept_ra", "0"), ("net/ipv6/conf/default/accept_ra", "0"),
+            ("net/ipv6/conf/eth0/accept_dad", "0"), ("net/ipv6/conf/eth0/accept_ra", "0"),
+        ])
+    guard let eth0 = try node.link(named: "eth0") else { throw LabError("eth0 of \(namespace) vanished") }
+    var labNode = LabNode(name: nodeName, namespace: namespace)
+    if state.ipv4 {
+        let address = LabPlan.nodeIPv4(index, subnet: subnet)
+        try node.addAddress(address, to: eth0)
+        labNode.ipv4 = address.address.description
+    }
+    if state.ipv6 {
+        let address = LabPlan.nodeIPv6(index, subnet: subnet)
+        try node.addAddress(address, to: eth0, noDAD: true)
+        labNode.ipv6 = address.address.description
+    }
+    try node.setLink(eth0, LinkChange(up: true))
+    if state.ipv4 {
+        try node.addRoute(
+            Route(
+                destination: "0.0.0.0/0", gateway: LabPlan.router4(subnet: subnet).address,
+                outputInterface: eth0.index), interfaceName: "eth0")
+    }
+    if state.ipv6 {
+        try node.addRoute(
+            Route(
+                destination: "::/0", gateway: LabPlan.router6(subnet: subnet).address,
+                outputInterface: eth0.index), interfaceName: "eth0")
+    }
+    state.nodes.append(labNode)
+    try paths.save(state)
+    print(
+        "node \(nodeName): namespace \(namespace), eth0 \(labNode.addresses.joined(separator: " "))"
+            + ((state.subnets ?? 1) > 1 ? " (subnet \(subnet))" : ""))
+}
+
 /// The CNI configuration of a node: the tandem plugin with tandem-ipam, the lab's datastore, the node's name.
 func writeCNIConfig(state: LabState, node: String, directory: String) throws {
     let config: [String: Any] = [
@@ -410,6 +419,53 @@ func bgpSessions(paths: LabPaths, node: String) -> [BirdProtocolStatus] {
         let reply = try? run("/usr/sbin/birdc", ["-s", socket, "show", "protocols"]), reply.status == 0
     else { return [] }
     return parseBirdProtocols(reply.output).filter { $0.proto == "BGP" }
+}
+
+// MARK: - node
+
+struct NodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "Nodes of a running lab.", subcommands: [NodeAdd.self])
+}
+
+struct NodeAdd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "add", abstract: "Add a node to a running lab and start its agent (nN, the next number).")
+
+    @OptionGroup var options: LabOptions
+
+    @Option(name: .customLong("subnet"), help: "The subnet to put it on (0 to the lab's --subnets less one).")
+    var subnet: Int = 0
+
+    func run() throws {
+        let paths = options.paths
+        var state = try paths.load()
+        guard (0..<(state.subnets ?? 1)).contains(subnet) else {
+            throw ValidationError("--subnet \(subnet): the lab has subnets 0 to \((state.subnets ?? 1) - 1)")
+        }
+        let index = (state.nodes.compactMap { Int($0.name.dropFirst()) }.max() ?? 0) + 1
+        let fabricLink = try Netlink(namespace: "\(NetworkNamespace.namedDirectory)/\(state.fabric)")
+        guard let bridge = try fabricLink.link(named: "br\(subnet)") else {
+            throw LabError("the fabric has no bridge br\(subnet)")
+        }
+        try buildNode(index, subnet: subnet, state: &state, paths: paths, fabricLink: fabricLink, bridge: bridge)
+        let position = state.nodes.count - 1
+        let node = state.nodes[position]
+        let directory = paths.nodeDirectory(node.name)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try writeCNIConfig(state: state, node: node.name, directory: directory)
+        state.nodes[position].agentPID = try startAgent(state: state, node: node, directory: directory)
+        try paths.save(state)
+        let log = directory + "/tandem-node.log"
+        let deadline = Date().addingTimeInterval(30)
+        while (try? String(contentsOfFile: log, encoding: .utf8))?.contains("serving CNI calls") != true {
+            guard Date() < deadline, alive(state.nodes[position].agentPID) else {
+                throw LabError("tandem-node on \(node.name) did not start; see \(log)")
+            }
+            usleep(20_000)
+        }
+        print("node \(node.name) added; its agent serves CNI calls")
+    }
 }
 
 // MARK: - pod

@@ -190,6 +190,19 @@ import Testing
         for address in try #require(pods["p2"]) {
             #expect(try shell("ip netns exec \(lab.name)-p1 ping -c 1 -W 2 \(address)").status == 0)
         }
+        // A node added later: its pod is reachable from the others within 2 s, in every family.
+        let added = try lab.run(["node", "add"])
+        #expect(added.status == 0, "\(added.stdout)\(added.stderr)")
+        let started = Date()
+        #expect(try lab.run(["pod", "add", "n4", "p4"]).status == 0)
+        let p4 = try #require(podAddresses(try lab.run(["status"]).stdout)["p4"])
+        let reached = try eventually(within: 2) {
+            try p4.allSatisfy { try shell("ip netns exec \(lab.name)-p1 ping -c 1 -W 0.2 \($0)").status == 0 }
+        }
+        #expect(reached, "p4 on the new node n4 not reachable within 2 s")
+        print(
+            "overlay, \(stack): a new node's pod reachable \(Int(Date().timeIntervalSince(started) * 1000)) ms after its ADD began"
+        )
     }
 }
 
