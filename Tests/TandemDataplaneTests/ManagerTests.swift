@@ -721,6 +721,24 @@ final class FakeIpsetTools: PolicyTools {
         #expect(try kernel.link(named: "vxlan-v6.calico") == nil)
     }
 
+    /// A host MTU that would put the IPv6 device under 1280: not configured, said why; IPv4's device is.
+    @Test func neverConfiguresIPv6Below1280() throws {
+        let kernel = FakeKernel()
+        let eth0 = kernel.addLink(name: "eth0", kind: nil)
+        try kernel.setLink(eth0, LinkChange(mtu: 1340))
+        try kernel.addAddress(CIDR("10.99.0.1/24"), to: eth0, noDAD: false)
+        try kernel.addAddress(CIDR("fd99::1/64"), to: eth0, noDAD: true)
+        let manager = VXLANManager(kernel: kernel)
+        var plan = try plan(remotes: ["n2"])
+        plan.tunnels[.v6]?.explicitMTU = nil
+        manager.setDesired(plan, mtuPattern: defaultMTUInterfacePattern)
+        let report = try manager.apply(resync: false)
+        #expect(
+            report.warnings.count == 1 && report.warnings[0].contains("its MTU would be 1270, below IPv6's minimum"))
+        #expect(try kernel.link(named: "vxlan-v6.calico") == nil)
+        #expect(try kernel.link(named: "vxlan.calico")?.mtu == 1290)
+    }
+
     @Test func waitsForTheNodeAddress() throws {
         let kernel = FakeKernel()
         let manager = VXLANManager(kernel: kernel)

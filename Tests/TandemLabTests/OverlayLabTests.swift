@@ -133,16 +133,18 @@ import Testing
         #expect(check.status == 0, "\(check.stdout)")
     }
 
-    /// `--backend vxlan`: no BIRD anywhere, every route from the datastore, both families and IPv6-only. Pods get
-    /// the overlay's MTU (1430: VXLAN over IPv6 costs 70); a don't-fragment ping of the largest size crosses in each
+    /// `--backend vxlan`: no BIRD anywhere, every route from the datastore, dual-stack, IPv6-only and IPv4-only. Pods get
+    /// the overlay's MTU (1430: VXLAN over IPv6 costs 70; 1450 over IPv4 only); a don't-fragment ping of the largest size crosses in each
     /// family and one byte more is refused. A node that goes leaves no FDB entry, neighbour or route on the others.
-    @Test(arguments: ["dual-stack", "ipv6-only"])
+    @Test(arguments: ["dual-stack", "ipv6-only", "ipv4-only"])
     func clustersWithoutBGP(stack: String) throws {
         let lab = try TestLab()
         defer { lab.down() }
         try lab.up(
             ["--nodes", "3", "--encapsulation", "vxlan", "--backend", "vxlan"]
-                + (stack == "ipv6-only" ? ["--ipv6-only"] : []))
+                + (stack == "ipv6-only" ? ["--ipv6-only"] : stack == "ipv4-only" ? ["--ipv4-only"] : []))
+        // VXLAN over IPv4 costs 50, over IPv6 70: the pod MTU is the smaller of those in use.
+        let podMTU = stack == "ipv4-only" ? 1450 : 1430
         for node in 1...3 { #expect(try lab.run(["pod", "add", "n\(node)", "p\(node)"]).status == 0) }
         let check = try lab.run(["check"])
         #expect(check.status == 0, "\(check.stdout)")
@@ -153,12 +155,13 @@ import Testing
         let pods = podAddresses(try lab.run(["status"]).stdout)
         // The MTU: both ends of the veth, and the largest unfragmented packet in each family.
         let mtu = try shell("ip -n \(lab.name)-p1 -o link show eth0").stdout
-        #expect(mtu.contains("mtu 1430"), "\(mtu)")
+        #expect(mtu.contains("mtu \(podMTU)"), "\(mtu)")
         for address in try #require(pods["p2"]) {
             let header = address.contains(":") ? 48 : 28
-            let fits = try shell("ip netns exec \(lab.name)-p1 ping -c 1 -W 2 -M do -s \(1430 - header) \(address)")
+            let fits = try shell("ip netns exec \(lab.name)-p1 ping -c 1 -W 2 -M do -s \(podMTU - header) \(address)")
             #expect(fits.status == 0, "\(address): \(fits.stdout)\(fits.stderr)")
-            let tooBig = try shell("ip netns exec \(lab.name)-p1 ping -c 1 -W 2 -M do -s \(1431 - header) \(address)")
+            let tooBig = try shell(
+                "ip netns exec \(lab.name)-p1 ping -c 1 -W 2 -M do -s \(podMTU + 1 - header) \(address)")
             #expect(tooBig.status != 0, "\(address): a packet above the MTU crossed")
             #expect(
                 (tooBig.stdout + tooBig.stderr).lowercased().contains("too long")
