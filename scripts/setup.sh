@@ -16,6 +16,7 @@ packages=(
   nftables         # network policy: tandem-node loads its rules with nft
   ipset            # natOutgoing with the iptables backend keeps the pools in ipsets
   socat            # the policy tests' TCP servers and clients inside pods
+  python3          # a test's socket squatter; the benchmarks' JSON reading
 )
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   apt-get update -qq

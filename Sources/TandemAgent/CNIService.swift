@@ -62,11 +62,12 @@ public final class CNIService: Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(length)) }
         }
         guard bound == 0 else {
-            let reason = String(cString: strerror(errno))
+            let error = errno
+            let reason = String(cString: strerror(error))
             close(fd)
             throw CNIServiceError(
                 "cannot listen on \(address): \(reason)"
-                    + (errno == EADDRINUSE ? " (another tandem-node serves CNI in this network namespace)" : ""))
+                    + (error == EADDRINUSE ? " (\(Self.holder(of: socketAddress, length: length)))" : ""))
         }
         if !abstract { chmod(address, 0o600) }
         guard listen(fd, 128) == 0 else {
@@ -75,6 +76,32 @@ public final class CNIService: Sendable {
             throw CNIServiceError("listen on \(address): \(reason)")
         }
         listener = fd
+    }
+
+    /// Who holds the address: another tandem-node (root), or something else that took the name, named with its
+    /// uid, pid and command so the operator can stop it. The agent never starts beside an impostor.
+    static func holder(of socketAddress: sockaddr_un, length: Int) -> String {
+        var socketAddress = socketAddress
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(probe) }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        _ = setsockopt(probe, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &socketAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(length)) }
+        }
+        var uid: UInt32 = 0
+        var pid: Int32 = 0
+        guard connected == 0, cnl_peer_credentials(probe, &uid, &pid) == 0 else {
+            return "held by a process that does not accept connections: not a Tandem agent; find it with ss -xlp"
+        }
+        let command =
+            (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+        if uid == 0 && command == "tandem-node" {
+            return "another tandem-node (pid \(pid)) serves CNI in this network namespace"
+        }
+        return "held by pid \(pid) (\(command), uid \(uid)), not a root tandem-node: stop it (kill \(pid)) and start "
+            + "the agent again; CNI calls meanwhile run in the plugin itself"
     }
 
     /// How many calls are served at once; more wait in the listen backlog. A node starts pods a few at a time.

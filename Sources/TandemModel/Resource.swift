@@ -26,6 +26,47 @@ public struct ObjectMeta: Codable, Sendable, Equatable {
         self.namespace = namespace
         self.labels = labels
     }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decodeIfPresent(String.self, forKey: .name)
+        generateName = try container.decodeIfPresent(String.self, forKey: .generateName)
+        namespace = try container.decodeIfPresent(String.self, forKey: .namespace)
+        selfLink = try container.decodeIfPresent(String.self, forKey: .selfLink)
+        uid = try container.decodeIfPresent(String.self, forKey: .uid)
+        resourceVersion = try container.decodeIfPresent(String.self, forKey: .resourceVersion)
+        generation = try container.decodeIfPresent(Int64.self, forKey: .generation)
+        creationTimestamp = try container.decodeIfPresent(String.self, forKey: .creationTimestamp)
+        deletionTimestamp = try container.decodeIfPresent(String.self, forKey: .deletionTimestamp)
+        deletionGracePeriodSeconds = try container.decodeIfPresent(Int64.self, forKey: .deletionGracePeriodSeconds)
+        // YAML reads `routeReflector: true` or `rack: 12` as a boolean or a number; Calico stores the label's
+        // value as the string it was written as, and so does Tandem.
+        labels = try container.decodeIfPresent([String: ScalarText].self, forKey: .labels)?.mapValues(\.text)
+        annotations = try container.decodeIfPresent([String: ScalarText].self, forKey: .annotations)?.mapValues(\.text)
+        ownerReferences = try container.decodeIfPresent(JSONValue.self, forKey: .ownerReferences)
+        finalizers = try container.decodeIfPresent([String].self, forKey: .finalizers)
+        managedFields = try container.decodeIfPresent(JSONValue.self, forKey: .managedFields)
+    }
+}
+
+/// A label or annotation value: a string, or a boolean or number YAML typed, kept as its text.
+struct ScalarText: Decodable {
+    var text: String
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let text = try? container.decode(String.self) {
+            self.text = text
+        } else if let flag = try? container.decode(Bool.self) {
+            text = flag ? "true" : "false"
+        } else if let value = try? container.decode(JSONValue.self), case .number(let number) = value {
+            text = number
+        } else {
+            throw DecodingError.typeMismatch(
+                String.self,
+                .init(codingPath: decoder.codingPath, debugDescription: "expected a string, a boolean or a number"))
+        }
+    }
 }
 
 /// Collects the problems found in one resource.

@@ -19,6 +19,12 @@ public enum YAMLCodec {
     ) throws(ManifestSyntaxError)
         -> [JSONValue]
     {
+        // Bounds, so a small hostile text cannot take the machine: aliases re-use a subtree, and nested ones expand
+        // exponentially (484 bytes of them reached 2 GB).
+        guard text.utf8.count <= Self.maximumBytes else {
+            throw ManifestSyntaxError(
+                "YAML of \(text.utf8.count) bytes refused: at most \(Self.maximumBytes) bytes are read")
+        }
         var source = text
         // The YAML parser refuses a mapping with a repeated key outright. Kubernetes tooling keeps the last
         // value instead, and manifests in the wild rely on it, so each earlier occurrence is renamed with a
@@ -27,8 +33,15 @@ public enum YAMLCodec {
             var documents: [JSONValue] = []
             do {
                 var sequence = try Yams.compose_all(yaml: source)
+                var budget = Self.maximumValues
                 while let node = sequence.next() {
-                    documents.append(try convert(node, path: "", warnings: &warnings))
+                    guard documents.count < Self.maximumDocuments else {
+                        throw ManifestSyntaxError("more than \(Self.maximumDocuments) YAML documents refused")
+                    }
+                    // Counted first, without building anything: an alias bomb is refused in a fraction of a second.
+                    var count = budget
+                    try Self.count(node, depth: 0, budget: &count)
+                    documents.append(try convert(node, path: "", depth: 0, budget: &budget, warnings: &warnings))
                 }
                 if let error = sequence.error { throw error }
                 return documents.filter { $0 != .null }
@@ -47,6 +60,12 @@ public enum YAMLCodec {
     }
 
     static let duplicateMarker = "~~tandem-duplicate~~"
+
+    /// At most this many bytes of YAML, documents, values (after aliases are expanded) and levels of nesting.
+    public static let maximumBytes = 8 << 20
+    public static let maximumDocuments = 100_000
+    public static let maximumValues = 2_000_000
+    public static let maximumDepth = 64
 
     /// Renames the key `key` that starts at `mark` (trying the 1-based and 0-based readings of the mark).
     private static func renameKey(_ key: String, at mark: Mark, in text: String, marker: Int) -> String? {
@@ -73,7 +92,36 @@ public enum YAMLCodec {
         return nil
     }
 
-    private static func convert(_ node: Yams.Node, path: String, warnings: inout [String]) throws -> JSONValue {
+    /// Walks `node` as ``convert`` would, counting values against `budget` and levels against the maximum depth.
+    private static func count(_ node: Yams.Node, depth: Int, budget: inout Int) throws(ManifestSyntaxError) {
+        budget -= 1
+        guard budget >= 0 else {
+            throw ManifestSyntaxError("YAML expands to more than \(maximumValues) values (nested aliases?); refused")
+        }
+        guard depth <= maximumDepth else {
+            throw ManifestSyntaxError("YAML nested deeper than \(maximumDepth) levels; refused")
+        }
+        switch node {
+        case .sequence(let sequence):
+            for item in sequence { try count(item, depth: depth + 1, budget: &budget) }
+        case .mapping(let mapping):
+            for (_, value) in mapping { try count(value, depth: depth + 1, budget: &budget) }
+        default: break
+        }
+    }
+
+    private static func convert(
+        _ node: Yams.Node, path: String, depth: Int, budget: inout Int, warnings: inout [String]
+    ) throws -> JSONValue {
+        budget -= 1
+        guard budget >= 0 else {
+            throw ManifestSyntaxError(
+                "YAML expands to more than \(maximumValues) values (nested aliases?); refused at \(path.isEmpty ? "top level" : path)"
+            )
+        }
+        guard depth <= maximumDepth else {
+            throw ManifestSyntaxError("YAML nested deeper than \(maximumDepth) levels; refused at \(path)")
+        }
         switch node {
         case .scalar(let scalar):
             // Explicit tags (`!!str 123`) win; plain scalars resolve by YAML 1.1 rules; quoted ones are strings.
@@ -97,7 +145,9 @@ public enum YAMLCodec {
         case .sequence(let sequence):
             var items: [JSONValue] = []
             for (index, item) in sequence.enumerated() {
-                items.append(try convert(item, path: "\(path)[\(index)]", warnings: &warnings))
+                items.append(
+                    try convert(item, path: "\(path)[\(index)]", depth: depth + 1, budget: &budget, warnings: &warnings)
+                )
             }
             return .array(items)
         case .mapping(let mapping):
@@ -113,7 +163,9 @@ public enum YAMLCodec {
                     continue
                 }
                 let childPath = path.isEmpty ? key : "\(path).\(key)"
-                object.set(key, try convert(valueNode, path: childPath, warnings: &warnings))
+                object.set(
+                    key, try convert(valueNode, path: childPath, depth: depth + 1, budget: &budget, warnings: &warnings)
+                )
             }
             return object
         case .alias:

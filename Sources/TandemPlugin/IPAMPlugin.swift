@@ -132,12 +132,33 @@ func nodeName(config: [String: Any], environment: [String: String]) -> String {
         ?? ProcessInfo.processInfo.hostName.trimmingCharacters(in: .whitespaces).lowercased()
 }
 
-/// `cni.dev/valid-attachments` (CNI 1.1.0 GC), or `cni.dev/attachments` as some runtimes spell it.
-func validContainers(config: [String: Any]) -> Set<String> {
-    let attachments =
-        (config["cni.dev/valid-attachments"] as? [[String: Any]]) ?? (config["cni.dev/attachments"] as? [[String: Any]])
-        ?? []
-    return Set(attachments.compactMap { $0["containerID"] as? String })
+/// `cni.dev/valid-attachments` (CNI 1.1.0 GC), or `cni.dev/attachments` as some runtimes spell it. GC releases
+/// everything of this node not listed, so a list that is missing or malformed is an error, never an empty list:
+/// collecting on it would release every running pod's addresses.
+func validContainers(config: [String: Any]) throws(CNIError) -> Set<String> {
+    let key = config["cni.dev/valid-attachments"] != nil ? "cni.dev/valid-attachments" : "cni.dev/attachments"
+    guard let value = config[key] else {
+        throw CNIError(
+            code: CNIError.invalidConfig, "GC needs cni.dev/valid-attachments in the network configuration",
+            details: "without the list of live attachments nothing can be told apart from garbage; nothing released")
+    }
+    guard let attachments = value as? [Any] else {
+        throw CNIError(
+            code: CNIError.invalidConfig, "\(key) must be a list of attachments",
+            details: "got \(String(describing: value).prefix(200)); nothing released")
+    }
+    var containers: Set<String> = []
+    for (index, attachment) in attachments.enumerated() {
+        guard let entry = attachment as? [String: Any], let container = entry["containerID"] as? String,
+            !container.isEmpty
+        else {
+            throw CNIError(
+                code: CNIError.invalidConfig, "\(key)[\(index)] has no containerID",
+                details: "got \(String(describing: attachment).prefix(200)); nothing released")
+        }
+        containers.insert(container)
+    }
+    return containers
 }
 
 /// The IPAM plugin's result: addresses with their block's prefix, and a default route per family.

@@ -127,7 +127,7 @@ private func dispatch(
         case "DEL": try await plugin.delete()
         case "CHECK": try await plugin.check()
         case "STATUS": try await plugin.status()
-        default: try await plugin.garbageCollect(validContainers: validContainers(config: config))
+        default: try await plugin.garbageCollect(validContainers: try validContainers(config: config))
         }
     } else {
         let plugin = try PodPlugin(

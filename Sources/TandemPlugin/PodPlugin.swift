@@ -38,6 +38,12 @@ struct PodPlugin {
         guard let ipam = config["ipam"] as? [String: Any], let type = ipam["type"] as? String, !type.isEmpty else {
             throw CNIError(code: CNIError.invalidConfig, "the network configuration has no ipam.type")
         }
+        // A plugin name is a file name in CNI_PATH, never a path (`../../bin/true` would run anything).
+        guard isPluginName(type) else {
+            throw CNIError(
+                code: CNIError.invalidConfig, "invalid ipam.type \"\(type.prefix(100))\"",
+                details: "a plugin name is a file name found in CNI_PATH: letters, digits, '-', '_' and '.', no '/'")
+        }
         ipamType = type
         if let mtu = config["mtu"], !(mtu is Int) || (mtu as? Int).map({ $0 < 0 || $0 > 65535 }) == true {
             throw CNIError(code: CNIError.invalidConfig, "invalid mtu: \(mtu); expected a number from 0 to 65535")
@@ -279,7 +285,7 @@ struct PodPlugin {
     }
 
     func garbageCollect() async throws {
-        let valid = validContainers(config: config)
+        let valid = try validContainers(config: config)
         if usesTandemIPAM {
             try await tandemIPAM(containerID: "").garbageCollect(validContainers: valid)
         } else {
@@ -355,6 +361,12 @@ struct PodPlugin {
     }
 }
 
+/// Whether `name` can name a plugin: a file name (no `/`, not `.` or `..`), of the characters plugin names use.
+func isPluginName(_ name: String) -> Bool {
+    !name.isEmpty && name.count <= 255 && name != "." && name != ".."
+        && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+}
+
 /// Another CNI plugin (an IPAM plugin such as host-local) run as the spec says: found in CNI_PATH, given the
 /// same environment with CNI_COMMAND set and the network configuration on stdin.
 struct DelegatedPlugin {
@@ -362,6 +374,9 @@ struct DelegatedPlugin {
     let environment: [String: String]
 
     func run(_ command: String, config: [String: Any]) throws -> [String: Any]? {
+        guard isPluginName(type) else {
+            throw CNIError(code: CNIError.invalidConfig, "invalid plugin name \"\(type.prefix(100))\"")
+        }
         let paths = (environment["CNI_PATH"] ?? "").split(separator: ":").map(String.init)
         guard
             let executable = paths.map({ "\($0)/\(type)" }).first(where: {

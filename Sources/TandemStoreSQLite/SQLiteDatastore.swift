@@ -16,7 +16,9 @@ public final class SQLiteDatastore: Datastore {
     /// How often a watch looks for new revisions.
     public let watchPollInterval: Duration
 
-    /// Opens (and creates if needed) the store at `path`, creating missing parent directories.
+    /// Opens (and creates if needed) the store at `path`, creating missing parent directories. What it creates is
+    /// private whatever the umask: directories 0700, the database 0600 (SQLite gives its WAL and shared-memory
+    /// files the database's mode). The store holds every address and policy of the cluster.
     public init(
         path: String, busyTimeout: TimeInterval = 60, retainedRevisions: Int64 = 100_000,
         watchPollInterval: Duration = .milliseconds(10)
@@ -26,11 +28,15 @@ public final class SQLiteDatastore: Datastore {
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty {
             do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                try Self.createPrivateDirectories(directory)
             } catch {
-                throw .backend("cannot create directory \(directory) for \(path): \(error.localizedDescription)")
+                throw .backend("cannot create directory \(directory) for \(path): \(error)")
             }
         }
+        // `open(O_CREAT, 0600)` before SQLite opens it: the mode is exactly 0600 whatever the umask (which can only
+        // clear bits). An existing file keeps the mode its owner gave it.
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if fd >= 0 { close(fd) }
         var configuration = Configuration()
         configuration.busyMode = .timeout(busyTimeout)
         configuration.label = "tandem"
@@ -72,6 +78,23 @@ public final class SQLiteDatastore: Datastore {
             }
         } catch {
             throw .backend("cannot open SQLite datastore \(path): \(error)")
+        }
+    }
+
+    /// `mkdir -p -m 0700`: every missing component created 0700 (chmod after mkdir, so the umask does not matter);
+    /// existing ones left as they are.
+    static func createPrivateDirectories(_ directory: String) throws {
+        var missing: [String] = []
+        var current = directory
+        while !current.isEmpty && current != "/" && !FileManager.default.fileExists(atPath: current) {
+            missing.append(current)
+            current = (current as NSString).deletingLastPathComponent
+        }
+        for component in missing.reversed() {
+            if mkdir(component, 0o700) != 0 && errno != EEXIST {
+                throw DatastoreError.backend("mkdir \(component): \(String(cString: strerror(errno)))")
+            }
+            chmod(component, 0o700)
         }
     }
 

@@ -96,13 +96,23 @@ func connectToAgent(_ address: String) -> Int32? {
     }
     // An abstract name's length is exact; a path's includes its terminating zero.
     let length = MemoryLayout<sa_family_t>.size + path.count + (path.first == 0 ? 0 : 1)
+    // A listener that never accepts (anyone may bind an abstract name) must not hold the runtime's call: connect
+    // gives up after 2 s (a Unix socket's connect honours SO_SNDTIMEO), and the plugin runs in-process.
+    var timeout = timeval(tv_sec: 2, tv_usec: 0)
+    _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     let connected = withUnsafePointer(to: &socketAddress) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(length)) }
     }
     guard connected == 0 else {
+        if errno == EAGAIN || errno == EINPROGRESS || errno == ETIMEDOUT {
+            writeAll(2, Array("tandem: ignoring \(address): it does not accept calls (no answer in 2 s)\n".utf8))
+        }
         close(fd)
         return nil
     }
+    // The call itself may take long (an ADD waits on the datastore): no send timeout from here on.
+    timeout = timeval(tv_sec: 0, tv_usec: 0)
+    _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     // Anyone may bind an abstract name while the agent is down: only an agent running as root (or as this user)
     // is given the call; anything else is ignored and the plugin runs in-process.
     var uid: UInt32 = 0

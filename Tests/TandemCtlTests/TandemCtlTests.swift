@@ -231,3 +231,26 @@ let v6Pool = """
         #expect(!applied.stderr.contains("natPortRange"))
     }
 }
+
+/// What the datastore creates is private whatever the umask: directories 0700, the database and its WAL files 0600
+/// (a 0644 store hands every address and policy of the cluster to any local user).
+@Suite struct DatastorePermissionTests {
+    @Test func privateUnderUmaskZero() throws {
+        let scratch = try ScratchDirectory("perm")
+        defer { scratch.remove() }
+        let path = scratch.file("new/state/tandem.db")
+        let ctl = TestProducts.directory().appendingPathComponent("tandemctl").path
+        let made = try shell(
+            "umask 000 && \(ctl) apply -f - --datastore sqlite://\(path) <<'EOF'\n\(v4Pool)\nEOF")
+        #expect(made.status == 0, "\(made.stderr)")
+        func mode(_ path: String) throws -> String {
+            try shell("stat -c %a \(path)").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(try mode(scratch.file("new")) == "700")
+        #expect(try mode(scratch.file("new/state")) == "700")
+        #expect(try mode(path) == "600")
+        for suffix in ["-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+            #expect(try mode(path + suffix) == "600", "\(suffix)")
+        }
+    }
+}

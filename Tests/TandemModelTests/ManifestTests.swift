@@ -244,3 +244,64 @@ let seedFixtures: [URL] = {
         #expect(ResourceKind.named("nope") == nil)
     }
 }
+
+/// Label values YAML types as booleans or numbers are kept as the text they were written as (Calico stores
+/// `routeReflector: true` as the string "true"); a list or an object is refused, naming the label.
+@Suite struct LabelValueTests {
+    @Test func scalarsBecomeStrings() throws {
+        let parsed = try Manifest.parse(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: Node
+            metadata:
+              name: n1
+              labels: {routeReflector: true, rack: 12, zone: eu-1, weight: 0.5}
+              annotations: {note: false}
+            """)
+        let node = try #require(parsed.resources.first)
+        #expect(node.metadata.labels == ["routeReflector": "true", "rack": "12", "zone": "eu-1", "weight": "0.5"])
+        #expect(node.metadata.annotations == ["note": "false"])
+        #expect(throws: (any Error).self) {
+            _ = try Manifest.parse(
+                """
+                apiVersion: projectcalico.org/v3
+                kind: Node
+                metadata: {name: n1, labels: {rack: [1, 2]}}
+                """)
+        }
+    }
+}
+
+/// Hostile YAML is refused quickly with a clear error: nested aliases (a "billion laughs"), deep nesting, size.
+@Suite struct YAMLBoundsTests {
+    @Test func aliasBombIsRefused() throws {
+        var bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        var previous = "a"
+        for level in 1...9 {
+            let name = "l\(level)"
+            bomb += "\(name): &\(name) [" + Array(repeating: "*\(previous)", count: 10).joined(separator: ", ") + "]\n"
+            previous = name
+        }
+        #expect(bomb.utf8.count < 1000)
+        let started = ContinuousClock.now
+        var warnings: [String] = []
+        #expect {
+            _ = try YAMLCodec.documents(from: bomb, warnings: &warnings)
+        } throws: { error in
+            "\(error)".contains("expands to more than 2000000 values")
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
+    @Test func deepNestingAndSizeAreRefused() {
+        var warnings: [String] = []
+        let deep = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+        #expect(throws: ManifestSyntaxError.self) { _ = try YAMLCodec.documents(from: deep, warnings: &warnings) }
+        let huge = String(repeating: "# padding\n", count: 1_000_000)
+        #expect {
+            _ = try YAMLCodec.documents(from: huge, warnings: &warnings)
+        } throws: { error in
+            "\(error)".contains("at most \(YAMLCodec.maximumBytes) bytes")
+        }
+    }
+}

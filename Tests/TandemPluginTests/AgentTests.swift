@@ -163,6 +163,46 @@ import Testing
         #expect(try lab.run("DEL", pod: pod, container: "trusting", config: lab.config()).status == 0)
     }
 
+    /// An unprivileged squatter that binds the agent's name and never accepts: the shim does not hang in connect
+    /// (it gives up after 2 s and runs the plugin itself), and the agent refuses to start beside it, naming it.
+    @Test func aSquatterThatNeverAcceptsHoldsNothingUp() async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        // Run as nobody, so its code is given inline (the scratch directory is root's).
+        let squatter =
+            "import socket, time\n" + "s = socket.socket(socket.AF_UNIX)\n" + "s.bind(\"\\0tandem-cni\")\n"
+            + "s.listen(0)\n" + "fillers = []\n" + "for _ in range(4):\n" + "    c = socket.socket(socket.AF_UNIX)\n"
+            + "    c.setblocking(False)\n" + "    try: c.connect(\"\\0tandem-cni\")\n" + "    except OSError: pass\n"
+            + "    fillers.append(c)\n" + "print(\"squatting\", flush=True)\n" + "time.sleep(120)\n"
+        let started = try lab.node.run(
+            "setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 -c '\(squatter)' > \(lab.scratch.file("squat.log")) 2>&1 & "
+                + "echo $!")
+        let pid = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { _ = try? shell("kill \(pid)") }
+        for _ in 0..<100
+        where (try? String(contentsOfFile: lab.scratch.file("squat.log"), encoding: .utf8))?.contains("squatting")
+            != true
+        {
+            usleep(50_000)
+        }
+        let pod = try lab.newPod()
+        let clock = ContinuousClock()
+        let begun = clock.now
+        let add = try lab.run("ADD", pod: pod, container: "squatted", config: lab.config())
+        #expect(add.status == 0, "\(add.output)")
+        #expect(clock.now - begun < .seconds(15), "the ADD waited on the squatter")
+        #expect(add.output.contains("ignoring @tandem-cni"), "\(add.output)")
+        #expect(try lab.run("DEL", pod: pod, container: "squatted", config: lab.config()).status == 0)
+        // The agent names the squatter and does not start.
+        #expect(throws: TestSupportError.self) {
+            try AgentProcess(
+                namespace: lab.node, log: lab.scratch.file("beside.log"),
+                arguments: ["serve", "--nodename", "node-a", "--datastore", lab.datastore, "--no-bgp"])
+        }
+        let log = (try? String(contentsOfFile: lab.scratch.file("beside.log"), encoding: .utf8)) ?? ""
+        #expect(log.contains("not a Tandem agent") || log.contains("uid 65534"), "\(log)")
+    }
+
     @Test func aSecondAgentInTheSameNamespaceRefusesToStart() throws {
         var lab = try PodLab()
         defer { lab.remove() }
@@ -173,7 +213,9 @@ import Testing
                 arguments: ["serve", "--nodename", "node-a", "--datastore", lab.datastore, "--no-bgp"])
         }
         let second = (try? String(contentsOfFile: lab.scratch.file("second.log"), encoding: .utf8)) ?? ""
-        #expect(second.contains("another tandem-node serves CNI in this network namespace"), "\(second)")
+        #expect(
+            second.contains("another tandem-node (pid") && second.contains("serves CNI in this network namespace"),
+            "\(second)")
         let bad = try lab.node.run(
             "\(TestProducts.directory().appendingPathComponent("tandem-node").path) --cni-socket '' --datastore \(lab.datastore)"
         )

@@ -173,6 +173,16 @@ struct ConflistRunner {
             ),
             ("an IPv6 pod below IPv6's minimum MTU", lab.config(mtu: 1279), [:], CNIError.invalidConfig),
             (
+                "IPAM type a path",
+                good.replacingOccurrences(of: "\"type\":\"tandem-ipam\"", with: "\"type\":\"../../../bin/true\""),
+                [:], CNIError.invalidConfig
+            ),
+            (
+                "IPAM type an absolute path",
+                good.replacingOccurrences(of: "\"type\":\"tandem-ipam\"", with: "\"type\":\"/bin/true\""), [:],
+                CNIError.invalidConfig
+            ),
+            (
                 "bad assign flag",
                 good.replacingOccurrences(of: "\"assign_ipv6\":\"true\"", with: "\"assign_ipv6\":\"maybe\""), [:],
                 CNIError.invalidConfig

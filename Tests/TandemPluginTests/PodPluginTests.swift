@@ -164,6 +164,19 @@ enum Stack: String, CaseIterable, Sendable {
                 "ADD", pod: podB, container: "gone", config: lab.config(version: "1.1.0"),
                 args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=b"
             ).status == 0)
+        // A GC without a well-formed list of live attachments would collect everything: refused, nothing released.
+        for (label, extra) in [
+            ("missing", ""), ("not a list", #","cni.dev/valid-attachments":"keep""#),
+            ("an entry without containerID", #","cni.dev/valid-attachments":[{"ifname":"eth0"}]"#),
+            ("a null entry", #","cni.dev/valid-attachments":[null]"#),
+        ] {
+            let refused = try lab.run("GC", pod: nil, container: "", config: lab.config(version: "1.1.0", extra: extra))
+            #expect(refused.status != 0, "\(label)")
+            #expect(refused.json["code"] as? Int == CNIError.invalidConfig, "\(label): \(refused.output)")
+            #expect((refused.json["details"] as? String)?.contains("nothing released") == true, "\(label)")
+            let kept = try await lab.leftovers()
+            #expect(kept.handles.count == 2 && kept.endpoints.count == 2, "\(label): \(kept)")
+        }
         let gc = try lab.run(
             "GC", pod: nil, container: "",
             config: lab.config(
