@@ -10,9 +10,8 @@ cd "$(dirname "$0")/.."
 seconds=${1:-5}
 runs=${2:-3}
 command -v iperf3 >/dev/null || { echo "needs iperf3 (apt-get install iperf3)" >&2; exit 1; }
-for product in tandem tandem-cni tandem-node tandemctl tandem-lab; do
-  swift build -c release --static-swift-stdlib --product $product >/dev/null
-done
+. Benchmarks/common.sh
+build_lab_products
 bin=$(pwd)/.build/release
 state=$(mktemp -d /tmp/tandem-nat-bench-XXXXXX)
 lab() { "$bin/tandem-lab" "$@" --name nbench --state-dir "$state"; }
@@ -24,12 +23,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Gbit/s received by the server in one run from the client pod to $1.
-throughput() {
-  ip netns exec nbench-client iperf3 -c "$1" -t "$seconds" -J \
-    | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))'
-}
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 # NAT rules for natOutgoing on the node, per family.
 nat_rules() { # backend family
   if [ "$1" = nftables ]; then
@@ -69,8 +62,8 @@ for backend in nftables iptables; do
   for run in $(seq "$runs"); do
     for nat in true false; do
       set_nat $nat
-      results[$nat-4]+="$(throughput 10.99.0.254) "
-      results[$nat-6]+="$(throughput fd99::fe) "
+      results[$nat-4]+="$(iperf3_gbits nbench-client 10.99.0.254 "$seconds") "
+      results[$nat-6]+="$(iperf3_gbits nbench-client fd99::fe "$seconds") "
     done
   done
   for family in 4 6; do

@@ -11,9 +11,8 @@ cd "$(dirname "$0")/.."
 seconds=${1:-5}
 runs=${2:-3}
 command -v iperf3 >/dev/null || { echo "needs iperf3 (apt-get install iperf3)" >&2; exit 1; }
-for product in tandem tandem-cni tandem-node tandemctl tandem-lab; do
-  swift build -c release --static-swift-stdlib --product $product >/dev/null
-done
+. Benchmarks/common.sh
+build_lab_products
 bin=$(pwd)/.build/release
 state=$(mktemp -d /tmp/tandem-overlay-bench-XXXXXX)
 lab() { "$bin/tandem-lab" "$@" --name obench --state-dir "$state"; }
@@ -24,7 +23,6 @@ cleanup() {
   rm -rf "$state"
 }
 trap cleanup EXIT
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 now() { date +%s%N; }
 
 echo "machine: $(nproc) cores, $(uname -r); iperf3 $(iperf3 --version | head -1 | cut -d' ' -f2)"
@@ -53,16 +51,12 @@ set_mode() { # Never|Always, both pools; then wait until n1 routes n2's blocks t
   echo "n1's routes did not follow vxlanMode $1" >&2
   exit 1
 }
-throughput() {
-  ip netns exec obench-client iperf3 -c "$1" -t "$seconds" -J \
-    | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))'
-}
 declare -A results=()
 for run in $(seq "$runs"); do
   for mode in Never Always; do
     set_mode $mode
-    results[$mode-4]+="$(throughput "$server4") "
-    results[$mode-6]+="$(throughput "$server6") "
+    results[$mode-4]+="$(iperf3_gbits obench-client "$server4" "$seconds") "
+    results[$mode-6]+="$(iperf3_gbits obench-client "$server6" "$seconds") "
   done
 done
 for family in 4 6; do

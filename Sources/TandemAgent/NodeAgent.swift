@@ -417,7 +417,7 @@ public final class NodeAgent: Service, Sendable {
         if overlayChanged, let overlay {
             // IPIP counts in the MTU as Calico counts it (20), though Tandem does not carry pods over it.
             let ipipPools = state.cache.ipipPools
-            var encapsulations = overlay.encapsulations(explicitMTU: overlay.tunnels.compactMapValues(\.explicitMTU))
+            var encapsulations = overlay.encapsulations(explicitMTU: state.cache.vxlanExplicitMTU)
             if !ipipPools.isEmpty { encapsulations.append(.ipip) }
             mtu.setDesired(
                 pattern: state.cache.mtuInterfacePattern, encapsulations: encapsulations, ipv6: state.cache.ipv6Support)

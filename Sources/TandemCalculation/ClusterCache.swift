@@ -416,15 +416,23 @@ public struct ClusterCache: Sendable {
             if case .number(let text)? = felixSetting(field) { return Int(text) }
             return nil
         }
-        var explicitMTU: [IPFamily: UInt32] = [:]
-        for (field, family) in [("vxlanMTU", IPFamily.v4), ("vxlanMTUV6", .v6)] {
-            if let mtu = integer(field), mtu > 0 { explicitMTU[family] = UInt32(mtu) }
-        }
+        let explicitMTU = vxlanExplicitMTU
         return TandemCalculation.vxlanPlan(
             node: nodeName, nodes: nodes.keys.sorted().map { nodes[$0]! },
             pools: pools.keys.sorted().map { pools[$0]! },
             affinities: affinities, families: families, vni: integer("vxlanVNI").map(UInt32.init) ?? VXLANDefaults.vni,
             port: integer("vxlanPort").map(UInt16.init) ?? VXLANDefaults.port, explicitMTU: explicitMTU)
+    }
+
+    /// FelixConfiguration `vxlanMTU` and `vxlanMTUV6`, by family, when set (not 0).
+    public var vxlanExplicitMTU: [IPFamily: UInt32] {
+        var explicitMTU: [IPFamily: UInt32] = [:]
+        for (field, family) in [("vxlanMTU", IPFamily.v4), ("vxlanMTUV6", .v6)] {
+            if case .number(let text)? = felixSetting(field), let mtu = UInt32(text), mtu > 0 {
+                explicitMTU[family] = mtu
+            }
+        }
+        return explicitMTU
     }
 
     /// This node's tunnel-address work (``tunnelAddressActions(node:nodes:pools:families:enabled:)``).

@@ -82,12 +82,15 @@ public struct VXLANPlan: Sendable, Equatable {
     public var routes: [DesiredRoute] = []
     /// Why a family's overlay is not (yet) complete, for the log: a missing tunnel address, a node without one.
     public var pending: [String] = []
+    /// The families with a VXLAN pool: their overlay is in use (for the MTU) even before this node's device exists,
+    /// so that a pod added meanwhile already gets the MTU it will need.
+    public var families: Set<IPFamily> = []
 
     public init() {}
 
     /// The encapsulations in use, for the MTU.
     public func encapsulations(explicitMTU: [IPFamily: UInt32]) -> [Encapsulation] {
-        IPFamily.allCases.filter { tunnels[$0] != nil }.map { family in
+        IPFamily.allCases.filter { families.contains($0) }.map { family in
             (family == .v4 ? Encapsulation.vxlan : .vxlanV6).withMTU(explicitMTU[family])
         }
     }
@@ -131,6 +134,7 @@ public func vxlanPlan(
     for family in IPFamily.allCases where families.contains(family) {
         let familyPools = vxlanPools.filter { $0.spec.network?.family == family }
         guard !familyPools.isEmpty else { continue }
+        plan.families.insert(family)
         guard let mySubnet = nodeSubnet(me, family) else {
             plan.pending.append("no IPv\(family.rawValue) VXLAN device: this node has no \(family) address")
             continue

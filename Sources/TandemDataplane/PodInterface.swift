@@ -20,10 +20,14 @@ public struct PodInterfaceSpec: Sendable, Equatable {
     public var mtu: UInt32?
     /// `container_settings.allow_ip_forwarding`: whether the pod may forward packets.
     public var allowIPForwarding: Bool
+    /// Whether a host interface of the same name is this pod's own, left from an earlier sandbox, and may be
+    /// replaced: true when the name comes from the pod's namespace and name (Kubernetes); false when it comes from
+    /// the container ID's first characters, which another container may share.
+    public var hostInterfaceIsThePods: Bool
 
     public init(
         namespacePath: String, containerInterface: String, hostInterface: String, addresses: [CIDR],
-        mtu: UInt32? = nil, allowIPForwarding: Bool = false
+        mtu: UInt32? = nil, allowIPForwarding: Bool = false, hostInterfaceIsThePods: Bool = true
     ) {
         self.namespacePath = namespacePath
         self.containerInterface = containerInterface
@@ -31,6 +35,7 @@ public struct PodInterfaceSpec: Sendable, Equatable {
         self.addresses = addresses
         self.mtu = mtu
         self.allowIPForwarding = allowIPForwarding
+        self.hostInterfaceIsThePods = hostInterfaceIsThePods
     }
 
     public var families: Set<IPFamily> { Set(addresses.map(\.family)) }
@@ -99,9 +104,21 @@ public enum PodInterface {
                     "interface \(spec.containerInterface) already exists in \(spec.namespacePath); "
                     + "a second ADD for the same container and interface is refused (DEL it first)")
         }
-        // A host veth of this name is left over from an earlier sandbox of the same pod: its namespace is gone or
-        // replaced, and the new pair needs the name.
-        if let stale = try host.link(named: spec.hostInterface) { try host.deleteLink(stale) }
+        if let existing = try host.link(named: spec.hostInterface) {
+            // A Kubernetes pod's name is its own: a host veth of it is left over from an earlier sandbox of the
+            // same pod, and the new pair needs the name. A name from a container ID's first characters may be
+            // another container's: never touched.
+            guard spec.hostInterfaceIsThePods else {
+                throw PodWiringError(
+                    kind: .exists,
+                    description:
+                        "host interface \(spec.hostInterface) already exists and may belong to another container "
+                        + "(its name is the first 11 characters of the container ID, which another ID can share); "
+                        + "it was left alone. Give the pod K8S_POD_NAMESPACE and K8S_POD_NAME, or a container ID "
+                        + "that differs in its first 11 characters")
+            }
+            try host.deleteLink(existing)
+        }
         try host.createVeth(
             name: spec.hostInterface, peerName: spec.containerInterface, mtu: spec.mtu, mac: .calicoHostVeth,
             peerMAC: containerMAC, peerNamespaceFD: namespaceFD, peerNamespaceName: spec.namespacePath)

@@ -63,7 +63,8 @@ struct PodPlugin {
         PodInterfaceSpec(
             namespacePath: cni.netns, containerInterface: cni.ifName, hostInterface: hostInterface,
             addresses: addresses.map { try! CIDR(address: $0.address, prefixLength: $0.family.bitWidth) }, mtu: mtu,
-            allowIPForwarding: allowIPForwarding)
+            allowIPForwarding: allowIPForwarding,
+            hostInterfaceIsThePods: !(podNamespace ?? "").isEmpty && !(podName ?? "").isEmpty)
     }
 
     // MARK: IPAM, in-process for tandem-ipam, else the plugin found through CNI_PATH

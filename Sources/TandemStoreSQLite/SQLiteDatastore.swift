@@ -33,9 +33,11 @@ public final class SQLiteDatastore: Datastore {
                 throw .backend("cannot create directory \(directory) for \(path): \(error)")
             }
         }
-        // `open(O_CREAT, 0600)` before SQLite opens it: the mode is exactly 0600 whatever the umask (which can only
-        // clear bits). An existing file keeps the mode its owner gave it.
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        // A new store is created 0600 before SQLite opens it: exactly 0600 whatever the umask (which can only clear
+        // bits). O_EXCL: an existing file is never opened here, because closing any descriptor of a database
+        // releases every POSIX lock this process holds on it, SQLite's included (another store of the same
+        // process, the agent's CNI service beside its syncer, would lose its locks).
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         if fd >= 0 { close(fd) }
         var configuration = Configuration()
         configuration.busyMode = .timeout(busyTimeout)

@@ -263,3 +263,37 @@ struct ConflistRunner {
         #expect(!(try pod.run("ip link show").stdout.contains("eth0")))
     }
 }
+
+/// Outside Kubernetes the host veth is named after the container ID's first 11 characters, which two IDs can
+/// share: the second ADD is refused clearly and never takes over or deletes the first pod's veth; its DEL leaves
+/// the first pod alone too.
+@Suite struct VethNameCollisionTests {
+    @Test func aSharedPrefixNeverTouchesTheOtherPod() async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        let first = try lab.newPod()
+        let second = try lab.newPod()
+        let args = "IgnoreUnknown=1"
+        let added = try lab.run("ADD", pod: first, container: "abcdef012345-first", config: lab.config(), args: args)
+        #expect(added.status == 0, "\(added.output)")
+        let veth = "caliabcdef01234"
+        #expect(try lab.node.run("ip link show \(veth)").status == 0)
+        let clash = try lab.run("ADD", pod: second, container: "abcdef012345-second", config: lab.config(), args: args)
+        #expect(clash.status != 0)
+        #expect(
+            (clash.json["details"] as? String)?.contains("may belong to another container") == true, "\(clash.output)")
+        #expect(!(try second.run("ip link show").stdout.contains("eth0")))
+        // The first pod keeps its veth and its connectivity; the refused ADD's DEL does not touch it either.
+        #expect(try PodLab.ping(from: first, PodLab.nodeIPv4))
+        #expect(
+            try lab.run("DEL", pod: second, container: "abcdef012345-second", config: lab.config(), args: args).status
+                == 0)
+        #expect(try lab.node.run("ip link show \(veth)").status == 0)
+        #expect(try PodLab.ping(from: first, PodLab.nodeIPv4))
+        #expect(
+            try lab.run("DEL", pod: first, container: "abcdef012345-first", config: lab.config(), args: args).status
+                == 0)
+        let left = try await lab.leftovers()
+        #expect(left.handles.isEmpty && left.endpoints.isEmpty, "\(left)")
+    }
+}
