@@ -63,9 +63,11 @@ public final class NodeAgent: Service, Sendable {
     public let mtu: MTUManager
     public let vxlan: VXLANManager
     public let ipip: IPIPManager
-    /// Tunnel-address work the calculation asks for, carried out on its own task (it writes to the datastore).
-    private let tunnelWork: AsyncStream<[IPFamily: TunnelAddressAction]>
-    private let tunnelRequest: AsyncStream<[IPFamily: TunnelAddressAction]>.Continuation
+    /// Tunnel-address work the calculation asks for (the newest request), carried out on its own task (it writes
+    /// to the datastore); the stream wakes that task.
+    private let tunnelActions = Mutex<[IPFamily: TunnelAddressAction]>([:])
+    private let tunnelWork: AsyncStream<Void>
+    private let tunnelRequest: AsyncStream<Void>.Continuation
     public let runner: ManagerRunner
     let logger: Logger
     let logLevel: SharedLogLevel?
@@ -115,8 +117,7 @@ public final class NodeAgent: Service, Sendable {
         ipip = IPIPManager(kernel: kernel)
         runner = ManagerRunner(
             managers: [routes, policy, nat, mtu, vxlan, ipip] + (bgp.map { [$0] } ?? []), logger: logger)
-        (tunnelWork, tunnelRequest) = AsyncStream.makeStream(
-            of: [IPFamily: TunnelAddressAction].self, bufferingPolicy: .bufferingNewest(1))
+        (tunnelWork, tunnelRequest) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         (wake, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -139,16 +140,22 @@ public final class NodeAgent: Service, Sendable {
         tunnelRequest.finish()
     }
 
-    /// Carries out the newest tunnel-address request, retrying with backoff until it succeeds or a newer one comes.
+    /// Carries out the newest tunnel-address request, retrying with backoff until it succeeds; each retry takes the
+    /// newest request, so a change meanwhile (a pool fixed, another made) is what is tried next.
     private func keepTunnelAddresses() async {
         var logger = self.logger
         logger[metadataKey: "component"] = "vxlan"
         let keeper = TunnelAddressKeeper(node: configuration.nodeName, datastore: datastore)
-        for await actions in tunnelWork {
+        for await _ in tunnelWork {
             var backoff = Duration.milliseconds(200)
             while !Task.isCancelled {
+                let actions = tunnelActions.withLock { $0 }
+                if actions.isEmpty { break }
                 do {
                     for line in try await keeper.apply(actions) { logger.info("\(line)") }
+                    // Done: the Node's change comes back through the watch, and the calculation asks again only if
+                    // something is still missing.
+                    tunnelActions.withLock { if $0 == actions { $0 = [:] } }
                     break
                 } catch {
                     logger.warning(
@@ -360,7 +367,8 @@ public final class NodeAgent: Service, Sendable {
             let actions = state.cache.tunnelAddressActions
             if actions != state.lastTunnelActions {
                 state.lastTunnelActions = actions
-                if !actions.isEmpty { tunnelRequest.yield(actions) }
+                tunnelActions.withLock { $0 = actions }
+                if !actions.isEmpty { tunnelRequest.yield() }
             }
         }
         if changes.contains(.routes) || overlayChanged {
