@@ -293,6 +293,8 @@ public final class NodeAgent: Service, Sendable {
         var lastFelixWarnings: [String] = []
         var lastTunnelActions: [IPFamily: TunnelAddressAction] = [:]
         var lastOverlayPending: [String] = []
+        /// The routes of the last overlay plan (other nodes' blocks).
+        var overlayRoutes: [DesiredRoute] = []
         init(nodeName: String) { cache = ClusterCache(nodeName: nodeName) }
     }
 
@@ -354,7 +356,9 @@ public final class NodeAgent: Service, Sendable {
         var kick: [String] = []
         // The overlay: its plan, its routes (the route manager's), and the MTU it costs.
         let overlayChanged = changes.contains(.overlay) || changes.contains(.felixConfiguration)
-        let overlay = overlayChanged || changes.contains(.routes) ? state.cache.vxlanPlan : nil
+        // Computed only when the overlay's inputs changed; a local pod's routes reuse the last plan's routes.
+        let overlay = overlayChanged ? state.cache.vxlanPlan : nil
+        if let overlay { state.overlayRoutes = overlay.routes }
         if overlayChanged, let overlay {
             vxlan.setDesired(overlay, mtuPattern: state.cache.mtuInterfacePattern)
             kick.append(vxlan.name)
@@ -372,7 +376,7 @@ public final class NodeAgent: Service, Sendable {
             }
         }
         if changes.contains(.routes) || overlayChanged {
-            routes.setDesired(state.cache.desiredRoutes + (overlay?.routes ?? []))
+            routes.setDesired(state.cache.desiredRoutes + state.overlayRoutes)
             kick.append(routes.name)
         }
         if changes.contains(.policy) && policy.backend != .none {

@@ -9,7 +9,9 @@ public enum VXLANDefaults {
     /// pods over the IPv6 underlay.
     public static func deviceName(_ family: IPFamily) -> String { family == .v4 ? "vxlan.calico" : "vxlan-v6.calico" }
     /// What VXLAN adds to each packet: outer IP, UDP, VXLAN and Ethernet headers (Calico's 50 and 70).
-    public static func overhead(_ family: IPFamily) -> UInt32 { family == .v4 ? 50 : 70 }
+    public static func overhead(_ family: IPFamily) -> UInt32 {
+        (family == .v4 ? Encapsulation.vxlan : .vxlanV6).overhead
+    }
     /// The IPAM handle of a node's tunnel address (Calico's).
     public static func handle(node: String, family: IPFamily) -> String {
         family == .v4 ? "vxlan-tunnel-addr-\(node)" : "vxlan-v6-tunnel-addr-\(node)"

@@ -46,12 +46,14 @@ public final class NatManager: DataplaneManager {
         switch backend {
         case .iptables:
             let ipsets = tools.hasIpset
+            // One `ipset save` for both families.
+            let savedSets = ipsets ? try tools.saveIpsets() : ""
             for family in IPFamily.allCases {
                 let tool = family == .v4 ? "iptables" : "ip6tables"
                 if ipsets {
                     // The sets first: the chain's rules refer to them.
                     let expected = expectedNatIpsetMembers(plan, family: family)
-                    if natIpsetMembers(save: try tools.saveIpsets(), family: family) != expected {
+                    if natIpsetMembers(save: savedSets, family: family) != expected {
                         try tools.restoreIpsets(renderNatIpsets(plan, family: family))
                         report.changes.append("ipsets \(NatIpsetNames(family).all.joined(separator: ", ")) loaded")
                     }

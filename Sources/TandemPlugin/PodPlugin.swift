@@ -49,11 +49,12 @@ struct PodPlugin {
             throw CNIError(code: CNIError.invalidConfig, "invalid mtu: \(mtu); expected a number from 0 to 65535")
         }
         labels = try podLabels(config)
+        mtu = (config["mtu"] as? Int).flatMap { $0 > 0 ? UInt32($0) : nil } ?? invocation.defaultMTU()
     }
 
     /// `mtu` from the configuration; 0 or absent: the node's pod MTU (the agent's decision), else the kernel's
-    /// default.
-    var mtu: UInt32? { (config["mtu"] as? Int).flatMap { $0 > 0 ? UInt32($0) : nil } ?? invocation.defaultMTU() }
+    /// default. Decided once per call (for a plugin running alone it is a file read).
+    let mtu: UInt32?
 
     var allowIPForwarding: Bool {
         ((config["container_settings"] as? [String: Any])?["allow_ip_forwarding"] as? Bool) ?? false
