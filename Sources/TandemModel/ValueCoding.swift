@@ -281,6 +281,47 @@ final class EncodingBox {
         case array([EncodingBox])
     }
     var content: Content = .value(.null)
+    /// Where each key of an object `content` sits in its pairs, so that setting a key is not a search of them.
+    var keyIndexes: [String: Int] = [:]
+
+    /// Makes the content an empty object, unless it is an object already.
+    func becomeObject() {
+        if case .object = content { return }
+        content = .object([])
+        keyIndexes = [:]
+    }
+
+    /// Takes the content of `other`.
+    func take(_ other: EncodingBox) {
+        content = other.content
+        keyIndexes = other.keyIndexes
+    }
+
+    /// Appends to an array's items in place. Reading the items out of `content` and storing them back would
+    /// leave `content` holding the old items during the append, so every append would copy them all: a
+    /// quadratic encoding of long lists (a policy with 50,000 rules).
+    func appendItem(_ child: EncodingBox) {
+        guard case .array(var items) = content else { return }
+        content = .value(.null)
+        items.append(child)
+        content = .array(items)
+    }
+
+    /// Sets an object's key, replacing an earlier value of it, in place (see ``appendItem(_:)``).
+    func setPair(_ key: String, _ child: EncodingBox) {
+        guard case .object(var pairs) = content else { return }
+        var indexes = keyIndexes
+        keyIndexes = [:]
+        content = .value(.null)
+        if let index = indexes[key] {
+            pairs[index].1 = child
+        } else {
+            indexes[key] = pairs.count
+            pairs.append((key, child))
+        }
+        content = .object(pairs)
+        keyIndexes = indexes
+    }
 
     var value: JSONValue {
         switch content {
@@ -297,7 +338,7 @@ struct BoxEncoder: Encoder {
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
-        if case .object = box.content {} else { box.content = .object([]) }
+        box.becomeObject()
         return KeyedEncodingContainer(KeyedBoxContainer<Key>(box: box, codingPath: codingPath))
     }
     func unkeyedContainer() -> any UnkeyedEncodingContainer {
@@ -341,15 +382,7 @@ struct KeyedBoxContainer<Key: CodingKey>: KeyedEncodingContainerProtocol {
     let box: EncodingBox
     let codingPath: [any CodingKey]
 
-    private func append(_ key: Key, _ child: EncodingBox) {
-        guard case .object(var pairs) = box.content else { return }
-        if let index = pairs.firstIndex(where: { $0.0 == key.stringValue }) {
-            pairs[index].1 = child
-        } else {
-            pairs.append((key.stringValue, child))
-        }
-        box.content = .object(pairs)
-    }
+    private func append(_ key: Key, _ child: EncodingBox) { box.setPair(key.stringValue, child) }
 
     mutating func encodeNil(forKey key: Key) throws {
         let child = EncodingBox()
@@ -388,11 +421,7 @@ struct UnkeyedBoxContainer: UnkeyedEncodingContainer {
         return 0
     }
 
-    private func append(_ child: EncodingBox) {
-        guard case .array(var items) = box.content else { return }
-        items.append(child)
-        box.content = .array(items)
-    }
+    private func append(_ child: EncodingBox) { box.appendItem(child) }
 
     mutating func encodeNil() throws { append(EncodingBox()) }
     mutating func encode<T: Encodable>(_ value: T) throws {
@@ -424,7 +453,6 @@ struct SingleBoxContainer: SingleValueEncodingContainer {
     let codingPath: [any CodingKey]
     mutating func encodeNil() throws { box.content = .value(.null) }
     mutating func encode<T: Encodable>(_ value: T) throws {
-        let child = try encodeChild(value, path: codingPath)
-        box.content = child.content
+        box.take(try encodeChild(value, path: codingPath))
     }
 }

@@ -93,8 +93,7 @@ public struct ResourceStore: Sendable {
         var writes: [Write] = extra
         var outcomes: [WriteOutcome] = []
         var problems: [String] = []
-        var existingPools: [IPPool]? = nil
-        var batchPools: [IPPool] = []
+        var newPools: [IPPool] = []
         let timestamp = now()
         for original in resources {
             var resource = original
@@ -127,13 +126,7 @@ public struct ResourceStore: Sendable {
             } else {
                 metadata.uid = metadata.uid ?? newUID()
                 metadata.creationTimestamp = metadata.creationTimestamp ?? timestamp
-                if let pool = resource as? IPPool {
-                    if existingPools == nil {
-                        existingPools = try await list(.ipPool).compactMap { $0.resource as? IPPool }
-                    }
-                    problems += overlapProblems(pool, existing: existingPools! + batchPools)
-                    batchPools.append(pool)
-                }
+                if let pool = resource as? IPPool { newPools.append(pool) }
             }
             resource.metadata = metadata
             let bytes = Array(resource.json.jsonText(pretty: false).utf8)
@@ -148,6 +141,13 @@ public struct ResourceStore: Sendable {
                 writes.append(.create(key: key, value: bytes))
                 outcomes.append(.created)
             }
+        }
+        if !newPools.isEmpty {
+            // All new pools at once against one listing of the store (see PoolOverlaps).
+            var overlaps = PoolOverlaps()
+            overlaps.addStored(try await list(.ipPool).compactMap { $0.resource as? IPPool })
+            for pool in newPools { overlaps.addNew(pool) }
+            problems += overlaps.problems()
         }
         if !problems.isEmpty { throw ResourceError(problems.joined(separator: "\n")) }
         if !dryRun && !writes.isEmpty {
@@ -221,17 +221,6 @@ public struct ResourceStore: Sendable {
         patched.metadata.resourceVersion = String(stored.revision)
         _ = try await write([patched], mode: .replace)
         return try await get(kind, name: name, namespace: namespace)?.resource ?? patched
-    }
-
-    private func overlapProblems(_ pool: IPPool, existing: [IPPool]) -> [String] {
-        guard let network = pool.spec.network else { return [] }
-        return existing.compactMap { other in
-            guard other.metadata.name != pool.metadata.name, let otherNetwork = other.spec.network,
-                network.overlaps(otherNetwork)
-            else { return nil }
-            return
-                "IPPool(\(pool.metadata.name ?? "")) CIDR overlaps with IPPool(\(other.metadata.name ?? "")) CIDR \(other.spec.cidr ?? "")"
-        }
     }
 
     private func immutabilityProblems(old: any AnyResource, new: any AnyResource) -> [String] {
