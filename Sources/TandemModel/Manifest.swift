@@ -139,9 +139,11 @@ public struct ManifestError: Error, Sendable, CustomStringConvertible {
         self.source = source
         self.problems = problems
     }
+    /// The first few problems and a count of the rest (see ``ProblemList``).
     public var description: String {
-        if problems.count == 1 { return "\(source): \(problems[0])" }
+        if problems.count == 1 { return ProblemList.clipLines("\(source): \(problems[0])") }
         return "\(source):\n"
-            + problems.map { "  - " + $0.replacingOccurrences(of: "\n", with: "\n    ") }.joined(separator: "\n")
+            + ProblemList.summary(problems).map { "  - " + $0.replacingOccurrences(of: "\n", with: "\n    ") }
+            .joined(separator: "\n")
     }
 }

@@ -202,9 +202,11 @@ public struct ResourceValidationError: Error, Sendable, CustomStringConvertible 
         self.problems = problems
     }
 
+    /// The first few problems and a count of the rest (see ``ProblemList``).
     public var description: String {
-        let head = "\(kind) \"\(name)\" is invalid"
-        if problems.count == 1 { return "\(head): \(problems[0])" }
-        return head + ":\n" + problems.map { "  - \($0)" }.joined(separator: "\n")
+        let head = "\(kind) \"\(ProblemList.clip(name))\" is invalid"
+        if problems.count == 1 { return ProblemList.clipLines("\(head): \(problems[0])") }
+        return head + ":\n"
+            + ProblemList.summary(problems.lazy.map(\.description)).map { "  - \($0)" }.joined(separator: "\n")
     }
 }

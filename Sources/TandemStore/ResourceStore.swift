@@ -149,7 +149,7 @@ public struct ResourceStore: Sendable {
             for pool in newPools { overlaps.addNew(pool) }
             problems += overlaps.problems()
         }
-        if !problems.isEmpty { throw ResourceError(problems.joined(separator: "\n")) }
+        if !problems.isEmpty { throw ResourceError(ProblemList.joined(problems)) }
         if !dryRun && !writes.isEmpty {
             do {
                 try await datastore.transact(writes)
@@ -185,7 +185,7 @@ public struct ResourceStore: Sendable {
             writes.append(.delete(key: key, ifRevision: existing.modRevision))
             outcomes.append(.deleted)
         }
-        if !problems.isEmpty { throw ResourceError(problems.joined(separator: "\n")) }
+        if !problems.isEmpty { throw ResourceError(ProblemList.joined(problems)) }
         if !writes.isEmpty { try await datastore.transact(writes) }
         return outcomes
     }

@@ -66,7 +66,7 @@ struct PolicySelecting: AsyncParsableCommand {
                             + "what no rule allows is denied")
                 }
             }
-            for warning in plan.warnings { print("warning: \(warning)") }
+            for warning in ProblemList.summary(plan.warnings.lazy.map(\.description)) { print("warning: \(warning)") }
         }
     }
 }

@@ -17,7 +17,8 @@ func writeManifest(
 {
     try await reportingErrors {
         let contents = try Manifest.parse(try readManifest(path), source: path == "-" ? "stdin" : path)
-        for warning in contents.warnings { printError("Warning: \(warning)") }
+        // As many warnings as rules is possible; the first few tell the operator what to fix.
+        for warning in ProblemList.summary(contents.warnings) { printError("Warning: \(warning)") }
         // Calico's fields are accepted so its manifests apply; those Tandem does not act on are named.
         for case let configuration as FelixConfiguration in contents.resources
         where !configuration.spec.fieldsNotHonoured.isEmpty {
