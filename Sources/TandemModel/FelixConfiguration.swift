@@ -21,6 +21,8 @@ enum FelixFieldType: Sendable {
     case portList
     case object
     case objectList
+    /// Calico's `ProtoPort` list: `{protocol: TCP|UDP|SCTP, port: 0-65535, net: CIDR}` each.
+    case protoPortList
 }
 
 /// FelixConfiguration has well over a hundred fields; rather than a property each, the spec keeps the
@@ -186,6 +188,14 @@ public struct FelixConfigurationSpec: ResourceSpec {
                 if case .object = item { continue }
                 v.fail("\(path)[\(index)]", raw: item.brief, "expected an object")
             }
+        case .protoPortList:
+            guard case .array(let items) = value else {
+                v.fail(path, raw: value.brief, "expected a list")
+                return
+            }
+            for (index, item) in items.enumerated() {
+                checkProtoPort(item, path: "\(path)[\(index)]", into: &v)
+            }
         case .duration:
             guard let text = value.stringValue, GoDuration(text) != nil else {
                 v.fail(path, raw: value.brief, "expected a duration such as 90s, 1m30s or 500ms")
@@ -219,6 +229,36 @@ public struct FelixConfigurationSpec: ResourceSpec {
         case .object:
             if case .object = value { return }
             v.fail(path, raw: value.brief, "expected an object")
+        }
+    }
+
+    /// One failsafe port, by Calico's rule for `ProtoPort`: exactly `TCP`, `UDP` or `SCTP` (a name that only
+    /// contains one, such as `jolly-UDP`, is no protocol Felix can open), a port number, an optional network.
+    private func checkProtoPort(_ item: JSONValue, path: String, into v: inout Validator) {
+        guard case .object(let pairs) = item else {
+            v.fail(path, raw: item.brief, "expected an object {protocol, port, net}")
+            return
+        }
+        for (key, value) in pairs {
+            switch key {
+            case "protocol":
+                guard let text = value.stringValue, ["TCP", "UDP", "SCTP"].contains(text) else {
+                    v.fail("\(path).protocol", raw: value.brief, "protocol must be 'TCP' or 'UDP' or 'SCTP'.")
+                    continue
+                }
+            case "port":
+                check(value, as: .integer(0...65535), path: "\(path).port", into: &v)
+            case "net":
+                guard let text = value.stringValue, text.isEmpty || (try? CIDR(cidrOrAddress: text)) != nil else {
+                    v.fail("\(path).net", raw: value.brief, "expected a CIDR")
+                    continue
+                }
+            default:
+                v.fail("", nil, "field in document is not recognized or is in the wrong location: \(path).\(key)")
+            }
+        }
+        if !pairs.contains(where: { $0.key == "protocol" }) {
+            v.fail("\(path).protocol", nil, "protocol must be 'TCP' or 'UDP' or 'SCTP'.")
         }
     }
 }

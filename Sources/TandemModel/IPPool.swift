@@ -92,6 +92,14 @@ public struct IPPoolSpec: ResourceSpec {
         if family == .v6, let ipip, ipip != .never {
             v.fail("spec.ipipMode", ipipMode, "IPIP is not supported on IPv6 pools")
         }
+        // IPv4 addresses written as IPv6 ones: Go (and so Calico) reads such a pool as IPv4 and refuses it; the
+        // addresses reach no pod either way, as a packet to one is IPv4 on the wire.
+        let ipv4Mapped: CIDR = "::ffff:0:0/96"
+        if family == .v6, ipv4Mapped.contains(parsed) {
+            v.fail(
+                "spec.cidr", cidrText,
+                "IPPool CIDR is within the IPv4-mapped IPv6 range \(ipv4Mapped); use the IPv4 CIDR instead")
+        }
         let linkLocal: CIDR = family == .v4 ? "169.254.0.0/16" : "fe80::/10"
         if parsed.overlaps(linkLocal) {
             v.fail(

@@ -65,8 +65,17 @@ public enum ProtocolValue: IntegerOrTextCodable, Sendable, Equatable, CustomStri
         switch self {
         case .number(let number): (1...255).contains(number) ? number : nil
         case .name(let name):
-            Self.names[name] ?? Self.ianaNames[name] ?? Int(name).flatMap { (1...255).contains($0) ? $0 : nil }
+            Self.names[name] ?? Self.ianaNames[name] ?? Self.number(text: name).flatMap { $0 >= 1 ? $0 : nil }
         }
+    }
+
+    /// A number written as text (`"6"`), read as Calico reads it (Go's `strconv.ParseUint(_, 10, 8)`): ASCII
+    /// digits only, so `+6` or `6x` is a name, and an invalid one.
+    static func number(text: String) -> Int? {
+        guard !text.isEmpty, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let value = UInt8(text) else {
+            return nil
+        }
+        return Int(value)
     }
 
     /// Whether ports may be given with this protocol (TCP, UDP, SCTP).
@@ -86,9 +95,7 @@ public enum ProtocolValue: IntegerOrTextCodable, Sendable, Equatable, CustomStri
                 v.fail(path, raw: "\(number)", "protocol number must be between 1 and 255")
             }
         case .name(let name):
-            if Self.names[name] == nil && Self.ianaNames[name] == nil
-                && !(Int(name).map { (1...255).contains($0) } ?? false)
-            {
+            if Self.names[name] == nil && Self.ianaNames[name] == nil && (Self.number(text: name) ?? 0) < 1 {
                 v.fail(
                     path, name, "invalid protocol; supported: TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or a number 1-255")
             }
@@ -326,6 +333,12 @@ public struct Rule: Codable, Sendable, Equatable {
                             "\(sidePath).\(field)", nil,
                             "rules that specify ports must set protocol to TCP or UDP or SCTP")
                     }
+                } else if field == "notPorts" {
+                    // A named port in `ports` takes its protocol from the endpoint that names it; "any port but
+                    // this name" has no endpoint to ask, so, as in Calico, it needs the rule's protocol.
+                    v.fail(
+                        "\(sidePath).\(field)", ports.map(\.description).joined(separator: ", "),
+                        "rules that specify ports must set protocol to TCP or UDP or SCTP")
                 } else if ports.contains(where: { !$0.isNamed }) {
                     v.fail(
                         "\(sidePath).\(field)", nil,
@@ -421,7 +434,7 @@ public enum PolicyType: String, Codable, Sendable {
 
 /// Fields shared by namespaced and global policies.
 protocol PolicySpecCommon {
-    var tier: String? { get }
+    var tier: String? { get set }
     var order: Double? { get }
     var ingress: [Rule]? { get }
     var egress: [Rule]? { get }
@@ -432,6 +445,11 @@ protocol PolicySpecCommon {
 }
 
 extension PolicySpecCommon {
+    /// Calico's default tier: a policy that names none (or `""`) is stored in `default`.
+    mutating func defaultTier() {
+        if tier == nil || tier == "" { tier = "default" }
+    }
+
     /// Calico's default for `types`: Ingress, plus Egress when there are egress rules (Egress alone when
     /// there are egress rules and no ingress rules).
     mutating func defaultTypes() {
@@ -490,7 +508,10 @@ public struct NetworkPolicySpec: ResourceSpec, PolicySpecCommon {
     public var performanceHints: [String]?
     public init() {}
 
-    public mutating func applyDefaults(metadata: ObjectMeta) { defaultTypes() }
+    public mutating func applyDefaults(metadata: ObjectMeta) {
+        defaultTier()
+        defaultTypes()
+    }
 
     public func validate(metadata: ObjectMeta, into v: inout Validator) {
         var warnings: [String] = []
@@ -524,7 +545,10 @@ public struct GlobalNetworkPolicySpec: ResourceSpec, PolicySpecCommon {
     public var performanceHints: [String]?
     public init() {}
 
-    public mutating func applyDefaults(metadata: ObjectMeta) { defaultTypes() }
+    public mutating func applyDefaults(metadata: ObjectMeta) {
+        defaultTier()
+        defaultTypes()
+    }
 
     public func validate(metadata: ObjectMeta, into v: inout Validator) {
         var warnings: [String] = []

@@ -129,6 +129,9 @@ public enum YAMLCodec {
             let tag: Tag.Name =
                 explicit != .implicit && explicit != .nonSpecific && scalar.tag.rawValue != "?"
                 ? explicit : scalar.style == .plain ? Resolver.default.resolveTag(of: node) : .str
+            // YAML 1.1's base-60 numbers (`64512:10`, `1:30.5`) are strings to Go's YAML, which Calico and
+            // kubectl read manifests with, and to YAML 1.2: BGP communities and times must stay as written.
+            if tag == .int || tag == .float, scalar.string.contains(":") { return .string(scalar.string) }
             switch tag {
             case .null: return .null
             case .bool: return .bool(Bool.construct(from: scalar) ?? false)

@@ -361,7 +361,9 @@ private enum CalicoTable {
         ok("Rule TCP destination ports [1]", gnpIn(#"{action: Allow, protocol: "TCP", destination: {ports: [1]}}"#)),
         bad("Rule numeric port without protocol", gnpIn(#"{action: Allow, destination: {ports: [1]}}"#)),
         ok("Rule named port without protocol", gnpIn(#"{action: Allow, destination: {ports: ["foo"]}}"#)),
-        ok("Rule named notPort without protocol", gnpIn(#"{action: Allow, source: {notPorts: ["foo"]}}"#)),
+        // Calico refuses every port without a protocol; Tandem keeps a named port in `ports` (the endpoint
+        // that names it gives the protocol), but "any port but this name" has no endpoint to ask.
+        bad("Rule named notPort without protocol", gnpIn(#"{action: Allow, source: {notPorts: ["foo"]}}"#)),
         bad(
             "Rule TCP destination notPorts [0]",
             gnpIn(#"{action: Allow, protocol: "TCP", destination: {notPorts: [0]}}"#)),
