@@ -6,6 +6,7 @@ import TandemBGP
 import TandemCalculation
 import TandemCore
 import TandemDataplane
+import TandemIPAM
 import TandemLinux
 import TandemModel
 import TandemPolicy
@@ -38,6 +39,9 @@ public final class NodeAgent: Service, Sendable {
         public var defaultLogLevel: Logger.Level = .info
         /// Where the pod MTU is written for a CNI plugin that runs alone; nil: kept in memory only.
         public var mtuFile: String?
+        /// How long one of this node's blocks stays empty before its affinity is released (``EmptyBlockTracker``);
+        /// nil: never released.
+        public var emptyBlockGracePeriod: Duration? = .seconds(900)
 
         public init(
             nodeName: String, routerID: IPv4Address, resync: Duration, bird: BirdControl?, birdLog: String?,
@@ -132,12 +136,44 @@ public final class NodeAgent: Service, Sendable {
                 group.addTask { await self.resyncTicker() }
                 group.addTask { await self.calculate() }
                 group.addTask { await self.keepTunnelAddresses() }
+                group.addTask { await self.releaseEmptyBlocks() }
                 await group.next()
                 group.cancelAll()
             }
         }
         wakeUp.finish()
         tunnelRequest.finish()
+    }
+
+    /// Releases this node's blocks that stayed empty for the grace period (the node keeping room elsewhere), checked
+    /// every half grace period and at least every minute. Affinities are this node's to manage, as its blocks are;
+    /// the routes and BGP follow through the watch like any other affinity change.
+    private func releaseEmptyBlocks() async {
+        guard let grace = configuration.emptyBlockGracePeriod else { return }
+        var logger = self.logger
+        logger[metadataKey: "component"] = "ipam"
+        let ipam = IPAM(store: datastore, nanoseconds: { UInt64(Date().timeIntervalSince1970 * 1e9) })
+        var tracker = EmptyBlockTracker(gracePeriod: grace)
+        let interval = max(.milliseconds(200), min(grace / 2, .seconds(60)))
+        let clock = ContinuousClock()
+        let origin = clock.now
+        while !Task.isCancelled {
+            do {
+                let blocks = try await ipam.affineBlocks(host: configuration.nodeName)
+                let now = clock.now - origin
+                for block in tracker.due(blocks, now: now) {
+                    let idle = tracker.emptyFor(block.cidr, now: now) ?? grace
+                    if try await ipam.releaseEmptyBlock(block, host: configuration.nodeName) {
+                        logger.info(
+                            "released empty block \(block.cidr): empty for \(idle.components.seconds) s, the node keeps room in its other blocks"
+                        )
+                    }
+                }
+            } catch {
+                logger.warning("empty block check failed: \(error)")
+            }
+            try? await Task.sleep(for: interval)
+        }
     }
 
     /// Carries out the newest tunnel-address request, retrying with backoff until it succeeds; each retry takes the

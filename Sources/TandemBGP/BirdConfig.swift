@@ -71,6 +71,16 @@ public struct BirdInput: Sendable {
     }
 }
 
+extension BirdInput {
+    /// The port `node` listens on for BGP: its own BGPConfiguration `node.<name>`, else the cluster's `default`; nil
+    /// for BGP's 179 (nothing to render).
+    public func listenPort(of node: String) -> Int? {
+        let own = configurations.first { $0.metadata.name == "node.\(node)" }?.spec.listenPort
+        let port = own ?? configurations.first { $0.metadata.name == "default" }?.spec.listenPort
+        return port == 179 ? nil : port
+    }
+}
+
 /// Why a configuration could not be rendered.
 public struct BirdConfigError: Error, Sendable, CustomStringConvertible {
     public var description: String
@@ -183,13 +193,25 @@ public func bgpSessions(
 
     // Node-to-node mesh: every other node with an address of this family; a route reflector has no mesh peers
     // and no node meshes with one.
+    // A mesh peer is dialled on the port it listens on (its BGPConfiguration's listenPort), and BGPConfiguration
+    // nodeMeshMaxRestartTime bounds how long its routes are kept while it restarts.
+    var meshOptions: [String] = []
+    if let text = global?.nodeMeshMaxRestartTime {
+        if let restart = GoDuration(text), restart.seconds >= 1, restart.seconds <= 4095 {
+            meshOptions.append("graceful restart time \(Int(restart.seconds));")
+        } else {
+            warnings.append(
+                "BGPConfiguration default: spec.nodeMeshMaxRestartTime \"\(text)\" left out: BIRD needs 1s to 4095s")
+        }
+    }
     if global?.effectiveMeshEnabled ?? true, me.routeReflectorClusterID == nil {
         for node in nodes where node.name != me.name && node.routeReflectorClusterID == nil {
             guard let address = node.address(family) else { continue }
             add(
                 BGPSession(
-                    kind: .mesh, address: address, asNumber: node.asNumber ?? globalAS,
-                    options: passive(peer: address, me: myAddress), sourceAddress: myAddress))
+                    kind: .mesh, address: address, port: input.listenPort(of: node.name),
+                    asNumber: node.asNumber ?? globalAS, options: passive(peer: address, me: myAddress) + meshOptions,
+                    sourceAddress: myAddress))
         }
     }
 
@@ -255,7 +277,11 @@ public func bgpSessions(
         if let peerSelector {
             for node in nodes where node.name != me.name && peerSelector.matches(node.labels) {
                 if let address = node.address(family) {
-                    targets.append((node, address, nil, spec.asNumber?.value ?? node.asNumber ?? globalAS))
+                    targets.append(
+                        (
+                            node, address, input.listenPort(of: node.name),
+                            spec.asNumber?.value ?? node.asNumber ?? globalAS
+                        ))
                 }
             }
         } else if let text = spec.peerIP {
@@ -264,11 +290,15 @@ public func bgpSessions(
                 continue
             }
             guard address.family == family else { continue }
-            guard let asNumber = spec.asNumber?.value else {
-                warnings.append("\(name) left out: spec.asNumber is required with spec.peerIP \(text)")
+            // A peer that is one of the cluster's nodes is peered as a node: its AS and its listen port unless the
+            // BGPPeer gives them.
+            let node = nodes.first { $0.address(family) == address }
+            guard let asNumber = spec.asNumber?.value ?? node.map({ $0.asNumber ?? globalAS }) else {
+                warnings.append(
+                    "\(name) left out: spec.asNumber is required with spec.peerIP \(text) (not an address of a node)")
                 continue
             }
-            targets.append((nodes.first { $0.address(family) == address }, address, port, asNumber))
+            targets.append((node, address, port ?? node.flatMap { input.listenPort(of: $0.name) }, asNumber))
         }
         for target in targets {
             let localAS = spec.localASNumber?.value ?? myAS
@@ -297,7 +327,7 @@ public func bgpSessions(
         guard let address = node.address(family) else { continue }
         let asNumber = node.asNumber ?? globalAS
         var session = BGPSession(
-            kind: .nodeSpecific, address: address, asNumber: asNumber,
+            kind: .nodeSpecific, address: address, port: input.listenPort(of: node.name), asNumber: asNumber,
             options: reflectorOptions(node, asNumber: asNumber, localAS: myAS))
         session.sourceAddress = peer.spec.sourceAddress == "None" ? nil : myAddress
         add(session)
@@ -441,7 +471,8 @@ public func renderBirdConfigReporting(
         lines.append("}")
 
         lines.append("template bgp tandem_\(tag) {")
-        lines.append("  local as \(myAS);")
+        // BGPConfiguration listenPort: BIRD 2 sets the listening port per protocol (`local port`), not globally.
+        lines.append("  local\(input.listenPort(of: me.name).map { " port \($0)" } ?? "") as \(myAS);")
         lines.append("  multihop;")
         lines.append("  graceful restart;")
         lines.append("  connect delay time 1;")

@@ -3,7 +3,8 @@ import TandemStore
 import TandemStoreEtcd
 import TandemStoreSQLite
 
-/// Opens the datastore a URL names: `sqlite:///path.db`, or an etcd cluster (`etcd://host:2379[,host:2379]`,
+/// Opens the datastore a URL names: `sqlite:///path.db`, `memory://NAME` (this process's memory, for tests), or an
+/// etcd cluster (`etcd://host:2379[,host:2379]`,
 /// `etcd+https://...`). For etcd, settings the URL leaves out are taken from Calico's variables in `environment`:
 /// `ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`, `ETCD_USERNAME` and `ETCD_PASSWORD` (or the URL's
 /// `password-file=`). `watchPollInterval` is how often a SQLite watch looks for new revisions.
@@ -14,6 +15,8 @@ public func openDatastore(
     switch try DatastoreLocation(url: url) {
     case .sqlite(let path):
         return try SQLiteDatastore(path: path, watchPollInterval: watchPollInterval)
+    case .memory(let name):
+        return MemoryDatastore.named(name)
     case .etcd(var location):
         if location.useTLS {
             location.caCertFile = location.caCertFile ?? nonEmpty(environment["ETCD_CA_CERT_FILE"])

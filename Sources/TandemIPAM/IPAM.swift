@@ -262,12 +262,18 @@ public struct IPAM: Sendable {
             if madeProgress || lostARace { continue }
             // 2. Claim a new block.
             if config.autoAllocateBlocks ?? true {
-                if try affine.filter({ try isConfirmed($0.item) }).count >= cap {
+                // The claim counter is read before the blocks are counted again, and the claim compares it: a
+                // concurrent claim of this host bumps it, so this one fails, counts again and sees the cap.
+                let claims = try await store.get(IPAMKeys.claims(host: request.host, family: family))
+                let counted = try await affineBlocks(host: request.host, family: family, pools: pools)
+                if try counted.filter({ try isConfirmed($0.item) }).count >= cap {
                     throw IPAMError.exhausted(
                         "Need to allocate an IPAM block but could not - limit of \(cap) blocks reached for this node "
                             + "(assigned \(assigned.count) out of \(count) requested \(family) addresses)")
                 }
-                if let got = try await claimBlock(count: need, request: request, family: family, pools: pools) {
+                if let got = try await claimBlock(
+                    count: need, request: request, family: family, pools: pools, claims: claims)
+                {
                     assigned += got
                     continue
                 }
@@ -401,11 +407,19 @@ public struct IPAM: Sendable {
     /// affinity and the handle are written in one transaction, so a block is never left affine and empty by a
     /// claim. Returns nil when every pool is full.
     private func claimBlock(
-        count: Int, request: AutoAssignRequest, family: IPFamily, pools: [IPPool]
+        count: Int, request: AutoAssignRequest, family: IPFamily, pools: [IPPool], claims: KeyValue?
     ) async throws
         -> [CIDR]?
     {
         let host = request.host
+        let claimsKey = IPAMKeys.claims(host: host, family: family)
+        let claimed = claims.flatMap { Int(String(decoding: $0.value, as: UTF8.self)) } ?? 0
+        let countClaim: Write =
+            if let claims {
+                .update(key: claimsKey, value: Array("\(claimed + 1)".utf8), ifRevision: claims.modRevision)
+            } else {
+                .create(key: claimsKey, value: Array("1".utf8))
+            }
         let (items, _) = try await store.list(prefix: IPAMKeys.blockPrefix(family))
         var existing: [String: KeyValue] = [:]
         for item in items { existing[item.key] = item }
@@ -445,6 +459,7 @@ public struct IPAM: Sendable {
                 }
                 if var writes, !addresses.isEmpty {
                     writes.append(try await handleWrite(request.handle, block: cidr, delta: addresses.count))
+                    writes.append(countClaim)
                     do {
                         try await store.transact(writes)
                         return addresses.map { try! CIDR(address: $0, prefixLength: cidr.prefixLength) }
@@ -614,7 +629,8 @@ public struct IPAM: Sendable {
     // MARK: Release
 
     /// Releases addresses (optionally only if held by `handle`). Returns the ones that were not allocated.
-    /// A block left empty gives up its affinity in the same transaction, keeping its free queue for reuse.
+    /// A block left empty keeps its affinity; the node's agent releases it after a grace period
+    /// (``EmptyBlockTracker``).
     @discardableResult
     public func releaseIPs(_ addresses: [IPAddress], handle: String? = nil) async throws -> [IPAddress] {
         var notAllocated: [IPAddress] = []
@@ -683,12 +699,9 @@ public struct IPAM: Sendable {
             var block = try decode(Block.self, stored.value, key: key)
             let freed = block.release(where: predicate)
             if freed.isEmpty { return [:] }
-            var writes: [Write] = []
-            if block.isEmpty, let host = block.host {
-                block.affinity = nil
-                writes.append(.delete(key: IPAMKeys.affinity(host: host, cidr: cidr), ifRevision: nil))
-            }
-            writes.insert(.update(key: key, value: encode(block), ifRevision: stored.modRevision), at: 0)
+            // A block left empty stays affine, as Calico keeps it: the node's next pod reuses it without a claim,
+            // a route change and a BGP update. ``releaseEmptyBlock(_:host:ifRevision:)`` gives it up later.
+            var writes: [Write] = [.update(key: key, value: encode(block), ifRevision: stored.modRevision)]
             for (handle, count) in freed where !handle.isEmpty {
                 writes.append(try await handleWrite(handle, block: cidr, delta: -count))
             }

@@ -47,6 +47,13 @@ public enum IPAMKeys {
         affinityPrefix(host: host, family: cidr.family) + resourceName(for: cidr)
     }
 
+    /// `/calico/ipam/v2/claims/<host>/ipv4`: bumped by every block claim of a host and family, so two claims that
+    /// counted the host's blocks at once cannot both pass the per-host cap (the second one's compare fails and it
+    /// counts again). Outside the affinity prefix, so the agents that watch affinities do not see it.
+    public static func claims(host: String, family: IPFamily) -> String {
+        "/calico/ipam/v2/claims/\(host)/\(Self.family(family))"
+    }
+
     /// Every handle.
     public static let handlePrefix = "/calico/ipam/v2/handle/"
 

@@ -25,8 +25,8 @@ struct IPAMPlugin {
         handle = "\(network).\(containerID)"
     }
 
-    /// ADD: one address per enabled family (or the `IP=` addresses), with the block's prefix. The same ADD
-    /// twice returns the same addresses.
+    /// ADD: one address per enabled family with the block's prefix, or the `IP=` addresses as /32 and /128. The
+    /// same ADD twice returns the same addresses.
     func add(args: [String: String]) async throws -> [CIDR] {
         try await addReportingFresh(args: args).addresses
     }
@@ -34,11 +34,15 @@ struct IPAMPlugin {
     /// ADD, also saying whether the addresses were assigned by this call (false: the handle already held them,
     /// so a failed pod ADD must not release them: they may be a running pod's).
     func addReportingFresh(args: [String: String]) async throws -> (addresses: [CIDR], fresh: Bool) {
-        try await ipamGate.serialize {
+        let (addresses, fresh) = try await ipamGate.serialize {
             let held = try await ipam.addresses(ofHandle: handle)
             if !held.isEmpty { return (held, false) }
             return (try await assign(args: args), true)
         }
+        // Addresses asked for by name (`IP=`) are single addresses, /32 and /128, as Calico returns them; assigned
+        // ones carry their block's prefix.
+        if args["IP"] != nil { return (addresses.map { CIDR(host: $0.address) }, fresh) }
+        return (addresses, fresh)
     }
 
     private func assign(args: [String: String]) async throws -> [CIDR] {
@@ -125,10 +129,10 @@ struct IPAMPlugin {
     }
 }
 
-/// The node name: the configuration's `nodename`, else `NODENAME`, else the host name lower-cased (Calico's order;
-/// Kubernetes node names are lower case).
+/// The node name: the configuration's `nodename` (an empty one is unset, as in Calico), else `NODENAME`, else the
+/// host name lower-cased (Calico's order; Kubernetes node names are lower case).
 func nodeName(config: [String: Any], environment: [String: String]) -> String {
-    (config["nodename"] as? String) ?? environment["NODENAME"]
+    (config["nodename"] as? String).flatMap { $0.isEmpty ? nil : $0 } ?? environment["NODENAME"]
         ?? ProcessInfo.processInfo.hostName.trimmingCharacters(in: .whitespaces).lowercased()
 }
 

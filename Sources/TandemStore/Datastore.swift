@@ -143,6 +143,8 @@ public enum DatastoreLocation: Sendable, Equatable, CustomStringConvertible {
     case sqlite(path: String)
     /// An etcd v3 cluster.
     case etcd(EtcdLocation)
+    /// A store in this process's memory (``MemoryDatastore``), shared by name; for tests.
+    case memory(name: String)
 
     /// The default when nothing is configured.
     public static let defaultURL = "sqlite:///var/lib/tandem/tandem.db"
@@ -157,6 +159,12 @@ public enum DatastoreLocation: Sendable, Equatable, CustomStringConvertible {
                     "datastore URL \"\(url)\" has no file path (example: sqlite:///var/lib/tandem/tandem.db)")
             }
             self = .sqlite(path: path)
+        } else if url.hasPrefix("memory://") {
+            let name = String(url.dropFirst("memory://".count))
+            guard !name.isEmpty else {
+                throw .invalidLocation("datastore URL \"\(url)\" has no store name (example: memory://test)")
+            }
+            self = .memory(name: name)
         } else if url.hasPrefix("etcd://") || url.hasPrefix("etcd+http://") || url.hasPrefix("etcd+https://") {
             self = .etcd(try EtcdLocation(url: url))
         } else {
@@ -170,6 +178,7 @@ public enum DatastoreLocation: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .sqlite(let path): "sqlite://\(path)"
         case .etcd(let location): location.description
+        case .memory(let name): "memory://\(name)"
         }
     }
 }

@@ -131,6 +131,14 @@ struct Serve: AsyncParsableCommand {
                 + "logged as a bug and repaired).", valueName: "seconds"))
     var datastoreResyncSeconds: Double = 60
 
+    @Option(
+        name: .customLong("empty-block-grace-period"),
+        help: ArgumentHelp(
+            "Seconds one of this node's address blocks stays empty before it is given up, when the node keeps room in "
+                + "its other blocks (Calico's IPAM leak grace period, 900); 0 keeps empty blocks "
+                + "(TANDEM_EMPTY_BLOCK_GRACE_PERIOD).", valueName: "seconds"))
+    var emptyBlockGraceSeconds: Double = Double(environment["TANDEM_EMPTY_BLOCK_GRACE_PERIOD"] ?? "") ?? 900
+
     func settings() throws -> NodeSettings {
         var settings = NodeSettings(nodeName: try identity.name())
         do {
@@ -182,6 +190,13 @@ struct Serve: AsyncParsableCommand {
         }
         guard datastoreResyncSeconds >= 1, datastoreResyncSeconds <= 86400 else {
             throw ValidationError("--datastore-resync-interval \(datastoreResyncSeconds): use 1 to 86400 seconds")
+        }
+        if let raw = Self.environment["TANDEM_EMPTY_BLOCK_GRACE_PERIOD"], Double(raw) == nil {
+            throw ValidationError("TANDEM_EMPTY_BLOCK_GRACE_PERIOD=\(raw): not a number of seconds")
+        }
+        guard emptyBlockGraceSeconds >= 0, emptyBlockGraceSeconds <= 30 * 86400 else {
+            throw ValidationError(
+                "--empty-block-grace-period \(emptyBlockGraceSeconds): use 0 (keep empty blocks) to 2592000 seconds")
         }
         return settings
     }
@@ -290,6 +305,8 @@ struct Serve: AsyncParsableCommand {
                 datastoreResync: .milliseconds(Int(datastoreResyncSeconds * 1000)))
             configuration.defaultLogLevel = level
             configuration.mtuFile = mtuPath
+            configuration.emptyBlockGracePeriod =
+                emptyBlockGraceSeconds == 0 ? nil : .milliseconds(Int(emptyBlockGraceSeconds * 1000))
             agent = NodeAgent(
                 configuration: configuration, datastore: datastore, kernel: try Netlink(), logger: logger,
                 logLevel: sharedLevel)

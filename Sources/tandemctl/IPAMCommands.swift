@@ -220,6 +220,23 @@ struct IPAMCheck: AsyncParsableCommand {
                     )
                 }
             }
+            // Empty blocks are not problems: an affine one is kept for the node's next pod and given up by the
+            // node's agent after the grace period when the node has room elsewhere; one affine to no node is claimed
+            // by the next node that needs a block.
+            let empty = blocks.filter(\.isEmpty)
+            if !empty.isEmpty {
+                print("Found \(empty.count) empty block(s):")
+                for block in empty.sorted(by: { $0.network < $1.network }) {
+                    if let host = block.host {
+                        print(
+                            "  \(block.network) affine to \(host): released by \(host)'s agent once empty for its grace "
+                                + "period (tandem-node --empty-block-grace-period) if the node keeps room in other blocks"
+                        )
+                    } else {
+                        print("  \(block.network) affine to no node: the next node that needs a block claims it")
+                    }
+                }
+            }
             if fix {
                 for handle in leakedHandles.sorted() { try await ipam.releaseByHandle(handle) }
                 for key in orphans { try await store.delete(key) }

@@ -294,7 +294,10 @@ func renderedSessions(_ input: BirdInput, _ family: IPFamily) throws -> [BGPSess
         input.peers[0].spec.peerSelector = "role == "
         let (config, warnings) = try renderBirdConfigReporting(input)
         #expect(warnings.contains { $0.hasPrefix("BGPPeer broken left out: spec.peerSelector \"role == \"") })
-        #expect(warnings.contains("BGPPeer no-as left out: spec.asNumber is required with spec.peerIP 10.99.0.250"))
+        #expect(
+            warnings.contains(
+                "BGPPeer no-as left out: spec.asNumber is required with spec.peerIP 10.99.0.250 (not an address of a node)"
+            ))
         #expect(warnings.contains("BGPPeer fast left out: spec.keepaliveTime \"500ms\": BIRD needs 1s to 65535s"))
         #expect(config.contains("protocol bgp Global_10_99_0_252 from tandem_v4"))
         #expect(!config.contains("10.99.0.250") && !config.contains("10.99.0.251"))
@@ -320,6 +323,70 @@ func renderedSessions(_ input: BirdInput, _ family: IPFamily) throws -> [BGPSess
         #expect(reflector.allSatisfy { !$0.options.contains("passive on;") })
         input.peers[0].spec.reversePeering = "Manual"
         #expect(try renderedSessions(input, .v6).isEmpty)
+    }
+
+    @Test func listenPortAndMeshRestartTimeReachTheMeshInBothFamilies() throws {
+        var input = try Scenario(name: "ports").input()
+        input.configurations = try resources(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: BGPConfiguration
+            metadata: {name: default}
+            spec: {listenPort: 1790, nodeMeshMaxRestartTime: 2m}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPConfiguration
+            metadata: {name: node.n3}
+            spec: {listenPort: 1791}
+            """
+        ).compactMap { $0 as? BGPConfiguration }
+        for family in IPFamily.allCases {
+            let mesh = try renderedSessions(input, family)
+            // Each peer is dialled on the port it listens on; n3 has its own.
+            #expect(mesh.map(\.port) == [1790, 1791], "\(family)")
+            #expect(mesh.allSatisfy { $0.kind == .mesh && $0.options.contains("graceful restart time 120;") })
+        }
+        let config = try renderBirdConfig(input)
+        #expect(config.contains("  local port 1790 as 64512;"))
+        #expect(config.contains("protocol bgp Mesh_fd99__3_port_1791 from tandem_v6"))
+        #expect(try birdParses(config).ok)
+        var n3 = input
+        n3.nodeName = "n3"
+        #expect(try renderBirdConfig(n3).contains("  local port 1791 as 64512;"))
+        // 179 is BGP's own port: nothing rendered.
+        input.configurations = []
+        #expect(!(try renderBirdConfig(input)).contains("local port"))
+    }
+
+    @Test func aPeerIPThatIsANodeIsPeeredAsTheNodeWithoutAnASNumber() throws {
+        var input = try Scenario(name: "node-peer").input()
+        input.configurations = try resources(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: BGPConfiguration
+            metadata: {name: default}
+            spec: {nodeToNodeMeshEnabled: false}
+            """
+        ).compactMap { $0 as? BGPConfiguration }
+        input.peers = try resources(
+            """
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: to-n2-v4}
+            spec: {peerIP: 10.99.0.2}
+            ---
+            apiVersion: projectcalico.org/v3
+            kind: BGPPeer
+            metadata: {name: to-n2-v6}
+            spec: {peerIP: "fd99::2"}
+            """
+        ).compactMap { $0 as? BGPPeer }
+        for family in IPFamily.allCases {
+            let sessions = try renderedSessions(input, family)
+            // n2's own AS (64513), as the mesh would use.
+            #expect(sessions.count == 1 && sessions[0].asNumber == 64513, "\(family): \(sessions)")
+        }
+        #expect(try birdParses(try renderBirdConfig(input)).ok)
     }
 
     @Test func sourceAddressNoneLeavesTheSourceToTheKernel() throws {

@@ -1,5 +1,8 @@
 import Foundation
 import TandemCNI
+import TandemCore
+import TandemIPAM
+import TandemStoreSQLite
 import TandemTestSupport
 import Testing
 
@@ -55,6 +58,35 @@ import Testing
         }
         let left = try await lab.leftovers()
         #expect(left.handles.isEmpty && left.endpoints.isEmpty)
+    }
+
+    /// A block left empty stays the node's for its grace period, then the agent gives it up (the node keeping room in
+    /// its other block), in both families; the block with addresses in use stays.
+    @Test func anEmptyBlockIsGivenUpAfterItsGracePeriod() async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        let store = try SQLiteDatastore(path: lab.scratch.file("tandem.db"))
+        let ipam = IPAM(store: store, nanoseconds: { UInt64(Date().timeIntervalSince1970 * 1e9) })
+        // 65 addresses per family: one full block and one more.
+        let held = try await ipam.autoAssign(AutoAssignRequest(num4: 65, num6: 65, handle: "filler", host: "node-a"))
+        let full = [held.ipv4[0].network, held.ipv6[0].network]
+        let emptied = (held.ipv4 + held.ipv6).filter { full.contains($0.network) }.map(\.address)
+        try await ipam.releaseIPs(emptied, handle: "filler")
+        #expect(try await ipam.affineBlocks(host: "node-a").count == 4)
+        try lab.startAgent(environment: ["TANDEM_EMPTY_BLOCK_GRACE_PERIOD": "1"])
+        let deadline = ContinuousClock.now + .seconds(15)
+        var left: [CIDR] = []
+        repeat {
+            try await Task.sleep(for: .milliseconds(200))
+            left = try await ipam.affineBlocks(host: "node-a").map(\.cidr)
+        } while left.count > 2 && ContinuousClock.now < deadline
+        #expect(left.count == 2 && !left.contains { full.contains($0) }, "\(left)")
+        for block in full { #expect(try await store.get(IPAMKeys.block(block)) == nil) }
+        let log = try #require(lab.agent).log
+        #expect(
+            log.contains("released empty block \(full[0])") && log.contains("released empty block \(full[1])"), "\(log)"
+        )
+        try await ipam.releaseByHandle("filler")
     }
 
     @Test func withoutTheAgentTheShimRunsThePluginItself() async throws {

@@ -11,8 +11,13 @@ enum Backend: String, CaseIterable, Sendable, CustomStringConvertible {
     case sqlite
     /// A real etcd started for the test (etcd-server's `/usr/bin/etcd`).
     case etcd
+    /// The in-memory store the unit tests of IPAM, the agent and the CLI use: it must keep the same contract.
+    case memory
 
     var description: String { rawValue }
+
+    /// The backends other processes can open too.
+    static let shared: [Backend] = [.sqlite, .etcd]
 
     /// A fresh, empty store of this kind, and its location for other processes.
     func makeStore() throws -> (store: any Datastore, location: String, cleanup: @Sendable () -> Void) {
@@ -27,6 +32,9 @@ enum Backend: String, CaseIterable, Sendable, CustomStringConvertible {
             let server = try TestEtcd()
             let store = try EtcdDatastore(location: EtcdLocation(url: server.url))
             return (store, server.url, { server.stop() })
+        case .memory:
+            let name = "contract-\(UUID().uuidString)"
+            return (MemoryDatastore.named(name), "memory://" + name, {})
         }
     }
 }
@@ -182,5 +190,44 @@ func casIncrement(_ store: any Datastore, key: String, times: Int) async throws 
                 guard error.isConflict else { throw error }
             }
         }
+    }
+}
+
+@Suite struct MemoryFaultTests {
+    @Test func theNthCallFailsConflictsOrLosesItsAnswer() async throws {
+        let store = MemoryDatastore()
+        store.inject([
+            .init(.transact, nth: 2, .fail(.backend("injected"))), .init(.transact, nth: 3, .conflict),
+            .init(.transact, nth: 4, .drop), .init(.get, nth: 1, .delay(.milliseconds(50))),
+        ])
+        try await store.create("/a", value: bytes("1"))
+        await #expect(throws: DatastoreError.backend("injected")) { try await store.create("/b", value: bytes("2")) }
+        #expect(try await store.get("/b") == nil)
+        await #expect {
+            try await store.create("/b", value: bytes("2"))
+        } throws: { ($0 as? DatastoreError)?.isConflict == true }
+        #expect(try await store.list(prefix: "/").items.count == 1)
+        // Applied, but the caller is told it failed.
+        await #expect(throws: DatastoreError.self) { try await store.create("/c", value: bytes("3")) }
+        #expect(try await store.get("/c") != nil)
+        #expect(store.calls(.transact) == 4 && store.calls(.get) == 2)
+    }
+
+    @Test func aWatchFromACompactedRevisionFails() async throws {
+        let store = MemoryDatastore()
+        for index in 0..<5 { try await store.create("/k\(index)", value: bytes("\(index)")) }
+        store.compact(before: 4)
+        var iterator = store.watch(prefix: "/", fromRevision: 2).makeAsyncIterator()
+        await #expect(throws: DatastoreError.compacted(requested: 2, oldestAvailable: 4)) {
+            _ = try await iterator.next()
+        }
+        var recent = store.watch(prefix: "/", fromRevision: 4).makeAsyncIterator()
+        #expect(try await recent.next()?.keyValue.key == "/k3")
+    }
+
+    @Test func storesAreSharedByName() throws {
+        #expect(MemoryDatastore.named("shared-by-name") === MemoryDatastore.named("shared-by-name"))
+        #expect(try DatastoreLocation(url: "memory://x") == .memory(name: "x"))
+        #expect(throws: DatastoreError.self) { try DatastoreLocation(url: "memory://") }
     }
 }

@@ -6,7 +6,7 @@ import Testing
 
 @Suite struct MultiProcessTests {
     /// Eight processes each do 500 read / compare-and-swap increments of one key: the count must be exact.
-    @Test(arguments: Backend.allCases)
+    @Test(arguments: Backend.shared)
     func eightProcessesLoseNoUpdate(backend: Backend) async throws {
         let (store, location, cleanup) = try backend.makeStore()
         defer { cleanup() }
