@@ -205,5 +205,9 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "TandemCtlTests", dependencies: ["TandemTestSupport", "tandemctl"], swiftSettings: strict),
+        .testTarget(
+            name: "TandemFuzzTests",
+            dependencies: ["TandemCore", "TandemModel", "TandemPlugin", "TandemSelector", "TandemStore"],
+            swiftSettings: strict),
     ]
 )
