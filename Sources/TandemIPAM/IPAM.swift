@@ -457,24 +457,55 @@ public struct IPAM: Sendable {
                     addresses = block.assign(count: count, handle: request.handle, attributes: request.attributes)
                     writes = [.create(key: key, value: encode(block)), .create(key: affinityKey, value: affinity)]
                 }
-                if var writes, !addresses.isEmpty {
-                    writes.append(try await handleWrite(request.handle, block: cidr, delta: addresses.count))
-                    writes.append(countClaim)
-                    do {
-                        try await store.transact(writes)
-                        return addresses.map { try! CIDR(address: $0, prefixLength: cidr.prefixLength) }
-                    } catch {
-                        if !error.isConflict { throw IPAMError.datastore("\(error)") }
-                        // Someone else took it, perhaps another request of this node: the caller reads the node's
-                        // blocks again before claiming (moving on to the next block would give a busy node one
-                        // nearly empty block per lost race).
-                        return []
-                    }
+                if let writes, !addresses.isEmpty {
+                    return try await commit(writes, addresses, cidr)
                 }
             }
         }
+        // Every pool is full: an empty block another node has held for a while is taken over (Calico's
+        // EmptyBlockMinReclaimAge, a minute: a node that just claimed one is about to use it). The block's sequence
+        // number started at its creation time in nanoseconds and grows by one per write, so it dates the claim.
+        for item in items {
+            var block = try decode(Block.self, item.value, key: item.key)
+            guard block.isEmpty, let holder = block.host, holder != host,
+                pools.contains(where: { $0.spec.network!.contains(block.network) }),
+                nanoseconds() &- block.sequenceNumber >= Self.emptyBlockMinReclaimAge
+            else { continue }
+            let cidr = block.network
+            block.affinity = "host:\(host)"
+            let addresses = block.assign(count: count, handle: request.handle, attributes: request.attributes)
+            return try await commit(
+                [
+                    .update(key: item.key, value: encode(block), ifRevision: item.modRevision),
+                    .delete(key: IPAMKeys.affinity(host: holder, cidr: cidr), ifRevision: nil),
+                    .put(
+                        key: IPAMKeys.affinity(host: host, cidr: cidr), value: encode(BlockAffinity(state: "confirmed"))
+                    ),
+                ], addresses, cidr)
+        }
         return nil
+
+        /// The claim's transaction with the handle and the claim counter; [] when another writer won.
+        func commit(_ writes: [Write], _ addresses: [IPAddress], _ cidr: CIDR) async throws -> [CIDR] {
+            let all =
+                writes + [
+                    try await handleWrite(request.handle, block: cidr, delta: addresses.count), countClaim,
+                ]
+            do {
+                try await store.transact(all)
+                return addresses.map { try! CIDR(address: $0, prefixLength: cidr.prefixLength) }
+            } catch {
+                if !error.isConflict { throw IPAMError.datastore("\(error)") }
+                // Someone else took it, perhaps another request of this node: the caller reads the node's blocks
+                // again before claiming (moving on to the next block would give a busy node one nearly empty block
+                // per lost race).
+                return []
+            }
+        }
     }
+
+    /// How long a block must have been claimed before another node may take it over empty (Calico's one minute).
+    public static let emptyBlockMinReclaimAge: UInt64 = 60_000_000_000
 
     /// Assigns from blocks of other hosts (or no host) that have room.
     private func borrow(

@@ -12,8 +12,11 @@ struct MemoryFixture {
     let store = MemoryDatastore()
     let ipam: IPAM
 
-    init(_ manifest: String) async throws {
-        ipam = IPAM(store: store, nanoseconds: { UInt64(Date().timeIntervalSince1970 * 1e9) })
+    init(
+        _ manifest: String,
+        nanoseconds: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970 * 1e9) }
+    ) async throws {
+        ipam = IPAM(store: store, nanoseconds: nanoseconds)
         let resources = ResourceStore(datastore: store, now: { "2026-12-03T00:00:00Z" }, newUID: { UUID().uuidString })
         try await resources.write(try Manifest.parse(manifest).resources, mode: .apply)
     }
@@ -105,6 +108,35 @@ func block(_ cidr: String, inUse: Int, sequence: UInt64 = 1, host: String = "nod
         // Block and affinity gone together; the other block stays.
         #expect(try await f.affinities() == 1)
         #expect(try await f.store.get(IPAMKeys.block(now.cidr)) == nil)
+    }
+}
+
+/// A clock tests move by hand.
+final class TestClock: Sendable {
+    let now = Atomic<UInt64>(1_000_000_000_000_000_000)
+    func advance(seconds: UInt64) { now.add(seconds * 1_000_000_000, ordering: .relaxed) }
+}
+
+@Suite struct EmptyBlockReclaimTests {
+    /// Every pool full, a node takes over another node's empty block, but only one claimed over a minute ago.
+    @Test(arguments: [("10.6.0.0/28", "28"), ("fd00:6::/124", "124")])
+    func anotherNodesEmptyBlockIsTakenOverAfterAMinute(_ cidr: String, _ size: String) async throws {
+        let clock = TestClock()
+        let f = try await MemoryFixture(
+            strictConfig() + pool("p", cidr, ", blockSize: \(size)"),
+            nanoseconds: { clock.now.load(ordering: .relaxed) })
+        let v6 = cidr.contains(":")
+        _ = try await f.ipam.autoAssign(f.request("a", host: "node-a", v4: v6 ? 0 : 1, v6: v6 ? 1 : 0))
+        try await f.ipam.releaseByHandle("a")
+        clock.advance(seconds: 30)
+        await #expect(throws: IPAMError.self) {
+            _ = try await f.ipam.autoAssign(f.request("b", host: "node-b", v4: v6 ? 0 : 1, v6: v6 ? 1 : 0))
+        }
+        clock.advance(seconds: 31)
+        let taken = try await f.ipam.autoAssign(f.request("b", host: "node-b", v4: v6 ? 0 : 1, v6: v6 ? 1 : 0))
+        #expect((taken.ipv4 + taken.ipv6).count == 1)
+        #expect(try await f.affinities("node-a") == 0)
+        #expect(try await f.affinities("node-b") == 1)
     }
 }
 
