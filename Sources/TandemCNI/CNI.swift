@@ -114,6 +114,15 @@ public struct CNIEnvironment: Sendable {
         if ["ADD", "DEL", "CHECK"].contains(command) && containerID.isEmpty {
             throw CNIError(code: CNIError.invalidEnvironment, "CNI_CONTAINERID is required for \(command)")
         }
+        // Checked on ADD, before anything is made: the ID names the pod's endpoint, its IPAM handle and (outside
+        // Kubernetes) its host veth. DEL takes any ID, so whatever an earlier release accepted can still go.
+        if command == "ADD" && !isValidContainerID(containerID) {
+            throw CNIError(
+                code: CNIError.invalidEnvironment, "invalid CNI_CONTAINERID \"\(containerID.prefix(100))\"",
+                details:
+                    "a container ID is letters (either case), digits, '-', '_' and '.', starting and ending with a "
+                    + "letter or digit")
+        }
     }
 }
 
@@ -128,7 +137,15 @@ public struct IPAMConfig: Sendable, Equatable {
     /// Reads `ipam` from the network configuration; booleans may be JSON booleans or the strings Calico's
     /// manifests use (`"true"`). Defaults: IPv4 on, IPv6 off.
     public init(network: [String: Any]) throws(CNIError) {
-        let ipam = network["ipam"] as? [String: Any] ?? [:]
+        let ipam: [String: Any]
+        switch network["ipam"] {
+        case nil: ipam = [:]
+        case let object as [String: Any]: ipam = object
+        case let other?:
+            throw CNIError(
+                code: CNIError.invalidConfig,
+                "invalid ipam: \(String(describing: other).prefix(100)); expected an object")
+        }
         func flag(_ key: String, _ fallback: Bool) throws(CNIError) -> Bool {
             switch ipam[key] {
             case nil: return fallback

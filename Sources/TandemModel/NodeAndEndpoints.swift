@@ -227,19 +227,6 @@ public struct HostEndpointSpec: ResourceSpec {
     }
 }
 
-/// Calico's container ID rule, `[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?`, with the `_` and `.` that the CNI spec
-/// allows in the IDs runtimes send (and the CNI plugin records) inside it.
-func isContainerID(_ text: String) -> Bool {
-    let bytes = text.utf8
-    func isAlphanumeric(_ byte: UInt8) -> Bool {
-        (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
-    }
-    guard let first = bytes.first, let last = bytes.last, isAlphanumeric(first), isAlphanumeric(last) else {
-        return false
-    }
-    return bytes.allSatisfy { isAlphanumeric($0) || "-_.".utf8.contains($0) }
-}
-
 /// Calico's interface rule: `*`, or 1-15 characters of `[a-zA-Z0-9_.-]`.
 func isInterfaceName(_ name: String) -> Bool {
     if name == "*" { return true }
@@ -302,7 +289,7 @@ public struct WorkloadEndpointSpec: ResourceSpec {
             v.fail("spec.interfaceName", nil, "interfaceName is required")
         }
         if (node ?? "").isEmpty { v.fail("spec.node", nil, "field should be assigned") }
-        if let containerID, !containerID.isEmpty, !isContainerID(containerID) {
+        if let containerID, !containerID.isEmpty, !isValidContainerID(containerID) {
             v.fail(
                 "spec.containerID", containerID,
                 "invalid container ID: letters, digits, '-', '_' and '.', starting and ending with a letter or digit")

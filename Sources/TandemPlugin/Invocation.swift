@@ -66,7 +66,8 @@ func versionTuple(_ text: String) -> [Int] { text.split(separator: ".").map { In
 /// status; never exits the process, so the agent can serve many.
 public func runCNI(_ invocation: CNIInvocation, openDatastore: DatastoreOpener) async -> CNIOutcome {
     let config = (try? JSONSerialization.jsonObject(with: Data(invocation.stdin))) as? [String: Any]
-    let requestedVersion = config?["cniVersion"] as? String ?? "1.1.0"
+    // The version errors are written in when the configuration names none (which is itself an error, below).
+    let requestedVersion = config?["cniVersion"] as? String ?? supportedCNIVersions.last!
     do {
         return CNIOutcome(
             exitStatus: 0,
@@ -95,6 +96,18 @@ private func dispatch(
         throw CNIError(
             code: CNIError.decodeFailure, "cannot decode the network configuration on stdin as a JSON object")
     }
+    // Every network configuration names its version (the spec requires it): guessing one would answer in a
+    // format the runtime may not read.
+    guard let version = config["cniVersion"] else {
+        throw CNIError(
+            code: CNIError.invalidConfig, "the network configuration has no cniVersion",
+            details: "set \"cniVersion\" to one of \(supportedCNIVersions.joined(separator: ", "))")
+    }
+    guard version is String else {
+        throw CNIError(
+            code: CNIError.invalidConfig,
+            "invalid cniVersion: \(String(describing: version).prefix(100)); expected a string such as \"1.0.0\"")
+    }
     guard supportedCNIVersions.contains(requestedVersion) else {
         throw CNIError(
             code: CNIError.incompatibleVersion, "unsupported CNI version \(requestedVersion)",
@@ -108,6 +121,7 @@ private func dispatch(
     guard let network = config["name"] as? String, !network.isEmpty else {
         throw CNIError(code: CNIError.invalidConfig, "the network configuration has no name")
     }
+    try checkFieldTypes(config)
     let ipamSection = config["ipam"] as? [String: Any]
     let url =
         (ipamSection?["datastore"] as? String) ?? (config["datastore"] as? String) ?? environment["TANDEM_DATASTORE"]
@@ -142,4 +156,20 @@ private func dispatch(
         }
     }
     return ""
+}
+
+/// Fields read with a fallback when absent must not fall back when present with the wrong type: a numeric
+/// `nodename` would put the pod on the host's node, an `ipam` that is no object would be read as an empty one.
+func checkFieldTypes(_ config: [String: Any]) throws(CNIError) {
+    if let nodename = config["nodename"], !(nodename is String) {
+        throw CNIError(
+            code: CNIError.invalidConfig,
+            "invalid nodename: \(String(describing: nodename).prefix(100)); expected the node's name as a string")
+    }
+    if let ipam = config["ipam"], !(ipam is [String: Any]) {
+        throw CNIError(
+            code: CNIError.invalidConfig,
+            "invalid ipam: \(String(describing: ipam).prefix(100)); expected an object such as "
+                + "{\"type\": \"tandem-ipam\"}")
+    }
 }
