@@ -228,10 +228,16 @@ struct IPAMCheck: AsyncParsableCommand {
                 print("Found \(empty.count) empty block(s):")
                 for block in empty.sorted(by: { $0.network < $1.network }) {
                     if let host = block.host {
-                        print(
-                            "  \(block.network) affine to \(host): released by \(host)'s agent once empty for its grace "
-                                + "period (tandem-node --empty-block-grace-period) if the node keeps room in other blocks"
-                        )
+                        let family = block.network.family
+                        let siblings = blocks.filter { $0.host == host && $0.network.family == family }.count
+                        if siblings == 1 {
+                            print("  \(block.network) affine to \(host): kept, the node's only \(family) block")
+                        } else {
+                            print(
+                                "  \(block.network) affine to \(host): released by \(host)'s agent once empty for its "
+                                    + "grace period (tandem-node --empty-block-grace-period) if the node keeps room in its "
+                                    + "other \(family) blocks")
+                        }
                     } else {
                         print("  \(block.network) affine to no node: the next node that needs a block claims it")
                     }

@@ -37,7 +37,7 @@ import Testing
         #expect(clean.status == 0 && clean.stdout.contains("found 0 problems"))
         // The released blocks stay node-a's, listed as empty with what becomes of them (not as problems).
         #expect(clean.stdout.contains("Found 2 empty block(s):"), "\(clean.stdout)")
-        #expect(clean.stdout.contains("affine to node-a: released by node-a's agent once empty for its grace period"))
+        #expect(clean.stdout.contains("affine to node-a: kept, the node's only IPv4 block"), "\(clean.stdout)")
 
         #expect(try ctl("ipam", "release", "--ip", String(v4)).stderr.contains("is not assigned"))
         // A cap without strict affinity is Calico's v3 behaviour (the old SetIPAMConfig refused it).
