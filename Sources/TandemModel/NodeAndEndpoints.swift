@@ -23,11 +23,10 @@ public struct IPAMConfigurationSpec: ResourceSpec {
             v.fail("spec", nil, "Cannot disable 'StrictAffinity' and 'AutoAllocateBlocks' at the same time")
         }
         if let blocks = maxBlocksPerHost {
+            // Calico's v3 IPAMConfiguration takes a cap without strict affinity (only its old SetIPAMConfig refused
+            // it): the cap bounds the blocks a node claims, and borrowing is a separate setting.
             if blocks < 0 || blocks > 1_000_000 {
                 v.fail("spec.maxBlocksPerHost", raw: "\(blocks)", "maxBlocksPerHost must be between 0 and 1000000")
-            } else if blocks > 0 && strictAffinity != true {
-                v.fail(
-                    "spec.maxBlocksPerHost", raw: "\(blocks)", "MaxBlocksPerHost requires StrictAffinity to be enabled")
             }
         }
         if let mode = kubeVirtVMAddressPersistence, !["Enabled", "Disabled"].contains(mode) {
