@@ -114,7 +114,7 @@ let package = Package(
             name: "tandem-node",
             dependencies: [
                 "TandemAgent", "TandemAutodetection", "TandemCNIWire", "TandemCore", "TandemModel", "TandemStore",
-                "TandemDatastore", "TandemDataplane", "TandemNetlink", "TandemPlugin",
+                "TandemBGP", "TandemDatastore", "TandemDataplane", "TandemNetlink", "TandemPlugin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

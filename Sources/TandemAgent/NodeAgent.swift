@@ -73,6 +73,11 @@ public final class NodeAgent: Service, Sendable {
     private let tunnelWork: AsyncStream<Void>
     private let tunnelRequest: AsyncStream<Void>.Continuation
     public let runner: ManagerRunner
+    /// What `/liveness` and `/readiness` report: start-up done, the cache in sync with a datastore that answers,
+    /// every manager converged (Felix's `FelixStartup`, `CalculationGraph` and `InternalDataplaneMainLoop`).
+    public let health = HealthAggregator()
+    /// The datastore probe of the health task: since when a probe has been waiting, and the last one's error.
+    private let datastoreProbe = Mutex<(waitingSince: ContinuousClock.Instant?, error: String?)>((nil, nil))
     let logger: Logger
     let logLevel: SharedLogLevel?
     /// Updates from the syncer waiting for the calculation layer, and the wake-up for it.
@@ -121,6 +126,9 @@ public final class NodeAgent: Service, Sendable {
         ipip = IPIPManager(kernel: kernel)
         runner = ManagerRunner(
             managers: [routes, policy, nat, mtu, vxlan, ipip] + (bgp.map { [$0] } ?? []), logger: logger)
+        health.register("FelixStartup", timeout: nil)
+        health.register("CalculationGraph", timeout: .seconds(30))
+        health.register("InternalDataplaneMainLoop", timeout: .seconds(90))
         (tunnelWork, tunnelRequest) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         (wake, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -137,12 +145,54 @@ public final class NodeAgent: Service, Sendable {
                 group.addTask { await self.calculate() }
                 group.addTask { await self.keepTunnelAddresses() }
                 group.addTask { await self.releaseEmptyBlocks() }
+                group.addTask { await self.reportHealth() }
                 await group.next()
                 group.cancelAll()
             }
         }
         wakeUp.finish()
         tunnelRequest.finish()
+    }
+
+    /// Reports health every second: the datastore answering (a revision read; one not answered within 3 s makes the
+    /// agent not ready), the cache listed, and each manager's last apply.
+    private func reportHealth() async {
+        health.report("FelixStartup", live: true, ready: true, detail: "node \(configuration.nodeName) registered")
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            let startProbe = datastoreProbe.withLock { probe in
+                if probe.waitingSince != nil { return false }
+                probe.waitingSince = now
+                return true
+            }
+            if startProbe {
+                Task.detached { [self] in
+                    var failure: String?
+                    do { _ = try await datastore.currentRevision() } catch { failure = "\(error)" }
+                    datastoreProbe.withLock { $0 = (nil, failure) }
+                }
+            }
+            let probe = datastoreProbe.withLock { $0 }
+            var problems: [String] = []
+            if let since = probe.waitingSince, now - since > .seconds(3) {
+                problems.append("the datastore has not answered for \((now - since).components.seconds) s")
+            } else if let error = probe.error {
+                problems.append("the datastore failed: \(error)")
+            }
+            if counters.withLock({ $0.lists }) == 0 { problems.append("the datastore has not been listed yet") }
+            health.report(
+                "CalculationGraph", live: true, ready: problems.isEmpty,
+                detail: problems.isEmpty ? "in sync" : problems.joined(separator: "; "))
+            let statuses = runner.statuses()
+            let pending = runner.managers.map(\.name).filter { statuses[$0]?.converged != true }.map { name in
+                name + (statuses[name]?.lastError.map { " (\($0.prefix(200)))" } ?? " (not applied yet)")
+            }
+            health.report(
+                "InternalDataplaneMainLoop", live: true, ready: pending.isEmpty,
+                detail: pending.isEmpty
+                    ? "every manager converged" : "not converged: " + pending.joined(separator: ", "))
+            try? await Task.sleep(for: .seconds(1))
+        }
     }
 
     /// Releases this node's blocks that stayed empty for the grace period (the node keeping room elsewhere), checked

@@ -21,7 +21,7 @@ struct TandemNode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem-node",
         abstract: "The Tandem node agent.",
-        subcommands: [Serve.self, Autodetect.self],
+        subcommands: [Serve.self, Autodetect.self, Health.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -132,6 +132,19 @@ struct Serve: AsyncParsableCommand {
     var datastoreResyncSeconds: Double = 60
 
     @Option(
+        name: .customLong("health-port"),
+        help: ArgumentHelp(
+            "Port of the health endpoint, /liveness and /readiness (Felix's healthPort, 9099); 0 serves none "
+                + "(TANDEM_HEALTH_PORT).", valueName: "port"))
+    var healthPort: Int = Int(environment["TANDEM_HEALTH_PORT"] ?? "") ?? 9099
+
+    @Option(
+        name: .customLong("health-host"),
+        help: ArgumentHelp(
+            "Where the health endpoint listens (Felix's healthHost; TANDEM_HEALTH_HOST).", valueName: "host"))
+    var healthHost: String = environment["TANDEM_HEALTH_HOST"] ?? "localhost"
+
+    @Option(
         name: .customLong("empty-block-grace-period"),
         help: ArgumentHelp(
             "Seconds one of this node's address blocks stays empty before it is given up, when the node keeps room in "
@@ -190,6 +203,12 @@ struct Serve: AsyncParsableCommand {
         }
         guard datastoreResyncSeconds >= 1, datastoreResyncSeconds <= 86400 else {
             throw ValidationError("--datastore-resync-interval \(datastoreResyncSeconds): use 1 to 86400 seconds")
+        }
+        if let raw = Self.environment["TANDEM_HEALTH_PORT"], Int(raw) == nil {
+            throw ValidationError("TANDEM_HEALTH_PORT=\(raw): not a port number")
+        }
+        guard (0...65535).contains(healthPort) else {
+            throw ValidationError("--health-port \(healthPort): use 1 to 65535, or 0 for no health endpoint")
         }
         if let raw = Self.environment["TANDEM_EMPTY_BLOCK_GRACE_PERIOD"], Double(raw) == nil {
             throw ValidationError("TANDEM_EMPTY_BLOCK_GRACE_PERIOD=\(raw): not a number of seconds")
@@ -318,9 +337,21 @@ struct Serve: AsyncParsableCommand {
         say("serving CNI calls on \(cniSocket)")
         // One lifecycle: SIGTERM or SIGINT stops accepting CNI calls and ends the agent's tasks; routes, rules and
         // BIRD stay, so pods keep their traffic while the agent restarts.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: service), .init(service: agent),
+        ]
+        if healthPort != 0 {
+            do {
+                let server = try HealthServer(host: healthHost, port: UInt16(healthPort), health: agent.health)
+                services.append(.init(service: server))
+                say("health on \(healthHost):\(healthPort) (/liveness, /readiness)")
+            } catch {
+                // The node's pods matter more than its probe: the agent runs, and says why it cannot be probed.
+                logger.warning("no health endpoint: \(error); set --health-port to a free port, or 0")
+            }
+        }
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: service), .init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger)
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // A stop never hangs on a stuck tool: after 15 s the services are cancelled.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(15)
         let group = ServiceGroup(configuration: groupConfiguration)

@@ -154,6 +154,17 @@ func podAddresses(_ status: String) -> [String: [String]] {
             try lab.onNode("n2", "ip -6 route").stdout.contains("2001:db8:99::/64 via fd99::fe dev eth0 proto static"))
         #expect(try lab.run(["check"]).status == 0)
 
+        // calico-node's BIRD probes, per family: ready with the sessions up; not ready as soon as BIRD is killed; ready
+        // again once the agent has started it and the sessions are back.
+        let birdProbe =
+            "\(TestProducts.directory().path)/tandem-node health -bird-live -bird-ready -bird6-ready --bird-dir \(lab.directory)/n1"
+        #expect(try eventually(within: 20) { try lab.onNode("n1", birdProbe).status == 0 })
+        let n1Bird = try String(contentsOfFile: lab.directory + "/n1/bird.conf.pid", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try shell("kill \(n1Bird)")
+        #expect(try eventually(within: 10) { try lab.onNode("n1", birdProbe).status != 0 }, "BIRD's death went unseen")
+        #expect(try eventually(within: 40) { try lab.onNode("n1", birdProbe).status == 0 }, "BIRD did not come back")
+
         // A node whose BIRD is gone: check says so and fails.
         let birdPID = try String(contentsOfFile: lab.directory + "/n3/bird.conf.pid", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -270,9 +281,21 @@ func podAddresses(_ status: String) -> [String: [String]] {
         let nodes = try TestProducts.run("tandemctl", ["node", "list", "--datastore", etcd.url])
         #expect(["n1", "n2", "n3"].allSatisfy { nodes.stdout.contains($0) }, "\(nodes.stdout)")
 
+        // Readiness follows the datastore: not ready within 10 s of etcd stopping, ready again once it is back.
+        let probe = "\(TestProducts.directory().path)/tandem-node health -felix-ready"
+        #expect(try eventually(within: 20) { try lab.onNode("n1", probe).status == 0 })
         etcd.kill()
-        usleep(500_000)
+        var unready = ""
+        #expect(
+            try eventually(within: 10) {
+                let answer = try lab.onNode("n1", probe)
+                unready = answer.stdout
+                return answer.status != 0
+            }, "n1 stayed ready with etcd down")
+        #expect(unready.contains("felix is not ready") && unready.contains("datastore"), "\(unready)")
         try etcd.start()
+        #expect(
+            try eventually(within: 20) { try lab.onNode("n1", probe).status == 0 }, "n1 not ready after etcd returned")
         let late = try lab.run(["pod", "add", "n1", "late"])
         #expect(late.status == 0, "\(late.stdout)\(late.stderr)")
         let addresses = podAddresses(try lab.run(["status"]).stdout)["late"] ?? []

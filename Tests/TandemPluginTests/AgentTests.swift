@@ -89,6 +89,35 @@ import Testing
         try await ipam.releaseByHandle("filler")
     }
 
+    /// The probes a DaemonSet would use: /liveness and /readiness on the node's localhost:9099 with Felix's table,
+    /// `tandem-node health -felix-live -felix-ready` (calico-node's flags), and `-bird-ready` failing when the agent
+    /// runs without BGP.
+    @Test func healthEndpointsAndProbes() async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        try lab.startAgent()
+        let binary = TestProducts.directory().appendingPathComponent("tandem-node").path
+        let deadline = ContinuousClock.now + .seconds(20)
+        var probe = try lab.node.run("\(binary) health -felix-live -felix-ready")
+        while probe.status != 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            probe = try lab.node.run("\(binary) health -felix-live -felix-ready")
+        }
+        #expect(probe.status == 0, "\(probe.stdout)\(probe.stderr)")
+        let readiness = try lab.node.run("curl -s -w ' %{http_code}' http://localhost:9099/readiness")
+        #expect(readiness.stdout.hasSuffix(" 200"), "\(readiness.stdout)")
+        #expect(readiness.stdout.contains("COMPONENT | TIMEOUT | LIVENESS | READINESS | DETAIL"))
+        #expect(readiness.stdout.contains("CalculationGraph | 30s | reporting live | reporting ready | in sync"))
+        #expect(readiness.stdout.contains("InternalDataplaneMainLoop | 90s | reporting live | reporting ready"))
+        let overIPv6 = try lab.node.run("curl -s -o /dev/null -w '%{http_code}' 'http://[::1]:9099/liveness'")
+        #expect(overIPv6.stdout == "200")
+        let bird = try lab.node.run("\(binary) health -bird-ready --bird-dir \(lab.scratch.file("no-bird"))")
+        #expect(
+            bird.status == 1 && bird.stdout.contains("calico/node is not ready: BIRD is not ready:"), "\(bird.stdout)")
+        let nothing = try lab.node.run("\(binary) health")
+        #expect(nothing.status != 0 && nothing.stderr.contains("name a check"))
+    }
+
     @Test func withoutTheAgentTheShimRunsThePluginItself() async throws {
         var lab = try PodLab()
         defer { lab.remove() }
