@@ -98,9 +98,13 @@ let package = Package(
                 "CNetlink", "TandemAutodetection", "TandemBGP", "TandemCNIWire", "TandemIPAM", "TandemLinux",
                 "TandemNetlink",
                 "TandemNetlinkCodec", "TandemPlugin", "TandemDatastore", "TandemPolicy", "TandemCalculation",
-                "TandemDataplane", .product(name: "Logging", package: "swift-log"),
+                "TandemDataplane", "TandemDiagnosis", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strict),
+        // What `tandemctl node diagnose` concludes from what it read: pure, so every check is tested without a node.
+        .target(
+            name: "TandemDiagnosis", dependencies: ["TandemAutodetection", "TandemBGP", "TandemCore"],
             swiftSettings: strict),
         // Executables stay thin. `tandem` is the CNI shim: Glibc, the wire format and TandemCore only (no
         // Foundation), for a fast start.
@@ -131,8 +135,8 @@ let package = Package(
         .executableTarget(
             name: "tandemctl",
             dependencies: [
-                "TandemBGP", "TandemCore", "TandemLinux", "TandemModel", "TandemStore", "TandemDatastore",
-                "TandemIPAM", "TandemPolicy", "TandemSelector",
+                "TandemAgent", "TandemBGP", "TandemCore", "TandemDiagnosis", "TandemLinux", "TandemModel",
+                "TandemStore", "TandemDatastore", "TandemIPAM", "TandemPolicy", "TandemSelector",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -205,6 +209,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "TandemCtlTests", dependencies: ["TandemTestSupport", "tandemctl"], swiftSettings: strict),
+        .testTarget(name: "TandemDiagnosisTests", dependencies: ["TandemDiagnosis"], swiftSettings: strict),
         .testTarget(
             name: "TandemFuzzTests",
             dependencies: ["TandemCore", "TandemModel", "TandemPlugin", "TandemSelector", "TandemStore"],

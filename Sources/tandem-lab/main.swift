@@ -15,7 +15,10 @@ struct TandemLab: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem-lab",
         abstract: "A dual-stack Tandem cluster in network namespaces on this machine.",
-        subcommands: [Up.self, NodeCommand.self, Pod.self, Check.self, Status.self, Restart.self, Down.self])
+        subcommands: [
+            Up.self, NodeCommand.self, Pod.self, Check.self, Status.self, Restart.self, Break.self, Repair.self,
+            Down.self,
+        ])
 }
 
 /// Options every subcommand shares.

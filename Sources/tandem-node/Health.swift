@@ -63,7 +63,7 @@ struct Health: ParsableCommand {
         }
         if failure == nil && birdLive {
             let socket = birdDirectory + "/bird.ctl"
-            let status = birdc(socket, "show status")
+            let status = birdc(socket, ["show", "status"])
             if status?.contains("BIRD") != true {
                 failure = "calico/node is not ready: bird/confd is not live: BIRD does not answer on \(socket)"
             }
@@ -92,7 +92,7 @@ struct Health: ParsableCommand {
     func birdSessions(v6: Bool) -> String? {
         let prefix = "calico/node is not ready: \(v6 ? "BIRD6" : "BIRD") is not ready:"
         let socket = birdDirectory + "/bird.ctl"
-        guard let output = birdc(socket, "show protocols") else {
+        guard let output = birdc(socket, ["show", "protocols"]) else {
             return "\(prefix) BIRD does not answer on \(socket) (is the agent running with BGP?)"
         }
         let peers = parseBirdProtocols(output).filter { row in
@@ -108,7 +108,7 @@ struct Health: ParsableCommand {
                 return "\(prefix) BGP not established with "
                     + down.compactMap { parseSessionName($0.name)?.address }.joined(separator: ",")
             }
-            if birdc(socket, "show status")?.contains("0024") == true {
+            if birdc(socket, ["show", "status"])?.contains("0024") == true {
                 return "\(prefix) graceful restart in progress"
             }
             return nil
@@ -117,19 +117,5 @@ struct Health: ParsableCommand {
             ? nil
             : "\(prefix) BGP not established with "
                 + down.compactMap { parseSessionName($0.name)?.address }.joined(separator: ",")
-    }
-
-    /// `birdc -s socket command`'s output, or nil when BIRD does not answer.
-    func birdc(_ socket: String, _ command: String) -> String? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/birdc")
-        process.arguments = ["-s", socket] + command.split(separator: " ").map(String.init)
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = Pipe()
-        do { try process.run() } catch { return nil }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return process.terminationStatus == 0 ? String(decoding: data, as: UTF8.self) : nil
     }
 }

@@ -53,11 +53,27 @@ struct IPAMShow: AsyncParsableCommand {
         commandName: "show", abstract: "Show address use per pool, per block, or for one address.")
     @Flag(name: .customLong("show-blocks"), help: "Also list every block with its affinity.") var showBlocks = false
     @Option(name: .customLong("ip"), help: "Show who holds one address.") var ip: String?
+    @Flag(
+        name: .customLong("show-configuration"),
+        help: "Show the IPAM configuration: strict affinity, automatic block allocation, blocks per host.")
+    var showConfiguration = false
     @OptionGroup var options: DatastoreOptions
 
     func run() async throws {
         try await reportingErrors {
             let ipam = try openIPAM(options)
+            if showConfiguration {
+                // calicoctl's table; the values in force (Calico's defaults when no IPAMConfiguration is stored).
+                let config = try await ipam.configuration()
+                let cap = config.maxBlocksPerHost ?? 0
+                let rows = [
+                    ["StrictAffinity", "\(config.strictAffinity ?? false)"],
+                    ["AutoAllocateBlocks", "\(config.autoAllocateBlocks ?? true)"],
+                    ["MaxBlocksPerHost", cap == 0 ? "0 (\(IPAM.defaultMaxBlocksPerHost))" : "\(cap)"],
+                ]
+                print(boxTable(["PROPERTY", "VALUE"], rows, rightAligned: []), terminator: "")
+                return
+            }
             if let ip {
                 let address = try IPAddress(ip)
                 let blocks = try await allBlocks(ipam.store)

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import TandemAgent
 import TandemBGP
+import TandemDiagnosis
 import TandemLinux
 import TandemModel
 import TandemStore
@@ -8,7 +10,82 @@ import TandemStore
 struct NodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "node", abstract: "Nodes: their addresses and BGP sessions.",
-        subcommands: [NodeStatus.self, NodeList.self])
+        subcommands: [NodeStatus.self, NodeList.self, NodeDiagnose.self])
+}
+
+/// `tandemctl node diagnose [NODE]`: on the node, reads the kernel (through the agent's netlink code), BIRD, the
+/// agent's readiness and the datastore, and says per family what is wrong, with the evidence and the fix. Exits 0
+/// when nothing is wrong, 1 for warnings, 2 for errors.
+struct NodeDiagnose: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diagnose",
+        abstract: "Find what is wrong with this node's pod networking, per family, and say how to fix it.")
+
+    @Argument(help: "The node (default: TANDEM_NODENAME, else the host name); run this on that node.")
+    var node: String?
+
+    @Option(name: .shortAndLong, help: "Output: text or json.")
+    var output: String = "text"
+
+    @Option(
+        name: .customLong("bird-socket"),
+        help: ArgumentHelp(
+            "BIRD's control socket (tandem-node's --bird-dir, /bird.ctl); BGP is checked when it exists.",
+            valueName: "path"))
+    var birdSocket: String = (ProcessInfo.processInfo.environment["TANDEM_BIRD_DIR"] ?? "/var/run/tandem") + "/bird.ctl"
+
+    @Flag(name: .customLong("expect-bgp"), help: "Report BIRD as down even when its socket is gone.")
+    var expectBGP = false
+
+    @Option(name: .customLong("health-port"), help: "The agent's health port.")
+    var healthPort: Int = Int(ProcessInfo.processInfo.environment["TANDEM_HEALTH_PORT"] ?? "") ?? 9099
+
+    @OptionGroup var options: DatastoreOptions
+
+    func validate() throws {
+        guard ["text", "json"].contains(output) else { throw ValidationError("--output \(output): use text or json") }
+        guard (1...65535).contains(healthPort) else {
+            throw ValidationError("--health-port \(healthPort): use 1 to 65535")
+        }
+    }
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let name =
+            node ?? environment["TANDEM_NODENAME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? ""
+        let datastore: Result<any Datastore, DatastoreError>
+        do {
+            datastore = .success(try options.open())
+        } catch let error as DatastoreError {
+            datastore = .failure(error)
+        } catch {
+            datastore = .failure(.backend("\(error)"))
+        }
+        let facts = await gatherNodeFacts(
+            DiagnosisSources(
+                nodeName: name, datastore: datastore, birdSocket: birdSocket, expectBGP: expectBGP,
+                healthHost: "localhost", healthPort: UInt16(healthPort)))
+        let findings = diagnose(facts)
+        if output == "json" {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let document = DiagnosisDocument(
+                node: name, families: facts.families.map { $0 == .v4 ? "IPv4" : "IPv6" }, findings: findings)
+            print(String(decoding: try encoder.encode(document), as: UTF8.self))
+        } else {
+            print(renderFindings(findings, node: name), terminator: "")
+        }
+        let worst = findings.map(\.severity).max() ?? .info
+        if worst.exitStatus != 0 { throw ExitCode(worst.exitStatus) }
+    }
+}
+
+/// `diagnose -o json`.
+struct DiagnosisDocument: Encodable {
+    var node: String
+    var families: [String]
+    var findings: [Finding]
 }
 
 /// `tandemctl node status`: this node's BGP sessions per family, from BIRD (as `calicoctl node status`), with

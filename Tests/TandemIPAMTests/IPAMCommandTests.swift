@@ -43,6 +43,9 @@ import Testing
         // A cap without strict affinity is Calico's v3 behaviour (the old SetIPAMConfig refused it).
         let capped = try ctl("ipam", "configure", "--strictaffinity=false", "--max-blocks-per-host", "3")
         #expect(capped.status == 0 && capped.stdout.contains("MaxBlocksPerHost=3"), "\(capped.stderr)")
+        let shown = try ctl("ipam", "show", "--show-configuration").stdout
+        #expect(shown.contains("| PROPERTY ") && shown.contains("| MaxBlocksPerHost   | 3 "), "\(shown)")
+        #expect(shown.contains("| StrictAffinity     | false |") && shown.contains("| AutoAllocateBlocks | true "))
         let configured = try ctl("ipam", "configure", "--strictaffinity=true", "--max-blocks-per-host", "3")
         #expect(configured.status == 0 && configured.stdout.contains("StrictAffinity=true"))
         #expect(try ctl("get", "ipamconfig", "-o", "wide").stdout.contains("true"))
