@@ -77,7 +77,12 @@ public final class NodeAgent: Service, Sendable {
     /// every manager converged (Felix's `FelixStartup`, `CalculationGraph` and `InternalDataplaneMainLoop`).
     public let health = HealthAggregator()
     /// The datastore probe of the health task: since when a probe has been waiting, and the last one's error.
-    private let datastoreProbe = Mutex<(waitingSince: ContinuousClock.Instant?, error: String?)>((nil, nil))
+    private let datastoreProbe = Mutex<
+        (waitingSince: ContinuousClock.Instant?, error: String?, last: ContinuousClock.Instant?)
+    >((nil, nil, nil))
+    /// Why the syncer's list or watch last failed, nil once it works again: a datastore that goes away breaks the
+    /// watch at once, so readiness follows without polling the datastore.
+    private let syncFailure = Mutex<String?>(nil)
     let logger: Logger
     let logLevel: SharedLogLevel?
     /// Updates from the syncer waiting for the calculation layer, and the wake-up for it.
@@ -154,22 +159,33 @@ public final class NodeAgent: Service, Sendable {
         tunnelRequest.finish()
     }
 
-    /// Reports health every second: the datastore answering (a revision read; one not answered within 3 s makes the
-    /// agent not ready), the cache listed, and each manager's last apply.
+    /// Reports health every second: the syncer's list and watch working, the datastore answering (a revision read
+    /// every 4 s, every second while something is failing; one not answered within 3 s makes the agent not ready),
+    /// the cache listed, and each manager's last apply. The etcd watch reconnects by itself, so the probe is what
+    /// shows a datastore gone within 10 s: one small request per node every 4 s, not one a second.
     private func reportHealth() async {
         health.report("FelixStartup", live: true, ready: true, detail: "node \(configuration.nodeName) registered")
         while !Task.isCancelled {
             let now = ContinuousClock.now
+            let failing = syncFailure.withLock { $0 } != nil
             let startProbe = datastoreProbe.withLock { probe in
                 if probe.waitingSince != nil { return false }
+                let interval: Duration = failing || probe.error != nil ? .seconds(1) : .seconds(4)
+                if let last = probe.last, now - last < interval { return false }
                 probe.waitingSince = now
+                probe.last = now
                 return true
             }
             if startProbe {
                 Task.detached { [self] in
                     var failure: String?
                     do { _ = try await datastore.currentRevision() } catch { failure = "\(error)" }
-                    datastoreProbe.withLock { $0 = (nil, failure) }
+                    datastoreProbe.withLock {
+                        $0.waitingSince = nil
+                        $0.error = failure
+                    }
+                    // Answering again: the watch, resumed meanwhile, may have nothing to say for a long time.
+                    if failure == nil { syncFailure.withLock { $0 = nil } }
                 }
             }
             let probe = datastoreProbe.withLock { $0 }
@@ -178,6 +194,8 @@ public final class NodeAgent: Service, Sendable {
                 problems.append("the datastore has not answered for \((now - since).components.seconds) s")
             } else if let error = probe.error {
                 problems.append("the datastore failed: \(error)")
+            } else if let failure = syncFailure.withLock({ $0 }) {
+                problems.append("the datastore watch failed: \(failure)")
             }
             if counters.withLock({ $0.lists }) == 0 { problems.append("the datastore has not been listed yet") }
             health.report(
@@ -271,12 +289,14 @@ public final class NodeAgent: Service, Sendable {
             do {
                 listed = try await listAll()
             } catch {
+                syncFailure.withLock { $0 = "\(error)" }
                 logger.error("listing the datastore failed; retrying in \(backoff)", metadata: ["error": "\(error)"])
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(10))
                 continue
             }
             backoff = .milliseconds(100)
+            syncFailure.withLock { $0 = nil }
             deliver(.snapshot(listed.0, revision: listed.1))
             watched.withLock { $0 = max($0, listed.1) }
             var next = listed.1 + 1
@@ -286,6 +306,7 @@ public final class NodeAgent: Service, Sendable {
                     for try await event in datastore.watch(prefix: "/calico/", fromRevision: next) {
                         next = event.keyValue.modRevision + 1
                         backoff = .milliseconds(100)
+                        syncFailure.withLock { $0 = nil }
                         if ClusterCache.holds(event.keyValue.key) { deliver(.event(event)) }
                         watched.withLock { $0 = max($0, event.keyValue.modRevision) }
                     }
@@ -295,6 +316,7 @@ public final class NodeAgent: Service, Sendable {
                         "watch revision \(requested) compacted (oldest \(oldest)); listing the datastore again")
                     break watching
                 } catch {
+                    syncFailure.withLock { $0 = "\(error)" }
                     logger.warning(
                         "datastore watch failed; resuming from revision \(next)", metadata: ["error": "\(error)"])
                 }

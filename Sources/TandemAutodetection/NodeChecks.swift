@@ -27,6 +27,9 @@ public struct FamilyState: Sendable, Equatable {
 
 /// One thing the node lacks for pod networking in a family, with its consequence and the fix.
 public struct NodeProblem: Sendable, Equatable, CustomStringConvertible {
+    /// Which check found it, for scripts and `tandemctl node diagnose`: `family-missing`, `forwarding-off`,
+    /// `accept-ra`, `no-default-route`.
+    public var check: String
     public var family: IPFamily
     public var problem: String
     public var fix: String
@@ -45,7 +48,8 @@ public func checkNode(_ states: [FamilyState]) -> [NodeProblem] {
         case nil:
             problems.append(
                 NodeProblem(
-                    family: state.family, problem: "the kernel has no \(v6 ? "IPv6" : "IPv4") (no \(key))",
+                    check: "family-missing", family: state.family,
+                    problem: "the kernel has no \(v6 ? "IPv6" : "IPv4") (no \(key))",
                     fix: v6
                         ? "boot without ipv6.disable=1, or run IPv4-only (no enabled IPv6 pool)"
                         : "enable IPv4 in the kernel, or run IPv6-only (no enabled IPv4 pool)"))
@@ -53,7 +57,7 @@ public func checkNode(_ states: [FamilyState]) -> [NodeProblem] {
         case false?:
             problems.append(
                 NodeProblem(
-                    family: state.family,
+                    check: "forwarding-off", family: state.family,
                     problem: "forwarding is off (\(key)=0): pods cannot reach other nodes or the outside world",
                     fix: "sysctl -w \(key)=1, and keep it in /etc/sysctl.d/"
                         + (v6 && state.defaultRouteFromRA
@@ -63,7 +67,7 @@ public func checkNode(_ states: [FamilyState]) -> [NodeProblem] {
             if v6, state.defaultRouteFromRA, let uplink = state.defaultRouteInterface, (state.uplinkAcceptRA ?? 0) < 2 {
                 problems.append(
                     NodeProblem(
-                        family: .v6,
+                        check: "accept-ra", family: .v6,
                         problem:
                             "the default route comes from router advertisements on \(uplink), which the kernel ignores "
                             + "while forwarding is on (accept_ra=\(state.uplinkAcceptRA ?? 0)): it will expire",
@@ -73,7 +77,7 @@ public func checkNode(_ states: [FamilyState]) -> [NodeProblem] {
         if state.defaultRouteInterface == nil {
             problems.append(
                 NodeProblem(
-                    family: state.family,
+                    check: "no-default-route", family: state.family,
                     problem: "no default route: pods have no path off the node in this family",
                     fix: v6
                         ? "ip -6 route add default via GATEWAY dev UPLINK (or accept router advertisements on the uplink)"

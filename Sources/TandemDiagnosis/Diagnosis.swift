@@ -179,12 +179,8 @@ public func diagnose(_ facts: NodeFacts) -> [Finding] {
 
     // The kernel settings every family needs.
     for problem in checkNode(facts.familyStates.filter { facts.families.contains($0.family) }) {
-        let check =
-            problem.problem.hasPrefix("forwarding is off")
-            ? "forwarding-off"
-            : problem.problem.hasPrefix("no default route")
-                ? "no-default-route" : problem.problem.contains("accept_ra") ? "accept-ra" : "family-missing"
-        findings.append(Finding(check, .error, family: problem.family, problem: problem.problem, fix: problem.fix))
+        findings.append(
+            Finding(problem.check, .error, family: problem.family, problem: problem.problem, fix: problem.fix))
     }
 
     // A usable IPv6 address: not link-local, tentative, deprecated or failed DAD (seed 001).

@@ -72,22 +72,20 @@ public struct EmptyBlockTracker: Sendable {
 }
 
 extension IPAM {
-    /// Every block affine to `host` (both families, confirmed affinities), with its revision: two lists, not a
-    /// read per block.
+    /// Every block affine to `host` (both families, confirmed affinities), with its revision: the node's affinities
+    /// listed, then each of its blocks read by key (every node runs this each minute: listing every block of the
+    /// cluster would cost the datastore nodes x blocks).
     public func affineBlocks(host: String) async throws -> [AffineBlock] {
         var result: [AffineBlock] = []
         for family in IPFamily.allCases {
             let (affinities, _) = try await store.list(prefix: IPAMKeys.affinityPrefix(host: host, family: family))
-            let wanted = Set(
-                try affinities.filter { try isConfirmed($0) }.compactMap { item in
-                    cidr(fromAffinityKey: item.key, family: family).map(IPAMKeys.block)
-                })
-            guard !wanted.isEmpty else { continue }
-            let (blocks, _) = try await store.list(prefix: IPAMKeys.blockPrefix(family))
-            for item in blocks where wanted.contains(item.key) {
-                let block = try decode(Block.self, item.value, key: item.key)
+            for item in affinities where try isConfirmed(item) {
+                guard let cidr = cidr(fromAffinityKey: item.key, family: family),
+                    let stored = try await store.get(IPAMKeys.block(cidr))
+                else { continue }
+                let block = try decode(Block.self, stored.value, key: stored.key)
                 guard block.host == host else { continue }
-                result.append(AffineBlock(block: block, revision: item.modRevision))
+                result.append(AffineBlock(block: block, revision: stored.modRevision))
             }
         }
         return result.sorted { $0.cidr < $1.cidr }

@@ -39,10 +39,11 @@ struct Break: ParsableCommand {
     func run() throws {
         let paths = options.paths
         let state = try paths.load()
-        guard let labNode = state.nodes.first(where: { $0.name == node }) else {
-            throw ValidationError("node \(node) is not in lab \(options.name)")
-        }
+        let labNode = state.nodes[try state.nodeIndex(node)]
         let v6 = state.ipv6
+        if !v6 && [.mtuLow, .linkLocalOnly].contains(scenario) {
+            throw ValidationError("\(scenario.rawValue) breaks IPv6, and lab \(options.name) is IPv4-only")
+        }
         let ip = v6 ? "ip -6" : "ip"
         let namespace = labNode.namespace
         func shell(_ command: String) throws -> String {
@@ -107,9 +108,7 @@ struct Repair: ParsableCommand {
     func run() throws {
         let paths = options.paths
         let state = try paths.load()
-        guard let labNode = state.nodes.first(where: { $0.name == node }) else {
-            throw ValidationError("node \(node) is not in lab \(options.name)")
-        }
+        let labNode = state.nodes[try state.nodeIndex(node)]
         let file = paths.nodeDirectory(node) + "/broken.json"
         guard let data = FileManager.default.contents(atPath: file) else {
             print("node \(node): nothing broken")

@@ -161,3 +161,14 @@ func stop(_ pid: Int32, expected: String, grace: Double = 3) {
     }
     kill(pid, SIGKILL)
 }
+
+extension LabState {
+    /// The index of node `name`, or an error naming the lab's nodes.
+    func nodeIndex(_ name: String) throws -> Int {
+        guard let index = nodes.firstIndex(where: { $0.name == name }) else {
+            throw LabError(
+                "node \(name) is not in lab \(self.name) (nodes: \(nodes.map(\.name).joined(separator: ", ")))")
+        }
+        return index
+    }
+}

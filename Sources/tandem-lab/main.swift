@@ -504,11 +504,7 @@ struct PodAdd: ParsableCommand {
     func run() throws {
         let paths = options.paths
         var state = try paths.load()
-        guard let labNode = state.nodes.first(where: { $0.name == node }) else {
-            throw ValidationError(
-                "node \(node) is not in lab \(options.name) (nodes: \(state.nodes.map(\.name).joined(separator: ", ")))"
-            )
-        }
+        let labNode = state.nodes[try state.nodeIndex(node)]
         var podName = name ?? ""
         if podName.isEmpty {
             var counter = 1
@@ -811,9 +807,7 @@ struct Restart: ParsableCommand {
     func run() throws {
         let paths = options.paths
         var state = try paths.load()
-        guard let index = state.nodes.firstIndex(where: { $0.name == node }) else {
-            throw ValidationError("node \(node) is not in lab \(options.name)")
-        }
+        let index = try state.nodeIndex(node)
         // Ready when it serves CNI calls again.
         let log = paths.nodeDirectory(node) + "/tandem-node.log"
         let before =
