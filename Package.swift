@@ -34,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Pure libraries: no Glibc, no syscalls.
@@ -84,6 +86,7 @@ let package = Package(
             dependencies: [
                 "TandemBGP", "TandemCalculation", "TandemCore", "TandemLinux", "TandemNetlink", "TandemNetlinkCodec",
                 "TandemPolicy", .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strict),
         .target(
@@ -100,6 +103,8 @@ let package = Package(
                 "TandemNetlinkCodec", "TandemPlugin", "TandemDatastore", "TandemPolicy", "TandemCalculation",
                 "TandemDataplane", "TandemDiagnosis", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict),
         // What `tandemctl node diagnose` concludes from what it read: pure, so every check is tested without a node.
@@ -162,8 +167,9 @@ let package = Package(
         .testTarget(
             name: "TandemAgentTests",
             dependencies: [
-                "TandemAgent", "TandemAutodetection", "TandemCore", "TandemModel", "TandemNetlink", "TandemStore",
-                "TandemStoreSQLite", "TandemTestSupport",
+                "TandemAgent", "TandemAutodetection", "TandemBGP", "TandemCore", "TandemDataplane", "TandemModel",
+                "TandemNetlink", "TandemStore", "TandemStoreSQLite", "TandemTestSupport",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strict),
         .testTarget(

@@ -17,6 +17,7 @@ packages=(
   ipset            # natOutgoing with the iptables backend keeps the pools in ipsets
   socat            # the policy tests' TCP servers and clients inside pods
   python3          # a test's socket squatter; the benchmarks' JSON reading
+  python3-prometheus-client  # the metrics test parses the agent's /metrics with Prometheus's own client library
 )
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   apt-get update -qq

@@ -1,4 +1,5 @@
 import CNetlink
+import CoreMetrics
 import Foundation
 import Glibc
 import ServiceLifecycle
@@ -30,15 +31,24 @@ public final class CNIService: Sendable {
     private let stopping = Atomic<Bool>(false)
     /// Calls being served now (a graceful stop waits for them).
     private let inFlight = Atomic<Int>(0)
+    /// Where each call's duration and each failed address assignment are counted.
+    private let metrics: any MetricsFactory
 
     /// Binds and listens: `ss -xlp | grep tandem-cni` shows it. `checkpoint` is called at the named points of each
     /// ADD (see `CNIInvocation`).
     public init(
         address: String, log: @escaping @Sendable (String) -> Void,
         checkpoint: @escaping @Sendable (String) -> Void = { _ in },
-        defaultMTU: @escaping @Sendable () -> UInt32? = { readMTUFile() }
+        defaultMTU: @escaping @Sendable () -> UInt32? = { readMTUFile() },
+        metrics: any MetricsFactory = NOOPMetricsHandler.instance
     ) throws {
         self.address = address
+        self.metrics = metrics
+        // Both families' failure counts exist from the start (0), so a dashboard or alert sees them before a failure.
+        for family in ["ipv4", "ipv6"] {
+            _ = Counter(
+                label: "tandem_ipam_allocation_failures_total", dimensions: [("family", family)], factory: metrics)
+        }
         self.log = log
         self.checkpoint = checkpoint
         self.defaultMTU = defaultMTU
@@ -173,6 +183,7 @@ public final class CNIService: Sendable {
         let elapsed = ContinuousClock.now - started
         let command = request.environment["CNI_COMMAND"] ?? "?"
         let container = request.environment["CNI_CONTAINERID"] ?? ""
+        record(command: command, outcome: outcome, elapsed: elapsed)
         let milliseconds =
             Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds)
             * 1000
@@ -183,6 +194,30 @@ public final class CNIService: Sendable {
                 + " (\(String(format: "%.1f", milliseconds)) ms)")
         // The caller may be gone (the runtime's timeout); nothing to do about a failed write.
         _ = writeAll(connection, CNIReply(exitStatus: outcome.exitStatus, stdout: Array(outcome.stdout.utf8)).encoded())
+    }
+
+    /// `tandem_cni_request_duration_seconds{command, result}`, and `tandem_ipam_allocation_failures_total{family}`
+    /// for an ADD whose address assignment failed (the family is the one the IPAM's message names).
+    private func record(command: String, outcome: CNIOutcome, elapsed: Duration) {
+        let known = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"].contains(command) ? command : "other"
+        CoreMetrics.Timer(
+            label: "tandem_cni_request_duration_seconds",
+            dimensions: [("command", known), ("result", outcome.exitStatus == 0 ? "ok" : "error")], factory: metrics
+        ).recordNanoseconds(elapsed.nanoseconds)
+        if known == "ADD", outcome.exitStatus != 0, let family = Self.allocationFailureFamily(outcome.stdout) {
+            Counter(
+                label: "tandem_ipam_allocation_failures_total", dimensions: [("family", family)], factory: metrics
+            ).increment()
+        }
+    }
+
+    /// The family of a failed address assignment in a CNI error (`IP address assignment failed`, whose details
+    /// say `... requested IPv4 addresses`), as a metric label; nil for any other error.
+    static func allocationFailureFamily(_ errorJSON: String) -> String? {
+        guard errorJSON.contains("IP address assignment failed") else { return nil }
+        if errorJSON.contains("requested IPv6") { return "ipv6" }
+        if errorJSON.contains("requested IPv4") { return "ipv4" }
+        return "unknown"
     }
 
     /// Runs the plugin's async work from this connection's thread and waits for it.

@@ -78,23 +78,65 @@ public final class HealthAggregator: Sendable {
 /// Felix's health endpoint: `GET /liveness` and `GET /readiness` answer 200 with the component table, or 503 when
 /// a component is not live (not ready). `curl -s localhost:9099/readiness`.
 public final class HealthServer: Service, Sendable {
-    public let host: String
-    public let port: UInt16
-    private let listeners: [Int32]
-    private let health: HealthAggregator
-    private let stopping = Atomic<Bool>(false)
+    public var host: String { server.host }
+    public var port: UInt16 { server.port }
+    private let server: TextHTTPServer
 
     /// Binds every address `host` resolves to (`localhost`: 127.0.0.1 and ::1) on `port`; throws naming the address
     /// when none can be bound.
     public init(host: String, port: UInt16, health: HealthAggregator) throws {
+        server = try TextHTTPServer(name: "health endpoint", host: host, port: port) { method, path in
+            let (status, body) = Self.answer(method: method, path: path, health.summary())
+            return (status, "text/plain; charset=utf-8", body)
+        }
+    }
+
+    /// Serves until cancelled or a graceful shutdown.
+    public func run() async throws { try await server.run() }
+
+    public func stop() { server.stop() }
+
+    /// The status and body for a request: pure, for tests.
+    static func answer(method: String, path: String, _ summary: HealthAggregator.Summary) -> (Int, String) {
+        guard method == "GET" || method == "HEAD" else { return (405, "only GET\n") }
+        switch path.split(separator: "?").first.map(String.init) ?? "" {
+        case "/liveness": return (summary.live ? 200 : 503, summary.table)
+        case "/readiness": return (summary.ready ? 200 : 503, summary.table)
+        default: return (404, "try /liveness or /readiness\n")
+        }
+    }
+}
+
+/// A small HTTP/1.1 server for plain-text answers (health, metrics): a thread per listening socket, one request per
+/// connection, answered by `respond(method, path)` on that thread (it may block). Enough for a kubelet's probes and
+/// a Prometheus scrape; nothing here is exposed beyond what those read.
+public final class TextHTTPServer: Service, Sendable {
+    public let host: String
+    public let port: UInt16
+    private let listeners: [Int32]
+    private let respond: @Sendable (_ method: String, _ path: String) -> (Int, String, String)
+    private let stopping = Atomic<Bool>(false)
+    private let open: Atomic<Int>
+
+    /// Binds every address `host` names on `port`: `localhost` is 127.0.0.1 and ::1 whatever /etc/hosts says (many
+    /// list only 127.0.0.1, and a probe on an IPv6-only node reaches ::1); an empty host is every address of both
+    /// families (Felix's empty `prometheusMetricsHost`). Throws naming the address when none can be bound.
+    public init(
+        name: String, host: String, port: UInt16,
+        respond: @escaping @Sendable (_ method: String, _ path: String) -> (Int, String, String)
+    ) throws {
         self.host = host
         self.port = port
-        self.health = health
+        self.respond = respond
         var bound: [Int32] = []
         var failures: [String] = []
-        // `localhost` is both loopbacks whatever /etc/hosts says (many list only 127.0.0.1): a probe on an IPv6-only
-        // node reaches ::1.
-        for name in host == "localhost" ? ["127.0.0.1", "::1"] : [host] {
+        let names =
+            switch host {
+            case "localhost": ["127.0.0.1", "::1"]
+            case "": ["0.0.0.0", "::"]
+            default: [host]
+            }
+        for name in names {
             var hints = addrinfo()
             hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
             hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -125,27 +167,41 @@ public final class HealthServer: Service, Sendable {
         }
         guard !bound.isEmpty else {
             throw HealthError(
-                "health endpoint \(host):\(port): cannot listen: \(failures.joined(separator: ", ")) "
+                "\(name) \(host):\(port): cannot listen: \(failures.joined(separator: ", ")) "
                     + "(another process on the port? `ss -tlnp sport = :\(port)`)")
         }
         listeners = bound
+        open = Atomic(bound.count)
     }
 
     /// Serves until cancelled or a graceful shutdown.
     public func run() async throws {
-        for listener in listeners {
-            startThread { [self] in accept(on: listener) }
-        }
+        start()
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
         }
         stop()
     }
 
+    /// Starts serving on threads of its own, until ``stop()``.
+    public func start() {
+        for listener in listeners {
+            startThread { [self] in
+                accept(on: listener)
+                close(listener)
+                open.subtract(1, ordering: .sequentiallyConsistent)
+            }
+        }
+    }
+
+    /// Stops accepting; the port is free again once ``isClosed``.
     public func stop() {
         guard !stopping.exchange(true, ordering: .sequentiallyConsistent) else { return }
         for listener in listeners { shutdown(listener, Int32(SHUT_RDWR)) }
     }
+
+    /// Whether every listening socket is closed (after ``stop()``).
+    public var isClosed: Bool { open.load(ordering: .sequentiallyConsistent) == 0 }
 
     private func accept(on listener: Int32) {
         while !stopping.load(ordering: .relaxed) {
@@ -159,13 +215,13 @@ public final class HealthServer: Service, Sendable {
             var timeout = timeval(tv_sec: 5, tv_usec: 0)
             setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            respond(connection)
+            answer(connection)
             close(connection)
         }
     }
 
     /// Reads the request line (headers are read up to the blank line and ignored) and answers.
-    private func respond(_ connection: Int32) {
+    private func answer(_ connection: Int32) {
         var request: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1024)
         func complete() -> Bool {
@@ -180,28 +236,18 @@ public final class HealthServer: Service, Sendable {
         let line = String(
             decoding: request.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }, as: UTF8.self)
         let parts = line.split(separator: " ")
-        let (status, body) = Self.answer(
-            method: parts.first.map(String.init) ?? "", path: parts.count > 1 ? String(parts[1]) : "", health.summary())
+        let method = parts.first.map(String.init) ?? ""
+        let (status, contentType, body) = respond(method, parts.count > 1 ? String(parts[1]) : "")
         let reason = [200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"][status] ?? ""
         let response =
-            "HTTP/1.1 \(status) \(reason)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "
-            + "\(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+            "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(contentType)\r\nContent-Length: "
+            + "\(body.utf8.count)\r\nConnection: close\r\n\r\n" + (method == "HEAD" ? "" : body)
         var bytes = Array(response.utf8)
         var sent = 0
         while sent < bytes.count {
             let count = bytes.withUnsafeMutableBytes { write(connection, $0.baseAddress! + sent, $0.count - sent) }
             if count <= 0 { return }
             sent += count
-        }
-    }
-
-    /// The status and body for a request: pure, for tests.
-    static func answer(method: String, path: String, _ summary: HealthAggregator.Summary) -> (Int, String) {
-        guard method == "GET" || method == "HEAD" else { return (405, "only GET\n") }
-        switch path.split(separator: "?").first.map(String.init) ?? "" {
-        case "/liveness": return (summary.live ? 200 : 503, summary.table)
-        case "/readiness": return (summary.ready ? 200 : 503, summary.table)
-        default: return (404, "try /liveness or /readiness\n")
         }
     }
 }

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -42,6 +43,10 @@ public final class NodeAgent: Service, Sendable {
         /// How long one of this node's blocks stays empty before its affinity is released (``EmptyBlockTracker``);
         /// nil: never released.
         public var emptyBlockGracePeriod: Duration? = .seconds(900)
+        /// The Prometheus endpoint as flags or the environment set it; what they leave unset comes from
+        /// FelixConfiguration (`prometheusMetricsEnabled`, `prometheusMetricsHost`, `prometheusMetricsPort`), then
+        /// Felix's defaults (off, every address, 9091). As in Felix, the environment outranks the datastore.
+        public var metricsEndpoint = MetricsEndpointSettings()
 
         public init(
             nodeName: String, routerID: IPv4Address, resync: Duration, bird: BirdControl?, birdLog: String?,
@@ -76,6 +81,13 @@ public final class NodeAgent: Service, Sendable {
     /// What `/liveness` and `/readiness` report: start-up done, the cache in sync with a datastore that answers,
     /// every manager converged (Felix's `FelixStartup`, `CalculationGraph` and `InternalDataplaneMainLoop`).
     public let health = HealthAggregator()
+    /// The Prometheus figures (``AgentMetrics``), served on the metrics endpoint when it is enabled.
+    public let metrics: AgentMetrics
+    /// The metrics endpoint FelixConfiguration asks for (nil until the datastore is listed: the flags alone).
+    let felixMetricsEndpoint = Mutex<MetricsEndpointSettings?>(nil)
+    /// Cluster figures from the calculation layer's last batch, for the metrics.
+    let clusterFigures = Mutex(AgentMetrics.Snapshot())
+    private let calculationTime: CoreMetrics.Timer
     /// The datastore probe of the health task: since when a probe has been waiting, and the last one's error.
     private let datastoreProbe = Mutex<
         (waitingSince: ContinuousClock.Instant?, error: String?, last: ContinuousClock.Instant?)
@@ -116,9 +128,11 @@ public final class NodeAgent: Service, Sendable {
 
     public init(
         configuration: Configuration, datastore: any Datastore, kernel: any KernelNetworking, logger: Logger,
-        logLevel: SharedLogLevel? = nil
+        logLevel: SharedLogLevel? = nil, metrics: AgentMetrics = AgentMetrics()
     ) {
         self.configuration = configuration
+        self.metrics = metrics
+        calculationTime = CoreMetrics.Timer(label: "felix_calc_graph_update_time_seconds", factory: metrics.factory)
         self.datastore = datastore
         self.logger = logger
         self.logLevel = logLevel
@@ -130,7 +144,8 @@ public final class NodeAgent: Service, Sendable {
         vxlan = VXLANManager(kernel: kernel)
         ipip = IPIPManager(kernel: kernel)
         runner = ManagerRunner(
-            managers: [routes, policy, nat, mtu, vxlan, ipip] + (bgp.map { [$0] } ?? []), logger: logger)
+            managers: [routes, policy, nat, mtu, vxlan, ipip] + (bgp.map { [$0] } ?? []), logger: logger,
+            metrics: metrics.factory)
         health.register("FelixStartup", timeout: nil)
         health.register("CalculationGraph", timeout: .seconds(30))
         health.register("InternalDataplaneMainLoop", timeout: .seconds(90))
@@ -151,6 +166,7 @@ public final class NodeAgent: Service, Sendable {
                 group.addTask { await self.keepTunnelAddresses() }
                 group.addTask { await self.releaseEmptyBlocks() }
                 group.addTask { await self.reportHealth() }
+                group.addTask { await self.serveMetrics() }
                 await group.next()
                 group.cancelAll()
             }
@@ -545,7 +561,9 @@ public final class NodeAgent: Service, Sendable {
             ipip.setDesired(pools: ipipPools)
             kick.append(ipip.name)
         }
+        publishClusterFigures(state.cache)
         let elapsed = ContinuousClock.now - started
+        calculationTime.recordNanoseconds(elapsed.nanoseconds)
         counters.withLock {
             $0.batches += 1
             $0.calculation += elapsed
@@ -595,6 +613,16 @@ public final class NodeAgent: Service, Sendable {
                 return "\(name) \(interval.map { "every \($0)" } ?? "never")"
             }
             logger.notice("full resyncs: \(described.joined(separator: ", "))")
+        }
+        felixMetricsEndpoint.withLock {
+            $0 = MetricsEndpointSettings(
+                enabled: cache.felixSetting("prometheusMetricsEnabled").flatMap {
+                    if case .bool(let on) = $0 { on } else { nil }
+                },
+                host: cache.felixSetting("prometheusMetricsHost")?.stringValue,
+                port: cache.felixSetting("prometheusMetricsPort").flatMap {
+                    if case .number(let text) = $0 { Int(text) } else { nil }
+                })
         }
         var warnings: [String] = []
         var ignored: Set<String> = []

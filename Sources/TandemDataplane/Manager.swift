@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import Synchronization
 import TandemLinux
@@ -50,6 +51,15 @@ public final class ManagerRunner: Sendable {
     private let status = Mutex<[String: ManagerStatus]>([:])
     /// Managers with a full resync requested and not yet started.
     private let resyncPending = Mutex<Set<String>>([])
+    /// Per manager: how long applies take, how many failed, and how many kernel changes a full resync made
+    /// (someone else's change put right: drift).
+    private let meters: [String: Meters]
+
+    struct Meters {
+        let applyTime: CoreMetrics.Timer
+        let failures: Counter
+        let driftRepaired: Counter
+    }
 
     /// How one manager stands.
     public struct ManagerStatus: Sendable, Equatable {
@@ -61,12 +71,24 @@ public final class ManagerRunner: Sendable {
         public var converged = false
     }
 
-    public init(managers: [any DataplaneManager], logger: Logger) {
+    /// - Parameter metrics: where the managers' figures go (Felix's `felix_int_dataplane_apply_time_seconds` and
+    ///   `felix_int_dataplane_failures`, with a `manager` label, and `tandem_dataplane_drift_repaired_total`).
+    public init(
+        managers: [any DataplaneManager], logger: Logger, metrics: any MetricsFactory = NOOPMetricsHandler.instance
+    ) {
         self.managers = managers
         self.logger = logger
         var streams: [String: AsyncStream<Void>.Continuation] = [:]
         var inputs: [(any DataplaneManager, AsyncStream<Void>)] = []
+        var meters: [String: Meters] = [:]
         for manager in managers {
+            let dimensions = [("manager", manager.name)]
+            meters[manager.name] = Meters(
+                applyTime: CoreMetrics.Timer(
+                    label: "felix_int_dataplane_apply_time_seconds", dimensions: dimensions, factory: metrics),
+                failures: Counter(label: "felix_int_dataplane_failures", dimensions: dimensions, factory: metrics),
+                driftRepaired: Counter(
+                    label: "tandem_dataplane_drift_repaired_total", dimensions: dimensions, factory: metrics))
             // One pending request is enough: a burst of changes becomes one apply (a resync request is a flag).
             let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
             streams[manager.name] = continuation
@@ -74,6 +96,7 @@ public final class ManagerRunner: Sendable {
         }
         self.streams = streams
         self.inputs = inputs
+        self.meters = meters
     }
 
     /// Asks the named managers to apply their (new) desired state.
@@ -112,6 +135,7 @@ public final class ManagerRunner: Sendable {
         var waitingBackoff = Duration.milliseconds(100)
         var retry: Task<Void, Never>?
         let continuation = streams[manager.name]
+        let meters = self.meters[manager.name]!
         for await _ in requests {
             retry?.cancel()
             retry = nil
@@ -120,6 +144,10 @@ public final class ManagerRunner: Sendable {
             do {
                 let report = try await worker.run { try manager.apply(resync: resync) }
                 let elapsed = ContinuousClock.now - started
+                meters.applyTime.recordNanoseconds(elapsed.nanoseconds)
+                if resync && !report.changes.isEmpty {
+                    meters.driftRepaired.increment(by: Int64(report.changes.count))
+                }
                 for change in report.changes { logger.info("\(change)") }
                 for warning in report.warnings { logger.warning("\(warning)") }
                 if !report.changes.isEmpty {
@@ -142,6 +170,8 @@ public final class ManagerRunner: Sendable {
                     waitingBackoff = min(waitingBackoff * 2, .seconds(5))
                 }
             } catch {
+                meters.applyTime.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+                meters.failures.increment()
                 let attempts = status.withLock {
                     $0[manager.name, default: ManagerStatus()].failures += 1
                     $0[manager.name]!.consecutiveFailures += 1

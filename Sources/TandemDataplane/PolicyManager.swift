@@ -170,7 +170,24 @@ public final class PolicyManager: DataplaneManager {
         /// The raw table's anti-spoofing chain: its digest as last made sure of, by family.
         var antiSpoofingLoaded: [IPFamily: String] = [:]
         var ownedChains = OwnedIptablesChains()
+        /// Chains and rules of the ruleset last made sure of, by table (`inet`, or `ipv4` / `ipv6` for iptables).
+        var loaded: [String: LoadedRules] = [:]
     }
+
+    /// How many chains and rules Tandem's ruleset has in one table.
+    public struct LoadedRules: Sendable, Equatable {
+        public var chains: Int
+        public var rules: Int
+
+        public init(chains: Int, rules: Int) {
+            self.chains = chains
+            self.rules = rules
+        }
+    }
+
+    /// Chains and rules of the ruleset the kernel holds since the last successful apply, by table: `inet` (the
+    /// nftables table serves both families) or `ipv4` and `ipv6` (iptables). For metrics.
+    public func loadedRules() -> [String: LoadedRules] { state.withLock { $0.loaded } }
 
     /// The last transaction loaded (nftables), for diagnosis and benchmarks.
     public var lastLoaded: String? { state.withLock { $0.lastLoaded } }
@@ -218,6 +235,10 @@ public final class PolicyManager: DataplaneManager {
             state.lastLoaded = update.text
             state.nftBelief = NftKernelState(loaded: desired)
         }
+        // A base chain's first line is its hook, not a rule.
+        state.loaded["inet"] = LoadedRules(
+            chains: desired.chains.count,
+            rules: desired.chains.values.reduce(0) { $0 + $1.filter { !$0.hasPrefix("type ") }.count })
         let done = state
         self.state.withLock { $0 = merged($0, done) }
         return report
@@ -232,6 +253,13 @@ public final class PolicyManager: DataplaneManager {
             let tool = family == .v4 ? "iptables" : "ip6tables"
             do {
                 let desired = state.iptablesRenderers[family]!.ruleset(plan, family: family)
+                defer {
+                    // Counted once this family's ruleset is in (an early exit below means no change was needed).
+                    if state.iptablesBelief[family] != nil {
+                        state.loaded[family == .v4 ? "ipv4" : "ipv6"] = LoadedRules(
+                            chains: desired.chains.count, rules: desired.chains.values.reduce(0) { $0 + $1.count })
+                    }
+                }
                 // Anti-spoofing first, in the raw table (checked on every resync and when it changes).
                 let antiSpoofing = desired.antiSpoofing
                 if resync || state.antiSpoofingLoaded[family] != antiSpoofing.digest {

@@ -59,7 +59,8 @@ public struct FelixConfigurationSpec: ResourceSpec {
         "logSeverityScreen", "natOutgoingExclusions", "natOutgoingAddress", "natOutgoingAddressV6", "natPortRange",
         "ipv6Support", "routeRefreshInterval", "iptablesRefreshInterval", "nftablesRefreshInterval",
         "defaultEndpointToHostAction", "workloadSourceSpoofing", "mtuIfacePattern", "vxlanEnabled", "vxlanVNI",
-        "vxlanPort", "vxlanMTU", "vxlanMTUV6",
+        "vxlanPort", "vxlanMTU", "vxlanMTUV6", "prometheusMetricsEnabled", "prometheusMetricsHost",
+        "prometheusMetricsPort",
     ]
 
     /// Values of fields Tandem does not act on that say what Tandem does anyway (no BPF dataplane, no XDP, no IPIP:

@@ -145,6 +145,49 @@ struct Serve: AsyncParsableCommand {
     var healthHost: String = environment["TANDEM_HEALTH_HOST"] ?? "localhost"
 
     @Option(
+        name: .customLong("prometheus-metrics-enabled"),
+        help: ArgumentHelp(
+            "Serve Prometheus metrics: true or false (FELIX_PROMETHEUSMETRICSENABLED); default FelixConfiguration's "
+                + "prometheusMetricsEnabled, else false.", valueName: "bool"))
+    var metricsEnabled: String?
+
+    @Option(
+        name: .customLong("prometheus-metrics-port"),
+        help: ArgumentHelp(
+            "Port of /metrics (FELIX_PROMETHEUSMETRICSPORT); default FelixConfiguration's prometheusMetricsPort, "
+                + "else 9091.", valueName: "port"))
+    var metricsPort: String?
+
+    @Option(
+        name: .customLong("prometheus-metrics-host"),
+        help: ArgumentHelp(
+            "Where /metrics listens (FELIX_PROMETHEUSMETRICSHOST); default FelixConfiguration's "
+                + "prometheusMetricsHost, else every address.", valueName: "host"))
+    var metricsHost: String?
+
+    /// The metrics endpoint as the flags and environment set it (Felix's environment outranks the datastore).
+    func metricsEndpoint() throws -> MetricsEndpointSettings {
+        let environment = Self.environment
+        var settings = MetricsEndpointSettings(host: metricsHost ?? environment["FELIX_PROMETHEUSMETRICSHOST"])
+        if let text = metricsEnabled ?? environment["FELIX_PROMETHEUSMETRICSENABLED"] {
+            switch text.lowercased() {
+            case "true", "1", "yes": settings.enabled = true
+            case "false", "0", "no": settings.enabled = false
+            default:
+                throw ValidationError(
+                    "--prometheus-metrics-enabled \(text) (FELIX_PROMETHEUSMETRICSENABLED): use true or false")
+            }
+        }
+        if let text = metricsPort ?? environment["FELIX_PROMETHEUSMETRICSPORT"] {
+            guard let port = Int(text), (1...65535).contains(port) else {
+                throw ValidationError("--prometheus-metrics-port \(text) (FELIX_PROMETHEUSMETRICSPORT): use 1 to 65535")
+            }
+            settings.port = port
+        }
+        return settings
+    }
+
+    @Option(
         name: .customLong("empty-block-grace-period"),
         help: ArgumentHelp(
             "Seconds one of this node's address blocks stays empty before it is given up, when the node keeps room in "
@@ -217,6 +260,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError(
                 "--empty-block-grace-period \(emptyBlockGraceSeconds): use 0 (keep empty blocks) to 2592000 seconds")
         }
+        _ = try metricsEndpoint()
         return settings
     }
 
@@ -256,6 +300,7 @@ struct Serve: AsyncParsableCommand {
         // writes until then.
         let mtuManager = Mutex<MTUManager?>(nil)
         let mtuPath = mtuFile == "none" ? nil : mtuFile
+        let metrics = AgentMetrics()
         do {
             let killAt = ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"]
             let cniLogger = {
@@ -270,7 +315,8 @@ struct Serve: AsyncParsableCommand {
                     // shim reports it and a DEL cleans up. Nothing else sets the variable.
                     if point == killAt { _exit(137) }
                 },
-                defaultMTU: { mtuManager.withLock { $0?.podMTU } ?? mtuPath.flatMap(readMTUFile) })
+                defaultMTU: { mtuManager.withLock { $0?.podMTU } ?? mtuPath.flatMap(readMTUFile) },
+                metrics: metrics.factory)
         } catch {
             throw ValidationError("--cni-socket \(cniSocket): \(error)")
         }
@@ -324,11 +370,12 @@ struct Serve: AsyncParsableCommand {
                 datastoreResync: .milliseconds(Int(datastoreResyncSeconds * 1000)))
             configuration.defaultLogLevel = level
             configuration.mtuFile = mtuPath
+            configuration.metricsEndpoint = try metricsEndpoint()
             configuration.emptyBlockGracePeriod =
                 emptyBlockGraceSeconds == 0 ? nil : .milliseconds(Int(emptyBlockGraceSeconds * 1000))
             agent = NodeAgent(
                 configuration: configuration, datastore: datastore, kernel: try Netlink(), logger: logger,
-                logLevel: sharedLevel)
+                logLevel: sharedLevel, metrics: metrics)
             mtuManager.withLock { $0 = agent.mtu }
         } catch {
             say("start-up failed: \(error)")
