@@ -278,6 +278,13 @@ struct Serve: AsyncParsableCommand {
                 + "changes it at run time.", valueName: "level"))
     var logLevel: String = environment["TANDEM_LOG_LEVEL"] ?? "info"
 
+    @Option(
+        name: .customLong("log-format"),
+        help: ArgumentHelp(
+            "text (logfmt: time=... level=info node=... component=... msg=\"...\" key=value) or json (one object a "
+                + "line) (TANDEM_LOG_FORMAT).", valueName: "format"))
+    var logFormat: String = environment["TANDEM_LOG_FORMAT"] ?? LogFormat.text.rawValue
+
     func run() async throws {
         // A delegated IPAM plugin that exits before reading its input must not kill the agent.
         signal(SIGPIPE, SIG_IGN)
@@ -290,9 +297,29 @@ struct Serve: AsyncParsableCommand {
         guard let level = SharedLogLevel.parse(logLevel) else {
             throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning or error")
         }
+        guard let format = LogFormat.parse(logFormat) else {
+            throw ValidationError("--log-format \(logFormat): use text or json")
+        }
         let sharedLevel = SharedLogLevel(level)
-        LoggingSystem.bootstrap { _ in AgentLogHandler(level: sharedLevel) }
+        // The node's name on every line of every logger of the process (the agent's tasks, ServiceLifecycle's), so
+        // lines gathered from many nodes still say whose they are.
+        let nodeName = settings.nodeName
+        LoggingSystem.bootstrap { _ in
+            var handler = AgentLogHandler(level: sharedLevel, format: format)
+            handler[metadataKey: "node"] = "\(nodeName)"
+            return handler
+        }
         let logger = Logger(label: "tandem-node")
+        // Every line names its part of the agent: its own start-up and stop, registration, ServiceLifecycle's
+        // (the agent's tasks and managers name theirs).
+        func component(_ name: String) -> Logger {
+            var named = logger
+            named[metadataKey: "component"] = "\(name)"
+            return named
+        }
+        let agentLogger = component("agent")
+        let registrationLogger = component("registration")
+        func say(_ line: String) { agentLogger.info("\(line)") }
         // The socket first: a second agent on this node stops here, before it touches the datastore. Calls wait in
         // the socket's backlog until the node is registered.
         let service: CNIService
@@ -339,15 +366,20 @@ struct Serve: AsyncParsableCommand {
                 settings, store: store, interfaces: readHostInterfaces,
                 reachSource: { try kernelSourceAddress(toward: $0, family: $1) })
         } catch {
-            say("start-up failed: \(error)")
+            agentLogger.error("start-up failed: \(error)")
             throw ExitCode(1)
         }
-        for line in registration.report { say(line) }
-        say(
-            "registered node \(settings.nodeName): IPv4 \(registration.ipv4?.description ?? "none"), IPv6 "
-                + "\(registration.ipv6?.description ?? "none"), router ID \(registration.routerID)")
+        for line in registration.report { registrationLogger.info("\(line)") }
+        registrationLogger.info(
+            """
+            registered node \(settings.nodeName): IPv4 \(registration.ipv4?.description ?? "none"), \
+            IPv6 \(registration.ipv6?.description ?? "none"), router ID \(registration.routerID)
+            """)
         let families = [registration.ipv4, registration.ipv6].compactMap { $0?.family }
-        for problem in checkNode((try? readFamilyStates(families)) ?? []) { say("node check: \(problem)") }
+        for problem in checkNode((try? readFamilyStates(families)) ?? []) {
+            registrationLogger.warning(
+                "node check: \(problem)", metadata: ["family": "\(problem.family)", "check": "\(problem.check)"])
+        }
 
         var bird: BirdControl?
         // BIRD runs with the bird backend only (vxlan and none have no BGP: calico-node's CALICO_NETWORKING_BACKEND).
@@ -378,7 +410,7 @@ struct Serve: AsyncParsableCommand {
                 logLevel: sharedLevel, metrics: metrics)
             mtuManager.withLock { $0 = agent.mtu }
         } catch {
-            say("start-up failed: \(error)")
+            agentLogger.error("start-up failed: \(error)")
             throw ExitCode(1)
         }
         say("serving CNI calls on \(cniSocket)")
@@ -394,11 +426,11 @@ struct Serve: AsyncParsableCommand {
                 say("health on \(healthHost):\(healthPort) (/liveness, /readiness)")
             } catch {
                 // The node's pods matter more than its probe: the agent runs, and says why it cannot be probed.
-                logger.warning("no health endpoint: \(error); set --health-port to a free port, or 0")
+                agentLogger.warning("no health endpoint: \(error); set --health-port to a free port, or 0")
             }
         }
         var groupConfiguration = ServiceGroupConfiguration(
-            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: component("lifecycle"))
         // A stop never hangs on a stuck tool: after 15 s the services are cancelled.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(15)
         let group = ServiceGroup(configuration: groupConfiguration)
@@ -507,9 +539,4 @@ struct NodeIdentityOptions: ParsableArguments {
             throw ValidationError("\(flag) \(text): \(error)")
         }
     }
-}
-
-/// One log line on stdout, written at once (a supervisor or test reading the pipe sees it immediately).
-func say(_ line: String) {
-    FileHandle.standardOutput.write(Data("tandem-node: \(line)\n".utf8))
 }

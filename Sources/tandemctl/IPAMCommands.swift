@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import TandemCore
 import TandemIPAM
 import TandemModel
@@ -137,6 +138,8 @@ struct IPAMRelease: AsyncParsableCommand {
             let address = try IPAddress(ip)
             let ipam = try openIPAM(options)
             let unallocated = try await ipam.releaseIPs([address])
+            logger.debug(
+                "released address", metadata: ["ip": "\(address)", "assigned": "\(!unallocated.contains(address))"])
             if unallocated.contains(address) { throw ResourceError("IP address \(address) is not assigned") }
             print("Successfully released IP address \(address)")
         }
@@ -165,7 +168,10 @@ struct IPAMConfigure: AsyncParsableCommand {
                 throw ResourceError(
                     ResourceValidationError(kind: "IPAMConfiguration", name: "default", problems: problems).description)
             }
-            try await store.write([config], mode: .apply)
+            let outcomes = try await store.write([config], mode: .apply)
+            logger.debug(
+                "applied resource",
+                metadata: resourceFields(config, outcome: outcomes.first.map(\.rawValue) ?? "unchanged"))
             print(
                 "IPAM configuration: StrictAffinity=\(config.spec.strictAffinity ?? false) "
                     + "AutoAllocateBlocks=\(config.spec.autoAllocateBlocks ?? true) MaxBlocksPerHost=\(config.spec.maxBlocksPerHost ?? 0)"
@@ -260,8 +266,14 @@ struct IPAMCheck: AsyncParsableCommand {
                 }
             }
             if fix {
-                for handle in leakedHandles.sorted() { try await ipam.releaseByHandle(handle) }
-                for key in orphans { try await store.delete(key) }
+                for handle in leakedHandles.sorted() {
+                    try await ipam.releaseByHandle(handle)
+                    logger.debug("released leaked handle", metadata: ["handle": "\(handle)"])
+                }
+                for key in orphans {
+                    try await store.delete(key)
+                    logger.debug("deleted orphaned affinity", metadata: ["key": "\(key)"])
+                }
                 print(
                     "Released \(leakedHandles.count) leaked handle(s) and removed \(orphans.count) orphaned affinity(ies)."
                 )

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import TandemModel
 import TandemStore
 
@@ -28,7 +29,12 @@ func writeManifest(
         }
         let store = try options.resourceStore()
         do {
-            _ = try await store.write(contents.resources, mode: mode, dryRun: dryRun)
+            let outcomes = try await store.write(contents.resources, mode: mode, dryRun: dryRun)
+            for (resource, outcome) in zip(contents.resources, outcomes) {
+                logger.debug(
+                    dryRun ? "validated resource" : "\(verb == "apply" ? "applied" : verb + "d") resource",
+                    metadata: resourceFields(resource, outcome: dryRun ? "not written (--dry-run)" : outcome.rawValue))
+            }
         } catch {
             throw ResourceError("Failed to \(verb) \(kindSummary(contents.resources)); nothing was written:\n\(error)")
         }
@@ -39,6 +45,15 @@ func writeManifest(
             print("Successfully \(past) \(kindSummary(contents.resources))")
         }
     }
+}
+
+/// A resource's identity and what became of it, as log fields.
+func resourceFields(_ resource: any AnyResource, outcome: String) -> Logger.Metadata {
+    var fields: Logger.Metadata = [
+        "kind": "\(resource.kind.name)", "name": "\(resource.metadata.name ?? "")", "outcome": "\(outcome)",
+    ]
+    if let namespace = resource.metadata.namespace { fields["namespace"] = "\(namespace)" }
+    return fields
 }
 
 /// `-f FILE|-`, shared by the commands that read manifests.
@@ -128,6 +143,13 @@ struct Delete: AsyncParsableCommand {
             }
             let store = try options.resourceStore()
             let outcomes = try await store.delete(targets, skipMissing: skipNotExists)
+            for (target, outcome) in zip(targets, outcomes) {
+                logger.debug(
+                    outcome == .deleted ? "deleted resource" : "resource did not exist (--skip-not-exists)",
+                    metadata: target.namespace.map {
+                        ["kind": "\(target.kind.name)", "name": "\(target.name)", "namespace": "\($0)"]
+                    } ?? ["kind": "\(target.kind.name)", "name": "\(target.name)"])
+            }
             let deleted = outcomes.filter { $0 == .deleted }.count
             let kinds = Set(targets.map(\.kind.name))
             let what = kinds.count == 1 ? "'\(kinds.first!)' " : ""
@@ -241,9 +263,10 @@ struct Patch: AsyncParsableCommand {
                 throw ResourceError("invalid patch \(patch): expected one JSON object")
             }
             let store = try options.resourceStore()
-            _ = try await store.patch(
+            let patched = try await store.patch(
                 resolved, name: name, namespace: resolved.namespaced ? (namespace ?? "default") : nil,
                 patch: documents[0])
+            logger.debug("patched resource", metadata: resourceFields(patched, outcome: "updated"))
             print("Successfully patched 1 '\(resolved.name)' resource")
         }
     }

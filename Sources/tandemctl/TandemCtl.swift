@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import TandemCore
 import TandemDatastore
 import TandemModel
@@ -14,6 +15,14 @@ struct TandemCtl: AsyncParsableCommand {
             Apply.self, Create.self, Replace.self, Delete.self, Get.self, Patch.self, IPAMCommand.self,
             NodeCommand.self, PolicyCommand.self, Debug.self,
         ])
+
+    /// Global: given before or after the subcommand, and in force for all of them.
+    @OptionGroup var logging: LoggingOptions
+
+    /// Logging starts here, once: argument-parser validates the root before it decodes and runs the subcommand.
+    func validate() throws {
+        try logging.bootstrap()
+    }
 }
 
 /// Options every command that touches the datastore takes.
@@ -31,9 +40,20 @@ struct DatastoreOptions: ParsableArguments {
             ?? DatastoreLocation.defaultURL
     }
 
+    /// Where the URL in force came from, for the debug log.
+    var source: String {
+        if datastore != nil { return "--datastore" }
+        return ProcessInfo.processInfo.environment["TANDEM_DATASTORE"].flatMap { $0.isEmpty ? nil : "TANDEM_DATASTORE" }
+            ?? "default"
+    }
+
     /// Opens the configured datastore.
     func open() throws -> any Datastore {
-        try openDatastore(url: url)
+        let url = self.url
+        logger.debug("opening datastore", metadata: ["datastore": "\(url)", "from": "\(source)"])
+        let store = try openDatastore(url: url)
+        logger.debug("opened datastore", metadata: ["datastore": "\(url)", "type": "\(type(of: store))"])
+        return store
     }
 
     /// A resource store over the configured datastore, stamping real time and random UIDs.

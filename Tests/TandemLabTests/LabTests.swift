@@ -562,7 +562,7 @@ func podAddresses(_ status: String) -> [String: [String]] {
         let explained = try check()
         #expect(explained.contains("no NAT and no route back: pool default-ipv6-ippool"), "\(explained)")
         let log = try String(contentsOfFile: lab.directory + "/n1/tandem-node.log", encoding: .utf8)
-        #expect(log.contains("[nat]"), "\(log.suffix(2000))")
+        #expect(log.contains("component=nat"), "\(log.suffix(2000))")
     }
 
     /// A node with 100 pods under policy: restarting its agent (SIGTERM, start) loses no packet of a running flow in

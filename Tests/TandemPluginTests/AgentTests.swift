@@ -128,7 +128,7 @@ import Testing
         let agent = try #require(lab.agent)
         #expect(agent.log.contains("tandem ADD before: ok"))
         agent.stop()
-        #expect(agent.log.contains("tandem-node: stopped"))
+        #expect(agent.log.contains("msg=stopped"))
         let second = try lab.newPod()
         let alone = try lab.run("ADD", pod: second, container: "after", config: lab.config())
         #expect(alone.status == 0, "\(alone.output)")
