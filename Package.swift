@@ -143,6 +143,7 @@ let package = Package(
                 "TandemAgent", "TandemBGP", "TandemCore", "TandemDiagnosis", "TandemLinux", "TandemModel",
                 "TandemStore", "TandemDatastore", "TandemIPAM", "TandemPolicy", "TandemSelector",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         // Test helpers (running binaries, scratch directories); used by tests only.
@@ -170,6 +171,7 @@ let package = Package(
                 "TandemAgent", "TandemAutodetection", "TandemBGP", "TandemCore", "TandemDataplane", "TandemModel",
                 "TandemNetlink", "TandemStore", "TandemStoreSQLite", "TandemTestSupport",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         .testTarget(

@@ -24,7 +24,8 @@ public final class CNIService: Sendable {
     /// Calls for the same container and interface run one after another: a runtime's DEL waits for the ADD it
     /// cleans up after, even when the runtime stopped waiting for that ADD (its shim was killed).
     private let perContainer = KeyedSerialGate()
-    private let log: @Sendable (String) -> Void
+    /// Logs a line with its fields (`command`, `container`, `endpoint`: the pod as `namespace/name`).
+    private let log: @Sendable (String, [String: String]) -> Void
     private let checkpoint: @Sendable (String) -> Void
     /// The pod MTU for configurations that set none.
     private let defaultMTU: @Sendable () -> UInt32?
@@ -37,7 +38,7 @@ public final class CNIService: Sendable {
     /// Binds and listens: `ss -xlp | grep tandem-cni` shows it. `checkpoint` is called at the named points of each
     /// ADD (see `CNIInvocation`).
     public init(
-        address: String, log: @escaping @Sendable (String) -> Void,
+        address: String, log: @escaping @Sendable (String, [String: String]) -> Void,
         checkpoint: @escaping @Sendable (String) -> Void = { _ in },
         defaultMTU: @escaping @Sendable () -> UInt32? = { readMTUFile() },
         metrics: any MetricsFactory = NOOPMetricsHandler.instance
@@ -138,7 +139,7 @@ public final class CNIService: Sendable {
             if connection < 0 {
                 if stopping.load(ordering: .relaxed) { return }
                 if errno == EINTR || errno == ECONNABORTED { continue }
-                log("accept on \(address): \(String(cString: strerror(errno)))")
+                log("accept on \(address): \(String(cString: strerror(errno)))", [:])
                 sleep(1)
                 continue
             }
@@ -159,7 +160,7 @@ public final class CNIService: Sendable {
         var pid: Int32 = 0
         guard cnl_peer_credentials(connection, &uid, &pid) == 0 else { return }
         guard uid == 0 || uid == geteuid() else {
-            log("refused a CNI call from uid \(uid) (pid \(pid)): only root may call")
+            log("refused a CNI call from uid \(uid) (pid \(pid)): only root may call", [:])
             let error =
                 "{\"cniVersion\":\"1.1.0\",\"code\":5,\"msg\":\"permission denied\",\"details\":\"the Tandem node agent serves CNI calls from root only; caller uid \(uid)\"}\n"
             _ = writeAll(connection, CNIReply(exitStatus: 1, stdout: Array(error.utf8)).encoded())
@@ -175,7 +176,7 @@ public final class CNIService: Sendable {
             guard let body = readExactly(connection, length) else { return }
             request = try CNIRequest(body: body)
         } catch {
-            log("malformed CNI call from pid \(pid): \(error)")
+            log("malformed CNI call from pid \(pid): \(error)", [:])
             return
         }
         let started = ContinuousClock.now
@@ -184,6 +185,12 @@ public final class CNIService: Sendable {
         let command = request.environment["CNI_COMMAND"] ?? "?"
         let container = request.environment["CNI_CONTAINERID"] ?? ""
         record(command: command, outcome: outcome, elapsed: elapsed)
+        var fields = ["command": command, "container": container]
+        // The pod, when the runtime says which (Kubernetes' CNI_ARGS), so its lines can be found by name.
+        let arguments = cniArguments(request.environment["CNI_ARGS"] ?? "")
+        if let pod = arguments["K8S_POD_NAME"] {
+            fields["endpoint"] = "\(arguments["K8S_POD_NAMESPACE"] ?? "default")/\(pod)"
+        }
         let milliseconds =
             Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds)
             * 1000
@@ -191,7 +198,7 @@ public final class CNIService: Sendable {
             "\(request.invokedAs) \(command) \(container): "
                 + (outcome.exitStatus == 0
                     ? "ok" : "failed: " + outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
-                + " (\(String(format: "%.1f", milliseconds)) ms)")
+                + " (\(String(format: "%.1f", milliseconds)) ms)", fields)
         // The caller may be gone (the runtime's timeout); nothing to do about a failed write.
         _ = writeAll(connection, CNIReply(exitStatus: outcome.exitStatus, stdout: Array(outcome.stdout.utf8)).encoded())
     }
@@ -218,6 +225,16 @@ public final class CNIService: Sendable {
         if errorJSON.contains("requested IPv6") { return "ipv6" }
         if errorJSON.contains("requested IPv4") { return "ipv4" }
         return "unknown"
+    }
+
+    /// `CNI_ARGS` (`K=V;K=V`) as a dictionary; malformed pairs are skipped (the plugin reports them).
+    private func cniArguments(_ text: String) -> [String: String] {
+        var result: [String: String] = [:]
+        for pair in text.split(separator: ";") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { result[String(parts[0])] = String(parts[1]) }
+        }
+        return result
     }
 
     /// Runs the plugin's async work from this connection's thread and waits for it.

@@ -336,7 +336,8 @@ struct Serve: AsyncParsableCommand {
                 return cniLogger
             }()
             service = try CNIService(
-                address: cniSocket, log: { line in cniLogger.info("\(line)") },
+                address: cniSocket,
+                log: { line, fields in cniLogger.info("\(line)", metadata: fields.mapValues { .string($0) }) },
                 checkpoint: { point in
                     // The agent dies at the named point of an ADD, as a crash would: the tests use it to prove the
                     // shim reports it and a DEL cleans up. Nothing else sets the variable.
