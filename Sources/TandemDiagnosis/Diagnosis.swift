@@ -122,6 +122,28 @@ public struct NodeFacts: Sendable {
     public var agent: AgentState
     /// Why the datastore could not be read, nil when it was.
     public var datastoreError: String?
+    /// `accept_dad` of each host-side pod veth (`cali…`).
+    public var podLinkDAD: [String: Int] = [:]
+    /// Each local pod's side (its interface's gateway neighbours, DAD), read inside its namespace when found.
+    public var podSides: [PodSideFacts] = []
+    /// This node's BGP router ID (the Node's `tandem.dev/router-id`, else its IPv4 address); nil: none.
+    public var routerID: String?
+    /// The other nodes' router IDs, by node name.
+    public var otherRouterIDs: [String: String] = [:]
+    /// The cluster's IP pools.
+    public var pools: [PoolFacts] = []
+    /// The families with a BGPPeer outside the cluster (pools are advertised to it, so the outside routes back).
+    public var externalPeerFamilies: Set<IPFamily> = []
+    /// The policies that select this node's endpoints.
+    public var policies: [PolicyFacts] = []
+    /// Packets the anti-spoofing rules dropped, per family (empty when unread).
+    public var spoofDrops: [IPFamily: UInt64] = [:]
+    /// The VXLAN devices of the node, per family, with the remote VTEPs they must reach.
+    public var vxlan: [VXLANFacts] = []
+    /// WireGuard as FelixConfiguration asks for it; nil when off.
+    public var wireguard: WireGuardFacts?
+    /// The agent's CNI socket; nil when unread.
+    public var cniSocket: CNISocketFacts?
 
     public init(
         nodeName: String, families: [IPFamily], familyStates: [FamilyState] = [], interfaces: [HostInterface] = [],
@@ -297,6 +319,7 @@ public func diagnose(_ facts: NodeFacts) -> [Finding] {
                         + "(tandemctl node status shows both ends)"))
         }
     }
+    findings += clusterFindings(facts)
     return findings.sorted { ($0.severity, $1.family ?? "") > ($1.severity, $0.family ?? "") }
 }
 

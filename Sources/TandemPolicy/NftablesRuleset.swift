@@ -123,9 +123,12 @@ public struct NftRenderer: Sendable {
                         + "comment \"allowedSourcePrefixes\"")
             }
         }
-        antiSpoofing.append(
-            "iifname \"cali*\" fib saddr . iif oif 0 counter drop comment \"anti-spoofing: source not routed back to this workload\""
-        )
+        // One rule per family, so each family's drops are counted apart (diagnosis and metrics report them so).
+        for family in ["ipv4", "ipv6"] {
+            antiSpoofing.append(
+                "meta nfproto \(family) iifname \"cali*\" fib saddr . iif oif 0 counter drop "
+                    + "comment \"anti-spoofing: source not routed back to this workload\"")
+        }
         ruleset.chains["prerouting"] = antiSpoofing
         ruleset.chainHashes["prerouting"] = Self.digest(antiSpoofing.joined(separator: "\n"), [])
         // Forget chains no longer in use.

@@ -40,9 +40,24 @@ struct NodeDiagnose: AsyncParsableCommand {
     @Option(name: .customLong("health-port"), help: "The agent's health port.")
     var healthPort: Int = Int(ProcessInfo.processInfo.environment["TANDEM_HEALTH_PORT"] ?? "") ?? 9099
 
+    @Option(
+        name: .customLong("cni-socket"),
+        help: ArgumentHelp(
+            "The agent's CNI socket (tandem-node's --cni-socket): @name or a path; checked for another holder.",
+            valueName: "address"))
+    var cniSocket: String = ProcessInfo.processInfo.environment["TANDEM_AGENT_SOCKET"] ?? "@tandem-cni"
+
+    @Option(
+        name: .customLong("policy-backend"),
+        help: "The agent's policy backend (nftables or iptables), for the anti-spoofing counters; default: detected.")
+    var policyBackend: String?
+
     @OptionGroup var options: DatastoreOptions
 
     func validate() throws {
+        if let policyBackend, !["nftables", "iptables", "none"].contains(policyBackend) {
+            throw ValidationError("--policy-backend \(policyBackend): use nftables, iptables or none")
+        }
         guard ["text", "json"].contains(output) else { throw ValidationError("--output \(output): use text or json") }
         guard (1...65535).contains(healthPort) else {
             throw ValidationError("--health-port \(healthPort): use 1 to 65535")
@@ -65,7 +80,8 @@ struct NodeDiagnose: AsyncParsableCommand {
         let facts = await gatherNodeFacts(
             DiagnosisSources(
                 nodeName: name, datastore: datastore, birdSocket: birdSocket, expectBGP: expectBGP,
-                healthHost: "localhost", healthPort: UInt16(healthPort)))
+                healthHost: "localhost", healthPort: UInt16(healthPort), cniSocket: cniSocket,
+                policyBackend: policyBackend))
         let findings = diagnose(facts)
         if output == "json" {
             let encoder = JSONEncoder()
