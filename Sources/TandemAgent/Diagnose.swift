@@ -317,6 +317,7 @@ func gatherDataplane(into facts: inout NodeFacts, sources: DiagnosisSources, clu
         tools: SystemPolicyTools(stateDirectory: NSTemporaryDirectory(), timeout: .seconds(5)))
     {
         facts.spoofDrops = counters.spoofDrops
+        facts.natPackets = counters.natPackets
     }
 
     // VXLAN: what the agent's plan wants on each device this node has.
@@ -376,8 +377,10 @@ func readPodSides(_ workloads: [WorkloadEndpoint], hostLinks: [Link], directory:
         for (workload, host, podAddresses) in wanted {
             guard
                 let link = links.first(where: { link in
+                    // A link below IPv6's 1280 has lost its IPv6 addresses: its recorded MAC names it then.
                     link.peerIndex == host.index && host.peerIndex == link.index
-                        && addresses.contains { $0.index == link.index && podAddresses.contains($0.cidr.address) }
+                        && (addresses.contains { $0.index == link.index && podAddresses.contains($0.cidr.address) }
+                            || (link.mac != nil && link.mac == workload.spec.mac.flatMap { try? MACAddress($0) }))
                 })
             else { continue }
             let families = Set(podAddresses.map(\.family))
@@ -408,7 +411,8 @@ func readPodSides(_ workloads: [WorkloadEndpoint], hostLinks: [Link], directory:
                     pod:
                         "\(workload.metadata.namespace ?? "default")/\(workload.spec.pod ?? workload.metadata.name ?? "?")",
                     interface: link.name, families: families, gatewayNeighbours: present,
-                    wrongGatewayNeighbours: wrong, acceptDAD: acceptDAD.flatMap { Int($0) }, stuckAddresses: stuck))
+                    wrongGatewayNeighbours: wrong, acceptDAD: acceptDAD.flatMap { Int($0) }, stuckAddresses: stuck,
+                    mtu: link.mtu.map(Int.init), namespace: path))
         }
     }
     return sides

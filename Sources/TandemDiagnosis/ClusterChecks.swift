@@ -144,9 +144,14 @@ public struct PodSideFacts: Sendable, Equatable {
     public var acceptDAD: Int?
     /// Addresses tentative or dadfailed on the pod's interface.
     public var stuckAddresses: [String]
+    /// The MTU of the pod's interface, nil when unread.
+    public var mtu: Int?
+    /// The pod's network namespace (a path), for the fix's commands; nil when unknown.
+    public var namespace: String?
     public init(
         pod: String, interface: String, families: Set<IPFamily>, gatewayNeighbours: Set<IPFamily>,
-        wrongGatewayNeighbours: [IPFamily: String] = [:], acceptDAD: Int? = 0, stuckAddresses: [String] = []
+        wrongGatewayNeighbours: [IPFamily: String] = [:], acceptDAD: Int? = 0, stuckAddresses: [String] = [],
+        mtu: Int? = nil, namespace: String? = nil
     ) {
         self.pod = pod
         self.interface = interface
@@ -155,6 +160,8 @@ public struct PodSideFacts: Sendable, Equatable {
         self.wrongGatewayNeighbours = wrongGatewayNeighbours
         self.acceptDAD = acceptDAD
         self.stuckAddresses = stuckAddresses
+        self.mtu = mtu
+        self.namespace = namespace
     }
 }
 
@@ -250,6 +257,20 @@ func clusterFindings(_ facts: NodeFacts) -> [Finding] {
                     fix: "in the pod's namespace: \(ip) neigh replace \(gateway) lladdr ee:ee:ee:ee:ee:ee dev "
                         + "\(pod.interface) nud permanent (or delete the pod so the CNI plugin wires it again)"))
         }
+    }
+
+    // A pod's own interface below IPv6's 1280: the kernel turns IPv6 off on it, and the pod loses its address.
+    for pod in facts.podSides
+    where pod.families.contains(.v6) && facts.families.contains(.v6) && (pod.mtu ?? 1280) < 1280 {
+        let enter = pod.namespace.map { "nsenter --net=\($0) " } ?? "in the pod's namespace: "
+        findings.append(
+            Finding(
+                "ipv6-mtu-too-small", .error, family: .v6,
+                problem: "pod \(pod.pod)'s \(pod.interface) has MTU \(pod.mtu ?? 0), below IPv6's minimum of 1280: the "
+                    + "kernel turns IPv6 off on it", evidence: ["in the pod: \(pod.interface) mtu \(pod.mtu ?? 0)"],
+                fix: "\(enter)ip link set \(pod.interface) mtu 1280 (or more); the CNI plugin takes the MTU from the "
+                    + "agent's --mtu-file (the host MTU less the overlay's): keep the host link at 1280 plus the "
+                    + "overhead or more"))
     }
 
     // Router IDs: BGP refuses a session between two speakers with the same ID, and an IPv6-only node has no IPv4

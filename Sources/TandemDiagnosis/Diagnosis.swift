@@ -138,6 +138,9 @@ public struct NodeFacts: Sendable {
     public var policies: [PolicyFacts] = []
     /// Packets the anti-spoofing rules dropped, per family (empty when unread).
     public var spoofDrops: [IPFamily: UInt64] = [:]
+    /// Connections the natOutgoing rules translated, per family, where the rules count them (not a check: shown
+    /// with the findings).
+    public var natPackets: [IPFamily: UInt64] = [:]
     /// The VXLAN devices of the node, per family, with the remote VTEPs they must reach.
     public var vxlan: [VXLANFacts] = []
     /// WireGuard as FelixConfiguration asks for it; nil when off.

@@ -18,6 +18,8 @@ enum BreakScenario: String, CaseIterable, ExpressibleByArgument {
     case birdStopped = "bird-stopped"
     /// tandem-node stopped.
     case agentStopped = "agent-stopped"
+    /// A pod's own interface lowered below IPv6's 1280 (the kernel takes its IPv6 address, route and neighbour).
+    case podMTULow = "pod-mtu-low"
     /// Duplicate address detection turned back on for a pod's host veth.
     case dadOn = "dad-on"
     /// A pod's permanent neighbour entry for its IPv6 gateway deleted, inside the pod (seed 000; IPv4 on an
@@ -89,7 +91,7 @@ struct Break: ParsableCommand {
         let state = try paths.load()
         let labNode = state.nodes[try state.nodeIndex(node)]
         let v6 = state.ipv6
-        if !v6 && [.mtuLow, .linkLocalOnly, .dadOn].contains(scenario) {
+        if !v6 && [.mtuLow, .linkLocalOnly, .dadOn, .podMTULow].contains(scenario) {
             throw ValidationError("\(scenario.rawValue) breaks IPv6, and lab \(options.name) is IPv4-only")
         }
         if scenario == .policyOneFamily && !(state.ipv4 && v6) {
@@ -149,6 +151,22 @@ struct Break: ParsableCommand {
             _ = Glibc.kill(Int32(pid) ?? 0, SIGKILL)
         case .agentStopped:
             if let pid = labNode.agentPID { stop(pid, expected: "tandem-node") }
+        case .podMTULow:
+            guard let pod, let address = pod.ipv6 else { throw LabError("no pod with IPv6 on \(node)") }
+            let value = try shell("ip -n \(pod.namespace) -o link show eth0 | grep -o 'mtu [0-9]*' | cut -d' ' -f2")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            guard Int(value) != nil else { throw LabError("no MTU for \(pod.name)'s eth0: \(value)") }
+            _ = try shell("ip -n \(pod.namespace) link set eth0 mtu 1200")
+            // Back at its MTU the interface has IPv6 again, but not what the CNI plugin gave it: its IPv6 settings
+            // are the defaults again (DAD on), and its address, route and neighbour are gone.
+            let gateway = "fe80::ecee:eeff:feee:eeee"
+            repair = [
+                "ip -n \(pod.namespace) link set eth0 mtu \(value)",
+                "ip netns exec \(pod.namespace) sysctl -qw net.ipv6.conf.eth0.accept_dad=0",
+                "ip -n \(pod.namespace) -6 addr replace \(address.split(separator: "/")[0])/128 dev eth0 nodad",
+                "ip -n \(pod.namespace) -6 route replace default via \(gateway) dev eth0",
+                "ip -n \(pod.namespace) -6 neigh replace \(gateway) lladdr ee:ee:ee:ee:ee:ee dev eth0 nud permanent",
+            ]
         case .dadOn:
             let veth = try firstPodVeth(shell)
             _ = try shell("sysctl -qw net.ipv6.conf.\(veth).accept_dad=1")

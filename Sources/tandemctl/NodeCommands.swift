@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TandemAgent
 import TandemBGP
+import TandemCore
 import TandemDiagnosis
 import TandemLinux
 import TandemModel
@@ -86,8 +87,16 @@ struct NodeDiagnose: AsyncParsableCommand {
         if output == "json" {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            func labelled(_ counts: [IPFamily: UInt64]) -> [String: UInt64] {
+                // Only the families the cluster carries (the IPv4 rule exists on an IPv6-only node too).
+                Dictionary(
+                    uniqueKeysWithValues: counts.filter { facts.families.contains($0.key) }.map {
+                        ($0.key == .v4 ? "IPv4" : "IPv6", $0.value)
+                    })
+            }
             let document = DiagnosisDocument(
-                node: name, families: facts.families.map { $0 == .v4 ? "IPv4" : "IPv6" }, findings: findings)
+                node: name, families: facts.families.map { $0 == .v4 ? "IPv4" : "IPv6" }, findings: findings,
+                counters: ["spoofDrops": labelled(facts.spoofDrops), "natPackets": labelled(facts.natPackets)])
             print(String(decoding: try encoder.encode(document), as: UTF8.self))
         } else {
             print(renderFindings(findings, node: name), terminator: "")
@@ -102,6 +111,9 @@ struct DiagnosisDocument: Encodable {
     var node: String
     var families: [String]
     var findings: [Finding]
+    /// The dataplane's counters per family: `spoofDrops` (anti-spoofing), `natPackets` (natOutgoing, where its
+    /// rules count: iptables).
+    var counters: [String: [String: UInt64]]
 }
 
 /// `tandemctl node status`: this node's BGP sessions per family, from BIRD (as `calicoctl node status`), with

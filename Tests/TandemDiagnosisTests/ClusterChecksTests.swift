@@ -79,6 +79,19 @@ func checks(_ facts: NodeFacts) -> Set<String> { Set(diagnose(facts).map { "\($0
         #expect(checks(facts) == ["pod-gateway-neighbour-wrong IPv4"])
     }
 
+    @Test func aPodsInterfaceBelow1280() throws {
+        var facts = try healthyInCluster()
+        facts.podSides[0].mtu = 1200
+        facts.podSides[0].namespace = "/run/netns/web"
+        let findings = diagnose(facts)
+        #expect(findings.map(\.check) == ["ipv6-mtu-too-small"] && findings[0].family == "IPv6")
+        #expect(findings[0].fix.hasPrefix("nsenter --net=/run/netns/web ip link set eth0 mtu 1280"))
+        // An IPv4-only pod may have less.
+        facts.podSides[0].families = [.v4]
+        facts.podSides[0].gatewayNeighbours = [.v4]
+        #expect(diagnose(facts).isEmpty)
+    }
+
     @Test func routerIDCollisionAndAnIPv6OnlyNodeWithout() throws {
         var facts = try healthyInCluster()
         facts.otherRouterIDs["n3"] = "10.99.0.1"

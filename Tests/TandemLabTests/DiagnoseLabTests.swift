@@ -49,6 +49,7 @@ import Testing
         ),
         ("bird-stopped", ["bird-not-running -"], [], 2),
         ("agent-stopped", ["agent-not-running -"], [], 2),
+        ("pod-mtu-low", ["ipv6-mtu-too-small IPv6"], ["pod-gateway-neighbour-missing IPv6"], 2),
         ("dad-on", ["dad-enabled IPv6"], [], 1),
         ("pod-gateway-neighbour", ["pod-gateway-neighbour-missing IPv6"], [], 2),
         ("router-id-collision", ["router-id-collision -"], [], 2),
@@ -112,11 +113,15 @@ import Testing
         _ = try lab.run(["repair", "n1"])
     }
 
-    /// The VXLAN overlay (no BIRD): every remote VTEP's FDB and neighbour entry, per family.
+    /// The VXLAN overlay (no BIRD): every remote VTEP's FDB and neighbour entry, per family. With the iptables
+    /// backend: its anti-spoofing and NAT counters per family.
     @Test func missingVXLANEntriesAreNamedAndRepaired() throws {
         let lab = try TestLab()
         defer { lab.down() }
-        try lab.up(["--nodes", "2", "--resync-interval", "600", "--encapsulation", "vxlan", "--backend", "vxlan"])
+        try lab.up([
+            "--nodes", "2", "--resync-interval", "600", "--encapsulation", "vxlan", "--backend", "vxlan",
+            "--policy-backend", "iptables",
+        ])
         for node in ["n1", "n2"] { #expect(try lab.run(["pod", "add", node]).status == 0) }
         try masqueradeIPv6(lab)
         var last = (status: Int32(0), checks: [String](), output: "")
@@ -130,7 +135,21 @@ import Testing
             [
                 ("vxlan-fdb", ["vxlan-fdb-missing IPv6"], [], 2),
                 ("vxlan-neighbour", ["vxlan-neighbour-missing IPv6"], [], 2),
+                ("spoof", ["spoofed-packets-dropped IPv4", "spoofed-packets-dropped IPv6"], [], 1),
             ])
+        // The pods reach the lab's gateway, outside the cluster, through natOutgoing: iptables counts it per family.
+        let check = try lab.run(["check"])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        let output = try lab.onNode(
+            "n2",
+            "\(TestProducts.directory().path)/tandemctl node diagnose n2 -o json --datastore "
+                + "sqlite://\(lab.directory)/datastore.db")
+        let document = (try? JSONSerialization.jsonObject(with: Data(output.stdout.utf8))) as? [String: Any]
+        let counters = document?["counters"] as? [String: [String: Int]]
+        for family in ["IPv4", "IPv6"] {
+            #expect((counters?["natPackets"]?[family] ?? 0) > 0, "\(family): \(output.stdout)")
+            #expect(counters?["spoofDrops"]?[family] == 0, "\(family): \(output.stdout)")
+        }
     }
 
     @Test func anIPv6OnlyLabDiagnosesClean() throws {
