@@ -418,10 +418,11 @@ func clusterFindings(_ facts: NodeFacts) -> [Finding] {
     return findings
 }
 
-/// A policy leaves one family open when, in one direction, its Deny rules all match only one family while a later
-/// Allow matches both, and the endpoints it selects have addresses of the other family: the operator denied, say,
-/// an IPv4 range and allowed the rest, and the other family's equivalent is allowed. A policy with a Deny for each
-/// family, or whose Allow is itself of one family, is not flagged; nor is one whose endpoints are single-stack.
+/// A policy leaves one family open when, in one direction, its Deny rules all match only one family (by `ipVersion`
+/// or nets) while a later Allow matches both, and the endpoints it selects have addresses of the other family: the
+/// operator denied, say, an IPv4 range and allowed the rest, and the other family's equivalent is allowed. A policy
+/// with a Deny for each family, or whose Allow is itself of one family, is not flagged; nor is one whose endpoints
+/// are single-stack.
 func policyFindings(_ policies: [PolicyFacts]) -> [Finding] {
     var findings: [Finding] = []
     for policy in policies.sorted(by: { $0.name < $1.name }) {
@@ -437,7 +438,10 @@ func policyFindings(_ policies: [PolicyFacts]) -> [Finding] {
                     let families = rule.families
                     if rule.action == "Deny" {
                         if families.contains(open) { deniesOpen = true }
-                        if families == [other] { deniesOther.append(index) }
+                        // Confined to the other family by what the operator wrote about addresses (ipVersion, nets);
+                        // a Deny of ICMP is not "the same traffic" as ICMPv6, which neighbour discovery needs.
+                        let byAddress = rule.ipVersion != nil || !rule.netFamilies.isEmpty
+                        if families == [other] && byAddress { deniesOther.append(index) }
                     } else if rule.action == "Allow", families.contains(open), families.contains(other),
                         !deniesOther.isEmpty, !deniesOpen
                     {

@@ -175,6 +175,14 @@ func checks(_ facts: NodeFacts) -> Set<String> { Set(diagnose(facts).map { "\($0
             PolicyFacts(
                 name: "allow-first", endpointFamilies: [.v4, .v6],
                 rules: ["ingress": [PolicyRuleFacts(action: "Allow"), deny4]]),
+            // ICMP denied, the rest allowed: ICMPv6 is not IPv4's ping.
+            PolicyFacts(
+                name: "no-ping", endpointFamilies: [.v4, .v6],
+                rules: [
+                    "ingress": [
+                        PolicyRuleFacts(action: "Deny", protocolFamily: .v4), PolicyRuleFacts(action: "Allow"),
+                    ]
+                ]),
             // Single-stack endpoints.
             PolicyFacts(
                 name: "v4-pods", endpointFamilies: [.v4], rules: ["ingress": [deny4, PolicyRuleFacts(action: "Allow")]]),
