@@ -18,6 +18,8 @@ packages=(
   socat            # the policy tests' TCP servers and clients inside pods
   python3          # a test's socket squatter; the benchmarks' JSON reading
   python3-prometheus-client  # the metrics test parses the agent's /metrics with Prometheus's own client library
+  wireguard-go     # WireGuard where the kernel has no module (this machine's): tandem-node drives it over UAPI, tests too
+  wireguard-tools  # wg: the WireGuard tests derive public keys (wg pubkey) and read devices back (wg show)
 )
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   apt-get update -qq

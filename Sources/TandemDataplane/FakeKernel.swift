@@ -101,6 +101,38 @@ public final class FakeKernel: KernelNetworking, Sendable {
         state.withLock { $0.routes.removeAll(where: predicate) }
     }
 
+    // MARK: Links of device fakes (for FakeWireGuardDevices): uncounted, never failed by injection
+
+    /// Adds a link as `ip link add NAME type KIND` makes it (down, MTU `mtu`); nil when the name is taken.
+    func addDeviceLink(name: String, kind: String, mtu: UInt32) -> Link? {
+        state.withLock { state in
+            guard !state.links.values.contains(where: { $0.name == name }) else { return nil }
+            let link = Link(index: state.nextIndex, name: name, flags: 0, mtu: mtu, kind: kind)
+            state.links[link.index] = link
+            state.nextIndex += 1
+            return link
+        }
+    }
+
+    /// Whether a link of that name exists.
+    func hasLink(named name: String) -> Bool {
+        state.withLock { $0.links.values.contains { $0.name == name } }
+    }
+
+    /// Removes the link `name` with what hangs on it, as `ip link del` does; false when there is none.
+    @discardableResult
+    func removeDeviceLink(named name: String) -> Bool {
+        state.withLock { state in
+            guard let link = state.links.values.first(where: { $0.name == name }) else { return false }
+            state.links[link.index] = nil
+            state.routes.removeAll { $0.outputInterface == link.index }
+            state.addresses.removeAll { $0.index == link.index }
+            state.neighbours.removeAll { $0.index == link.index }
+            state.fdb.removeAll { $0.index == link.index }
+            return true
+        }
+    }
+
     // MARK: Failure injection and counting
 
     private func enter(

@@ -42,9 +42,10 @@ public final class NetlinkSocket: @unchecked Sendable {
     private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
 
     /// `socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)`, bound, with extended ACKs and strict dump
-    /// checking turned on.
-    public init() throws(NetlinkError) {
-        let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), NETLINK_ROUTE)
+    /// checking turned on. `netlinkProtocol` `NETLINK_GENERIC` gives a generic netlink socket (WireGuard's
+    /// family), which takes requests and answers the same way.
+    public init(protocol netlinkProtocol: Int32 = NETLINK_ROUTE) throws(NetlinkError) {
+        let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), netlinkProtocol)
         guard fd >= 0 else {
             throw NetlinkError(errno: errno, operation: "open a netlink socket", command: "ip link show")
         }
@@ -71,10 +72,19 @@ public final class NetlinkSocket: @unchecked Sendable {
 
     deinit { close(fd) }
 
+    /// `NETLINK_ROUTE` (links, addresses, routes) and `NETLINK_GENERIC` (families such as WireGuard's), for
+    /// ``init(protocol:)``.
+    public static let routeProtocol: Int32 = NETLINK_ROUTE
+    public static let genericProtocol: Int32 = NETLINK_GENERIC
+
     /// Opens a socket inside the network namespace at `path` (`/var/run/netns/NAME`); the socket keeps working
     /// on that namespace from any thread.
-    public static func inNamespace(_ path: String) throws -> NetlinkSocket {
-        try NetworkNamespace.run(in: path) { try NetlinkSocket() }
+    public static func inNamespace(
+        _ path: String, protocol netlinkProtocol: Int32 = NETLINK_ROUTE
+    ) throws
+        -> NetlinkSocket
+    {
+        try NetworkNamespace.run(in: path) { try NetlinkSocket(protocol: netlinkProtocol) }
     }
 
     /// Sends `request` and returns the messages of its reply: for a dump, every message up to `NLMSG_DONE`

@@ -227,3 +227,44 @@ enum Base64 {
         return Array(bytes.dropLast(padding))
     }
 }
+
+extension WireGuardKey {
+    /// The key as Curve25519 uses a private key (RFC 7748 §5: the low three bits cleared, bit 255 cleared, bit 254
+    /// set). The kernel and wireguard-go store a private key clamped and report it so: compare a key read back
+    /// with the clamped form of the one written.
+    public var clamped: WireGuardKey {
+        var bytes = self.bytes
+        bytes[0] &= 248
+        bytes[31] = (bytes[31] & 127) | 64
+        return WireGuardKey(bytes: bytes)!
+    }
+}
+
+extension WireGuardDeviceChange {
+    /// The `wg set` command that makes this change, for logs and errors; the private key is never written out.
+    /// `wg set` has no words for replace-peers and update-only, so they appear in brackets; allowed IPs added to a
+    /// peer's are written `+CIDR` (wireguard-tools' syntax), replaced ones bare.
+    public func wgCommand(interface name: String) -> String {
+        var words = ["wg", "set", name]
+        if privateKey != nil { words += ["private-key", "(hidden)"] }
+        if let listenPort { words += ["listen-port", String(listenPort)] }
+        if let firewallMark { words += ["fwmark", "0x" + String(firewallMark, radix: 16)] }
+        if replacePeers { words.append("[replace-peers]") }
+        for peer in peers {
+            words += ["peer", peer.publicKey.base64]
+            if peer.remove {
+                words.append("remove")
+                continue
+            }
+            if peer.updateOnly { words.append("[update-only]") }
+            if let endpoint = peer.endpoint { words += ["endpoint", endpoint.description] }
+            if let keepalive = peer.persistentKeepalive { words += ["persistent-keepalive", String(keepalive)] }
+            if peer.replaceAllowedIPs || !peer.allowedIPs.isEmpty {
+                let prefix = peer.replaceAllowedIPs ? "" : "+"
+                let list = peer.allowedIPs.map { prefix + $0.description }.joined(separator: ",")
+                words += ["allowed-ips", list.isEmpty ? "\"\"" : list]
+            }
+        }
+        return words.joined(separator: " ")
+    }
+}
