@@ -442,3 +442,101 @@ struct WireGuardGoDevicesTests {
         #expect(try leftDevices.device(named: leftName)?.firewallMark == 0x200000)
     }
 }
+
+/// A unix socket at `path` that listens and never answers.
+func silentListener(at path: String) throws -> Int32 {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+        for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+    }
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard fd >= 0, bound == 0, listen(fd, 4) == 0 else { throw SystemError(errno: errno, "listen on \(path)") }
+    return fd
+}
+
+@Suite(.serialized) struct WireGuardDevicesFailureTests {
+    /// This kernel has no `wireguard` family: the probe says so and falls back to wireguard-go when it is there,
+    /// and to nothing, with both reasons, when it is not.
+    @Test func probeFallsBackToWireguardGoAndExplainsWhy() throws {
+        let ns = try TestNamespace("wgprobe")
+        defer { ns.remove() }
+        #expect {
+            _ = try GenetlinkWireGuardDevices(namespace: ns.path)
+        } throws: { error in
+            (error as? NetlinkError)?.errno == ENOENT
+                && "\(error)".contains("genl ctrl get name wireguard")
+        }
+        let missing = probeWireGuardDevices(wireguardGo: "/nonexistent/wireguard-go", namespace: ns.path)
+        #expect(missing.devices == nil)
+        #expect(missing.why.contains("no wireguard generic netlink family"))
+        #expect(missing.why.contains("/nonexistent/wireguard-go is not an executable"))
+        if haveWireguardGo {
+            let found = probeWireGuardDevices(namespace: ns.path)
+            #expect(found.devices?.implementation == "wireguard-go (userspace)")
+            #expect((found.devices as? WireGuardGoDevices)?.namespace == ns.path)
+            #expect(found.why.contains("using /usr/bin/wireguard-go"))
+        }
+    }
+
+    /// A wireguard-go that fails says why; one that exits without making the device is waited for, then named.
+    @Test func aFailingOrSilentDaemonIsReportedWithItsOutput() throws {
+        let ns = try TestNamespace("wgfail")
+        let scratch = try ScratchDirectory("wgfail")
+        defer {
+            ns.remove()
+            scratch.remove()
+        }
+        let failing = try scratch.write(
+            "failing", "#!/bin/sh\necho \"UAPI listen error: unix socket in use\" >&2\nexit 1\n")
+        let lazy = try scratch.write("lazy", "#!/bin/sh\necho started\nexit 0\n")
+        chmod(failing, 0o755)
+        chmod(lazy, 0o755)
+        let name = uniqueDeviceName()
+        #expect {
+            try WireGuardGoDevices(wireguardGo: failing, socketDirectory: scratch.path, namespace: ns.path)
+                .createDevice(named: name)
+        } throws: { error in
+            "\(error)".contains("wireguard-go \(name) in \(ns.path) failed (exit status 1)")
+                && "\(error)".contains("UAPI listen error: unix socket in use")
+        }
+        let started = ContinuousClock.now
+        #expect {
+            try WireGuardGoDevices(
+                wireguardGo: lazy, socketDirectory: scratch.path, namespace: ns.path, timeout: .milliseconds(300)
+            )
+            .createDevice(named: name)
+        } throws: { error in
+            "\(error)".contains("after 300 ms there is no link \(name)") && "\(error)".contains("said: started")
+        }
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(throws: DataplaneError.self) {
+            try WireGuardGoDevices(wireguardGo: lazy, namespace: ns.path).createDevice(named: "../etc")
+        }
+    }
+
+    /// A socket that accepts and never answers holds a request no longer than the timeout.
+    @Test func aSilentSocketTimesOut() throws {
+        let ns = try TestNamespace("wgsilent")
+        let scratch = try ScratchDirectory("wgsilent")
+        let name = uniqueDeviceName()
+        let listener = try silentListener(at: scratch.file("\(name).sock"))
+        defer {
+            close(listener)
+            ns.remove()
+            scratch.remove()
+        }
+        try ns.run("ip link add \(name) type veth peer name \(name)p")
+        let devices = WireGuardGoDevices(socketDirectory: scratch.path, namespace: ns.path, timeout: .milliseconds(300))
+        let started = ContinuousClock.now
+        #expect {
+            _ = try devices.device(named: name)
+        } throws: { error in
+            "\(error)".contains("did not answer on \(scratch.path)/\(name).sock within 300 ms")
+        }
+        #expect(ContinuousClock.now - started < .seconds(2))
+    }
+}
