@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // Pure libraries: no Glibc, no syscalls.
@@ -60,7 +61,10 @@ let package = Package(
         // The agent's calculation layer: the datastore cache, its indexes and the desired dataplane state.
         .target(
             name: "TandemCalculation",
-            dependencies: ["TandemBGP", "TandemCore", "TandemModel", "TandemPolicy", "TandemSelector", "TandemStore"],
+            dependencies: [
+                "TandemBGP", "TandemCore", "TandemModel", "TandemNetlinkCodec", "TandemPolicy", "TandemSelector",
+                "TandemStore",
+            ],
             swiftSettings: strict),
         // System layer.
         .target(name: "CNetlink"),
@@ -87,6 +91,7 @@ let package = Package(
                 "TandemBGP", "TandemCalculation", "TandemCore", "TandemLinux", "TandemNetlink", "TandemNetlinkCodec",
                 "TandemPolicy", .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
         .target(
@@ -153,7 +158,9 @@ let package = Package(
         .testTarget(name: "TandemCoreTests", dependencies: ["TandemCore"], swiftSettings: strict),
         .testTarget(
             name: "TandemCalculationTests",
-            dependencies: ["TandemCalculation", "TandemCore", "TandemModel", "TandemPolicy", "TandemStore"],
+            dependencies: [
+                "TandemCalculation", "TandemCore", "TandemModel", "TandemNetlinkCodec", "TandemPolicy", "TandemStore",
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "TandemDataplaneTests",

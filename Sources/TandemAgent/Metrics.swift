@@ -53,7 +53,8 @@ public final class AgentMetrics: Sendable {
         public var policyBackend = "none"
         /// Each manager's convergence.
         public var managersConverged: [String: Bool] = [:]
-        /// Packets counted by the kernel (totals since the rules were made), by family.
+        /// Packets counted by the kernel (totals since the rules were made), by family; a family without a counted
+        /// rule is absent (no series).
         public var spoofDrops: [IPFamily: UInt64] = [:]
         public var natPackets: [IPFamily: UInt64] = [:]
         /// Readiness as the health endpoint reports it.
@@ -163,8 +164,7 @@ public final class AgentMetrics: Sendable {
     /// Adds to a counter what a kernel counter gained since the last read (a counter that went back, rules
     /// reloaded, starts over from its new value).
     private func counter(_ name: String, _ totals: [IPFamily: UInt64], help: String) {
-        for family in IPFamily.allCases {
-            let total = totals[family] ?? 0
+        for (family, total) in totals.sorted(by: { $0.key.label < $1.key.label }) {
             let gained = lastCounters.withLock { last in
                 let key = name + "/" + family.label
                 defer { last[key] = total }

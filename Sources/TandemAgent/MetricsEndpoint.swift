@@ -110,6 +110,13 @@ extension NodeAgent {
                     bgpSessionStates(parseBirdProtocols($0))
                 } ?? [:]
         }
+        // The kernel's counts on the anti-spoofing and natOutgoing rules (a failed read leaves them out).
+        if let counters = try? readDataplaneCounters(
+            backend: configuration.policyBackend, tools: configuration.policyTools)
+        {
+            snapshot.spoofDrops = counters.spoofDrops
+            snapshot.natPackets = counters.natPackets
+        }
         snapshot.policyBackend = configuration.policyBackend.rawValue
         snapshot.policyRules = policy.loadedRules()
         snapshot.managersConverged = runner.statuses().mapValues(\.converged)

@@ -10,6 +10,7 @@ import TandemDataplane
 import TandemIPAM
 import TandemLinux
 import TandemModel
+import TandemNetlinkCodec
 import TandemPolicy
 import TandemStore
 
@@ -47,6 +48,12 @@ public final class NodeAgent: Service, Sendable {
         /// FelixConfiguration (`prometheusMetricsEnabled`, `prometheusMetricsHost`, `prometheusMetricsPort`), then
         /// Felix's defaults (off, every address, 9091). As in Felix, the environment outranks the datastore.
         public var metricsEndpoint = MetricsEndpointSettings()
+        /// How WireGuard devices are made here (``probeWireGuardDevices(wireguardGo:socketDirectory:)``); nil: they
+        /// cannot be, for the reason in ``wireGuardUnavailable``.
+        public var wireGuardDevices: (any WireGuardDevices)?
+        public var wireGuardUnavailable = "not probed"
+        /// Where the WireGuard private keys are kept (mode 0600).
+        public var wireGuardKeyDirectory = "/var/lib/tandem"
 
         public init(
             nodeName: String, routerID: IPv4Address, resync: Duration, bird: BirdControl?, birdLog: String?,
@@ -72,9 +79,20 @@ public final class NodeAgent: Service, Sendable {
     public let mtu: MTUManager
     public let vxlan: VXLANManager
     public let ipip: IPIPManager
+    public let wireguard: WireGuardManager
+    /// The WireGuard public keys to publish on the Node (nil until the manager's first apply: an agent starting
+    /// must not clear the keys its peers use), and the wake-up of the task that publishes them.
+    private let wireGuardKeys = PublishedKeys()
+    /// Shared with the WireGuard manager's callback, made before the agent is.
+    final class PublishedKeys: Sendable {
+        let keys = Mutex<[IPFamily: WireGuardKey]?>(nil)
+        func withLock<T>(_ body: (inout [IPFamily: WireGuardKey]?) -> T) -> T { keys.withLock { body(&$0) } }
+    }
+    private let keyWork: AsyncStream<Void>
+    private let keyRequest: AsyncStream<Void>.Continuation
     /// Tunnel-address work the calculation asks for (the newest request), carried out on its own task (it writes
     /// to the datastore); the stream wakes that task.
-    private let tunnelActions = Mutex<[IPFamily: TunnelAddressAction]>([:])
+    private let tunnelActions = Mutex<[TunnelSlot: TunnelAddressAction]>([:])
     private let tunnelWork: AsyncStream<Void>
     private let tunnelRequest: AsyncStream<Void>.Continuation
     public let runner: ManagerRunner
@@ -143,8 +161,19 @@ public final class NodeAgent: Service, Sendable {
         mtu = MTUManager(kernel: kernel, path: configuration.mtuFile)
         vxlan = VXLANManager(kernel: kernel)
         ipip = IPIPManager(kernel: kernel)
+        let (keyWork, keyRequest) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        self.keyWork = keyWork
+        self.keyRequest = keyRequest
+        let keys = wireGuardKeys
+        wireguard = WireGuardManager(
+            kernel: kernel, devices: configuration.wireGuardDevices, unavailable: configuration.wireGuardUnavailable,
+            keyDirectory: configuration.wireGuardKeyDirectory,
+            keysChanged: { published in
+                keys.withLock { $0 = published }
+                keyRequest.yield()
+            })
         runner = ManagerRunner(
-            managers: [routes, policy, nat, mtu, vxlan, ipip] + (bgp.map { [$0] } ?? []), logger: logger,
+            managers: [routes, policy, nat, mtu, vxlan, ipip, wireguard] + (bgp.map { [$0] } ?? []), logger: logger,
             metrics: metrics.factory)
         health.register("FelixStartup", timeout: nil)
         health.register("CalculationGraph", timeout: .seconds(30))
@@ -164,6 +193,7 @@ public final class NodeAgent: Service, Sendable {
                 group.addTask { await self.resyncTicker() }
                 group.addTask { await self.calculate() }
                 group.addTask { await self.keepTunnelAddresses() }
+                group.addTask { await self.publishWireGuardKeys() }
                 group.addTask { await self.releaseEmptyBlocks() }
                 group.addTask { await self.reportHealth() }
                 group.addTask { await self.serveMetrics() }
@@ -173,6 +203,7 @@ public final class NodeAgent: Service, Sendable {
         }
         wakeUp.finish()
         tunnelRequest.finish()
+        keyRequest.finish()
     }
 
     /// Reports health every second: the syncer's list and watch working, the datastore answering (a revision read
@@ -257,6 +288,52 @@ public final class NodeAgent: Service, Sendable {
                 logger.warning("empty block check failed: \(error)")
             }
             try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// Publishes the WireGuard public keys on this node's status (Calico's `wireguardPublicKey` and
+    /// `wireguardPublicKeyV6`; a family turned off is cleared), retrying with backoff. Asked for when the manager's
+    /// keys change, and when the Node in the cache no longer shows them (a Node written over by hand).
+    private func publishWireGuardKeys() async {
+        var logger = self.logger
+        logger[metadataKey: "component"] = "wireguard"
+        let store = ResourceStore(
+            datastore: datastore,
+            now: { Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)) },
+            newUID: { UUID().uuidString.lowercased() })
+        for await _ in keyWork {
+            var backoff = Duration.milliseconds(200)
+            while !Task.isCancelled {
+                guard let keys = wireGuardKeys.withLock({ $0 }) else { break }
+                do {
+                    guard let stored = try await store.get(.node, name: configuration.nodeName)?.resource as? Node
+                    else { throw TunnelAddressError("node \(configuration.nodeName) is not in the datastore") }
+                    var fields: [(String, JSONValue)] = []
+                    for family in IPFamily.allCases
+                    where keys[family] != TandemCalculation.wireGuardPublicKey(stored, family) {
+                        fields.append(
+                            (WireGuardDefaults.statusField(family), keys[family].map { .string($0.base64) } ?? .null))
+                    }
+                    if !fields.isEmpty {
+                        _ = try await store.patch(
+                            .node, name: configuration.nodeName, namespace: nil,
+                            patch: .object([("status", .object(fields))]))
+                        for (field, value) in fields {
+                            logger.notice(
+                                value == .null
+                                    ? "cleared \(field) (WireGuard of the family off)"
+                                    : "published \(field) \(value.stringValue.map { String($0.prefix(8)) + "…" } ?? "")"
+                            )
+                        }
+                    }
+                    break
+                } catch {
+                    logger.warning(
+                        "publishing the WireGuard keys failed; retrying in \(backoff)", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(10))
+                }
+            }
         }
     }
 
@@ -415,7 +492,8 @@ public final class NodeAgent: Service, Sendable {
         var lastLocalCount = -1
         var lastIgnoredPrefixes: [String] = []
         var lastFelixWarnings: [String] = []
-        var lastTunnelActions: [IPFamily: TunnelAddressAction] = [:]
+        var lastTunnelActions: [TunnelSlot: TunnelAddressAction] = [:]
+        var lastWireGuardPending: [String] = []
         var lastOverlayPending: [String] = []
         /// The routes of the last overlay plan (other nodes' blocks).
         var overlayRoutes: [DesiredRoute] = []
@@ -492,7 +570,32 @@ public final class NodeAgent: Service, Sendable {
                 }
                 state.lastOverlayPending = overlay.pending
             }
-            let actions = state.cache.tunnelAddressActions
+            var actions: [TunnelSlot: TunnelAddressAction] = [:]
+            for (family, action) in state.cache.tunnelAddressActions { actions[TunnelSlot(.vxlan, family)] = action }
+            for (family, action) in state.cache.wireGuardAddressActions {
+                actions[TunnelSlot(.wireguard, family)] = action
+            }
+            let wireGuardPlan = state.cache.wireGuardPlan
+            // This node's published keys as the datastore now has them: put back if someone wrote over them.
+            if let keys = wireGuardKeys.withLock({ $0 }),
+                let me = state.cache.nodes[ResourceKind.node.key(name: configuration.nodeName)],
+                IPFamily.allCases.contains(where: { keys[$0] != TandemCalculation.wireGuardPublicKey(me, $0) })
+            {
+                keyRequest.yield()
+            }
+            wireguard.setDesired(wireGuardPlan, mtuPattern: state.cache.mtuInterfacePattern)
+            kick.append(wireguard.name)
+            for family in IPFamily.allCases {
+                for (node, reason) in wireGuardPlan.families[family]?.plaintext ?? [] {
+                    let line = "WireGuard over IPv\(family.rawValue): node \(node) is reached in plain text: \(reason)"
+                    if !state.lastWireGuardPending.contains(line) { logger.notice("\(line)") }
+                }
+            }
+            state.lastWireGuardPending = IPFamily.allCases.flatMap { family in
+                (wireGuardPlan.families[family]?.plaintext ?? []).map {
+                    "WireGuard over IPv\(family.rawValue): node \($0.node) is reached in plain text: \($0.reason)"
+                }
+            }
             if actions != state.lastTunnelActions {
                 state.lastTunnelActions = actions
                 tunnelActions.withLock { $0 = actions }
@@ -555,6 +658,10 @@ public final class NodeAgent: Service, Sendable {
             let ipipPools = state.cache.ipipPools
             var encapsulations = overlay.encapsulations(explicitMTU: state.cache.vxlanExplicitMTU)
             if !ipipPools.isEmpty { encapsulations.append(.ipip) }
+            // WireGuard of each family this node takes part in, with wireguardMTU / wireguardMTUV6 when set.
+            for (family, plan) in state.cache.wireGuardPlan.families.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+                encapsulations.append(WireGuardDefaults.encapsulation(family).withMTU(plan.settings.explicitMTU))
+            }
             mtu.setDesired(
                 pattern: state.cache.mtuInterfacePattern, encapsulations: encapsulations, ipv6: state.cache.ipv6Support)
             if !kick.contains(mtu.name) { kick.append(mtu.name) }

@@ -66,6 +66,10 @@ public struct NodeSettings: Sendable {
     /// The default pools' `vxlanMode` (calico-node's `CALICO_IPV4POOL_VXLAN`, `CALICO_IPV6POOL_VXLAN`).
     public var ipv4PoolVXLAN: EncapsulationMode = .never
     public var ipv6PoolVXLAN: EncapsulationMode = .never
+    /// The default pools' `natOutgoing` (calico-node's `CALICO_IPV4POOL_NAT_OUTGOING`, true, and
+    /// `CALICO_IPV6POOL_NAT_OUTGOING`, false).
+    public var ipv4PoolNATOutgoing = true
+    public var ipv6PoolNATOutgoing = false
     /// Labels merged into the Node's.
     public var labels: [String: String] = [:]
     /// Makes the node a route reflector of this cluster ID.
@@ -111,8 +115,10 @@ public struct Registration: Sendable {
 }
 
 /// The first pool of a family is created from `cidr` when the datastore has none (Calico's `configureIPPools`):
-/// `default-ipv4-ippool` with NAT outgoing, `default-ipv6-ippool` without.
-public func defaultPool(_ cidr: CIDR, vxlanMode: EncapsulationMode = .never) throws(AgentError) -> IPPool {
+/// `default-ipv4-ippool` with NAT outgoing, `default-ipv6-ippool` without, unless `natOutgoing` says otherwise.
+public func defaultPool(
+    _ cidr: CIDR, vxlanMode: EncapsulationMode = .never, natOutgoing: Bool? = nil
+) throws(AgentError) -> IPPool {
     let family = cidr.family
     let flag = family == .v4 ? "--ipv4-pool-cidr" : "--ipv6-pool-cidr"
     guard cidr.isStrictlyMasked else {
@@ -125,7 +131,7 @@ public func defaultPool(_ cidr: CIDR, vxlanMode: EncapsulationMode = .never) thr
     var spec = IPPoolSpec()
     spec.cidr = cidr.description
     spec.blockSize = blockSize
-    spec.natOutgoing = family == .v4
+    spec.natOutgoing = natOutgoing ?? (family == .v4)
     spec.nodeSelector = "all()"
     spec.vxlanMode = vxlanMode.rawValue
     if family == .v4 { spec.ipipMode = "Never" }
@@ -149,7 +155,8 @@ public func registerNode(
             continue
         }
         let pool = try defaultPool(
-            cidr, vxlanMode: cidr.family == .v4 ? settings.ipv4PoolVXLAN : settings.ipv6PoolVXLAN)
+            cidr, vxlanMode: cidr.family == .v4 ? settings.ipv4PoolVXLAN : settings.ipv6PoolVXLAN,
+            natOutgoing: cidr.family == .v4 ? settings.ipv4PoolNATOutgoing : settings.ipv6PoolNATOutgoing)
         let problems = pool.validate()
         guard problems.isEmpty else { throw AgentError("default pool \(cidr): \(problems)") }
         do {

@@ -60,7 +60,9 @@ public struct FelixConfigurationSpec: ResourceSpec {
         "ipv6Support", "routeRefreshInterval", "iptablesRefreshInterval", "nftablesRefreshInterval",
         "defaultEndpointToHostAction", "workloadSourceSpoofing", "mtuIfacePattern", "vxlanEnabled", "vxlanVNI",
         "vxlanPort", "vxlanMTU", "vxlanMTUV6", "prometheusMetricsEnabled", "prometheusMetricsHost",
-        "prometheusMetricsPort",
+        "prometheusMetricsPort", "wireguardEnabled", "wireguardEnabledV6", "wireguardInterfaceName",
+        "wireguardInterfaceNameV6", "wireguardListeningPort", "wireguardListeningPortV6", "wireguardMTU",
+        "wireguardMTUV6", "wireguardRoutingRulePriority", "wireguardKeepAlive",
     ]
 
     /// Values of fields Tandem does not act on that say what Tandem does anyway (no BPF dataplane, no XDP, no IPIP:

@@ -58,6 +58,11 @@ public struct OrchRef: Codable, Sendable, Equatable {
 public struct NodeWireguardSpec: Codable, Sendable, Equatable {
     public var interfaceIPv4Address: String?
     public var interfaceIPv6Address: String?
+
+    public init(interfaceIPv4Address: String? = nil, interfaceIPv6Address: String? = nil) {
+        self.interfaceIPv4Address = interfaceIPv4Address
+        self.interfaceIPv6Address = interfaceIPv6Address
+    }
 }
 
 /// A host interface recorded on a Node.

@@ -71,6 +71,8 @@ public enum RouteType {
     public static let blackhole: UInt8 = 6
     public static let unreachable: UInt8 = 7
     public static let prohibit: UInt8 = 8
+    /// `throw`: the lookup goes on with the next rule (the WireGuard table's "not through the device").
+    public static let `throw`: UInt8 = 9
 }
 
 /// `RT_SCOPE_*`.

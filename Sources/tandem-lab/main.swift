@@ -91,6 +91,13 @@ struct Up: ParsableCommand {
         help: "Spread the nodes over this many L2 subnets (10.99.S.0/24, fd99:0:0:S::/64), routed by the fabric.")
     var subnets: Int = 1
 
+    @Option(
+        name: .customLong("wireguard"),
+        help: ArgumentHelp(
+            "Encrypt pod traffic between nodes with WireGuard: none, v4, v6 or both (FelixConfiguration "
+                + "wireguardEnabled / wireguardEnabledV6; wireguard-go, each node in a mount namespace of its own)."))
+    var wireguard: String = "none"
+
     /// The pools' vxlanMode for `--encapsulation`.
     var vxlanMode: String {
         switch encapsulation {
@@ -118,6 +125,12 @@ struct Up: ParsableCommand {
         guard backend == "bird" || encapsulation != "none" else {
             throw ValidationError(
                 "--backend vxlan routes pods through VXLAN pools only: add --encapsulation vxlan or vxlan-cross-subnet")
+        }
+        guard ["none", "v4", "v6", "both"].contains(wireguard) else {
+            throw ValidationError("--wireguard \(wireguard): use none, v4, v6 or both")
+        }
+        if wireguard == "v4" && ipv6Only || wireguard == "v6" && ipv4Only {
+            throw ValidationError("--wireguard \(wireguard): the lab has no \(wireguard == "v4" ? "IPv4" : "IPv6")")
         }
         guard (1...8).contains(subnets), subnets <= nodeCount else {
             throw ValidationError("--subnets \(subnets): use 1 to 8, and no more than --nodes")
@@ -154,6 +167,9 @@ struct Up: ParsableCommand {
             name: options.name, ipv4: !ipv6Only, ipv6: !ipv4Only, datastore: datastoreURL,
             fabric: "\(options.name)-fab", resyncInterval: resyncInterval, policyBackend: policyBackend,
             encapsulation: vxlanMode, backend: backend, subnets: subnets)
+        if wireguard != "none" {
+            state.wireguard = wireguard == "both" ? (ipv4Only ? "v4" : ipv6Only ? "v6" : "both") : wireguard
+        }
         try paths.save(state)
         do {
             try build(&state, paths: paths)
@@ -163,6 +179,7 @@ struct Up: ParsableCommand {
             }
             try startAgents(&state, paths: paths)
             try waitForSessions(state, paths: paths, started: started)
+            if state.wireguard != nil { try enableWireGuard(state, paths: paths) }
         } catch {
             print("tandem-lab up failed: \(error)")
             print(
@@ -278,6 +295,41 @@ struct Up: ParsableCommand {
             state.nodes[index].agentPID = try startAgent(state: state, node: node, directory: directory)
             try paths.save(state)
             print("node \(node.name): tandem-node started (pid \(state.nodes[index].agentPID!))")
+        }
+    }
+
+    /// Turns WireGuard on for the lab's families (FelixConfiguration `default`) and waits until every node's device of
+    /// each family has a peer per other node.
+    func enableWireGuard(_ state: LabState, paths: LabPaths) throws {
+        let (v4, v6) = WireGuardLab.families(state.wireguard)
+        let yaml = """
+            apiVersion: projectcalico.org/v3
+            kind: FelixConfiguration
+            metadata: {name: default}
+            spec: {wireguardEnabled: \(v4), wireguardEnabledV6: \(v6)}
+            """
+        let file = paths.directory + "/wireguard.yaml"
+        try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        let applied = try tandem_lab.run(
+            LabPaths.binaries + "/tandemctl", ["apply", "-f", file, "--datastore", state.datastore])
+        guard applied.status == 0 else { throw LabError("turning WireGuard on failed: \(applied.output)") }
+        let interfaces = [v4 ? "wireguard.cali" : nil, v6 ? "wg-v6.cali" : nil].compactMap { $0 }
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let missing = state.nodes.flatMap { node in
+                interfaces.filter { interface in
+                    WireGuardLab.show(paths: paths, node: node, interface: interface).map(WireGuardLab.peerCount)
+                        != state.nodes.count - 1
+                }.map { "\(node.name) \($0)" }
+            }
+            if missing.isEmpty {
+                print("WireGuard: \(interfaces.joined(separator: " and ")) on every node, a peer per other node")
+                return
+            }
+            if Date() > deadline {
+                throw LabError("WireGuard not configured after \(Int(timeout)) s: \(missing.joined(separator: ", "))")
+            }
+            usleep(100_000)
         }
     }
 
@@ -401,7 +453,7 @@ func writeCNIConfig(state: LabState, node: String, directory: String) throws {
 /// this command.
 func startAgent(state: LabState, node: LabNode, directory: String) throws -> Int32 {
     var arguments = [
-        "netns", "exec", node.namespace, LabPaths.binaries + "/tandem-node", "serve",
+        "/usr/sbin/ip", "netns", "exec", node.namespace, LabPaths.binaries + "/tandem-node", "serve",
         "--nodename", node.name, "--datastore", state.datastore, "--bird-dir", directory,
         "--mtu-file", directory + "/mtu", "--resync-interval", "\(state.resyncInterval ?? 5)", "--policy-backend",
         state.policyBackend ?? "nftables",
@@ -411,8 +463,19 @@ func startAgent(state: LabState, node: LabNode, directory: String) throws -> Int
         "--ipv4-pool-vxlan", mode, "--ipv6-pool-vxlan", mode, "--networking-backend", state.backend ?? "bird",
     ]
     arguments += state.ipv4 ? ["--ipv4-pool-cidr", LabPlan.pool4] : ["--ip", "none"]
-    arguments += state.ipv6 ? ["--ipv6-pool-cidr", LabPlan.pool6] : ["--ip6", "none"]
-    return try ChildProcess.start("/usr/sbin/ip", arguments, logPath: directory + "/tandem-node.log")
+    // The lab's IPv6 pool is ULA: without natOutgoing its pods reach nothing outside the cluster (diagnose warns).
+    arguments +=
+        state.ipv6 ? ["--ipv6-pool-cidr", LabPlan.pool6, "--ipv6-pool-nat-outgoing", "true"] : ["--ip6", "none"]
+    arguments += ["--wireguard-key-dir", directory]
+    if state.wireguard != nil {
+        // The agent and the wireguard-go it starts in the node's own mount namespace (nsenter and ip netns exec
+        // exec in turn: the PID is tandem-node's).
+        // The node's directory is ROOT/LAB/NODE.
+        let root = ((directory as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent
+        let file = try WireGuardLab.ensureMountNamespace(paths: LabPaths(root: root, name: state.name), node: node.name)
+        arguments = WireGuardLab.inMountNamespace(file, arguments)
+    }
+    return try ChildProcess.start(arguments[0], Array(arguments.dropFirst()), logPath: directory + "/tandem-node.log")
 }
 
 /// The node's BGP sessions from `birdc show protocols` (empty when BIRD does not answer).
@@ -859,6 +922,11 @@ struct Down: ParsableCommand {
             {
                 stop(pid, expected: "bird")
             }
+        }
+        // wireguard-go outlives the agent (as a kernel device would) and holds its node's namespace.
+        if state.wireguard != nil {
+            for node in state.nodes { WireGuardLab.remove(paths: paths, node: node) }
+            WireGuardLab.removeDirectory(paths: paths)
         }
         for namespace in state.namespaces.reversed() { try? NetworkNamespace.delete(named: namespace) }
         // Gone with the fabric's end already; removed by name in case the fabric was not made.

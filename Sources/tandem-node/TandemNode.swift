@@ -89,6 +89,21 @@ struct Serve: AsyncParsableCommand {
     var ipv6PoolVXLAN: String = environment["TANDEM_IPV6POOL_VXLAN"] ?? "Never"
 
     @Option(
+        name: .customLong("ipv4-pool-nat-outgoing"),
+        help: ArgumentHelp(
+            "natOutgoing of the IPv4 pool this node creates: true or false (TANDEM_IPV4POOL_NAT_OUTGOING).",
+            valueName: "bool"))
+    var ipv4PoolNATOutgoing: String = environment["TANDEM_IPV4POOL_NAT_OUTGOING"] ?? "true"
+
+    @Option(
+        name: .customLong("ipv6-pool-nat-outgoing"),
+        help: ArgumentHelp(
+            "natOutgoing of the IPv6 pool this node creates: true or false (TANDEM_IPV6POOL_NAT_OUTGOING); Calico's "
+                + "default is false, and a ULA pool without it reaches nothing outside the cluster.",
+            valueName: "bool"))
+    var ipv6PoolNATOutgoing: String = environment["TANDEM_IPV6POOL_NAT_OUTGOING"] ?? "false"
+
+    @Option(
         name: .customLong("networking-backend"),
         help: ArgumentHelp(
             "bird (BGP between nodes), vxlan (no BGP: every route comes from the datastore, through VXLAN pools) or "
@@ -188,6 +203,13 @@ struct Serve: AsyncParsableCommand {
     }
 
     @Option(
+        name: .customLong("wireguard-key-dir"),
+        help: ArgumentHelp(
+            "Where the WireGuard private keys are kept, a file per family, mode 0600 (TANDEM_WIREGUARD_KEY_DIR); "
+                + "delete one for a new key.", valueName: "directory"))
+    var wireGuardKeyDirectory: String = environment["TANDEM_WIREGUARD_KEY_DIR"] ?? "/var/lib/tandem"
+
+    @Option(
         name: .customLong("empty-block-grace-period"),
         help: ArgumentHelp(
             "Seconds one of this node's address blocks stays empty before it is given up, when the node keeps room in "
@@ -228,6 +250,15 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("\(flag) \(text): use Never, Always or CrossSubnet")
             }
             if family == .v4 { settings.ipv4PoolVXLAN = mode } else { settings.ipv6PoolVXLAN = mode }
+        }
+        for (text, family, flag) in [
+            (ipv4PoolNATOutgoing, IPFamily.v4, "--ipv4-pool-nat-outgoing"),
+            (ipv6PoolNATOutgoing, .v6, "--ipv6-pool-nat-outgoing"),
+        ] {
+            guard let value = ["true": true, "false": false][text.lowercased()] else {
+                throw ValidationError("\(flag) \(text): use true or false")
+            }
+            if family == .v4 { settings.ipv4PoolNATOutgoing = value } else { settings.ipv6PoolNATOutgoing = value }
         }
         guard ["bird", "vxlan", "none"].contains(networkingBackend) else {
             throw ValidationError("--networking-backend \(networkingBackend): use bird, vxlan or none")
@@ -404,6 +435,12 @@ struct Serve: AsyncParsableCommand {
             configuration.defaultLogLevel = level
             configuration.mtuFile = mtuPath
             configuration.metricsEndpoint = try metricsEndpoint()
+            // WireGuard: the kernel's devices where it has them, wireguard-go otherwise (said, so it is known).
+            let (wireGuardDevices, why) = probeWireGuardDevices()
+            configuration.wireGuardDevices = wireGuardDevices
+            configuration.wireGuardUnavailable = why
+            configuration.wireGuardKeyDirectory = wireGuardKeyDirectory
+            say("WireGuard: \(wireGuardDevices?.implementation ?? "unavailable (\(why))")")
             configuration.emptyBlockGracePeriod =
                 emptyBlockGraceSeconds == 0 ? nil : .milliseconds(Int(emptyBlockGraceSeconds * 1000))
             agent = NodeAgent(
