@@ -455,10 +455,10 @@ public final class GenetlinkWireGuardDevices: WireGuardDevices {
                         + "device; not removing it")
             }
             try route.deleteLink(link)
-        } catch let error as NetlinkError where !error.isNotFound {
+        } catch let error as NetlinkError {
+            // Gone meanwhile is the same outcome.
+            if error.isNotFound { return }
             throw DataplaneError("\(error)")
-        } catch let error as NetlinkError where error.isNotFound {
-            return
         }
     }
 }
