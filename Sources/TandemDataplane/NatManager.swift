@@ -67,7 +67,8 @@ public final class NatManager: DataplaneManager {
                 }
             }
         default:
-            let listing = try tools.listNftTable(table)
+            // The rules' counters move with traffic; what is compared is the ruleset without them.
+            let listing = try tools.listNftTable(table)?.replacing(/counter packets \d+ bytes \d+/, with: "counter")
             let holds = listing?.contains("tandem:\(digest)") == true
             let changed = state.withLock { $0.seen["nft"].map { $0 != listing } ?? false }
             if holds && !changed {

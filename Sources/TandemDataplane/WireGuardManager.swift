@@ -132,7 +132,8 @@ public final class WireGuardManager: DataplaneManager {
 
         // The device: key, port, mark, then the peers that differ.
         var change = WireGuardDeviceChange()
-        if current.privateKey != privateKey { change.privateKey = privateKey }
+        // The device keeps the key clamped (X25519's form); the file's may not be.
+        if current.privateKey?.clamped != privateKey.clamped { change.privateKey = privateKey }
         if current.listenPort != wanted.settings.listenPort { change.listenPort = wanted.settings.listenPort }
         if current.firewallMark != wanted.settings.firewallMark { change.firewallMark = wanted.settings.firewallMark }
         let keepalive = wanted.settings.persistentKeepalive
@@ -282,7 +283,8 @@ public final class WireGuardManager: DataplaneManager {
         {
             return key
         }
-        let key = WireGuardKey(bytes: Array(Curve25519.KeyAgreement.PrivateKey().rawRepresentation))!
+        // Clamped, as `wg genkey` writes keys.
+        let key = WireGuardKey(bytes: Array(Curve25519.KeyAgreement.PrivateKey().rawRepresentation))!.clamped
         do {
             try FileManager.default.createDirectory(atPath: keyDirectory, withIntermediateDirectories: true)
             let temporary = path + ".new"

@@ -86,10 +86,11 @@ public func renderNatNftables(_ plan: NatPlan, table: String = "tandemnat") -> S
                     "snat \(address) to \(family == .v4 ? $0.description : "[\($0)]"):\(ports)"
                 } ?? "masquerade to :\(ports)"
             lines.append(
-                "\t\t\(match) meta l4proto { tcp, udp } \(action) fully-random comment \"natOutgoing natPortRange\"")
+                "\t\t\(match) meta l4proto { tcp, udp } counter \(action) fully-random comment \"natOutgoing natPortRange\"")
         }
         let action = plan.sourceAddresses[family].map { "snat \(address) to \($0)" } ?? "masquerade"
-        lines.append("\t\t\(match) \(action) fully-random comment \"natOutgoing\"")
+        // Counted: the metrics and diagnosis report what was masqueraded, per family.
+        lines.append("\t\t\(match) counter \(action) fully-random comment \"natOutgoing\"")
     }
     lines.append("\t\treturn comment \"tandem:\(plan.digest)\"")
     lines.append("\t}")

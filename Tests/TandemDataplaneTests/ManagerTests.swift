@@ -395,9 +395,9 @@ final class FlakyManager: DataplaneManager {
         #expect(text.contains("elements = { 10.244.0.0/16, 10.245.0.0/16 }"))
         #expect(
             text.contains(
-                "ip saddr @masq4 ip daddr != @pools4 ip daddr != @hosts4 masquerade fully-random comment \"natOutgoing\""
+                "ip saddr @masq4 ip daddr != @pools4 ip daddr != @hosts4 counter masquerade fully-random comment \"natOutgoing\""
             ))
-        #expect(text.contains("ip6 saddr @masq6 ip6 daddr != @pools6 ip6 daddr != @hosts6 masquerade fully-random"))
+        #expect(text.contains("ip6 saddr @masq6 ip6 daddr != @pools6 ip6 daddr != @hosts6 counter masquerade fully-random"))
         #expect(text.contains("tandem:\(plan().digest)"))
         // No natOutgoing pool in a family: no rule for it.
         var v4Only = plan()
@@ -504,8 +504,8 @@ final class FlakyManager: DataplaneManager {
     @Test func portRangeComesFirstForTCPAndUDPInEveryForm() throws {
         var plan = plan(pools: 1, ports: 32768...40000)
         let nft = renderNatNftables(plan)
-        #expect(nft.contains("meta l4proto { tcp, udp } masquerade to :32768-40000 fully-random"))
-        #expect(nft.contains("ip daddr != @hosts4 masquerade fully-random comment \"natOutgoing\""))
+        #expect(nft.contains("meta l4proto { tcp, udp } counter masquerade to :32768-40000 fully-random"))
+        #expect(nft.contains("ip daddr != @hosts4 counter masquerade fully-random comment \"natOutgoing\""))
         let chain = natIptablesChain(plan, family: .v6, ipsets: true)
         #expect(chain.rules.count == 3)
         #expect(
