@@ -165,8 +165,9 @@ let package = Package(
         .testTarget(
             name: "TandemDataplaneTests",
             dependencies: [
-                "TandemCalculation", "TandemDataplane", "TandemCore", "TandemNetlink", "TandemNetlinkCodec",
-                "TandemPolicy", "TandemLinux", "TandemTestSupport", .product(name: "Logging", package: "swift-log"),
+                "TandemCalculation", "TandemDataplane", "TandemCore", "TandemModel", "TandemNetlink",
+                "TandemNetlinkCodec", "TandemPolicy", "TandemLinux", "TandemTestSupport",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
         .testTarget(
