@@ -551,6 +551,8 @@ public final class NodeAgent: Service, Sendable {
                 counters.withLock { $0.lists += 1 }
             }
         }
+        // The cluster's figures follow every batch (another node's pod changes nothing here, but counts).
+        if state.synced { publishClusterFigures(state.cache) }
         guard state.synced, !changes.isEmpty else { return [] }
         for (key, reason) in state.cache.undecodable.sorted(by: { $0.key < $1.key }).prefix(5) {
             logger.warning("ignoring \(key): \(reason)")
@@ -668,7 +670,6 @@ public final class NodeAgent: Service, Sendable {
             ipip.setDesired(pools: ipipPools)
             kick.append(ipip.name)
         }
-        publishClusterFigures(state.cache)
         let elapsed = ContinuousClock.now - started
         calculationTime.recordNanoseconds(elapsed.nanoseconds)
         counters.withLock {
