@@ -43,8 +43,10 @@ public struct WireGuardSettings: Sendable, Equatable {
     public var rulePriority: UInt32
     public var routingTable: UInt32
     public var firewallMark: UInt32
-    /// `wireguardPersistentKeepAlive` in seconds; 0: none.
+    /// `wireguardKeepAlive` in seconds; 0: none.
     public var persistentKeepalive: UInt16
+    /// `wireguardHostEncryptionEnabled`: traffic between the nodes themselves goes through WireGuard too.
+    public var hostEncryption = false
 
     public init(family: IPFamily) {
         self.family = family
@@ -66,8 +68,8 @@ public struct WireGuardPeerPlan: Sendable, Equatable {
     /// What the device accepts from it and sends to it: its blocks of the family, its tunnel addresses (VXLAN,
     /// WireGuard) and its own address, sorted.
     public var allowedIPs: [CIDR]
-    /// What the WireGuard table routes to it: its allowed IPs but its own address (traffic to the node itself stays
-    /// in plain text, as in Calico without host encryption).
+    /// What the WireGuard table routes to it: its allowed IPs, but its own address only with host encryption
+    /// (otherwise traffic to the node itself stays in plain text, as in Calico).
     public var routedIPs: [CIDR]
 }
 
@@ -210,11 +212,12 @@ public func wireGuardPlan(
                 throwRoutes.formUnion(allowed)
                 continue
             }
-            // The peer's own address is allowed in (not routed out): a pod's packet to that node leaves in plain
-            // text through the main table, and the node's reply, routed to the pod through WireGuard, arrives with
-            // the node's address as source (Calico drops it unless host encryption is on).
-            let routed = allowed.sorted()
+            // The peer's own address is allowed in, and routed out only with host encryption: without it a pod's
+            // packet to that node leaves in plain text through the main table, and the node's reply, routed to the
+            // pod through WireGuard, arrives with the node's address as source (Calico drops it then).
             allowed.insert(CIDR(host: address!))
+            let routed =
+                settings.hostEncryption ? allowed.sorted() : allowed.subtracting([CIDR(host: address!)]).sorted()
             peers.append(
                 WireGuardPeerPlan(
                     node: other, publicKey: key!,
@@ -284,6 +287,7 @@ extension ClusterCache {
             if let priority = integer("wireguardRoutingRulePriority"), let value = UInt32(exactly: priority) {
                 settings.rulePriority = value
             }
+            settings.hostEncryption = felixSetting("wireguardHostEncryptionEnabled") == .bool(true)
             if let text = felixSetting("wireguardKeepAlive")?.stringValue, let duration = GoDuration(text) {
                 settings.persistentKeepalive = UInt16(clamping: Int(duration.seconds.rounded()))
             }

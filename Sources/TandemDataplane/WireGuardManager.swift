@@ -194,6 +194,19 @@ public final class WireGuardManager: DataplaneManager {
             report.changes.append("ip addr del \(address.cidr) dev \(deviceName)")
         }
 
+        // Host encryption: node-to-node packets come back decrypted from the device, and IPv4's reverse-path check
+        // must take the mark into account (Felix sets the same; IPv6 has no such setting).
+        if wanted.settings.hostEncryption && family == .v4,
+            (try? Sysctl.read("/proc/sys/net/ipv4/conf/all/src_valid_mark"))?.trimmingCharacters(in: .whitespaces)
+                != "1"
+        {
+            do {
+                try Sysctl.write("/proc/sys/net/ipv4/conf/all/src_valid_mark", "1")
+                report.changes.append("sysctl net.ipv4.conf.all.src_valid_mark=1 (WireGuard host encryption)")
+            } catch {
+                report.warnings.append("cannot set net.ipv4.conf.all.src_valid_mark=1 for host encryption: \(error)")
+            }
+        }
         try applyTable(family, wanted: wanted, device: link, report: &report)
         try applyRule(family, settings: wanted.settings, present: true, report: &report)
         return publicKey

@@ -62,7 +62,7 @@ public struct FelixConfigurationSpec: ResourceSpec {
         "vxlanPort", "vxlanMTU", "vxlanMTUV6", "prometheusMetricsEnabled", "prometheusMetricsHost",
         "prometheusMetricsPort", "wireguardEnabled", "wireguardEnabledV6", "wireguardInterfaceName",
         "wireguardInterfaceNameV6", "wireguardListeningPort", "wireguardListeningPortV6", "wireguardMTU",
-        "wireguardMTUV6", "wireguardRoutingRulePriority", "wireguardKeepAlive",
+        "wireguardMTUV6", "wireguardRoutingRulePriority", "wireguardKeepAlive", "wireguardHostEncryptionEnabled",
     ]
 
     /// Values of fields Tandem does not act on that say what Tandem does anyway (no BPF dataplane, no XDP, no IPIP:

@@ -104,6 +104,22 @@ import Testing
         #expect(lopsided.families[.v4] == nil && lopsided.pending.count == 1)
     }
 
+    /// With host encryption the peers' own addresses are routed through the device too.
+    @Test func hostEncryptionRoutesTheNodesThemselves() throws {
+        let nodes = [
+            node("n1", v4: "10.99.0.1/24", v6: "fd99::1/64", key4: Self.key1, key6: Self.key1),
+            node("n2", v4: "10.99.0.2/24", v6: "fd99::2/64", key4: Self.key2, key6: Self.key2),
+        ]
+        var settings = settings()
+        settings[.v4]?.hostEncryption = true
+        settings[.v6]?.hostEncryption = true
+        let plan = wireGuardPlan(
+            node: "n1", nodes: nodes, affinities: affinities, families: [.v4, .v6], enabled: [.v4, .v6],
+            settings: settings)
+        #expect(plan.families[.v4]?.deviceRoutes.map(\.description) == ["10.99.0.2/32", "10.244.1.0/26"])
+        #expect(plan.families[.v6]?.deviceRoutes.map(\.description) == ["fd00:244:0:1::/122", "fd99::2/128"])
+    }
+
     /// Two nodes publishing one key: neither is a peer (Felix), both in plain text.
     @Test func aSharedKeyIsNobodys() throws {
         let nodes = [
@@ -162,6 +178,7 @@ import Testing
                       wireguardInterfaceName: wg4
                       wireguardRoutingRulePriority: 90
                       wireguardKeepAlive: 25s
+                      wireguardHostEncryptionEnabled: true
                     """), revision: 2))
         #expect(cache.wireGuardEnabled == [.v4, .v6])
         let settings = cache.wireGuardSettings
@@ -169,5 +186,6 @@ import Testing
         #expect(settings[.v6]?.listenPort == 51999 && settings[.v4]?.listenPort == 51820)
         #expect(settings[.v4]?.explicitMTU == 1400 && settings[.v6]?.explicitMTU == nil)
         #expect(settings[.v4]?.rulePriority == 90 && settings[.v6]?.persistentKeepalive == 25)
+        #expect(settings[.v4]?.hostEncryption == true)
     }
 }
