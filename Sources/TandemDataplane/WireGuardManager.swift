@@ -225,7 +225,10 @@ public final class WireGuardManager: DataplaneManager {
         desired += wanted.throwRoutes.map {
             Route(destination: $0, table: table, routeProtocol: RouteManager.routeProtocol, type: RouteType.throw)
         }
-        let present = try kernel.routes(family: family, table: table).filter { $0.table == table }
+        // Only Tandem's routes (proto 80) are the manager's: an operator's own routes in the table stay.
+        let present = try kernel.routes(family: family, table: table).filter {
+            $0.table == table && $0.routeProtocol == RouteManager.routeProtocol
+        }
         // A throw route has no interface (the kernel shows IPv6 ones on `lo`).
         func same(_ a: Route, _ b: Route) -> Bool {
             a.destination == b.destination && a.type == b.type
@@ -268,7 +271,8 @@ public final class WireGuardManager: DataplaneManager {
     private func removeFamily(_ family: IPFamily, settings: WireGuardSettings, report: inout ManagerReport) throws {
         try applyRule(family, settings: settings, present: false, report: &report)
         let table = settings.routingTable
-        for route in try kernel.routes(family: family, table: table) where route.table == table {
+        for route in try kernel.routes(family: family, table: table)
+        where route.table == table && route.routeProtocol == RouteManager.routeProtocol {
             try kernel.deleteRoute(route, interfaceName: nil)
             report.changes.append("ip route del \(route.destination) table \(table)")
         }

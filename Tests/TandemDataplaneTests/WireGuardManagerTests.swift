@@ -169,13 +169,20 @@ import Testing
         #expect(left.changes.filter { $0.hasSuffix(" remove") }.count == 2)
         #expect(try rig.devices.device(named: "wireguard.cali")?.peers.map(\.publicKey) == [Self.key(2)])
         #expect(try rig.kernel.routes(family: .v4, table: 1).count == 2)
+        // An operator's own route in the table is not the manager's: it stays through everything below.
+        let foreign = Route(
+            destination: CIDR("192.0.2.0/24"),
+            outputInterface: try #require(try rig.kernel.link(named: "eth0")).index,
+            table: 1, routeProtocol: RouteProtocol.boot)
+        try rig.kernel.addRoute(foreign, interfaceName: "eth0", replace: false)
+        _ = try rig.manager.apply(resync: true)
         // IPv4 off: its device, rule and table go, its key is no longer published; IPv6 stays.
         rig.manager.setDesired(plan(peers: [2], enabled: [.v6]), mtuPattern: defaultMTUInterfacePattern)
         let off = try rig.manager.apply(resync: false)
         #expect(off.changes.contains { $0.hasPrefix("ip link del wireguard.cali") })
         #expect(try rig.kernel.link(named: "wireguard.cali") == nil)
         #expect(try rig.kernel.rules(family: .v4).filter { $0.table == 1 }.isEmpty)
-        #expect(try rig.kernel.routes(family: .v4, table: 1).isEmpty)
+        #expect(try rig.kernel.routes(family: .v4, table: 1).map(\.destination) == [foreign.destination])
         #expect(rig.manager.publicKeys.keys.sorted { $0.rawValue < $1.rawValue } == [.v6])
         #expect(rig.published.withLock { $0.last?[.v4] } == nil)
         #expect(try rig.kernel.link(named: "wg-v6.cali") != nil)
