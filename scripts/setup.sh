@@ -20,6 +20,7 @@ packages=(
   python3-prometheus-client  # the metrics test parses the agent's /metrics with Prometheus's own client library
   wireguard-go     # WireGuard where the kernel has no module (this machine's): tandem-node drives it over UAPI, tests too
   wireguard-tools  # wg: the WireGuard tests derive public keys (wg pubkey) and read devices back (wg show)
+  tcpdump          # the WireGuard lab tests capture the fabric to show pod traffic leaves the node encrypted
 )
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   apt-get update -qq
