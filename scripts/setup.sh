@@ -26,4 +26,7 @@ if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
 fi
+# Kubernetes' schemas for the deploy/ manifests' test (Tests/TandemPluginTests/DeployManifestTests.swift runs the
+# python3 on PATH, as here).
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes-validate==1.37.0
 swift build

@@ -49,8 +49,12 @@ struct IPAMPlugin {
         var attributes = [
             "node": host, "timestamp": Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)),
         ]
-        if let pod = args["K8S_POD_NAME"] { attributes["pod"] = pod }
-        if let namespace = args["K8S_POD_NAMESPACE"] { attributes["namespace"] = namespace }
+        // Calico records the pod only for a Kubernetes pod (both names given); another runtime's container is
+        // known by its handle alone.
+        if let pod = kubernetesPod(args) {
+            attributes["pod"] = pod.name
+            attributes["namespace"] = pod.namespace
+        }
         if let requested = args["IP"] {
             for text in requested.split(separator: ",") {
                 let address: IPAddress

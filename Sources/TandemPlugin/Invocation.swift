@@ -124,8 +124,8 @@ private func dispatch(
     try checkFieldTypes(config)
     let ipamSection = config["ipam"] as? [String: Any]
     let url =
-        (ipamSection?["datastore"] as? String) ?? (config["datastore"] as? String) ?? environment["TANDEM_DATASTORE"]
-        ?? DatastoreLocation.defaultURL
+        try (ipamSection?["datastore"] as? String) ?? (config["datastore"] as? String) ?? calicoEtcdDatastoreURL(config)
+        ?? environment["TANDEM_DATASTORE"] ?? DatastoreLocation.defaultURL
     let store: any Datastore
     do {
         store = try openDatastore(url)
@@ -172,4 +172,66 @@ func checkFieldTypes(_ config: [String: Any]) throws(CNIError) {
             "invalid ipam: \(String(describing: ipam).prefix(100)); expected an object such as "
                 + "{\"type\": \"tandem-ipam\"}")
     }
+}
+
+/// The datastore URL of Calico's etcd keys in a network configuration, so that Calico's etcd template (and the one
+/// `tandem-node install-cni` writes) works unchanged: `etcd_endpoints` (`http://host:2379,http://host:2379`, or all
+/// `https://`), with `etcd_ca_cert_file`, `etcd_cert_file` and `etcd_key_file` for TLS. Nil when `etcd_endpoints`
+/// is absent or empty (install-cni writes "" when ETCD_ENDPOINTS is unset).
+func calicoEtcdDatastoreURL(_ config: [String: Any]) throws(CNIError) -> String? {
+    guard let value = config["etcd_endpoints"] else { return nil }
+    guard let text = value as? String else {
+        throw CNIError(
+            code: CNIError.invalidConfig,
+            "invalid etcd_endpoints: \(String(describing: value).prefix(100)); expected a string such as "
+                + "\"http://10.0.0.5:2379,http://10.0.0.6:2379\"")
+    }
+    let endpoints = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    guard !endpoints.isEmpty else { return nil }
+    var schemes: Set<String> = []
+    var hosts: [String] = []
+    for endpoint in endpoints {
+        guard let range = endpoint.range(of: "://"), ["http", "https"].contains(endpoint[..<range.lowerBound])
+        else {
+            throw CNIError(
+                code: CNIError.invalidConfig, "invalid etcd_endpoints entry \"\(endpoint.prefix(100))\"",
+                details: "each endpoint is http://host:port or https://host:port")
+        }
+        schemes.insert(String(endpoint[..<range.lowerBound]))
+        var host = endpoint[range.upperBound...]
+        while host.hasSuffix("/") { host = host.dropLast() }
+        hosts.append(String(host))
+    }
+    guard schemes.count == 1 else {
+        throw CNIError(
+            code: CNIError.invalidConfig, "etcd_endpoints mixes http:// and https:// endpoints",
+            details: "every member of one etcd cluster speaks the same protocol")
+    }
+    guard schemes.first == "https" else { return "etcd://" + hosts.joined(separator: ",") }
+    var options: [String] = []
+    for (key, option) in [("etcd_ca_cert_file", "ca-cert"), ("etcd_cert_file", "cert"), ("etcd_key_file", "key")] {
+        guard let raw = config[key] else { continue }
+        guard let path = raw as? String else {
+            throw CNIError(code: CNIError.invalidConfig, "invalid \(key): expected a file path as a string")
+        }
+        // Percent-encoded as the URL's options are read back (a path may hold '&' or '%').
+        if !path.isEmpty { options.append("\(option)=\(percentEncodedOption(path))") }
+    }
+    return "etcd+https://" + hosts.joined(separator: ",")
+        + (options.isEmpty ? "" : "?" + options.joined(separator: "&"))
+}
+
+private func percentEncodedOption(_ text: String) -> String {
+    var out = ""
+    for byte in text.utf8 {
+        if byte == UInt8(ascii: "%") || byte == UInt8(ascii: "&") || byte == UInt8(ascii: "=")
+            || byte == UInt8(ascii: "+")
+            || byte == UInt8(ascii: "#") || byte < 0x21 || byte > 0x7e
+        {
+            out += "%" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+        } else {
+            out.unicodeScalars.append(Unicode.Scalar(byte))
+        }
+    }
+    return out
 }

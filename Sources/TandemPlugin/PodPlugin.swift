@@ -21,8 +21,10 @@ struct PodPlugin {
 
     var environment: [String: String] { invocation.environment }
     var host: String { nodeName(config: config, environment: environment) }
-    var podNamespace: String? { cni.args["K8S_POD_NAMESPACE"] }
-    var podName: String? { cni.args["K8S_POD_NAME"] }
+    /// The Kubernetes pod of this call, nil for any other runtime's container (see ``kubernetesPod(_:)``).
+    var pod: KubernetesPod? { kubernetesPod(cni.args) }
+    var podNamespace: String? { pod?.namespace }
+    var podName: String? { pod?.name }
     var hostInterface: String { hostVethName(namespace: podNamespace, pod: podName, containerID: cni.containerID) }
 
     init(
@@ -65,7 +67,7 @@ struct PodPlugin {
             namespacePath: cni.netns, containerInterface: cni.ifName, hostInterface: hostInterface,
             addresses: addresses.map { try! CIDR(address: $0.address, prefixLength: $0.family.bitWidth) }, mtu: mtu,
             allowIPForwarding: allowIPForwarding,
-            hostInterfaceIsThePods: !(podNamespace ?? "").isEmpty && !(podName ?? "").isEmpty)
+            hostInterfaceIsThePods: pod != nil)
     }
 
     // MARK: IPAM, in-process for tandem-ipam, else the plugin found through CNI_PATH
@@ -361,6 +363,22 @@ struct PodPlugin {
         else { return }
         _ = try await resources.delete([(.workloadEndpoint, name, endpointNamespace)], skipMissing: true)
     }
+}
+
+/// A Kubernetes pod's identity from `CNI_ARGS`.
+struct KubernetesPod: Equatable {
+    var namespace: String
+    var name: String
+}
+
+/// The call is for a Kubernetes pod only when `CNI_ARGS` names both its namespace and its name (Calico's rule, in
+/// its `GetIdentifiers`): a runtime that passes only `K8S_POD_NAME` (podman passes its container name there, with
+/// `_` that no Kubernetes name has) is not Kubernetes, and its container ID names the endpoint, the host veth and
+/// the IPAM handle's owner.
+func kubernetesPod(_ args: [String: String]) -> KubernetesPod? {
+    guard let namespace = args["K8S_POD_NAMESPACE"], !namespace.isEmpty, let name = args["K8S_POD_NAME"], !name.isEmpty
+    else { return nil }
+    return KubernetesPod(namespace: namespace, name: name)
 }
 
 /// Whether `name` can name a plugin: a file name (no `/`, not `.` or `..`), of the characters plugin names use.

@@ -21,7 +21,7 @@ struct TandemNode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem-node",
         abstract: "The Tandem node agent.",
-        subcommands: [Serve.self, Autodetect.self, Health.self],
+        subcommands: [Serve.self, Autodetect.self, Health.self, InstallCNI.self],
         defaultSubcommand: Serve.self)
 }
 
