@@ -54,6 +54,9 @@ public final class NodeAgent: Service, Sendable {
         public var wireGuardUnavailable = "not probed"
         /// Where the WireGuard private keys are kept (mode 0600).
         public var wireGuardKeyDirectory = "/var/lib/tandem"
+        /// FelixConfiguration fields set by the agent's environment (`FELIX_<FIELD>`, ``FelixEnvironment``); they
+        /// outrank the datastore's, as Felix's environment does.
+        public var felixOverrides: [String: JSONValue] = [:]
 
         public init(
             nodeName: String, routerID: IPv4Address, resync: Duration, bird: BirdControl?, birdLog: String?,
@@ -497,7 +500,10 @@ public final class NodeAgent: Service, Sendable {
         var lastOverlayPending: [String] = []
         /// The routes of the last overlay plan (other nodes' blocks).
         var overlayRoutes: [DesiredRoute] = []
-        init(nodeName: String) { cache = ClusterCache(nodeName: nodeName) }
+        init(nodeName: String, felixOverrides: [String: JSONValue]) {
+            cache = ClusterCache(nodeName: nodeName)
+            cache.felixOverrides = felixOverrides
+        }
     }
 
     /// Applies the syncer's updates to the cache in batches, on a thread of its own (a policy recomputation or a
@@ -506,7 +512,8 @@ public final class NodeAgent: Service, Sendable {
     private func calculate() async {
         let worker = WorkerThread(name: "tandem-calc")
         defer { worker.stop() }
-        let state = CalculationState(nodeName: configuration.nodeName)
+        let state = CalculationState(
+            nodeName: configuration.nodeName, felixOverrides: configuration.felixOverrides)
         for await _ in wake {
             let batch = inbox.withLock { queue in
                 defer { queue.removeAll() }

@@ -70,6 +70,24 @@ public struct NodeSettings: Sendable {
     /// `CALICO_IPV6POOL_NAT_OUTGOING`, false).
     public var ipv4PoolNATOutgoing = true
     public var ipv6PoolNATOutgoing = false
+    /// The default pools' `blockSize` (`CALICO_IPV4POOL_BLOCK_SIZE`, `CALICO_IPV6POOL_BLOCK_SIZE`); nil: 26 and 122.
+    public var ipv4PoolBlockSize: Int?
+    public var ipv6PoolBlockSize: Int?
+    /// The default IPv4 pool's `ipipMode` (`CALICO_IPV4POOL_IPIP`; IPv6 has no IPIP).
+    public var ipv4PoolIPIP: EncapsulationMode = .never
+    /// The default pools' `nodeSelector` (`CALICO_IPV4POOL_NODE_SELECTOR`, `CALICO_IPV6POOL_NODE_SELECTOR`).
+    public var ipv4PoolNodeSelector = "all()"
+    public var ipv6PoolNodeSelector = "all()"
+    /// The default pools' `disableBGPExport` (`CALICO_IPV4POOL_DISABLE_BGP_EXPORT`, `..._IPV6POOL_...`).
+    public var ipv4PoolDisableBGPExport = false
+    public var ipv6PoolDisableBGPExport = false
+    /// When no IPv4 pool exists and ``ipv4PoolCIDR`` is nil, create calico-node's default one: `192.168.0.0/16`,
+    /// or, when it overlaps a network of the host's, the first of `172.16.0.0/16` ... `172.31.0.0/16` that does not.
+    public var ipv4DefaultPoolAvoidingHostAddresses = false
+    /// `CALICO_NETWORKING_BACKEND`: with `none` (policy only) a node without addresses registers, with no BGP spec.
+    public var networkingBackend: NetworkingBackend = .bird
+    /// `CLUSTER_TYPE`: merged into the Node's ``clusterTypeAnnotation``.
+    public var clusterType: String?
     /// Labels merged into the Node's.
     public var labels: [String: String] = [:]
     /// Makes the node a route reflector of this cluster ID.
@@ -77,6 +95,20 @@ public struct NodeSettings: Sendable {
 
     public init(nodeName: String) { self.nodeName = nodeName }
 }
+
+/// How a node's pods reach other nodes: calico-node's `CALICO_NETWORKING_BACKEND`.
+public enum NetworkingBackend: String, Sendable, CaseIterable {
+    /// BGP between nodes (BIRD).
+    case bird
+    /// No BGP: routes come from the datastore, through VXLAN pools.
+    case vxlan
+    /// Policy only: no routes between nodes; the node needs no address.
+    case none
+}
+
+/// The annotation that records `CLUSTER_TYPE` on the Node (Calico keeps it in ClusterInformation's `clusterType`,
+/// a kind Tandem does not have): a comma-separated list, each start's values added to the stored ones.
+public let clusterTypeAnnotation = "tandem.dev/cluster-type"
 
 /// The annotation that records a node's BGP router ID, so that every node can check its own against the others'.
 public let routerIDAnnotation = "tandem.dev/router-id"
@@ -116,15 +148,19 @@ public struct Registration: Sendable {
 
 /// The first pool of a family is created from `cidr` when the datastore has none (Calico's `configureIPPools`):
 /// `default-ipv4-ippool` with NAT outgoing, `default-ipv6-ippool` without, unless `natOutgoing` says otherwise.
+/// `blockSize`, `ipipMode` (IPv4 only), `nodeSelector` and `disableBGPExport` are calico-node's
+/// `CALICO_IPVxPOOL_*` settings; `flag` names the setting of the CIDR in errors.
 public func defaultPool(
-    _ cidr: CIDR, vxlanMode: EncapsulationMode = .never, natOutgoing: Bool? = nil
+    _ cidr: CIDR, vxlanMode: EncapsulationMode = .never, natOutgoing: Bool? = nil, blockSize: Int? = nil,
+    ipipMode: EncapsulationMode = .never, nodeSelector: String = "all()", disableBGPExport: Bool = false,
+    flag: String? = nil
 ) throws(AgentError) -> IPPool {
     let family = cidr.family
-    let flag = family == .v4 ? "--ipv4-pool-cidr" : "--ipv6-pool-cidr"
+    let flag = flag ?? (family == .v4 ? "--ipv4-pool-cidr" : "--ipv6-pool-cidr")
     guard cidr.isStrictlyMasked else {
         throw AgentError("\(flag) \(cidr) has host bits set; did you mean \(cidr.network)?")
     }
-    let blockSize = IPPoolSpec.defaultBlockSize(family)
+    let blockSize = blockSize ?? IPPoolSpec.defaultBlockSize(family)
     guard cidr.prefixLength <= blockSize else {
         throw AgentError("\(flag) \(cidr) is smaller than one /\(blockSize) block; use a /\(blockSize) or larger")
     }
@@ -132,9 +168,10 @@ public func defaultPool(
     spec.cidr = cidr.description
     spec.blockSize = blockSize
     spec.natOutgoing = natOutgoing ?? (family == .v4)
-    spec.nodeSelector = "all()"
+    spec.nodeSelector = nodeSelector
     spec.vxlanMode = vxlanMode.rawValue
-    if family == .v4 { spec.ipipMode = "Never" }
+    if family == .v4 { spec.ipipMode = ipipMode.rawValue }
+    if disableBGPExport { spec.disableBGPExport = true }
     return IPPool(metadata: ObjectMeta(name: family == .v4 ? "default-ipv4-ippool" : "default-ipv6-ippool"), spec: spec)
 }
 
@@ -148,15 +185,32 @@ public func registerNode(
     var report: [String] = []
     // Default pools.
     var pools = try await store.list(.ipPool).compactMap { $0.resource as? IPPool }
-    for cidr in [settings.ipv4PoolCIDR, settings.ipv6PoolCIDR].compactMap({ $0 }) {
+    var ipv4PoolCIDR = settings.ipv4PoolCIDR
+    var hostInterfaces: [HostInterface]?
+    if ipv4PoolCIDR == nil && settings.ipv4DefaultPoolAvoidingHostAddresses
+        && !pools.contains(where: { $0.spec.network?.family == .v4 })
+    {
+        // calico-node's pool selector: 192.168.0.0/16 unless a host address is in it, then 172.16-31.0.0/16.
+        hostInterfaces = try interfaces()
+        let hostNetworks = hostInterfaces!.flatMap(\.addresses).map(\.cidr).filter { $0.family == .v4 }
+        let candidates = ["192.168.0.0/16"] + (16...31).map { "172.\($0).0.0/16" }
+        let free = candidates.map { try! CIDR($0) }.first { pool in !hostNetworks.contains { $0.overlaps(pool) } }
+        ipv4PoolCIDR = free ?? "192.168.0.0/16"
+    }
+    for cidr in [ipv4PoolCIDR, settings.ipv6PoolCIDR].compactMap({ $0 }) {
         guard !pools.contains(where: { $0.spec.network?.family == cidr.family }) else {
             report.append(
                 "\(cidr.family) pool exists; --\(cidr.family == .v4 ? "ipv4" : "ipv6")-pool-cidr \(cidr) not used")
             continue
         }
+        let v4 = cidr.family == .v4
         let pool = try defaultPool(
-            cidr, vxlanMode: cidr.family == .v4 ? settings.ipv4PoolVXLAN : settings.ipv6PoolVXLAN,
-            natOutgoing: cidr.family == .v4 ? settings.ipv4PoolNATOutgoing : settings.ipv6PoolNATOutgoing)
+            cidr, vxlanMode: v4 ? settings.ipv4PoolVXLAN : settings.ipv6PoolVXLAN,
+            natOutgoing: v4 ? settings.ipv4PoolNATOutgoing : settings.ipv6PoolNATOutgoing,
+            blockSize: v4 ? settings.ipv4PoolBlockSize : settings.ipv6PoolBlockSize,
+            ipipMode: v4 ? settings.ipv4PoolIPIP : .never,
+            nodeSelector: v4 ? settings.ipv4PoolNodeSelector : settings.ipv6PoolNodeSelector,
+            disableBGPExport: v4 ? settings.ipv4PoolDisableBGPExport : settings.ipv6PoolDisableBGPExport)
         let problems = pool.validate()
         guard problems.isEmpty else { throw AgentError("default pool \(cidr): \(problems)") }
         do {
@@ -190,7 +244,6 @@ public func registerNode(
         return text.flatMap { try? CIDR(cidrOrAddress: $0) }.flatMap { $0.family == family ? $0 : nil }
     }
     var chosen: [IPFamily: CIDR] = [:]
-    var hostInterfaces: [HostInterface]?
     for (family, setting) in wanted {
         let name = family == .v4 ? "IPv4" : "IPv6"
         switch setting {
@@ -226,8 +279,11 @@ public func registerNode(
         report.append(result.explanation)
         chosen[family] = found.address
     }
-    guard !chosen.isEmpty else {
-        throw AgentError("the node has neither an IPv4 nor an IPv6 address; give --ip or --ip6, or create an IP pool")
+    // Policy only (backend none) needs no address: the Node is written without a BGP spec, as calico-node does.
+    let policyOnly = chosen.isEmpty && settings.networkingBackend == .none
+    guard !chosen.isEmpty || policyOnly else {
+        throw AgentError(
+            "the node has neither an IPv4 nor an IPv6 address; give --ip or --ip6 (IP, IP6), or create an IP pool")
     }
 
     // Registration, with compare-and-swap; a lost race re-reads.
@@ -272,12 +328,15 @@ public func registerNode(
         if let cluster = settings.routeReflectorClusterID {
             bgp.routeReflectorClusterID = cluster.isEmpty ? nil : cluster
         }
-        node.spec.bgp = bgp
+        node.spec.bgp = policyOnly ? nil : bgp
         var labels = node.metadata.labels ?? [:]
         for (key, value) in settings.labels { labels[key] = value }
         node.metadata.labels = labels.isEmpty ? nil : labels
         var annotations = node.metadata.annotations ?? [:]
         annotations[routerIDAnnotation] = decision.id.description
+        if let clusterType = settings.clusterType {
+            annotations[clusterTypeAnnotation] = mergedClusterType(annotations[clusterTypeAnnotation], clusterType)
+        }
         node.metadata.annotations = annotations
         let problems = node.validate()
         guard problems.isEmpty else {
@@ -335,4 +394,15 @@ public func registerNode(
             node: node, ipv4: chosen[.v4], ipv6: chosen[.v6], routerID: decision.id, report: report)
     }
     throw AgentError("could not register node \(settings.nodeName): the datastore kept changing under ten attempts")
+}
+
+/// calico-node's union of the stored cluster type and `CLUSTER_TYPE`: the stored entries in their order, then the new
+/// ones, each once (`k8s,bgp` and `k8s,kubeadm` give `k8s,bgp,kubeadm`).
+public func mergedClusterType(_ stored: String?, _ added: String) -> String {
+    var entries: [String] = []
+    for entry in ((stored ?? "") + "," + added).split(separator: ",") {
+        let name = String(entry).trimmingCharacters(in: .whitespaces)
+        if !name.isEmpty && !entries.contains(name) { entries.append(name) }
+    }
+    return entries.joined(separator: ",")
 }

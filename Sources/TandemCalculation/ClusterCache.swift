@@ -457,8 +457,14 @@ public struct ClusterCache: Sendable {
         return text
     }
 
-    /// The value of a FelixConfiguration field for this node: `node.NAME` first, then `default`.
+    /// FelixConfiguration fields the agent's environment sets (`FELIX_<FIELD>`): as in Felix, they outrank the
+    /// datastore's resources.
+    public var felixOverrides: [String: JSONValue] = [:]
+
+    /// The value of a FelixConfiguration field for this node: the environment's (``felixOverrides``) first, then
+    /// `node.NAME`'s, then `default`'s.
     public func felixSetting(_ field: String) -> JSONValue? {
+        if let value = felixOverrides[field] { return value }
         for name in ["node.\(nodeName)", "default"] {
             let key = ResourceKind.felixConfiguration.key(name: name)
             if let value = felixConfigurations[key]?.spec.fields.last(where: { $0.key == field })?.value {

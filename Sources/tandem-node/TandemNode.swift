@@ -44,56 +44,59 @@ struct Serve: AsyncParsableCommand {
 
     @Option(
         name: .customLong("datastore"),
-        help:
-            "The datastore URL: sqlite:///path.db, etcd://host:2379[,host:2379] or etcd+https://... (TANDEM_DATASTORE)."
-    )
-    var datastore: String = environment["TANDEM_DATASTORE"] ?? DatastoreLocation.defaultURL
+        help: ArgumentHelp(
+            "The datastore URL: sqlite:///path.db, etcd://host:2379[,host:2379] or etcd+https://... (TANDEM_DATASTORE; "
+                + "else DATASTORE_TYPE=etcdv3 with ETCD_ENDPOINTS; else \(DatastoreLocation.defaultURL)).",
+            valueName: "url"))
+    var datastoreFlag: String?
 
     @Option(
         name: .customLong("ip"),
         help: ArgumentHelp(
-            "IPv4 address: autodetect, none, an address or CIDR (TANDEM_IP). Default: autodetect when an enabled IPv4 pool exists.",
+            "IPv4 address: autodetect, none, an address or CIDR (TANDEM_IP, IP). Default: autodetect when an enabled IPv4 pool exists (under calico-node's variables: always).",
             valueName: "value"))
-    var ip: String = environment["TANDEM_IP"] ?? ""
+    var ip: String?
 
     @Option(
         name: .customLong("ip6"),
         help: ArgumentHelp(
-            "IPv6 address: autodetect, none, an address or CIDR (TANDEM_IP6). Default: autodetect when an enabled IPv6 pool exists.",
+            "IPv6 address: autodetect, none, an address or CIDR (TANDEM_IP6, IP6). Default: autodetect when an enabled IPv6 pool exists (under calico-node's variables: none).",
             valueName: "value"))
-    var ip6: String = environment["TANDEM_IP6"] ?? ""
+    var ip6: String?
 
-    @Option(name: .customLong("as"), help: "The node's BGP AS number (TANDEM_AS); default the cluster's.")
-    var asNumber: String = environment["TANDEM_AS"] ?? ""
-
-    @Option(
-        name: .customLong("ipv4-pool-cidr"), help: "Create the IPv4 pool default-ipv4-ippool when none exists.")
-    var ipv4PoolCIDR: String = environment["TANDEM_IPV4POOL_CIDR"] ?? ""
+    @Option(name: .customLong("as"), help: "The node's BGP AS number (TANDEM_AS, AS); default the cluster's.")
+    var asNumber: String?
 
     @Option(
-        name: .customLong("ipv6-pool-cidr"), help: "Create the IPv6 pool default-ipv6-ippool when none exists.")
-    var ipv6PoolCIDR: String = environment["TANDEM_IPV6POOL_CIDR"] ?? ""
+        name: .customLong("ipv4-pool-cidr"),
+        help: "Create the IPv4 pool default-ipv4-ippool when none exists (TANDEM_IPV4POOL_CIDR, CALICO_IPV4POOL_CIDR).")
+    var ipv4PoolCIDR: String?
+
+    @Option(
+        name: .customLong("ipv6-pool-cidr"),
+        help: "Create the IPv6 pool default-ipv6-ippool when none exists (TANDEM_IPV6POOL_CIDR, CALICO_IPV6POOL_CIDR).")
+    var ipv6PoolCIDR: String?
 
     @Option(
         name: .customLong("ipv4-pool-vxlan"),
         help: ArgumentHelp(
             "vxlanMode of the IPv4 pool this node creates: Never, Always or CrossSubnet (TANDEM_IPV4POOL_VXLAN).",
             valueName: "mode"))
-    var ipv4PoolVXLAN: String = environment["TANDEM_IPV4POOL_VXLAN"] ?? "Never"
+    var ipv4PoolVXLAN: String?
 
     @Option(
         name: .customLong("ipv6-pool-vxlan"),
         help: ArgumentHelp(
             "vxlanMode of the IPv6 pool this node creates: Never, Always or CrossSubnet (TANDEM_IPV6POOL_VXLAN).",
             valueName: "mode"))
-    var ipv6PoolVXLAN: String = environment["TANDEM_IPV6POOL_VXLAN"] ?? "Never"
+    var ipv6PoolVXLAN: String?
 
     @Option(
         name: .customLong("ipv4-pool-nat-outgoing"),
         help: ArgumentHelp(
             "natOutgoing of the IPv4 pool this node creates: true or false (TANDEM_IPV4POOL_NAT_OUTGOING).",
             valueName: "bool"))
-    var ipv4PoolNATOutgoing: String = environment["TANDEM_IPV4POOL_NAT_OUTGOING"] ?? "true"
+    var ipv4PoolNATOutgoing: String?
 
     @Option(
         name: .customLong("ipv6-pool-nat-outgoing"),
@@ -101,7 +104,7 @@ struct Serve: AsyncParsableCommand {
             "natOutgoing of the IPv6 pool this node creates: true or false (TANDEM_IPV6POOL_NAT_OUTGOING); Calico's "
                 + "default is false, and a ULA pool without it reaches nothing outside the cluster.",
             valueName: "bool"))
-    var ipv6PoolNATOutgoing: String = environment["TANDEM_IPV6POOL_NAT_OUTGOING"] ?? "false"
+    var ipv6PoolNATOutgoing: String?
 
     @Option(
         name: .customLong("networking-backend"),
@@ -109,7 +112,7 @@ struct Serve: AsyncParsableCommand {
             "bird (BGP between nodes), vxlan (no BGP: every route comes from the datastore, through VXLAN pools) or "
                 + "none (policy only) (TANDEM_NETWORKING_BACKEND, as calico-node's CALICO_NETWORKING_BACKEND).",
             valueName: "backend"))
-    var networkingBackend: String = environment["TANDEM_NETWORKING_BACKEND"] ?? "bird"
+    var networkingBackendFlag: String?
 
     @Option(name: .customLong("label"), help: ArgumentHelp("A label of the Node (repeatable).", valueName: "key=value"))
     var labels: [String] = []
@@ -150,14 +153,22 @@ struct Serve: AsyncParsableCommand {
         name: .customLong("health-port"),
         help: ArgumentHelp(
             "Port of the health endpoint, /liveness and /readiness (Felix's healthPort, 9099); 0 serves none "
-                + "(TANDEM_HEALTH_PORT).", valueName: "port"))
-    var healthPort: Int = Int(environment["TANDEM_HEALTH_PORT"] ?? "") ?? 9099
+                + "(TANDEM_HEALTH_PORT, FELIX_HEALTHPORT; FELIX_HEALTHENABLED=false: none).", valueName: "port"))
+    var healthPort: Int?
 
     @Option(
         name: .customLong("health-host"),
         help: ArgumentHelp(
-            "Where the health endpoint listens (Felix's healthHost; TANDEM_HEALTH_HOST).", valueName: "host"))
-    var healthHost: String = environment["TANDEM_HEALTH_HOST"] ?? "localhost"
+            "Where the health endpoint listens (Felix's healthHost; TANDEM_HEALTH_HOST, FELIX_HEALTHHOST).",
+            valueName: "host"))
+    var healthHostFlag: String?
+
+    /// The health endpoint's host: the flag, `TANDEM_HEALTH_HOST`, Felix's `FELIX_HEALTHHOST`, else localhost.
+    var healthHost: String {
+        healthHostFlag ?? Self.environment["TANDEM_HEALTH_HOST"] ?? Self.environment["FELIX_HEALTHHOST"].flatMap {
+            $0.isEmpty ? nil : $0
+        } ?? "localhost"
+    }
 
     @Option(
         name: .customLong("prometheus-metrics-enabled"),
@@ -217,52 +228,75 @@ struct Serve: AsyncParsableCommand {
                 + "(TANDEM_EMPTY_BLOCK_GRACE_PERIOD).", valueName: "seconds"))
     var emptyBlockGraceSeconds: Double = Double(environment["TANDEM_EMPTY_BLOCK_GRACE_PERIOD"] ?? "") ?? 900
 
-    func settings() throws -> NodeSettings {
-        var settings = NodeSettings(nodeName: try identity.name())
+    /// The node's settings: calico-node's environment contract (``nodeEnvironment(_:given:kernelHostname:ipv6Supported:randomULA:)``)
+    /// with Tandem's flags, then its `TANDEM_*` variables, merged over it: a flag given on the command line wins over
+    /// either variable, a `TANDEM_*` variable over calico-node's.
+    func environmentContract() throws -> NodeEnvironment {
+        var environment = Self.environment
+        var given: [String: String] = [:]
+        // Each flag with its TANDEM_ variable and calico-node's name for the setting.
+        let flags: [(variable: String, flag: String, tandem: String, value: String?)] =
+            [
+                ("IP", "--ip", "TANDEM_IP", ip), ("IP6", "--ip6", "TANDEM_IP6", ip6),
+                ("AS", "--as", "TANDEM_AS", asNumber),
+                ("CALICO_IPV4POOL_CIDR", "--ipv4-pool-cidr", "TANDEM_IPV4POOL_CIDR", ipv4PoolCIDR),
+                ("CALICO_IPV6POOL_CIDR", "--ipv6-pool-cidr", "TANDEM_IPV6POOL_CIDR", ipv6PoolCIDR),
+                ("CALICO_IPV4POOL_VXLAN", "--ipv4-pool-vxlan", "TANDEM_IPV4POOL_VXLAN", ipv4PoolVXLAN),
+                ("CALICO_IPV6POOL_VXLAN", "--ipv6-pool-vxlan", "TANDEM_IPV6POOL_VXLAN", ipv6PoolVXLAN),
+                (
+                    "CALICO_IPV4POOL_NAT_OUTGOING", "--ipv4-pool-nat-outgoing", "TANDEM_IPV4POOL_NAT_OUTGOING",
+                    ipv4PoolNATOutgoing
+                ),
+                (
+                    "CALICO_IPV6POOL_NAT_OUTGOING", "--ipv6-pool-nat-outgoing", "TANDEM_IPV6POOL_NAT_OUTGOING",
+                    ipv6PoolNATOutgoing
+                ),
+                (
+                    "CALICO_NETWORKING_BACKEND", "--networking-backend", "TANDEM_NETWORKING_BACKEND",
+                    networkingBackendFlag
+                ),
+            ] + identity.flags
+        for (variable, flag, tandem, value) in flags {
+            if let value {
+                environment[variable] = value
+                given[variable] = flag
+            } else if let value = Self.environment[tandem] {
+                environment[variable] = value
+                given[variable] = tandem
+            }
+        }
         do {
-            settings.ipv4 = try AddressSetting(parsing: ip, family: .v4, flag: "--ip")
-            settings.ipv6 = try AddressSetting(parsing: ip6, family: .v6, flag: "--ip6")
+            return try nodeEnvironment(
+                environment, given: given, kernelHostname: ProcessInfo.processInfo.hostName,
+                ipv6Supported: FileManager.default.fileExists(atPath: "/proc/sys/net/ipv6"))
         } catch {
             throw ValidationError(error.description)
         }
-        settings.ipv4Method = try identity.method(.v4)
-        settings.ipv6Method = try identity.method(.v6)
-        if !asNumber.isEmpty {
-            guard let value = ASNumber(text: asNumber) else {
-                throw ValidationError("--as \(asNumber): not an AS number (0-4294967295 or asdot such as 1.10)")
-            }
-            settings.asNumber = value.value
+    }
+
+    /// The datastore URL: the flag, `TANDEM_DATASTORE`, calico-node's `DATASTORE_TYPE=etcdv3` and `ETCD_ENDPOINTS`,
+    /// else the embedded default.
+    func datastoreURL(_ contract: NodeEnvironment) -> String {
+        datastoreFlag ?? Self.environment["TANDEM_DATASTORE"] ?? contract.datastoreURL ?? DatastoreLocation.defaultURL
+    }
+
+    /// The health endpoint's port: the flag, `TANDEM_HEALTH_PORT`, Felix's `FELIX_HEALTHPORT` (none when
+    /// `FELIX_HEALTHENABLED` is false), else 9099.
+    func healthEndpointPort(_ contract: NodeEnvironment) throws -> Int {
+        if let healthPort { return healthPort }
+        if let raw = Self.environment["TANDEM_HEALTH_PORT"] {
+            guard let port = Int(raw) else { throw ValidationError("TANDEM_HEALTH_PORT=\(raw): not a port number") }
+            return port
         }
-        settings.routerID = identity.routerID
-        for (text, family, flag) in [
-            (ipv4PoolCIDR, IPFamily.v4, "--ipv4-pool-cidr"), (ipv6PoolCIDR, .v6, "--ipv6-pool-cidr"),
-        ] where !text.isEmpty && text != "none" {
-            guard let cidr = try? CIDR(text), cidr.family == family else {
-                throw ValidationError("\(flag) \(text): not an \(family) CIDR")
-            }
-            if family == .v4 { settings.ipv4PoolCIDR = cidr } else { settings.ipv6PoolCIDR = cidr }
-        }
-        for (text, family, flag) in [
-            (ipv4PoolVXLAN, IPFamily.v4, "--ipv4-pool-vxlan"), (ipv6PoolVXLAN, .v6, "--ipv6-pool-vxlan"),
-        ] {
-            guard let mode = EncapsulationMode.allCases.first(where: { $0.rawValue.lowercased() == text.lowercased() })
-            else {
-                throw ValidationError("\(flag) \(text): use Never, Always or CrossSubnet")
-            }
-            if family == .v4 { settings.ipv4PoolVXLAN = mode } else { settings.ipv6PoolVXLAN = mode }
-        }
-        for (text, family, flag) in [
-            (ipv4PoolNATOutgoing, IPFamily.v4, "--ipv4-pool-nat-outgoing"),
-            (ipv6PoolNATOutgoing, .v6, "--ipv6-pool-nat-outgoing"),
-        ] {
-            guard let value = ["true": true, "false": false][text.lowercased()] else {
-                throw ValidationError("\(flag) \(text): use true or false")
-            }
-            if family == .v4 { settings.ipv4PoolNATOutgoing = value } else { settings.ipv6PoolNATOutgoing = value }
-        }
-        guard ["bird", "vxlan", "none"].contains(networkingBackend) else {
-            throw ValidationError("--networking-backend \(networkingBackend): use bird, vxlan or none")
-        }
+        if contract.felix.overrides["healthEnabled"] == .bool(false) { return 0 }
+        if case .number(let text)? = contract.felix.overrides["healthPort"], let port = Int(text) { return port }
+        return 9099
+    }
+
+    /// Everything start-up is told, checked: a bad value stops here, before the datastore is opened.
+    func settings() throws -> NodeEnvironment {
+        var contract = try environmentContract()
+        var settings = contract.settings
         for label in labels {
             let parts = label.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, !parts[0].isEmpty else {
@@ -278,9 +312,7 @@ struct Serve: AsyncParsableCommand {
         guard datastoreResyncSeconds >= 1, datastoreResyncSeconds <= 86400 else {
             throw ValidationError("--datastore-resync-interval \(datastoreResyncSeconds): use 1 to 86400 seconds")
         }
-        if let raw = Self.environment["TANDEM_HEALTH_PORT"], Int(raw) == nil {
-            throw ValidationError("TANDEM_HEALTH_PORT=\(raw): not a port number")
-        }
+        let healthPort = try healthEndpointPort(contract)
         guard (0...65535).contains(healthPort) else {
             throw ValidationError("--health-port \(healthPort): use 1 to 65535, or 0 for no health endpoint")
         }
@@ -292,7 +324,12 @@ struct Serve: AsyncParsableCommand {
                 "--empty-block-grace-period \(emptyBlockGraceSeconds): use 0 (keep empty blocks) to 2592000 seconds")
         }
         _ = try metricsEndpoint()
-        return settings
+        if let flag = logLevelFlag ?? Self.environment["TANDEM_LOG_LEVEL"], SharedLogLevel.parse(flag) == nil {
+            throw ValidationError(
+                "--log-level \(flag) (TANDEM_LOG_LEVEL): use trace, debug, info, notice, warning or error")
+        }
+        contract.settings = settings
+        return contract
     }
 
     @Option(
@@ -305,9 +342,10 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .customLong("log-level"),
         help: ArgumentHelp(
-            "trace, debug, info, notice, warning or error (TANDEM_LOG_LEVEL); FelixConfiguration logSeverityScreen "
-                + "changes it at run time.", valueName: "level"))
-    var logLevel: String = environment["TANDEM_LOG_LEVEL"] ?? "info"
+            "trace, debug, info, notice, warning or error (TANDEM_LOG_LEVEL); default info, at start-up "
+                + "CALICO_STARTUP_LOGLEVEL; FelixConfiguration logSeverityScreen (or FELIX_LOGSEVERITYSCREEN) changes it "
+                + "at run time.", valueName: "level"))
+    var logLevelFlag: String?
 
     @Option(
         name: .customLong("log-format"),
@@ -319,19 +357,25 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         // A delegated IPAM plugin that exits before reading its input must not kill the agent.
         signal(SIGPIPE, SIG_IGN)
-        let settings = try settings()
+        let contract = try settings()
+        let settings = contract.settings
+        let networkingBackend = settings.networkingBackend
+        let healthPort = try healthEndpointPort(contract)
+        let datastoreURL = datastoreURL(contract)
         guard let backend = PolicyBackend(rawValue: policyBackend) else {
             throw ValidationError(
                 "--policy-backend \(policyBackend): use \(PolicyBackend.allCases.map(\.rawValue).joined(separator: ", "))"
             )
         }
-        guard let level = SharedLogLevel.parse(logLevel) else {
-            throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning or error")
-        }
+        // The running level: the flag or TANDEM_LOG_LEVEL, else info (FelixConfiguration's logSeverityScreen, and
+        // FELIX_LOGSEVERITYSCREEN above it, change it once the agent runs). Start-up logs at CALICO_STARTUP_LOGLEVEL
+        // unless the flag or TANDEM_LOG_LEVEL says otherwise.
+        let levelFlag = logLevelFlag ?? Self.environment["TANDEM_LOG_LEVEL"]
+        let level = levelFlag.flatMap(SharedLogLevel.parse) ?? .info
         guard let format = LogFormat.parse(logFormat) else {
             throw ValidationError("--log-format \(logFormat): use text or json")
         }
-        let sharedLevel = SharedLogLevel(level)
+        let sharedLevel = SharedLogLevel(levelFlag == nil ? contract.startupLogLevel ?? level : level)
         // The node's name on every line of every logger of the process (the agent's tasks, ServiceLifecycle's), so
         // lines gathered from many nodes still say whose they are.
         let nodeName = settings.nodeName
@@ -382,15 +426,19 @@ struct Serve: AsyncParsableCommand {
         let datastore: any Datastore
         let store: ResourceStore
         do {
-            datastore = try openDatastore(url: self.datastore, watchPollInterval: .milliseconds(10))
+            // ETCD_*_FILE from calico-node's variables (their CALICO_ETCD_* forms first) for an etcd+https URL.
+            datastore = try openDatastore(
+                url: datastoreURL, watchPollInterval: .milliseconds(10),
+                environment: Self.environment.merging(contract.etcdFiles) { $1 })
             store = ResourceStore(
                 datastore: datastore,
                 now: { Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)) },
                 newUID: { UUID().uuidString.lowercased() })
         } catch {
-            throw ValidationError("--datastore \(self.datastore): \(error)")
+            throw ValidationError("--datastore \(datastoreURL): \(error)")
         }
 
+        for warning in contract.warnings { registrationLogger.warning("\(warning)") }
         // Registration: the node's addresses, router ID and the Node record.
         let registration: Registration
         do {
@@ -415,7 +463,7 @@ struct Serve: AsyncParsableCommand {
 
         var bird: BirdControl?
         // BIRD runs with the bird backend only (vxlan and none have no BGP: calico-node's CALICO_NETWORKING_BACKEND).
-        if !noBGP && networkingBackend == "bird" {
+        if !noBGP && networkingBackend == .bird {
             try? FileManager.default.createDirectory(atPath: birdDirectory, withIntermediateDirectories: true)
             bird = BirdControl(configPath: birdDirectory + "/bird.conf", socketPath: birdDirectory + "/bird.ctl")
         }
@@ -433,6 +481,7 @@ struct Serve: AsyncParsableCommand {
                 birdLog: bird == nil ? nil : birdDirectory + "/bird.log", policyBackend: backend, policyTools: tools,
                 datastoreResync: .milliseconds(Int(datastoreResyncSeconds * 1000)))
             configuration.defaultLogLevel = level
+            configuration.felixOverrides = contract.felix.overrides
             configuration.mtuFile = mtuPath
             configuration.metricsEndpoint = try metricsEndpoint()
             // WireGuard: the kernel's devices where it has them, wireguard-go otherwise (said, so it is known).
@@ -527,54 +576,78 @@ struct Autodetect: ParsableCommand {
 }
 
 /// The options both `serve` and `autodetect` take: the node's name, how each family's address is found, the
-/// router ID. Each also reads a `TANDEM_` variable, then Calico's name for it.
+/// router ID. Each also reads a `TANDEM_` variable, then calico-node's name for it (the flag wins, then the
+/// `TANDEM_` variable).
 struct NodeIdentityOptions: ParsableArguments {
     static let environment = ProcessInfo.processInfo.environment
 
     @Option(
         name: .customLong("nodename"),
-        help: "The node's name (TANDEM_NODENAME, NODENAME, else the host name, lower-cased).")
-    var nodeName: String =
-        environment["TANDEM_NODENAME"] ?? environment["NODENAME"] ?? ProcessInfo.processInfo.hostName.lowercased()
+        help: "The node's name (TANDEM_NODENAME, NODENAME, else HOSTNAME, else the kernel's host name, lower-cased).")
+    var nodeName: String?
 
     @Option(
         name: .customLong("ipv4-autodetection"),
         help: ArgumentHelp(
             "first-found, interface=REGEX[,REGEX], skip-interface=REGEX[,REGEX], can-reach=DEST or cidr=CIDR[,CIDR] (TANDEM_IP_AUTODETECTION_METHOD, IP_AUTODETECTION_METHOD).",
             valueName: "method"))
-    var ipv4Method: String =
-        environment["TANDEM_IP_AUTODETECTION_METHOD"] ?? environment["IP_AUTODETECTION_METHOD"] ?? "first-found"
+    var ipv4Method: String?
 
     @Option(
         name: .customLong("ipv6-autodetection"),
         help: ArgumentHelp(
             "As --ipv4-autodetection (TANDEM_IP6_AUTODETECTION_METHOD, IP6_AUTODETECTION_METHOD).", valueName: "method")
     )
-    var ipv6Method: String =
-        environment["TANDEM_IP6_AUTODETECTION_METHOD"] ?? environment["IP6_AUTODETECTION_METHOD"] ?? "first-found"
+    var ipv6Method: String?
 
     @Option(
         name: .customLong("router-id"),
         help: ArgumentHelp(
             "BGP router ID: an IPv4-format ID, or hash; default the node's IPv4 address, hashed when it has none (TANDEM_ROUTER_ID, CALICO_ROUTER_ID).",
             valueName: "id"))
-    var routerID: String = environment["TANDEM_ROUTER_ID"] ?? environment["CALICO_ROUTER_ID"] ?? ""
+    var routerIDFlag: String?
 
-    /// The node's name, trimmed (Calico lower-cases only the host name; a given name with capitals is refused
-    /// when the Node is validated).
+    /// These options as calico-node's variables, each with its flag, its `TANDEM_` variable and the value given.
+    var flags: [(variable: String, flag: String, tandem: String, value: String?)] {
+        [
+            ("NODENAME", "--nodename", "TANDEM_NODENAME", nodeName),
+            ("IP_AUTODETECTION_METHOD", "--ipv4-autodetection", "TANDEM_IP_AUTODETECTION_METHOD", ipv4Method),
+            ("IP6_AUTODETECTION_METHOD", "--ipv6-autodetection", "TANDEM_IP6_AUTODETECTION_METHOD", ipv6Method),
+            ("CALICO_ROUTER_ID", "--router-id", "TANDEM_ROUTER_ID", routerIDFlag),
+        ]
+    }
+
+    /// A setting: the flag, its `TANDEM_` variable, else calico-node's variable; with the name of its source.
+    private func setting(_ variable: String) -> (value: String?, source: String) {
+        let entry = flags.first { $0.variable == variable }!
+        if let value = entry.value { return (value, entry.flag) }
+        if let value = Self.environment[entry.tandem] { return (value, entry.tandem) }
+        return (Self.environment[variable], variable)
+    }
+
+    /// The configured router ID (empty: the node's IPv4 address, else hashed).
+    var routerID: String { setting("CALICO_ROUTER_ID").value ?? "" }
+
+    /// The node's name: given (trimmed), else calico-node's rule (``calicoNodeName(_:kernelHostname:)``).
     func name() throws -> String {
-        let name = nodeName.trimmingCharacters(in: .whitespaces)
-        guard !name.isEmpty else { throw ValidationError("--nodename is empty") }
+        let (value, source) = setting("NODENAME")
+        if source != "NODENAME" {
+            let name = (value ?? "").trimmingCharacters(in: .whitespaces)
+            guard !name.isEmpty else { throw ValidationError("\(source) is empty") }
+            return name
+        }
+        let name = calicoNodeName(Self.environment, kernelHostname: ProcessInfo.processInfo.hostName)
+        guard !name.isEmpty else { throw ValidationError("no node name: give --nodename (or NODENAME)") }
         return name
     }
 
-    /// The autodetection method of a family; a bad one names its flag and value.
+    /// The autodetection method of a family; a bad one names its flag or variable and value.
     func method(_ family: IPFamily) throws -> AutodetectionMethod {
-        let (text, flag) = family == .v4 ? (ipv4Method, "--ipv4-autodetection") : (ipv6Method, "--ipv6-autodetection")
+        let (value, source) = setting(family == .v4 ? "IP_AUTODETECTION_METHOD" : "IP6_AUTODETECTION_METHOD")
         do {
-            return try AutodetectionMethod(parsing: text)
+            return try autodetectionMethod(value, label: source)
         } catch {
-            throw ValidationError("\(flag) \(text): \(error)")
+            throw ValidationError(error.description)
         }
     }
 }
