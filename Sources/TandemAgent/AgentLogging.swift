@@ -145,25 +145,9 @@ public enum LogLine {
             || scalar.value == 0x2029
     }
 
-    /// The text between the quotes of a JSON (and logfmt) string.
-    static func escaped(_ value: String) -> String {
-        var out = ""
-        out.unicodeScalars.reserveCapacity(value.unicodeScalars.count)
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where needsEscape(scalar):
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out
-    }
+    /// The text between the quotes of a JSON (and logfmt) string: every control character escaped, the line and
+    /// paragraph separators too, so an event never seems to span lines.
+    static func escaped(_ value: String) -> String { jsonEscaped(value, allControls: true) }
 }
 
 /// Serialises writes of every handler: a line is one `write`, and no two lines of different threads interleave

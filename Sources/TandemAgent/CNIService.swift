@@ -188,8 +188,11 @@ public final class CNIService: Sendable {
         var fields = ["command": command, "container": container]
         // The pod, when the runtime says which (Kubernetes' CNI_ARGS), so its lines can be found by name.
         let arguments = cniArguments(request.environment["CNI_ARGS"] ?? "")
-        if let pod = arguments["K8S_POD_NAME"] {
-            fields["endpoint"] = "\(arguments["K8S_POD_NAMESPACE"] ?? "default")/\(pod)"
+        // A Kubernetes pod only with both names, as the plugin decides (Calico's rule).
+        if let pod = arguments["K8S_POD_NAME"], let namespace = arguments["K8S_POD_NAMESPACE"], !pod.isEmpty,
+            !namespace.isEmpty
+        {
+            fields["endpoint"] = "\(namespace)/\(pod)"
         }
         let milliseconds =
             Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds)

@@ -208,14 +208,24 @@ public func tunnelAddressActions(
             enabled && families.contains(family) && vxlanMode($0) != .never && $0.spec.disabled != true
                 && $0.spec.network?.family == family && $0.spec.allowedUses?.contains("Tunnel") != false
         }
-        let current = tunnelAddress(me, family)
-        let wanted = !qualifying.isEmpty && nodeSubnet(me, family) != nil
-        if wanted {
-            if let current, qualifying.contains(where: { $0.spec.network?.contains(current) == true }) { continue }
-            actions[family] = .allocate(pools: qualifying.compactMap(\.metadata.name).sorted(), replacing: current)
-        } else if let current {
-            actions[family] = .release(current)
-        }
+        actions[family] = TunnelAddressAction(
+            current: tunnelAddress(me, family), qualifying: qualifying,
+            wanted: !qualifying.isEmpty && nodeSubnet(me, family) != nil)
     }
     return actions
+}
+
+extension TunnelAddressAction {
+    /// What to do about a node's tunnel address of one kind and family: nothing while it holds one inside a
+    /// qualifying pool, allocate when it is wanted and it holds none there, release when it is no longer wanted.
+    init?(current: IPAddress?, qualifying: [IPPool], wanted: Bool) {
+        if wanted {
+            if let current, qualifying.contains(where: { $0.spec.network?.contains(current) == true }) { return nil }
+            self = .allocate(pools: qualifying.compactMap(\.metadata.name).sorted(), replacing: current)
+        } else if let current {
+            self = .release(current)
+        } else {
+            return nil
+        }
+    }
 }

@@ -246,16 +246,10 @@ public func wireGuardAddressActions(
             $0.spec.disabled != true && $0.spec.network?.family == family
                 && $0.spec.allowedUses?.contains("Tunnel") != false
         }
-        let current = wireGuardInterfaceAddress(me, family)
-        let wanted =
-            enabled.contains(family) && families.contains(family) && !qualifying.isEmpty
-            && wireGuardPublicKey(me, family) != nil && nodeSubnet(me, family) != nil
-        if wanted {
-            if let current, qualifying.contains(where: { $0.spec.network?.contains(current) == true }) { continue }
-            actions[family] = .allocate(pools: qualifying.compactMap(\.metadata.name).sorted(), replacing: current)
-        } else if let current {
-            actions[family] = .release(current)
-        }
+        actions[family] = TunnelAddressAction(
+            current: wireGuardInterfaceAddress(me, family), qualifying: qualifying,
+            wanted: enabled.contains(family) && families.contains(family) && !qualifying.isEmpty
+                && wireGuardPublicKey(me, family) != nil && nodeSubnet(me, family) != nil)
     }
     return actions
 }

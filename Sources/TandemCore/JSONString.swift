@@ -1,8 +1,13 @@
 /// `text` as a JSON string literal: quotes, backslashes and control characters escaped, everything else as is
-/// (slashes unescaped). The one JSON string writer of the project, used by the resource, result and block encoders
-/// and by the CNI shim.
-public func jsonQuoted(_ text: String) -> String {
-    var out = "\""
+/// (slashes unescaped). The one JSON string writer of the project, used by the resource, result and block encoders,
+/// the CNI shim and the logs.
+public func jsonQuoted(_ text: String) -> String { "\"" + jsonEscaped(text) + "\"" }
+
+/// The text between the quotes of a JSON string literal. `allControls` also escapes DEL, the C1 controls and the
+/// Unicode line and paragraph separators (valid JSON as they are, but a log line must never seem to break).
+public func jsonEscaped(_ text: String, allControls: Bool = false) -> String {
+    var out = ""
+    out.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
     for scalar in text.unicodeScalars {
         switch scalar {
         case "\"": out += "\\\""
@@ -10,11 +15,14 @@ public func jsonQuoted(_ text: String) -> String {
         case "\n": out += "\\n"
         case "\r": out += "\\r"
         case "\t": out += "\\t"
-        case _ where scalar.value < 0x20:
+        case _
+        where scalar.value < 0x20
+            || allControls
+                && ((0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029):
             let hex = String(scalar.value, radix: 16)
             out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
         default: out.unicodeScalars.append(scalar)
         }
     }
-    return out + "\""
+    return out
 }

@@ -97,3 +97,12 @@ public final class MTUManager: DataplaneManager {
         }
     }
 }
+
+/// The host MTU as Calico decides it from the node's links (the smallest of the operational interfaces matching
+/// `pattern`), or Calico's fallback when none matches: what an overlay device's MTU is computed from.
+func hostMTU(of links: [Link], pattern: String) -> UInt32 {
+    let candidates = links.map {
+        MTUCandidate(name: $0.name, mtu: $0.mtu ?? 0, operational: $0.isUp && $0.flags & InterfaceFlags.running != 0)
+    }
+    return (try? decideMTU(interfaces: candidates, pattern: pattern))?.hostMTU ?? fallbackHostMTU
+}

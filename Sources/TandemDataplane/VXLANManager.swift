@@ -66,13 +66,7 @@ public final class VXLANManager: DataplaneManager {
             return
         }
         let links = try kernel.links()
-        let hostMTU =
-            (try? decideMTU(
-                interfaces: links.map {
-                    MTUCandidate(
-                        name: $0.name, mtu: $0.mtu ?? 0,
-                        operational: $0.isUp && $0.flags & InterfaceFlags.running != 0)
-                }, pattern: pattern))?.hostMTU ?? fallbackHostMTU
+        let hostMTU = hostMTU(of: links, pattern: pattern)
         let mtu = tunnel.explicitMTU ?? hostMTU - VXLANDefaults.overhead(family)
         // The IPv6 device carries IPv6 pods: never below IPv6's minimum link MTU.
         if family == .v6 && mtu < ipv6MinimumMTU {

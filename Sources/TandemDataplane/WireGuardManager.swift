@@ -164,13 +164,7 @@ public final class WireGuardManager: DataplaneManager {
 
         // MTU and up.
         let links = try kernel.links()
-        let hostMTU =
-            (try? decideMTU(
-                interfaces: links.map {
-                    MTUCandidate(
-                        name: $0.name, mtu: $0.mtu ?? 0,
-                        operational: $0.isUp && $0.flags & InterfaceFlags.running != 0)
-                }, pattern: pattern))?.hostMTU ?? fallbackHostMTU
+        let hostMTU = hostMTU(of: links, pattern: pattern)
         let mtu = wanted.settings.explicitMTU ?? hostMTU - WireGuardDefaults.encapsulation(family).overhead
         if mtu < ipv6MinimumMTU && family == .v6 {
             report.warnings.append(
@@ -241,7 +235,9 @@ public final class WireGuardManager: DataplaneManager {
                     ? "ip route replace throw \(route.destination) table \(table)"
                     : "ip route replace \(route.destination) dev \(device.name) scope link table \(table)")
         }
-        for route in present where !desired.contains(where: { same($0, route) }) {
+        // A route whose destination is still wanted was replaced in place above (a peer's block turning from plain
+        // text to the device, or back): deleting it again would fail.
+        for route in present where !desired.contains(where: { $0.destination == route.destination }) {
             try kernel.deleteRoute(route, interfaceName: nil)
             report.changes.append("ip route del \(route.destination) table \(table)")
         }

@@ -68,6 +68,43 @@ enum WireGuardLab {
         max(0, dump.split(separator: "\n").count - 1)
     }
 
+    /// Makes every pair of nodes shake hands, one pair at a time: two nodes whose first packets to each other leave
+    /// at the same moment (a ping matrix right after `up`) can each drop the other's handshake response, and
+    /// wireguard-go tries again only after 5 s. Each node pings every later node's device address (table 1 routes it
+    /// through the tunnel) once it has one; what does not answer is said, not fatal.
+    static func handshake(state: LabState, interfaces: [String], until deadline: Date) {
+        func deviceAddress(_ node: LabNode, _ interface: String) -> String? {
+            guard
+                let reply = try? run(
+                    "/usr/sbin/ip", ["-n", node.namespace, "-o", "addr", "show", "dev", interface, "scope", "global"]),
+                reply.status == 0
+            else { return nil }
+            return reply.output.split(separator: " ").drop { $0 != "inet" && $0 != "inet6" }.dropFirst().first
+                .map { String($0.split(separator: "/")[0]) }
+        }
+        for (index, node) in state.nodes.enumerated() {
+            for other in state.nodes.dropFirst(index + 1) {
+                for interface in interfaces {
+                    // The address comes once the node's key is published and IPAM gives it one.
+                    var address = deviceAddress(other, interface)
+                    while address == nil && Date() < deadline {
+                        usleep(100_000)
+                        address = deviceAddress(other, interface)
+                    }
+                    guard let address,
+                        let reply = try? run(
+                            "/usr/sbin/ip",
+                            ["netns", "exec", node.namespace, "ping", "-c", "1", "-W", "6", address]),
+                        reply.status == 0
+                    else {
+                        print("WireGuard: \(node.name) to \(other.name) over \(interface): no answer yet")
+                        continue
+                    }
+                }
+            }
+        }
+    }
+
     /// Kills every process left in the node's network namespace (wireguard-go outlives its agent, as a kernel device
     /// would, and holds the namespace), then releases its mount namespace.
     static func remove(paths: LabPaths, node: LabNode) {

@@ -324,6 +324,7 @@ struct Up: ParsableCommand {
             }
             if missing.isEmpty {
                 print("WireGuard: \(interfaces.joined(separator: " and ")) on every node, a peer per other node")
+                WireGuardLab.handshake(state: state, interfaces: interfaces, until: deadline)
                 return
             }
             if Date() > deadline {
