@@ -46,6 +46,8 @@ struct LabState: Codable {
     var backend: String?
     /// How many L2 subnets the nodes are spread over (joined by the fabric, which routes between them).
     var subnets: Int?
+    /// `--calico-env`: the agents get calico-node's environment variables instead of tandem-node's flags.
+    var calicoEnvironment: Bool?
     /// `--wireguard`: the families encrypted between nodes (`v4`, `v6`, `both`); nil: none.
     var wireguard: String?
     var nodes: [LabNode] = []

@@ -16,8 +16,8 @@ struct TandemLab: ParsableCommand {
         commandName: "tandem-lab",
         abstract: "A dual-stack Tandem cluster in network namespaces on this machine.",
         subcommands: [
-            Up.self, NodeCommand.self, Pod.self, Check.self, Status.self, Restart.self, Break.self, Repair.self,
-            Down.self,
+            Up.self, NodeCommand.self, Pod.self, Check.self, Status.self, Restart.self, EnableIPv6.self, Break.self,
+            Repair.self, Down.self,
         ])
 }
 
@@ -90,6 +90,14 @@ struct Up: ParsableCommand {
         name: .customLong("subnets"),
         help: "Spread the nodes over this many L2 subnets (10.99.S.0/24, fd99:0:0:S::/64), routed by the fabric.")
     var subnets: Int = 1
+
+    @Flag(
+        name: .customLong("calico-env"),
+        help: ArgumentHelp(
+            "Configure the agents as a calico-node DaemonSet does, with calico-node's environment variables (IP, "
+                + "IP6, CALICO_IPV4POOL_CIDR, CALICO_IPV6POOL_CIDR, FELIX_IPV6SUPPORT, CALICO_ROUTER_ID=hash, ...) "
+                + "instead of tandem-node's flags."))
+    var calicoEnvironment = false
 
     @Option(
         name: .customLong("wireguard"),
@@ -167,6 +175,7 @@ struct Up: ParsableCommand {
             name: options.name, ipv4: !ipv6Only, ipv6: !ipv4Only, datastore: datastoreURL,
             fabric: "\(options.name)-fab", resyncInterval: resyncInterval, policyBackend: policyBackend,
             encapsulation: vxlanMode, backend: backend, subnets: subnets)
+        if calicoEnvironment { state.calicoEnvironment = true }
         if wireguard != "none" {
             state.wireguard = wireguard == "both" ? (ipv4Only ? "v4" : ipv6Only ? "v6" : "both") : wireguard
         }
@@ -455,19 +464,28 @@ func writeCNIConfig(state: LabState, node: String, directory: String) throws {
 func startAgent(state: LabState, node: LabNode, directory: String) throws -> Int32 {
     var arguments = [
         "/usr/sbin/ip", "netns", "exec", node.namespace, LabPaths.binaries + "/tandem-node", "serve",
-        "--nodename", node.name, "--datastore", state.datastore, "--bird-dir", directory,
-        "--mtu-file", directory + "/mtu", "--resync-interval", "\(state.resyncInterval ?? 5)", "--policy-backend",
-        state.policyBackend ?? "nftables",
+        "--datastore", state.datastore, "--bird-dir", directory, "--mtu-file", directory + "/mtu",
+        "--resync-interval", "\(state.resyncInterval ?? 5)", "--policy-backend", state.policyBackend ?? "nftables",
+        "--wireguard-key-dir", directory,
     ]
-    let mode = state.encapsulation ?? "Never"
-    arguments += [
-        "--ipv4-pool-vxlan", mode, "--ipv6-pool-vxlan", mode, "--networking-backend", state.backend ?? "bird",
-    ]
-    arguments += state.ipv4 ? ["--ipv4-pool-cidr", LabPlan.pool4] : ["--ip", "none"]
-    // The lab's IPv6 pool is ULA: without natOutgoing its pods reach nothing outside the cluster (diagnose warns).
-    arguments +=
-        state.ipv6 ? ["--ipv6-pool-cidr", LabPlan.pool6, "--ipv6-pool-nat-outgoing", "true"] : ["--ip6", "none"]
-    arguments += ["--wireguard-key-dir", directory]
+    var environment: [String: String]?
+    if state.calicoEnvironment == true {
+        // The seed procedure's way: calico-node's variables, as a DaemonSet sets them.
+        environment = ProcessInfo.processInfo.environment.merging(calicoNodeEnvironment(state: state, node: node)) {
+            $1
+        }
+    } else {
+        let mode = state.encapsulation ?? "Never"
+        arguments += [
+            "--nodename", node.name, "--ipv4-pool-vxlan", mode, "--ipv6-pool-vxlan", mode, "--networking-backend",
+            state.backend ?? "bird",
+        ]
+        arguments += state.ipv4 ? ["--ipv4-pool-cidr", LabPlan.pool4] : ["--ip", "none"]
+        // The lab's IPv6 pool is ULA: without natOutgoing its pods reach nothing outside the cluster (diagnose
+        // warns).
+        arguments +=
+            state.ipv6 ? ["--ipv6-pool-cidr", LabPlan.pool6, "--ipv6-pool-nat-outgoing", "true"] : ["--ip6", "none"]
+    }
     if state.wireguard != nil {
         // The agent and the wireguard-go it starts in the node's own mount namespace (nsenter and ip netns exec
         // exec in turn: the PID is tandem-node's).
@@ -476,7 +494,26 @@ func startAgent(state: LabState, node: LabNode, directory: String) throws -> Int
         let file = try WireGuardLab.ensureMountNamespace(paths: LabPaths(root: root, name: state.name), node: node.name)
         arguments = WireGuardLab.inMountNamespace(file, arguments)
     }
-    return try ChildProcess.start(arguments[0], Array(arguments.dropFirst()), logPath: directory + "/tandem-node.log")
+    return try ChildProcess.start(
+        arguments[0], Array(arguments.dropFirst()), environment: environment, logPath: directory + "/tandem-node.log")
+}
+
+/// calico-node's variables for a lab node, as the seed procedure sets them: addresses autodetected per enabled
+/// family (`IP=none` for IPv6-only), the pools, IPv6 support, a hashed router ID where there is no IPv4.
+func calicoNodeEnvironment(state: LabState, node: LabNode) -> [String: String] {
+    let mode = state.encapsulation ?? "Never"
+    var environment = [
+        "NODENAME": node.name, "IP": state.ipv4 ? "autodetect" : "none", "IP6": state.ipv6 ? "autodetect" : "none",
+        "FELIX_IPV6SUPPORT": state.ipv6 ? "true" : "false", "CALICO_NETWORKING_BACKEND": state.backend ?? "bird",
+        "CALICO_IPV4POOL_CIDR": state.ipv4 ? LabPlan.pool4 : "none", "CALICO_IPV4POOL_VXLAN": mode,
+    ]
+    if state.ipv6 {
+        environment["CALICO_IPV6POOL_CIDR"] = LabPlan.pool6
+        environment["CALICO_IPV6POOL_VXLAN"] = mode
+        environment["CALICO_IPV6POOL_NAT_OUTGOING"] = "true"
+    }
+    if !state.ipv4 { environment["CALICO_ROUTER_ID"] = "hash" }
+    return environment
 }
 
 /// The node's BGP sessions from `birdc show protocols` (empty when BIRD does not answer).
@@ -872,28 +909,35 @@ struct Restart: ParsableCommand {
         let paths = options.paths
         var state = try paths.load()
         let index = try state.nodeIndex(node)
-        // Ready when it serves CNI calls again.
-        let log = paths.nodeDirectory(node) + "/tandem-node.log"
-        let before =
-            (try? String(contentsOfFile: log, encoding: .utf8))?.components(separatedBy: "serving CNI calls").count ?? 0
-        let started = Date()
-        if let pid = state.nodes[index].agentPID { stop(pid, expected: "tandem-node") }
-        state.nodes[index].agentPID = try startAgent(
-            state: state, node: state.nodes[index], directory: paths.nodeDirectory(node))
-        try paths.save(state)
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            if text.components(separatedBy: "serving CNI calls").count > before { break }
-            guard alive(state.nodes[index].agentPID) else {
-                throw LabError("tandem-node on \(node) exited; see \(log)")
-            }
-            usleep(20_000)
-        }
-        print(
-            "node \(node): tandem-node restarted (pid \(state.nodes[index].agentPID!), \(Int(Date().timeIntervalSince(started) * 1000)) ms)"
-        )
+        try restartAgent(&state, index: index, paths: paths)
     }
+}
+
+/// Stops a node's agent and starts it again with the lab's settings as they are now; returns once it serves CNI
+/// calls again.
+func restartAgent(_ state: inout LabState, index: Int, paths: LabPaths) throws {
+    let node = state.nodes[index].name
+    // Ready when it serves CNI calls again.
+    let log = paths.nodeDirectory(node) + "/tandem-node.log"
+    let before =
+        (try? String(contentsOfFile: log, encoding: .utf8))?.components(separatedBy: "serving CNI calls").count ?? 0
+    let started = Date()
+    if let pid = state.nodes[index].agentPID { stop(pid, expected: "tandem-node") }
+    state.nodes[index].agentPID = try startAgent(
+        state: state, node: state.nodes[index], directory: paths.nodeDirectory(node))
+    try paths.save(state)
+    let deadline = Date().addingTimeInterval(30)
+    while Date() < deadline {
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        if text.components(separatedBy: "serving CNI calls").count > before { break }
+        guard alive(state.nodes[index].agentPID) else {
+            throw LabError("tandem-node on \(node) exited; see \(log)")
+        }
+        usleep(20_000)
+    }
+    print(
+        "node \(node): tandem-node restarted (pid \(state.nodes[index].agentPID!), \(Int(Date().timeIntervalSince(started) * 1000)) ms)"
+    )
 }
 
 // MARK: - down
