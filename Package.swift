@@ -230,5 +230,10 @@ let package = Package(
             name: "TandemFuzzTests",
             dependencies: ["TandemCore", "TandemModel", "TandemPlugin", "TandemSelector", "TandemStore"],
             swiftSettings: strict),
+        // Real container runtimes (containerd through CRI) running pods through Tandem; cri.py is the CRI client.
+        .testTarget(
+            name: "TandemRuntimeTests",
+            dependencies: ["TandemLinux", "TandemTestSupport", "tandem-cni", "tandem-node", "tandemctl"],
+            exclude: ["cri.py", "pause_image.py"], swiftSettings: strict),
     ]
 )

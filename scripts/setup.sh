@@ -21,6 +21,8 @@ packages=(
   wireguard-go     # WireGuard where the kernel has no module (this machine's): tandem-node drives it over UAPI, tests too
   wireguard-tools  # wg: the WireGuard tests derive public keys (wg pubkey) and read devices back (wg show)
   tcpdump          # the WireGuard lab tests capture the fabric to show pod traffic leaves the node encrypted
+  containerd       # the runtime tests run pods through containerd's CRI socket (brings runc and ctr)
+  busybox-static   # the runtime tests' pause image: a static busybox sleeping, built locally, no registry
 )
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   apt-get update -qq
@@ -29,4 +31,6 @@ fi
 # Kubernetes' schemas for the deploy/ manifests' test (Tests/TandemPluginTests/DeployManifestTests.swift runs the
 # python3 on PATH, as here).
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes-validate==1.37.0
+# gRPC for the runtime tests' CRI client (Tests/TandemRuntimeTests/cri.py runs the python3 on PATH, as here).
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore grpcio==1.85.3
 swift build
