@@ -86,7 +86,8 @@ public func renderNatNftables(_ plan: NatPlan, table: String = "tandemnat") -> S
                     "snat \(address) to \(family == .v4 ? $0.description : "[\($0)]"):\(ports)"
                 } ?? "masquerade to :\(ports)"
             lines.append(
-                "\t\t\(match) meta l4proto { tcp, udp } counter \(action) fully-random comment \"natOutgoing natPortRange\"")
+                "\t\t\(match) meta l4proto { tcp, udp } counter \(action) fully-random comment \"natOutgoing natPortRange\""
+            )
         }
         let action = plan.sourceAddresses[family].map { "snat \(address) to \($0)" } ?? "masquerade"
         // Counted: the metrics and diagnosis report what was masqueraded, per family.

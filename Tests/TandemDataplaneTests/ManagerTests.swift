@@ -395,9 +395,11 @@ final class FlakyManager: DataplaneManager {
         #expect(text.contains("elements = { 10.244.0.0/16, 10.245.0.0/16 }"))
         #expect(
             text.contains(
-                "ip saddr @masq4 ip daddr != @pools4 ip daddr != @hosts4 counter masquerade fully-random comment \"natOutgoing\""
+                "ip saddr @masq4 ip daddr != @pools4 ip daddr != @hosts4 counter masquerade fully-random "
+                    + "comment \"natOutgoing\""
             ))
-        #expect(text.contains("ip6 saddr @masq6 ip6 daddr != @pools6 ip6 daddr != @hosts6 counter masquerade fully-random"))
+        #expect(
+            text.contains("ip6 saddr @masq6 ip6 daddr != @pools6 ip6 daddr != @hosts6 counter masquerade fully-random"))
         #expect(text.contains("tandem:\(plan().digest)"))
         // No natOutgoing pool in a family: no rule for it.
         var v4Only = plan()
