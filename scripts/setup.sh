@@ -22,7 +22,9 @@ packages=(
   wireguard-tools  # wg: the WireGuard tests derive public keys (wg pubkey) and read devices back (wg show)
   tcpdump          # the WireGuard lab tests capture the fabric to show pod traffic leaves the node encrypted
   containerd       # the runtime tests run pods through containerd's CRI socket (brings runc and ctr)
-  busybox-static   # the runtime tests' pause image: a static busybox sleeping, built locally, no registry
+  busybox-static   # the runtime tests' images: containerd's pause image and podman's busybox image (podman import), no registry
+  podman           # the runtime tests run containers through podman 4.3's CNI backend (PodmanTests)
+  runc             # podman's runtime there: crun 1.8 refuses every container on a hybrid cgroup host with a v2 controller
 )
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   apt-get update -qq
