@@ -184,7 +184,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "TandemLabTests",
-            dependencies: ["TandemTestSupport", "tandem-lab", "tandem-node", "tandem-cni", "tandemctl"],
+            dependencies: ["TandemLinux", "TandemTestSupport", "tandem-lab", "tandem-node", "tandem-cni", "tandemctl"],
             swiftSettings: strict),
         .testTarget(
             name: "TandemBGPTests", dependencies: ["TandemBGP", "TandemCore", "TandemLinux", "TandemModel"],

@@ -421,7 +421,7 @@ func readPodSides(_ workloads: [WorkloadEndpoint], hostLinks: [Link], directory:
 /// Who listens on the CNI socket `address` (`@name` or a path) in this network namespace: the listening sockets
 /// of that name in `/proc/net/unix`, and the processes whose descriptors are those sockets' inodes.
 func readCNISocket(_ address: String) -> CNISocketFacts {
-    let table = (try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8)) ?? ""
+    let table = readKernelFile("/proc/net/unix") ?? ""
     var inodes: Set<String> = []
     // Num RefCount Protocol Flags Type St Inode Path; a listening socket has __SO_ACCEPTCON (0x10000) in Flags.
     for line in table.split(separator: "\n").dropFirst() {

@@ -123,7 +123,7 @@ enum WireGuardLab {
 
     /// Whether `path` is a mount point (its own line in /proc/self/mountinfo).
     static func isMountPoint(_ path: String) -> Bool {
-        guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        guard let info = readKernelFile("/proc/self/mountinfo") else { return false }
         return info.split(separator: "\n").contains { line in
             let fields = line.split(separator: " ")
             return fields.count > 4 && fields[4] == path

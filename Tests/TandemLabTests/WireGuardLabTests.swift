@@ -1,4 +1,5 @@
 import Foundation
+import TandemLinux
 import TandemTestSupport
 import Testing
 
@@ -376,7 +377,7 @@ import Testing
         #expect(wireguardGo.count == 4, "wireguard-go per node and family: \(wireguardGo)")
         let mounts = lab.directory + "/mnt"
         func mounted() throws -> [String] {
-            try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).split(separator: "\n")
+            (readKernelFile("/proc/self/mountinfo") ?? "").split(separator: "\n")
                 .filter { $0.contains(mounts) }.map(String.init)
         }
         let before = try mounted()

@@ -1,4 +1,5 @@
 import Foundation
+import TandemLinux
 import TandemTestSupport
 import Testing
 
@@ -364,7 +365,7 @@ struct PrivatePodman {
     /// Unmounts whatever podman left mounted under the scratch directory, then removes it.
     func remove() {
         _ = try? podman(["rm", "-f", "-a", "-t", "0"])
-        let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let mounts = readKernelFile("/proc/self/mountinfo") ?? ""
         for line in mounts.split(separator: "\n").reversed() {
             let fields = line.split(separator: " ")
             if fields.count > 4, fields[4].hasPrefix(directory + "/") { _ = try? shell("umount -l '\(fields[4])'") }

@@ -326,12 +326,20 @@ final class Containerd {
             (stack.v4 ? ["\(Self.nodeIPv4):\(hostPort)"] : []) + (stack.v6 ? ["[\(Self.nodeIPv6)]:\(hostPort)"] : [])
         for target in targets {
             var answer = ""
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + .seconds(20)
             repeat {
                 answer = try shell("nsenter --net=\(namespaces[1]) socat -T 3 - TCP:\(target) </dev/null 2>&1").stdout
                 if answer.contains(reply) { break }
                 try await Task.sleep(for: .milliseconds(200))
             } while ContinuousClock.now < deadline
+            if !answer.contains(reply) {
+                // What the node's NAT table and pod A's listeners were, for the failure's message.
+                let nat = try shell(
+                    "nsenter --net=\(node.path) iptables-save -t nat 2>&1; nsenter --net=\(node.path) ip6tables-save -t nat 2>&1"
+                )
+                let listening = try shell("nsenter --net=\(namespaces[0]) ss -ltn 2>&1")
+                answer += "\nnode NAT:\n\(nat.stdout)\npod A listening:\n\(listening.stdout)"
+            }
             #expect(answer.contains(reply), "\(label): hostPort \(target): \(answer)")
         }
         if throughAgent {
@@ -426,7 +434,7 @@ final class Containerd {
             }
         }
         // Mounts under the scratch directory (rootfs, shm, the pods' network namespaces), deepest first.
-        let mountinfo = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let mountinfo = readKernelFile("/proc/self/mountinfo") ?? ""
         let mounts = mountinfo.split(separator: "\n").compactMap { line -> String? in
             let fields = line.split(separator: " ")
             guard fields.count > 4 else { return nil }
