@@ -22,13 +22,18 @@ public struct ClusterChanges: OptionSet, Sendable, Hashable, CustomStringConvert
     /// Nodes (their addresses, tunnel addresses), pools (their VXLAN mode) or any node's blocks: the overlay and
     /// the routes through it.
     public static let overlay = ClusterChanges(rawValue: 1 << 5)
+    /// Services, EndpointSlices, the ServiceCIDRs, or any workload endpoint (a Service's selector may pick it): the
+    /// node's load balancing and the Services' BGP advertisements.
+    public static let services = ClusterChanges(rawValue: 1 << 6)
 
-    public static let all: ClusterChanges = [.routes, .policy, .bgp, .felixConfiguration, .nat, .overlay]
+    public static let all: ClusterChanges = [
+        .routes, .policy, .bgp, .felixConfiguration, .nat, .overlay, .services,
+    ]
 
     public var description: String {
         [
             (ClusterChanges.routes, "routes"), (.policy, "policy"), (.bgp, "bgp"), (.felixConfiguration, "felix"),
-            (.nat, "nat"), (.overlay, "overlay"),
+            (.nat, "nat"), (.overlay, "overlay"), (.services, "services"),
         ]
         .filter { contains($0.0) }.map(\.1).joined(separator: ",")
     }
@@ -59,6 +64,10 @@ public struct ClusterCache: Sendable {
     public private(set) var bgpConfigurations: [String: BGPConfiguration] = [:]
     public private(set) var bgpPeers: [String: BGPPeer] = [:]
     public private(set) var felixConfigurations: [String: FelixConfiguration] = [:]
+    /// Services, EndpointSlices and ServiceCIDRs, by key.
+    public private(set) var services: [String: KubernetesService] = [:]
+    public private(set) var endpointSlices: [String: EndpointSlice] = [:]
+    public private(set) var serviceCIDRs: [String: ServiceCIDR] = [:]
     /// This node's confirmed affine blocks.
     public private(set) var localAffinities: Set<CIDR> = []
     /// Every node's confirmed affine blocks, by node name (the overlay routes other nodes' blocks).
@@ -174,7 +183,7 @@ public struct ClusterCache: Sendable {
         }
         switch resource {
         case let endpoint as WorkloadEndpoint:
-            var changes: ClusterChanges = []
+            var changes: ClusterChanges = services.isEmpty ? [] : .services
             workloadEndpoints[key] = endpoint
             let wasLocal = localEndpoints[key] != nil
             if endpoint.spec.node == nodeName {
@@ -220,6 +229,15 @@ public struct ClusterCache: Sendable {
         case let profile as Profile:
             policy.updateProfile(name: name, profile)
             return .policy
+        case let service as KubernetesService:
+            services[key] = service
+            return [.services, .bgp]
+        case let slice as EndpointSlice:
+            endpointSlices[key] = slice
+            return [.services, .bgp]
+        case let cidr as ServiceCIDR:
+            serviceCIDRs[key] = cidr
+            return [.services, .bgp]
         default:
             return []
         }
@@ -238,7 +256,10 @@ public struct ClusterCache: Sendable {
         case .workloadEndpoint:
             guard workloadEndpoints.removeValue(forKey: key) != nil else { return [] }
             policy.updateEndpoint(key: key, nil)
-            return localEndpoints.removeValue(forKey: key) != nil ? [.routes, .policy] : .policy
+            let serviceChange: ClusterChanges = services.isEmpty ? [] : .services
+            let endpointChange: ClusterChanges =
+                localEndpoints.removeValue(forKey: key) != nil ? [.routes, .policy] : .policy
+            return endpointChange.union(serviceChange)
         case .node: return nodes.removeValue(forKey: key) != nil ? [.bgp, .nat, .overlay] : []
         case .ipPool: return pools.removeValue(forKey: key) != nil ? [.bgp, .nat, .overlay] : []
         case .bgpConfiguration: return bgpConfigurations.removeValue(forKey: key) != nil ? .bgp : []
@@ -254,6 +275,9 @@ public struct ClusterCache: Sendable {
         case .profile:
             policy.updateProfile(name: name, nil)
             return .policy
+        case .service: return services.removeValue(forKey: key) != nil ? [.services, .bgp] : []
+        case .endpointSlice: return endpointSlices.removeValue(forKey: key) != nil ? [.services, .bgp] : []
+        case .serviceCIDR: return serviceCIDRs.removeValue(forKey: key) != nil ? [.services, .bgp] : []
         default: return []
         }
     }
@@ -335,6 +359,25 @@ public struct ClusterCache: Sendable {
                 (pool.spec.cidr.flatMap { try? CIDR($0) }).map { families.contains($0.family) } ?? true
             },
             affineBlocks: localAffinities.sorted().filter { families.contains($0.family) }, logFile: logFile)
+    }
+
+    /// The load balancing of every Service port this node serves, per family, by Service
+    /// (``servicePlans(services:slices:workloadEndpoints:families:)``).
+    public var servicePlans: [ServiceID: [ServicePortPlan]] {
+        TandemCalculation.servicePlans(
+            services: services.keys.sorted().map { services[$0]! },
+            slices: endpointSlices.keys.sorted().map { endpointSlices[$0]! },
+            workloadEndpoints: services.isEmpty ? [] : workloadEndpoints.keys.sorted().map { workloadEndpoints[$0]! },
+            families: families)
+    }
+
+    /// The cluster's service ranges (every ServiceCIDR's), per family.
+    public var serviceRanges: [IPFamily: [CIDR]] {
+        var ranges: [IPFamily: [CIDR]] = [:]
+        for key in serviceCIDRs.keys.sorted() {
+            for cidr in serviceCIDRs[key]!.spec.networks { ranges[cidr.family, default: []].append(cidr) }
+        }
+        return ranges
     }
 
     /// What policy rendering takes from FelixConfiguration and the endpoints besides policy: the action for

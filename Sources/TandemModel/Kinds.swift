@@ -141,3 +141,60 @@ public struct TableContext: Sendable {
 func formatOrder(_ order: Double) -> String {
     order == order.rounded() && abs(order) < 1e15 ? String(Int64(order)) : String(order)
 }
+
+extension ResourceKind {
+    public static let service = ResourceKind.make(
+        ServiceSpec.self, name: "Service", plural: "services", aliases: ["service", "services", "svc", "svcs"],
+        namespaced: true,
+        columns: ["NAME", "TYPE", "CLUSTER-IPS", "EXTERNAL-IPS", "PORT(S)"],
+        wideColumns: ["NAME", "TYPE", "CLUSTER-IPS", "EXTERNAL-IPS", "PORT(S)", "IP-FAMILIES", "POLICY", "SELECTOR"]
+    ) { service, wide, _ in
+        let spec = service.spec
+        let clusterIPs =
+            spec.isHeadless ? "None" : (spec.clusterIPs ?? spec.clusterIP.map { [$0] } ?? []).joined(separator: ",")
+        var external = spec.externalIPs ?? []
+        external += loadBalancerIngressIPs(service.status)
+        let ports = (spec.ports ?? []).map { port in
+            let node = (port.nodePort ?? 0) != 0 ? ":\(port.nodePort!)" : ""
+            return "\(port.port ?? 0)\(node)/\(port.effectiveProtocol)"
+        }
+        let base = [
+            service.metadata.name ?? "", spec.effectiveType, clusterIPs.isEmpty ? "<none>" : clusterIPs,
+            external.isEmpty ? "<none>" : external.joined(separator: ","), ports.joined(separator: ","),
+        ]
+        guard wide else { return base }
+        let selector = (spec.selector ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return base + [
+            (spec.ipFamilies ?? []).joined(separator: ","), spec.ipFamilyPolicy ?? "",
+            selector.isEmpty ? "<none>" : selector.joined(separator: ","),
+        ]
+    }
+
+    public static let endpointSlice = ResourceKind.make(
+        EndpointSliceSpec.self, name: "EndpointSlice", plural: "endpointslices",
+        aliases: ["endpointslice", "endpointslices"], namespaced: true,
+        columns: ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS"],
+        wideColumns: ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "SERVICE"]
+    ) { slice, wide, _ in
+        let ports = (slice.spec.ports ?? []).map { "\($0.port ?? 0)" }
+        let addresses = (slice.spec.endpoints ?? []).flatMap { $0.addresses ?? [] }
+        let base = [
+            slice.metadata.name ?? "", slice.spec.addressType ?? "",
+            ports.isEmpty ? "<unset>" : ports.joined(separator: ","),
+            addresses.isEmpty ? "<unset>" : addresses.joined(separator: ","),
+        ]
+        guard wide else { return base }
+        return base + [slice.metadata.labels?[EndpointSliceSpec.serviceNameLabel] ?? ""]
+    }
+
+    public static let serviceCIDR = ResourceKind.make(
+        ServiceCIDRSpec.self, name: "ServiceCIDR", plural: "servicecidrs", aliases: ["servicecidr", "servicecidrs"],
+        columns: ["NAME", "CIDRS"], wideColumns: ["NAME", "CIDRS"]
+    ) { cidr, _, _ in [cidr.metadata.name ?? "", (cidr.spec.cidrs ?? []).joined(separator: ",")] }
+}
+
+/// The addresses of `status.loadBalancer.ingress[].ip`: where a LoadBalancer Service is reached.
+public func loadBalancerIngressIPs(_ status: JSONValue?) -> [String] {
+    guard case .array(let items)? = status?["loadBalancer"]?["ingress"] else { return [] }
+    return items.compactMap { $0["ip"]?.stringValue }
+}

@@ -67,14 +67,18 @@ public enum Manifest {
             return
         }
         let apiVersion = document["apiVersion"]?.stringValue
-        if let apiVersion, apiVersion != calicoAPIVersion {
+        // A list's apiVersion is its items' (`v1` for a List of Services); a resource's is its kind's.
+        let listed = ResourceKind.named(kindText.hasSuffix("List") ? String(kindText.dropLast(4)) : kindText)
+        let expected = listed.map(\.apiVersion) ?? calicoAPIVersion
+        let accepted = kindText == "List" ? [calicoAPIVersion, "v1"] : [expected]
+        if let apiVersion, !accepted.contains(apiVersion) {
             problems.append(
-                "\(label): apiVersion \"\(apiVersion)\" (kind \(kindText)) is not a Tandem resource; expected apiVersion \(calicoAPIVersion)"
+                "\(label): apiVersion \"\(apiVersion)\" (kind \(kindText)) is not a Tandem resource; expected apiVersion \(expected)"
             )
             return
         }
         if apiVersion == nil && impliedKind == nil {
-            problems.append("\(label): apiVersion is required (apiVersion: \(calicoAPIVersion))")
+            problems.append("\(label): apiVersion is required (apiVersion: \(expected))")
             return
         }
         if kindText == "List" || (kindText.hasSuffix("List") && ResourceKind.named(String(kindText.dropLast(4))) != nil)

@@ -99,9 +99,15 @@ public protocol ResourceSpec: Codable, Sendable, Equatable {
     func validate(metadata: ObjectMeta, into validator: inout Validator)
     /// Things that are valid but probably not what the operator meant.
     func warnings(metadata: ObjectMeta) -> [String]
+    /// The resource's `apiVersion`: Calico's for Calico's kinds, Kubernetes' for Services and EndpointSlices.
+    static var apiVersion: String { get }
+    /// Whether the fields sit at the top level of the object rather than under `spec` (EndpointSlice).
+    static var isInline: Bool { get }
 }
 
 extension ResourceSpec {
+    public static var apiVersion: String { calicoAPIVersion }
+    public static var isInline: Bool { false }
     public mutating func applyDefaults(metadata: ObjectMeta) {}
     public func warnings(metadata: ObjectMeta) -> [String] { [] }
 }
@@ -146,7 +152,7 @@ public struct Resource<Spec: ResourceSpec>: AnyResource, Codable, Equatable {
     }
 
     public init(metadata: ObjectMeta, spec: Spec = Spec()) {
-        apiVersion = calicoAPIVersion
+        apiVersion = Spec.apiVersion
         metadataValue = metadata
         self.spec = spec
     }
@@ -155,10 +161,11 @@ public struct Resource<Spec: ResourceSpec>: AnyResource, Codable, Equatable {
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        apiVersion = try container.decodeIfPresent(String.self, forKey: .apiVersion) ?? calicoAPIVersion
+        apiVersion = try container.decodeIfPresent(String.self, forKey: .apiVersion) ?? Spec.apiVersion
         _ = try container.decodeIfPresent(String.self, forKey: .kind)
         metadataValue = try container.decodeIfPresent(ObjectMeta.self, forKey: .metadata) ?? ObjectMeta()
-        spec = try container.decodeIfPresent(Spec.self, forKey: .spec) ?? Spec()
+        spec =
+            Spec.isInline ? try Spec(from: decoder) : try container.decodeIfPresent(Spec.self, forKey: .spec) ?? Spec()
         status = try container.decodeIfPresent(JSONValue.self, forKey: .status)
     }
 
@@ -167,7 +174,7 @@ public struct Resource<Spec: ResourceSpec>: AnyResource, Codable, Equatable {
         try container.encode(apiVersion, forKey: .apiVersion)
         try container.encode(Spec.kind.name, forKey: .kind)
         try container.encode(metadataValue, forKey: .metadata)
-        try container.encode(spec, forKey: .spec)
+        if Spec.isInline { try spec.encode(to: encoder) } else { try container.encode(spec, forKey: .spec) }
         try container.encodeIfPresent(status, forKey: .status)
     }
 
@@ -181,8 +188,8 @@ public struct Resource<Spec: ResourceSpec>: AnyResource, Codable, Equatable {
 
     public func validate() -> [FieldError] {
         var validator = Validator()
-        if apiVersion != calicoAPIVersion {
-            validator.fail("apiVersion", apiVersion, "must be \(calicoAPIVersion)")
+        if apiVersion != Spec.apiVersion {
+            validator.fail("apiVersion", apiVersion, "must be \(Spec.apiVersion)")
         }
         validateMetadata(metadataValue, kind: Spec.kind, into: &validator)
         spec.validate(metadata: metadataValue, into: &validator)

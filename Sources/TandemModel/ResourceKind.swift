@@ -12,6 +12,8 @@ public struct ResourceKind: Sendable, Hashable, CustomStringConvertible {
     /// Columns of `get` (default) and `get -o wide`.
     public let columns: [String]
     public let wideColumns: [String]
+    /// The `apiVersion` its manifests carry.
+    public let apiVersion: String
     let decodeResource: @Sendable (JSONValue) throws(FieldError) -> any AnyResource
     let row: @Sendable (any AnyResource, _ wide: Bool, TableContext) -> [String]
 
@@ -26,7 +28,7 @@ public struct ResourceKind: Sendable, Hashable, CustomStringConvertible {
     ) -> ResourceKind {
         ResourceKind(
             name: name, plural: plural, aliases: aliases, namespaced: namespaced, columns: columns,
-            wideColumns: wideColumns,
+            wideColumns: wideColumns, apiVersion: Spec.apiVersion,
             decodeResource: { value throws(FieldError) in try StrictDecoder.decode(Resource<Spec>.self, from: value) },
             row: { resource, wide, context in row(resource as! Resource<Spec>, wide, context) })
     }
@@ -42,7 +44,8 @@ public struct ResourceKind: Sendable, Hashable, CustomStringConvertible {
     /// Every kind Tandem knows.
     public static let all: [ResourceKind] = [
         .ipPool, .ipamConfiguration, .bgpConfiguration, .bgpPeer, .felixConfiguration, .networkPolicy,
-        .globalNetworkPolicy, .node, .hostEndpoint, .workloadEndpoint, .profile,
+        .globalNetworkPolicy, .node, .hostEndpoint, .workloadEndpoint, .profile, .service, .endpointSlice,
+        .serviceCIDR,
     ]
 
     /// Finds a kind by any accepted spelling: `IPPool`, `ippool`, `ippools`, `ipp`, `IPPoolList`...

@@ -208,7 +208,8 @@ struct Get: AsyncParsableCommand {
                     name != nil
                     ? resources[0].json
                     : .object([
-                        ("apiVersion", .string(calicoAPIVersion)), ("items", .array(resources.map(\.json))),
+                        ("apiVersion", .string(resolved.apiVersion == calicoAPIVersion ? calicoAPIVersion : "v1")),
+                        ("items", .array(resources.map(\.json))),
                         ("kind", .string(resolved.name + "List")),
                         (
                             "metadata",

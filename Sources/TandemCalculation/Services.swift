@@ -1,0 +1,240 @@
+import TandemCore
+import TandemModel
+
+/// One backend of a Service port in one family, as the node's load balancer sees it.
+public struct ServiceBackend: Sendable, Hashable, Comparable {
+    /// The endpoint's address and the port traffic is sent to (the resolved `targetPort`).
+    public var address: IPAddress
+    public var port: Int
+    /// The node the endpoint runs on, when known.
+    public var node: String?
+    /// EndpointSlice conditions (an endpoint from a WorkloadEndpoint is ready and serving).
+    public var ready: Bool
+    public var serving: Bool
+    public var terminating: Bool
+
+    public init(
+        address: IPAddress, port: Int, node: String?, ready: Bool = true, serving: Bool? = nil,
+        terminating: Bool = false
+    ) {
+        self.address = address
+        self.port = port
+        self.node = node
+        self.ready = ready
+        self.serving = serving ?? ready
+        self.terminating = terminating
+    }
+
+    public static func < (lhs: ServiceBackend, rhs: ServiceBackend) -> Bool {
+        (lhs.address, lhs.port) < (rhs.address, rhs.port)
+    }
+}
+
+/// The identity of a Service: `namespace/name`.
+public struct ServiceID: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var namespace: String
+    public var name: String
+    public init(namespace: String, name: String) {
+        self.namespace = namespace
+        self.name = name
+    }
+    public var description: String { "\(namespace)/\(name)" }
+    public static func < (lhs: ServiceID, rhs: ServiceID) -> Bool {
+        (lhs.namespace, lhs.name) < (rhs.namespace, rhs.name)
+    }
+}
+
+/// What the node's load balancer does for one port of one Service in one family: the addresses and ports it is
+/// reached on, and the backends it chooses from. kube-proxy's `ServicePort`, one per family.
+public struct ServicePortPlan: Sendable, Equatable {
+    public var service: ServiceID
+    /// The Service port's name ("" when unnamed).
+    public var portName: String
+    /// `tcp`, `udp` or `sctp` (nftables' spelling).
+    public var transport: String
+    public var family: IPFamily
+    /// The port on the cluster, external and load-balancer IPs.
+    public var port: Int
+    /// The port on the node's addresses, for NodePort and LoadBalancer Services.
+    public var nodePort: Int?
+    /// The Service's ClusterIP of this family (nil for a Service without one of this family).
+    public var clusterIP: IPAddress?
+    /// `spec.externalIPs` of this family.
+    public var externalIPs: [IPAddress]
+    /// `status.loadBalancer.ingress[].ip` of this family.
+    public var loadBalancerIPs: [IPAddress]
+    /// `spec.loadBalancerSourceRanges` of this family (empty: any source).
+    public var loadBalancerSourceRanges: [CIDR]
+    /// Every known backend of this family, sorted; which are used follows from the policies and conditions.
+    public var backends: [ServiceBackend]
+    /// ClientIP affinity timeout in seconds, or nil.
+    public var affinityTimeout: Int?
+    /// `externalTrafficPolicy: Local`: external traffic goes only to this node's endpoints, source kept.
+    public var externalLocal: Bool
+    /// `internalTrafficPolicy: Local`: cluster traffic goes only to this node's endpoints.
+    public var internalLocal: Bool
+
+    public init(
+        service: ServiceID, portName: String, transport: String, family: IPFamily, port: Int, nodePort: Int? = nil,
+        clusterIP: IPAddress?, externalIPs: [IPAddress] = [], loadBalancerIPs: [IPAddress] = [],
+        loadBalancerSourceRanges: [CIDR] = [], backends: [ServiceBackend], affinityTimeout: Int? = nil,
+        externalLocal: Bool = false, internalLocal: Bool = false
+    ) {
+        self.service = service
+        self.portName = portName
+        self.transport = transport
+        self.family = family
+        self.port = port
+        self.nodePort = nodePort
+        self.clusterIP = clusterIP
+        self.externalIPs = externalIPs
+        self.loadBalancerIPs = loadBalancerIPs
+        self.loadBalancerSourceRanges = loadBalancerSourceRanges
+        self.backends = backends
+        self.affinityTimeout = affinityTimeout
+        self.externalLocal = externalLocal
+        self.internalLocal = internalLocal
+    }
+
+    /// The backends traffic goes to, as kube-proxy chooses them: the ready ones; when none is ready, the serving
+    /// ones that are terminating (so connections drain rather than fail).
+    public func usableBackends(localTo node: String? = nil) -> [ServiceBackend] {
+        let candidates = node.map { node in backends.filter { $0.node == node } } ?? backends
+        let ready = candidates.filter(\.ready)
+        return ready.isEmpty ? candidates.filter { $0.serving && $0.terminating } : ready
+    }
+
+    /// The backends for traffic from inside the cluster (internalTrafficPolicy).
+    public func clusterBackends(node: String) -> [ServiceBackend] {
+        usableBackends(localTo: internalLocal ? node : nil)
+    }
+
+    /// The backends for traffic from outside the cluster (externalTrafficPolicy).
+    public func externalBackends(node: String) -> [ServiceBackend] {
+        usableBackends(localTo: externalLocal ? node : nil)
+    }
+
+    /// Whether this node has a ready endpoint of the port (what a `Local` BGP advertisement depends on).
+    public func hasReadyLocalBackend(node: String) -> Bool {
+        backends.contains { $0.node == node && $0.ready }
+    }
+}
+
+/// Every Service port of every family the node serves, grouped by Service: what kube-proxy's service and endpoint
+/// change trackers hold. Services come with their EndpointSlices; a Service with a selector and no slice gets its
+/// endpoints from the WorkloadEndpoints its selector matches in its namespace, per family, as the EndpointSlice
+/// controller would give them. Headless and ExternalName Services have nothing to load-balance.
+///
+/// - Parameters:
+///   - families: the families the node carries (a family left out has no plans).
+public func servicePlans(
+    services: [KubernetesService], slices: [EndpointSlice], workloadEndpoints: [WorkloadEndpoint],
+    families: Set<IPFamily>
+) -> [ServiceID: [ServicePortPlan]] {
+    var slicesByService: [ServiceID: [EndpointSlice]] = [:]
+    for slice in slices {
+        guard let name = slice.metadata.labels?[EndpointSliceSpec.serviceNameLabel], !name.isEmpty else { continue }
+        slicesByService[ServiceID(namespace: slice.metadata.namespace ?? "default", name: name), default: []]
+            .append(slice)
+    }
+    var endpointsByNamespace: [String: [WorkloadEndpoint]] = [:]
+    for endpoint in workloadEndpoints {
+        endpointsByNamespace[endpoint.metadata.namespace ?? "default", default: []].append(endpoint)
+    }
+    var plans: [ServiceID: [ServicePortPlan]] = [:]
+    for service in services {
+        let id = ServiceID(namespace: service.metadata.namespace ?? "default", name: service.metadata.name ?? "")
+        let result = servicePortPlans(
+            service, id: id, slices: slicesByService[id], endpoints: endpointsByNamespace[id.namespace] ?? [],
+            families: families)
+        if !result.isEmpty { plans[id] = result }
+    }
+    return plans
+}
+
+/// The plans of one Service (see ``servicePlans(services:slices:workloadEndpoints:families:)``).
+public func servicePortPlans(
+    _ service: KubernetesService, id: ServiceID, slices: [EndpointSlice]?, endpoints: [WorkloadEndpoint],
+    families: Set<IPFamily>
+) -> [ServicePortPlan] {
+    let spec = service.spec
+    guard spec.effectiveType != "ExternalName", !spec.isHeadless else { return [] }
+    let clusterIPs = spec.clusterAddresses
+    let externalIPs = (spec.externalIPs ?? []).compactMap { try? IPAddress($0) }
+    let loadBalancerIPs =
+        spec.effectiveType == "LoadBalancer"
+        ? (loadBalancerIngressIPs(service.status) + [spec.loadBalancerIP ?? ""]).compactMap { try? IPAddress($0) } : []
+    let sourceRanges = (spec.loadBalancerSourceRanges ?? []).compactMap { try? CIDR(cidrOrAddress: $0) }
+    var plans: [ServicePortPlan] = []
+    for family in spec.families where families.contains(family) {
+        guard let clusterIP = clusterIPs.first(where: { $0.family == family }) else { continue }
+        for port in spec.ports ?? [] {
+            guard let number = port.port else { continue }
+            let backends =
+                slices.map { sliceBackends($0, family: family, port: port) }
+                ?? selectedBackends(spec.selector ?? [:], endpoints: endpoints, family: family, port: port)
+            plans.append(
+                ServicePortPlan(
+                    service: id, portName: port.name ?? "", transport: port.effectiveProtocol.lowercased(),
+                    family: family, port: number,
+                    nodePort: spec.hasNodePorts ? port.nodePort.flatMap { $0 == 0 ? nil : $0 } : nil,
+                    clusterIP: clusterIP, externalIPs: externalIPs.filter { $0.family == family },
+                    loadBalancerIPs: Array(Set(loadBalancerIPs.filter { $0.family == family })).sorted(),
+                    loadBalancerSourceRanges: sourceRanges.filter { $0.family == family },
+                    backends: backends.sorted(), affinityTimeout: spec.affinityTimeout,
+                    externalLocal: spec.externalPolicyLocal, internalLocal: spec.internalPolicyLocal))
+        }
+    }
+    return plans
+}
+
+/// The backends of `port` in the slices of `family`: the slice port of the same name gives the number.
+func sliceBackends(_ slices: [EndpointSlice], family: IPFamily, port: ServicePort) -> [ServiceBackend] {
+    var backends: Set<ServiceBackend> = []
+    for slice in slices where slice.spec.family == family {
+        guard
+            let slicePort = (slice.spec.ports ?? []).first(where: {
+                ($0.name ?? "") == (port.name ?? "") && ($0.protocol ?? "TCP") == port.effectiveProtocol
+            }), let number = slicePort.port
+        else { continue }
+        for endpoint in slice.spec.endpoints ?? [] {
+            guard let text = endpoint.addresses?.first, let address = try? IPAddress(text) else { continue }
+            let ready = endpoint.isReady && endpoint.conditions?.terminating != true
+            backends.insert(
+                ServiceBackend(
+                    address: address, port: number, node: endpoint.nodeName, ready: ready,
+                    serving: endpoint.conditions?.serving ?? endpoint.isReady,
+                    terminating: endpoint.conditions?.terminating ?? false))
+        }
+    }
+    return Array(backends)
+}
+
+/// The backends from the WorkloadEndpoints whose labels hold every pair of `selector`: their address of `family`,
+/// and the target port (a number, or the endpoint's port of that name and protocol). An empty selector selects
+/// nothing (a Service without a selector has its endpoints managed by hand).
+func selectedBackends(
+    _ selector: [String: String], endpoints: [WorkloadEndpoint], family: IPFamily, port: ServicePort
+) -> [ServiceBackend] {
+    guard !selector.isEmpty else { return [] }
+    var backends: [ServiceBackend] = []
+    for endpoint in endpoints {
+        let labels = endpoint.metadata.labels ?? [:]
+        guard selector.allSatisfy({ labels[$0.key] == $0.value }) else { continue }
+        let target: Int?
+        switch port.effectiveTargetPort {
+        case .int(let number): target = number
+        case .string(let name):
+            target =
+                (endpoint.spec.ports ?? []).first {
+                    $0.name == name && ($0.protocol?.description ?? "TCP").uppercased() == port.effectiveProtocol
+                }?.port
+        }
+        guard let target else { continue }
+        for network in endpoint.spec.ipNetworks ?? [] {
+            guard let cidr = try? CIDR(cidrOrAddress: network), cidr.family == family else { continue }
+            backends.append(ServiceBackend(address: cidr.address, port: target, node: endpoint.spec.node))
+        }
+    }
+    return backends
+}
