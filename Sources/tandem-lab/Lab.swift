@@ -24,6 +24,8 @@ struct LabPod: Codable {
     var containerID: String
     var ipv4: String?
     var ipv6: String?
+    /// The servers `pod serve` started in it.
+    var serverPIDs: [Int32]?
 
     var addresses: [String] { [ipv4, ipv6].compactMap { $0 } }
 }

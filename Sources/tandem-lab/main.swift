@@ -17,7 +17,7 @@ struct TandemLab: ParsableCommand {
         abstract: "A dual-stack Tandem cluster in network namespaces on this machine.",
         subcommands: [
             Up.self, NodeCommand.self, Pod.self, Check.self, Status.self, Restart.self, EnableIPv6.self, Break.self,
-            Repair.self, Down.self,
+            Repair.self, ServiceCommand.self, Connect.self, Server.self, Down.self,
         ])
 }
 
@@ -186,6 +186,7 @@ struct Up: ParsableCommand {
                 try connectHost(&state, paths: paths)
                 try checkDatastore(state)
             }
+            try createServiceRanges(state: state)
             try startAgents(&state, paths: paths)
             try waitForSessions(state, paths: paths, started: started)
             if state.wireguard != nil { try enableWireGuard(state, paths: paths) }
@@ -576,7 +577,8 @@ struct NodeAdd: ParsableCommand {
 
 struct Pod: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Pods: namespaces wired by the tandem CNI plugin.", subcommands: [PodAdd.self, PodDelete.self])
+        abstract: "Pods: namespaces wired by the tandem CNI plugin.",
+        subcommands: [PodAdd.self, PodDelete.self, PodServe.self])
 }
 
 struct PodAdd: ParsableCommand {
@@ -662,6 +664,7 @@ struct PodDelete: ParsableCommand {
         guard let pod = state.pods.first(where: { $0.name == name }),
             let node = state.nodes.first(where: { $0.name == pod.node })
         else { throw ValidationError("pod \(name) is not in lab \(options.name)") }
+        stopServers(of: pod)
         let reply = try cni("DEL", pod: pod, node: node, paths: paths)
         guard reply.status == 0 else { throw LabError("CNI DEL of \(name) failed: \(reply.output)") }
         try NetworkNamespace.delete(named: pod.namespace)
@@ -955,6 +958,7 @@ struct Down: ParsableCommand {
         }
         // Pods first, through the plugin, so an external datastore keeps no addresses of theirs.
         for pod in state.pods {
+            stopServers(of: pod)
             if let node = state.nodes.first(where: { $0.name == pod.node }) {
                 _ = try? cni("DEL", pod: pod, node: node, paths: paths)
             }
