@@ -27,13 +27,28 @@ public struct ResourceStore: Sendable {
     /// Supplies `metadata.creationTimestamp` (RFC 3339) and `metadata.uid`; injected so this layer stays pure.
     let now: @Sendable () -> String
     let newUID: @Sendable () -> String
+    /// Chooses Service addresses and NodePorts (random, as the API server does); injected so tests are repeatable.
+    let random: RandomBelow
+
+    /// How many times a write whose chosen address or NodePort another writer took meanwhile is retried with
+    /// fresh reads (each lost race means another write succeeded, so this bounds the wait, not the outcome).
+    static let allocationAttempts = 16
 
     public init(
         datastore: any Datastore, now: @escaping @Sendable () -> String, newUID: @escaping @Sendable () -> String
     ) {
+        self.init(datastore: datastore, now: now, newUID: newUID, random: systemRandomBelow)
+    }
+
+    /// A store whose Service addresses and NodePorts are chosen with `random`.
+    public init(
+        datastore: any Datastore, now: @escaping @Sendable () -> String, newUID: @escaping @Sendable () -> String,
+        random: @escaping RandomBelow
+    ) {
         self.datastore = datastore
         self.now = now
         self.newUID = newUID
+        self.random = random
     }
 
     /// Decodes stored bytes into a resource of `kind`, with `resourceVersion` from the store.
@@ -83,10 +98,39 @@ public struct ResourceStore: Sendable {
 
     /// Writes `resources` (already validated) atomically; with `dryRun`, checks everything and writes nothing.
     /// Returns what happened to each resource, in order.
-    @discardableResult
+    ///
     /// `alsoWriting` joins raw key writes (with their own preconditions) to the same transaction.
+    ///
+    /// A Service is admitted as the Kubernetes API server admits it (``ServiceAdmission``): its IP families are
+    /// defaulted from the cluster's ServiceCIDRs, its cluster IPs and NodePorts allocated or checked, and their
+    /// records (`/tandem/serviceips/...`, `/tandem/nodeports/...`) created or released in the same transaction. A
+    /// ServiceCIDR cannot lose a range that still holds allocated addresses.
+    @discardableResult
     public func write(
         _ resources: [any AnyResource], mode: Mode, dryRun: Bool = false, alsoWriting extra: [Write] = []
+    ) async throws
+        -> [WriteOutcome]
+    {
+        var attempt = 1
+        while true {
+            do {
+                return try await writeOnce(resources, mode: mode, dryRun: dryRun, alsoWriting: extra)
+            } catch let lost as LostAllocationRace {
+                guard attempt < Self.allocationAttempts else {
+                    throw ResourceError(
+                        "\(lost.error); other writers kept taking the chosen Service addresses or ports "
+                            + "(\(attempt) attempts), nothing was written; try again")
+                }
+                attempt += 1
+            }
+        }
+    }
+
+    /// A transaction that failed because another writer created or changed an allocation record first.
+    private struct LostAllocationRace: Error { var error: DatastoreError }
+
+    private func writeOnce(
+        _ resources: [any AnyResource], mode: Mode, dryRun: Bool, alsoWriting extra: [Write]
     ) async throws
         -> [WriteOutcome]
     {
@@ -95,6 +139,8 @@ public struct ResourceStore: Sendable {
         var problems: [String] = []
         var newPools: [IPPool] = []
         let timestamp = now()
+        var allocations: ServiceAllocationSession?
+        var allocationWrites: [Write] = []
         for original in resources {
             var resource = original
             resource.applyDefaults()
@@ -112,23 +158,43 @@ public struct ResourceStore: Sendable {
             var metadata = resource.metadata
             let requestedVersion = metadata.resourceVersion
             metadata.resourceVersion = nil
+            var previous: StoredResource?
             if let existing {
-                let previous = try decode(existing, kind: resource.kind)
+                let stored = try decode(existing, kind: resource.kind)
+                previous = stored
                 if let requestedVersion, !requestedVersion.isEmpty, requestedVersion != String(existing.modRevision) {
                     problems.append(
                         "\(resource.displayName) has been modified (resourceVersion \(existing.modRevision), manifest has \(requestedVersion)); get it again and reapply"
                     )
                     continue
                 }
-                metadata.uid = previous.resource.metadata.uid
-                metadata.creationTimestamp = previous.resource.metadata.creationTimestamp
-                problems += immutabilityProblems(old: previous.resource, new: resource)
+                metadata.uid = stored.resource.metadata.uid
+                metadata.creationTimestamp = stored.resource.metadata.creationTimestamp
+                problems += immutabilityProblems(old: stored.resource, new: resource)
             } else {
                 metadata.uid = metadata.uid ?? newUID()
                 metadata.creationTimestamp = metadata.creationTimestamp ?? timestamp
                 if let pool = resource as? IPPool { newPools.append(pool) }
             }
             resource.metadata = metadata
+            if let service = resource as? KubernetesService {
+                if allocations == nil {
+                    allocations = ServiceAllocationSession(
+                        datastore: datastore, random: random,
+                        ranges: ServiceRanges(try await serviceCIDRsAfter(resources)))
+                }
+                var admission = ServiceAdmission(service, old: previous?.resource as? KubernetesService)
+                do {
+                    try await admission.run(&allocations!)
+                } catch let refusal as ServiceRefusal {
+                    let name = "\(service.metadata.namespace ?? "default")/\(service.metadata.name ?? "")"
+                    problems.append(
+                        ResourceValidationError(kind: "Service", name: name, problems: refusal.problems).description)
+                    continue
+                }
+                resource = admission.service
+                allocationWrites += admission.writes
+            }
             let bytes = Array(resource.json.jsonText(pretty: false).utf8)
             if let existing {
                 if existing.value == bytes {
@@ -149,12 +215,20 @@ public struct ResourceStore: Sendable {
             for pool in newPools { overlaps.addNew(pool) }
             problems += overlaps.problems()
         }
+        if resources.contains(where: { $0.kind == .serviceCIDR }) {
+            problems += try await serviceRangeProblems(
+                after: try await serviceCIDRsAfter(resources), releasedKeys: [])
+        }
         if !problems.isEmpty { throw ResourceError(ProblemList.joined(problems)) }
+        writes += allocationWrites
         if !dryRun && !writes.isEmpty {
             do {
                 try await datastore.transact(writes)
             } catch {
                 guard error.isConflict else { throw error }
+                if let key = error.conflictKey, ServiceAllocationKeys.isAllocation(key) {
+                    throw LostAllocationRace(error: error)
+                }
                 throw ResourceError(
                     "\(error); another writer changed the resources meanwhile, nothing was written; try again")
             }
@@ -171,6 +245,9 @@ public struct ResourceStore: Sendable {
         var writes: [Write] = []
         var outcomes: [WriteOutcome] = []
         var problems: [String] = []
+        // A Service's addresses and NodePorts are released in the same transaction as its delete.
+        var releases = ServiceAllocationSession(datastore: datastore, random: random, ranges: ServiceRanges([]))
+        var deletedCIDRs: Set<String> = []
         for target in targets {
             let key = target.kind.key(name: target.name, namespace: target.namespace)
             guard let existing = try await datastore.get(key) else {
@@ -184,6 +261,18 @@ public struct ResourceStore: Sendable {
             }
             writes.append(.delete(key: key, ifRevision: existing.modRevision))
             outcomes.append(.deleted)
+            if target.kind == .service,
+                let service = try decode(existing, kind: .service).resource as? KubernetesService
+            {
+                writes += try await releases.releaseAll(of: service)
+            }
+            if target.kind == .serviceCIDR { deletedCIDRs.insert(target.name) }
+        }
+        if !deletedCIDRs.isEmpty {
+            let remaining = try await list(.serviceCIDR).compactMap { $0.resource as? ServiceCIDR }.filter {
+                !deletedCIDRs.contains($0.metadata.name ?? "")
+            }
+            problems += try await serviceRangeProblems(after: remaining, releasedKeys: releases.touched)
         }
         if !problems.isEmpty { throw ResourceError(ProblemList.joined(problems)) }
         if !writes.isEmpty { try await datastore.transact(writes) }
@@ -213,7 +302,8 @@ public struct ResourceStore: Sendable {
         {
             throw ResourceError("a patch cannot change metadata.name or metadata.namespace")
         }
-        let problems = patched.validate()
+        // For a Service, the policy-against-lists rule waits for admission (a SingleStack patch trims the lists).
+        let problems = patched.validate().filter { !(patched is KubernetesService && isJudgedAfterDefaulting($0)) }
         if !problems.isEmpty {
             throw ResourceError(
                 ResourceValidationError(kind: kind.name, name: name, problems: problems).description)
@@ -221,6 +311,26 @@ public struct ResourceStore: Sendable {
         patched.metadata.resourceVersion = String(stored.revision)
         _ = try await write([patched], mode: .replace)
         return try await get(kind, name: name, namespace: namespace)?.resource ?? patched
+    }
+
+    /// The ServiceCIDRs once `resources` are written: the stored ones, replaced or joined by those of the batch.
+    private func serviceCIDRsAfter(_ resources: [any AnyResource]) async throws -> [ServiceCIDR] {
+        var byName: [String: ServiceCIDR] = [:]
+        for stored in try await list(.serviceCIDR) {
+            if let cidr = stored.resource as? ServiceCIDR { byName[cidr.metadata.name ?? ""] = cidr }
+        }
+        for case let cidr as ServiceCIDR in resources { byName[cidr.metadata.name ?? ""] = cidr }
+        return Array(byName.values)
+    }
+
+    /// The problems of leaving only the ServiceCIDRs `after`: ranges that go while Services hold addresses there.
+    /// The allocation records are listed only when a stored range actually goes.
+    private func serviceRangeProblems(after: [ServiceCIDR], releasedKeys: Set<String>) async throws -> [String] {
+        let before = try await list(.serviceCIDR).compactMap { $0.resource as? ServiceCIDR }
+        let kept = Set(after.flatMap { $0.spec.networks.map(\.network) })
+        guard before.contains(where: { $0.spec.networks.contains { !kept.contains($0.network) } }) else { return [] }
+        let records = try await datastore.list(prefix: ServiceAllocationKeys.addressPrefix).items
+        return serviceRangeRemovalProblems(before: before, after: after, records: records, releasedKeys: releasedKeys)
     }
 
     private func immutabilityProblems(old: any AnyResource, new: any AnyResource) -> [String] {
