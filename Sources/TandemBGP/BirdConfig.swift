@@ -53,12 +53,15 @@ public struct BirdInput: Sendable {
     public var pools: [IPPool]
     /// The blocks affine to this node (both families).
     public var affineBlocks: [CIDR]
+    /// Every Service of the cluster, one entry per family: what its own /32 and /128 announcements depend on.
+    public var services: [ServiceAdvertisement]
     /// BIRD's log file, if any.
     public var logFile: String?
 
     public init(
         nodeName: String, routerID: IPv4Address, nodes: [BGPNode], configurations: [BGPConfiguration] = [],
-        peers: [BGPPeer] = [], pools: [IPPool] = [], affineBlocks: [CIDR] = [], logFile: String? = nil
+        peers: [BGPPeer] = [], pools: [IPPool] = [], affineBlocks: [CIDR] = [], services: [ServiceAdvertisement] = [],
+        logFile: String? = nil
     ) {
         self.nodeName = nodeName
         self.routerID = routerID
@@ -67,7 +70,142 @@ public struct BirdInput: Sendable {
         self.peers = peers
         self.pools = pools
         self.affineBlocks = affineBlocks
+        self.services = services
         self.logFile = logFile
+    }
+}
+
+/// One Service's addresses of one family and where its ready endpoints of that family run: what decides the
+/// Service's own /32 or /128 announcements. A dual-stack Service is two of these, so each family is decided from its
+/// own endpoints (Calico decided both from one EndpointSlice event, or from the primary family only).
+public struct ServiceAdvertisement: Sendable, Equatable {
+    /// `namespace/name`, for the configuration's comments.
+    public var service: String
+    public var family: IPFamily
+    /// The Service's ClusterIP of this family.
+    public var clusterIP: IPAddress?
+    /// `spec.externalIPs` of this family.
+    public var externalIPs: [IPAddress]
+    /// The load-balancer ingress IPs of this family.
+    public var loadBalancerIPs: [IPAddress]
+    /// `externalTrafficPolicy: Local`.
+    public var externalTrafficLocal: Bool
+    /// The nodes that have a ready endpoint of this family (a not-ready one does not count).
+    public var readyNodes: Set<String>
+    /// Whether any endpoint of this family is ready, on a known node or not.
+    public var hasReadyEndpoint: Bool
+
+    public init(
+        service: String, family: IPFamily, clusterIP: IPAddress?, externalIPs: [IPAddress] = [],
+        loadBalancerIPs: [IPAddress] = [], externalTrafficLocal: Bool = false, readyNodes: Set<String> = [],
+        hasReadyEndpoint: Bool? = nil
+    ) {
+        self.service = service
+        self.family = family
+        self.clusterIP = clusterIP
+        self.externalIPs = externalIPs
+        self.loadBalancerIPs = loadBalancerIPs
+        self.externalTrafficLocal = externalTrafficLocal
+        self.readyNodes = readyNodes
+        self.hasReadyEndpoint = hasReadyEndpoint ?? !readyNodes.isEmpty
+    }
+}
+
+/// The label that keeps a node out of external load balancing: such a node announces no service address (Calico
+/// keeps only the kernel's rejects there).
+public let excludeFromExternalLoadBalancersLabel = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+/// BGPConfiguration `default`'s service allow-lists, parsed: `serviceClusterIPs`, `serviceExternalIPs`,
+/// `serviceLoadBalancerIPs`, both families, and `serviceLoadBalancerAggregation`.
+public struct ServiceAllowLists: Sendable, Equatable {
+    public var clusterIPs: [CIDR] = []
+    public var externalIPs: [CIDR] = []
+    public var loadBalancerIPs: [CIDR] = []
+    /// `serviceLoadBalancerAggregation` is not `Disabled`: the load-balancer ranges are announced whole.
+    public var loadBalancerAggregation = true
+
+    /// The lists of `configuration` (the cluster's `default`); an entry that is not a CIDR is left out and named in
+    /// `warnings`.
+    public init(_ configuration: BGPConfigurationSpec?, warnings: inout [String]) {
+        func parse(_ field: String, _ list: [CIDRBlock]?) -> [CIDR] {
+            var cidrs: [CIDR] = []
+            for (index, entry) in (list ?? []).enumerated() {
+                guard let text = entry.cidr, !text.isEmpty else { continue }
+                guard let cidr = try? CIDR(cidrOrAddress: text) else {
+                    warnings.append(
+                        "BGPConfiguration default: spec.\(field)[\(index)].cidr \"\(text)\" is not a CIDR; left out")
+                    continue
+                }
+                cidrs.append(cidr.network)
+            }
+            return cidrs
+        }
+        clusterIPs = parse("serviceClusterIPs", configuration?.serviceClusterIPs)
+        externalIPs = parse("serviceExternalIPs", configuration?.serviceExternalIPs)
+        loadBalancerIPs = parse("serviceLoadBalancerIPs", configuration?.serviceLoadBalancerIPs)
+        loadBalancerAggregation = configuration?.serviceLoadBalancerAggregation != "Disabled"
+    }
+
+    /// Every entry of `family`: never routed by BIRD into the node's kernel (the node's load balancer answers for
+    /// these addresses), whether announced or not.
+    public func all(_ family: IPFamily) -> [CIDR] {
+        (clusterIPs + externalIPs + loadBalancerIPs).filter { $0.family == family }
+    }
+
+    /// The ranges of `family` every node announces whole: the cluster ranges, the external ranges that are not a
+    /// single address (those are announced per Service), and the load-balancer ranges under aggregation.
+    public func aggregated(_ family: IPFamily) -> [CIDR] {
+        let external = externalIPs.filter { $0.prefixLength < $0.family.bitWidth }
+        return (clusterIPs + external + (loadBalancerAggregation ? loadBalancerIPs : [])).filter { $0.family == family }
+    }
+}
+
+/// A /32 or /128 a node announces for one or more Services (the same address may serve several).
+public struct ServiceRoute: Sendable, Equatable {
+    public var prefix: CIDR
+    /// The Services (`namespace/name`), sorted.
+    public var services: [String]
+}
+
+/// The /32 and /128 routes of Services this node announces in `family`, Calico's rules taken per family: the
+/// addresses of a Service are its ClusterIP inside a `serviceClusterIPs` range, its external IPs inside a
+/// `serviceExternalIPs` entry and its load-balancer IPs inside a `serviceLoadBalancerIPs` entry (nothing outside
+/// the allow-lists is ever announced); they are announced when
+/// - `externalTrafficPolicy: Local` and this node has a ready endpoint of the Service in this family, or
+/// - `externalTrafficPolicy: Cluster` and an external or load-balancer IP of this family is a single-address entry
+///   of its allow-list (from every node), or
+/// - `externalTrafficPolicy: Cluster`, `serviceLoadBalancerAggregation: Disabled` and the Service has a ready
+///   endpoint of this family anywhere (from every node).
+/// A node labelled `node.kubernetes.io/exclude-from-external-load-balancers=true` announces none.
+public func serviceRoutes(_ input: BirdInput, family: IPFamily, allowLists: ServiceAllowLists) -> [ServiceRoute] {
+    guard let me = input.nodes.first(where: { $0.name == input.nodeName }),
+        me.labels[excludeFromExternalLoadBalancersLabel] != "true"
+    else { return [] }
+    func covered(_ address: IPAddress, by entries: [CIDR]) -> Bool { entries.contains { $0.contains(address) } }
+    func single(_ address: IPAddress, in entries: [CIDR]) -> Bool {
+        entries.contains { $0.prefixLength == family.bitWidth && $0.address == address }
+    }
+    var services: [CIDR: Set<String>] = [:]
+    for service in input.services where service.family == family {
+        let externalIPs = service.externalIPs.filter { covered($0, by: allowLists.externalIPs) }
+        let loadBalancerIPs = service.loadBalancerIPs.filter { covered($0, by: allowLists.loadBalancerIPs) }
+        let announce: Bool
+        if service.externalTrafficLocal {
+            announce = service.readyNodes.contains(me.name)
+        } else {
+            announce =
+                externalIPs.contains { single($0, in: allowLists.externalIPs) }
+                || loadBalancerIPs.contains { single($0, in: allowLists.loadBalancerIPs) }
+                || (!allowLists.loadBalancerAggregation && service.hasReadyEndpoint)
+        }
+        guard announce else { continue }
+        let clusterIP = service.clusterIP.flatMap { covered($0, by: allowLists.clusterIPs) ? $0 : nil }
+        for address in [clusterIP].compactMap({ $0 }) + externalIPs + loadBalancerIPs where address.family == family {
+            services[CIDR(host: address), default: []].insert(service.service)
+        }
+    }
+    return services.keys.sorted { $0.address < $1.address }.map {
+        ServiceRoute(prefix: $0, services: services[$0]!.sorted())
     }
 }
 
@@ -343,8 +481,11 @@ private func passive(peer: IPAddress, me: IPAddress) -> [String] {
 
 /// Renders the BIRD 2 configuration of one node: one daemon, an IPv4 and an IPv6 channel. Blocks affine to the
 /// node are announced as blackholes (the agent programs the kernel's), BGP-learned routes go to the kernel, IP
-/// pools with `disableBGPExport` are never announced, and service CIDRs are announced from every node and never
-/// routed locally.
+/// pools with `disableBGPExport` are never announced, and the service allow-lists are never routed locally: their
+/// ranges are announced from every node (``ServiceAllowLists/aggregated(_:)``), Services' own /32 and /128 from the
+/// nodes ``serviceRoutes(_:family:allowLists:)`` picks, and a route within them is exported only by the node that
+/// announces it (another node's /32 learned over the mesh is not passed on, so a `Local` Service's address reaches
+/// an external peer from its endpoints' nodes only).
 public func renderBirdConfig(_ input: BirdInput) throws(BirdConfigError) -> String {
     try renderBirdConfigReporting(input).config
 }
@@ -383,27 +524,17 @@ public func renderBirdConfigReporting(
         "}",
     ]
 
-    var services: [CIDR] = []
-    for (field, list) in [
-        ("serviceClusterIPs", global?.serviceClusterIPs), ("serviceExternalIPs", global?.serviceExternalIPs),
-        ("serviceLoadBalancerIPs", global?.serviceLoadBalancerIPs),
-    ] {
-        for (index, entry) in (list ?? []).enumerated() {
-            guard let text = entry.cidr, !text.isEmpty else { continue }
-            guard let cidr = try? CIDR(cidrOrAddress: text) else {
-                warnings.append(
-                    "BGPConfiguration default: spec.\(field)[\(index)].cidr \"\(text)\" is not a CIDR; left out")
-                continue
-            }
-            services.append(cidr.network)
-        }
-    }
+    let allowLists = ServiceAllowLists(global, warnings: &warnings)
+    let excluded = me.labels[excludeFromExternalLoadBalancersLabel] == "true"
 
     for family in [IPFamily.v4, .v6] {
         let tag = family == .v4 ? "v4" : "v6"
         let channel = family == .v4 ? "ipv4" : "ipv6"
         let label = family == .v4 ? "IPv4" : "IPv6"
-        let familyServices = services.filter { $0.family == family }
+        let familyServices = allowLists.all(family)
+        // An excluded node keeps the kernel's rejects only.
+        let announcedRanges = excluded ? [] : allowLists.aggregated(family)
+        let hostRoutes = serviceRoutes(input, family: family, allowLists: allowLists)
         let pools = input.pools.filter { $0.spec.network?.family == family }.sorted {
             ($0.metadata.name ?? "") < ($1.metadata.name ?? "")
         }
@@ -441,11 +572,18 @@ public func renderBirdConfigReporting(
         lines.append("  scan time 2;")
         lines.append("}")
 
-        // What this node announces: its blocks and the service CIDRs, as blackholes BIRD does not give the kernel.
+        // What this node announces: its blocks, the service ranges and its Services' own addresses, as blackholes
+        // BIRD does not give the kernel.
         lines.append("protocol static announce_\(tag) {")
         lines.append("  \(channel);")
         for block in blocks { lines.append("  route \(block) blackhole;") }
-        for cidr in familyServices { lines.append("  route \(cidr) blackhole;") }
+        for cidr in announcedRanges { lines.append("  route \(cidr) blackhole;") }
+        if excluded && !familyServices.isEmpty {
+            lines.append("  # No service address: the node is labelled \(excludeFromExternalLoadBalancersLabel)=true.")
+        }
+        for route in hostRoutes {
+            lines.append("  route \(route.prefix) blackhole;  # \(route.services.joined(separator: " "))")
+        }
         lines.append("}")
         if !reachable.isEmpty {
             // Routes to peers that are reachable only through a gateway (reachableBy): in the kernel, since the BGP
@@ -463,7 +601,11 @@ public func renderBirdConfigReporting(
             lines.append(
                 "  if ( net ~ \(pool.spec.network!) ) then reject;  # \(pool.metadata.name ?? "") disableBGPExport")
         }
-        for cidr in familyServices { lines.append("  if ( net ~ \(cidr) ) then accept;") }
+        // Service addresses go out from this node's own announcements only: a route learned from another node is
+        // that node's to announce (a Local Service's /32 must not reach peers through nodes without its endpoints).
+        for cidr in familyServices {
+            lines.append("  if ( net ~ \(cidr) ) then { if ( proto = \"announce_\(tag)\" ) then accept; reject; }")
+        }
         for pool in pools where pool.spec.disableBGPExport != true {
             lines.append("  if ( net ~ \(pool.spec.network!) ) then accept;  # \(pool.metadata.name ?? "")")
         }

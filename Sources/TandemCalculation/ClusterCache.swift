@@ -358,7 +358,31 @@ public struct ClusterCache: Sendable {
             pools: pools.keys.sorted().map { pools[$0]! }.filter { pool in
                 (pool.spec.cidr.flatMap { try? CIDR($0) }).map { families.contains($0.family) } ?? true
             },
-            affineBlocks: localAffinities.sorted().filter { families.contains($0.family) }, logFile: logFile)
+            affineBlocks: localAffinities.sorted().filter { families.contains($0.family) },
+            services: serviceAdvertisements, logFile: logFile)
+    }
+
+    /// Every Service per family as BGP sees it (``ServiceAdvertisement``), from ``servicePlans``: its addresses of
+    /// the family and the nodes with a ready endpoint of that family (any of its ports), so that the ClusterIP of one
+    /// family is announced from its own endpoints' nodes, whatever the other family's are.
+    public var serviceAdvertisements: [ServiceAdvertisement] {
+        guard !services.isEmpty else { return [] }
+        let plans = servicePlans
+        var advertisements: [ServiceAdvertisement] = []
+        for id in plans.keys.sorted() {
+            for family in IPFamily.allCases {
+                let ports = plans[id]!.filter { $0.family == family }
+                guard let first = ports.first else { continue }
+                let ready = ports.flatMap(\.backends).filter(\.ready)
+                advertisements.append(
+                    ServiceAdvertisement(
+                        service: id.description, family: family, clusterIP: first.clusterIP,
+                        externalIPs: first.externalIPs, loadBalancerIPs: first.loadBalancerIPs,
+                        externalTrafficLocal: first.externalLocal, readyNodes: Set(ready.compactMap(\.node)),
+                        hasReadyEndpoint: !ready.isEmpty))
+            }
+        }
+        return advertisements
     }
 
     /// The load balancing of every Service port this node serves, per family, by Service
