@@ -352,21 +352,13 @@ public struct ServiceSpec: ResourceSpec {
                     "expected an \(expected) value as indicated by `ipFamilies[\(index)]`")
             }
         }
-        if let policy = ipFamilyPolicy, !policy.isEmpty {
-            if !Self.familyPolicies.contains(policy) {
-                v.fail(
-                    "spec.ipFamilyPolicy", policy,
-                    "supported values: \"PreferDualStack\", \"RequireDualStack\", \"SingleStack\"")
-            } else if policy == "SingleStack" && (familyNames.count > 1 || ipFamiliesSeen.count > 1) {
-                v.fail(
-                    "spec.ipFamilyPolicy", policy,
-                    "must be 'RequireDualStack' or 'PreferDualStack' when multiple cluster IPs are specified")
-            }
-        } else if (familyNames.count > 1 || ipFamiliesSeen.count > 1) && !isHeadless {
+        if let policy = ipFamilyPolicy, !policy.isEmpty, !Self.familyPolicies.contains(policy) {
             v.fail(
-                "spec.ipFamilyPolicy", nil,
-                "must be 'RequireDualStack' or 'PreferDualStack' when multiple IP families are specified")
+                "spec.ipFamilyPolicy", policy,
+                "supported values: \"PreferDualStack\", \"RequireDualStack\", \"SingleStack\"")
         }
+        // Two IPs or families need a dual-stack policy; that is judged when the Service is written, after the
+        // policy is defaulted (from the stored Service on an update) and a SingleStack downgrade trimmed the lists.
     }
 }
 

@@ -302,8 +302,7 @@ public struct ResourceStore: Sendable {
         {
             throw ResourceError("a patch cannot change metadata.name or metadata.namespace")
         }
-        // For a Service, the policy-against-lists rule waits for admission (a SingleStack patch trims the lists).
-        let problems = patched.validate().filter { !(patched is KubernetesService && isJudgedAfterDefaulting($0)) }
+        let problems = patched.validate()
         if !problems.isEmpty {
             throw ResourceError(
                 ResourceValidationError(kind: kind.name, name: name, problems: problems).description)

@@ -467,13 +467,12 @@ struct ServiceAdmission {
         try await allocateNodePorts(&session)
     }
 
-    /// The static rules of the model, on the Service as it now stands, except the policy-against-lists rule:
-    /// the API server judges that after defaulting (an update without a policy takes the old one) and after a
-    /// SingleStack downgrade trimmed the lists.
+    /// The static rules of the model, on the Service as it now stands (the policy-against-lists rule is not among
+    /// them: it is judged here, after defaulting and after a SingleStack downgrade trimmed the lists).
     private func validationProblems() -> [FieldError] {
         var validator = Validator()
         spec.validate(metadata: service.metadata, into: &validator)
-        return validator.problems.filter { !isJudgedAfterDefaulting($0) }
+        return validator.problems
     }
 
     /// What a client that omits server-set fields means (kubectl apply's merge keeps them): on update, missing
@@ -783,13 +782,6 @@ struct ServiceAdmission {
             }
         }
     }
-}
-
-/// Whether a model validation problem is the rule "SingleStack (or no policy) with two cluster IPs or families",
-/// which Service admission applies itself once the policy is defaulted and a downgrade trimmed the lists.
-func isJudgedAfterDefaulting(_ problem: FieldError) -> Bool {
-    problem.path == "spec.ipFamilyPolicy"
-        && problem.message.hasPrefix("must be 'RequireDualStack' or 'PreferDualStack' when multiple")
 }
 
 extension ServiceSpec {

@@ -70,14 +70,6 @@ import Testing
             "clusterIP: fd00:96::10\n  clusterIPs: [fd00:96::10]\n  ipFamilies: [IPv4]\n  ports: [{port: 80}]",
             "expected an IPv4 value as indicated by `ipFamilies[0]`"
         ),
-        (
-            "ipFamilies: [IPv4, IPv6]\n  ports: [{port: 80}]",
-            "must be 'RequireDualStack' or 'PreferDualStack' when multiple IP families are specified"
-        ),
-        (
-            "ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv4, IPv6]\n  ports: [{port: 80}]",
-            "must be 'RequireDualStack' or 'PreferDualStack' when multiple cluster IPs are specified"
-        ),
         ("ipFamilyPolicy: DualStack\n  ports: [{port: 80}]", "spec.ipFamilyPolicy = \"DualStack\""),
         ("ipFamilies: [IPv7]\n  ports: [{port: 80}]", "spec.ipFamilies[0] = \"IPv7\""),
         ("ports: [{port: 80, protocol: ICMP}]", "spec.ports[0].protocol = \"ICMP\""),
