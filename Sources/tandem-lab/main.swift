@@ -17,7 +17,7 @@ struct TandemLab: ParsableCommand {
         abstract: "A dual-stack Tandem cluster in network namespaces on this machine.",
         subcommands: [
             Up.self, NodeCommand.self, Pod.self, Check.self, Status.self, Restart.self, EnableIPv6.self, Break.self,
-            Repair.self, ServiceCommand.self, Connect.self, Server.self, Down.self,
+            Repair.self, ServiceCommand.self, Connect.self, Server.self, ExternalPeerCommand.self, Down.self,
         ])
 }
 
@@ -106,6 +106,13 @@ struct Up: ParsableCommand {
                 + "wireguardEnabled / wireguardEnabledV6; wireguard-go, each node in a mount namespace of its own)."))
     var wireguard: String = "none"
 
+    @Flag(
+        name: .customLong("external-peer"),
+        help: ArgumentHelp(
+            "Run an external BGP peer (BIRD, AS \(ExternalPeer.asNumber)) on the fabric, peering with every node in "
+                + "each family: it learns what the cluster announces (tandem-lab peer routes)."))
+    var externalPeer = false
+
     /// The pools' vxlanMode for `--encapsulation`.
     var vxlanMode: String {
         switch encapsulation {
@@ -137,6 +144,7 @@ struct Up: ParsableCommand {
         guard ["none", "v4", "v6", "both"].contains(wireguard) else {
             throw ValidationError("--wireguard \(wireguard): use none, v4, v6 or both")
         }
+        if externalPeer && backend != "bird" { throw ValidationError("--external-peer needs --backend bird") }
         if wireguard == "v4" && ipv6Only || wireguard == "v6" && ipv4Only {
             throw ValidationError("--wireguard \(wireguard): the lab has no \(wireguard == "v4" ? "IPv4" : "IPv6")")
         }
@@ -187,8 +195,10 @@ struct Up: ParsableCommand {
                 try checkDatastore(state)
             }
             try createServiceRanges(state: state)
+            if externalPeer { try ExternalPeer.start(state: state, paths: paths) }
             try startAgents(&state, paths: paths)
             try waitForSessions(state, paths: paths, started: started)
+            if externalPeer { try ExternalPeer.waitForSessions(state: state, paths: paths, timeout: timeout) }
             if state.wireguard != nil { try enableWireGuard(state, paths: paths) }
         } catch {
             print("tandem-lab up failed: \(error)")
@@ -972,6 +982,7 @@ struct Down: ParsableCommand {
                 stop(pid, expected: "bird")
             }
         }
+        ExternalPeer.stop(paths: paths)
         // wireguard-go outlives the agent (as a kernel device would) and holds its node's namespace.
         if state.wireguard != nil {
             for node in state.nodes { WireGuardLab.remove(paths: paths, node: node) }
