@@ -79,6 +79,8 @@ public final class NodeAgent: Service, Sendable {
     public let policy: PolicyManager
     public let bgp: BirdManager?
     public let nat: NatManager
+    /// Service load balancing (nftables on every node, whatever the policy backend).
+    public let services: ServiceManager
     public let mtu: MTUManager
     public let vxlan: VXLANManager
     public let ipip: IPIPManager
@@ -161,6 +163,7 @@ public final class NodeAgent: Service, Sendable {
         policy = PolicyManager(backend: configuration.policyBackend, tools: configuration.policyTools)
         bgp = configuration.bird.map(BirdManager.init)
         nat = NatManager(backend: configuration.policyBackend, tools: configuration.policyTools)
+        services = ServiceManager(nodeName: configuration.nodeName, tools: configuration.policyTools)
         mtu = MTUManager(kernel: kernel, path: configuration.mtuFile)
         vxlan = VXLANManager(kernel: kernel)
         ipip = IPIPManager(kernel: kernel)
@@ -176,7 +179,8 @@ public final class NodeAgent: Service, Sendable {
                 keyRequest.yield()
             })
         runner = ManagerRunner(
-            managers: [routes, policy, nat, mtu, vxlan, ipip, wireguard] + (bgp.map { [$0] } ?? []), logger: logger,
+            managers: [routes, policy, nat, services, mtu, vxlan, ipip, wireguard] + (bgp.map { [$0] } ?? []),
+            logger: logger,
             metrics: metrics.factory)
         health.register("FelixStartup", timeout: nil)
         health.register("CalculationGraph", timeout: .seconds(30))
@@ -643,7 +647,7 @@ public final class NodeAgent: Service, Sendable {
                 state.lastLocalCount = local
             }
         }
-        if changes.contains(.bgp), let bgp {
+        if changes.contains(.bgp) || changes.contains(.services), let bgp {
             do {
                 let (config, warnings) = try renderBirdConfigReporting(
                     state.cache.birdInput(routerID: configuration.routerID, logFile: configuration.birdLog))
@@ -657,6 +661,11 @@ public final class NodeAgent: Service, Sendable {
         if changes.contains(.nat) {
             nat.setDesired(state.cache.natPlan)
             kick.append(nat.name)
+        }
+        // Services, and the pools (what is inside the cluster for masquerading) they are balanced with.
+        if changes.contains(.services) || changes.contains(.nat) || changes.contains(.felixConfiguration) {
+            services.setDesired(state.cache.servicePlans, clusterCIDRs: state.cache.natPlan.pools)
+            kick.append(services.name)
         }
         if changes.contains(.felixConfiguration) {
             applyFelixConfiguration(state, logger: logger)
@@ -712,7 +721,11 @@ public final class NodeAgent: Service, Sendable {
         let policyField =
             configuration.policyBackend == .iptables ? "iptablesRefreshInterval" : "nftablesRefreshInterval"
         var intervals: [String: Duration?] = [:]
-        for (field, managers) in [("routeRefreshInterval", [routes.name]), (policyField, [policy.name, nat.name])] {
+        for (field, managers) in [
+            ("routeRefreshInterval", [routes.name]), (policyField, [policy.name, nat.name]),
+            // Services are in nftables whatever the policy backend.
+            ("nftablesRefreshInterval", [services.name]),
+        ] {
             guard let text = cache.felixSetting(field)?.stringValue, let duration = GoDuration(text) else { continue }
             let interval: Duration? =
                 duration.seconds <= 0 ? nil : .milliseconds(Int64((max(duration.seconds, 0.1) * 1000).rounded()))
@@ -723,7 +736,7 @@ public final class NodeAgent: Service, Sendable {
             return current != intervals
         }
         if changed {
-            let described = [routes.name, policy.name, nat.name].map { name in
+            let described = [routes.name, policy.name, nat.name, services.name].map { name in
                 let interval: Duration? = intervals.keys.contains(name) ? intervals[name]! : configuration.resync
                 return "\(name) \(interval.map { "every \($0)" } ?? "never")"
             }
