@@ -5,6 +5,7 @@ import Glibc
 import ServiceLifecycle
 import Synchronization
 import TandemCNIWire
+import TandemDataplane
 import TandemDatastore
 import TandemLinux
 import TandemPlugin
@@ -34,6 +35,9 @@ public final class CNIService: Sendable {
     private let inFlight = Atomic<Int>(0)
     /// Where each call's duration and each failed address assignment are counted.
     private let metrics: any MetricsFactory
+    /// Deletes the host veths DEL takes out of service, after DEL has answered, and knows the ADDs in flight for
+    /// its sweep; nil: DEL deletes the pair before answering.
+    private let hostVeths: HostVethReaper?
 
     /// Binds and listens: `ss -xlp | grep tandem-cni` shows it. `checkpoint` is called at the named points of each
     /// ADD (see `CNIInvocation`).
@@ -41,10 +45,11 @@ public final class CNIService: Sendable {
         address: String, log: @escaping @Sendable (String, [String: String]) -> Void,
         checkpoint: @escaping @Sendable (String) -> Void = { _ in },
         defaultMTU: @escaping @Sendable () -> UInt32? = { readMTUFile() },
-        metrics: any MetricsFactory = NOOPMetricsHandler.instance
+        metrics: any MetricsFactory = NOOPMetricsHandler.instance, hostVeths: HostVethReaper? = nil
     ) throws {
         self.address = address
         self.metrics = metrics
+        self.hostVeths = hostVeths
         // Both families' failure counts exist from the start (0), so a dashboard or alert sees them before a failure.
         for family in ["ipv4", "ipv6"] {
             _ = Counter(
@@ -242,9 +247,21 @@ public final class CNIService: Sendable {
 
     /// Runs the plugin's async work from this connection's thread and waits for it.
     private func runBlocking(_ request: CNIRequest) -> CNIOutcome {
-        let invocation = CNIInvocation(
+        let hostVeths = self.hostVeths
+        var invocation = CNIInvocation(
             invokedAs: request.invokedAs, environment: request.environment, stdin: request.stdin,
             checkpoint: checkpoint, defaultMTU: defaultMTU)
+        if let hostVeths {
+            invocation.removeHostVethLater = { name, index in
+                hostVeths.removeLater(DetachedHostVeth(name: name, index: index))
+            }
+        }
+        // An ADD makes its host veth before it records the endpoint that accounts for it: the sweep must know.
+        let adding =
+            request.environment["CNI_COMMAND"] == "ADD" && request.invokedAs != "tandem-ipam"
+            ? podHostVethName(environment: request.environment) : nil
+        if let adding { hostVeths?.addStarted(adding) }
+        defer { if let adding { hostVeths?.addFinished(adding) } }
         let box = OutcomeBox()
         let done = DispatchSemaphore(value: 0)
         let datastores = self.datastores

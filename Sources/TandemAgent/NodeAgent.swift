@@ -57,6 +57,9 @@ public final class NodeAgent: Service, Sendable {
         /// FelixConfiguration fields set by the agent's environment (`FELIX_<FIELD>`, ``FelixEnvironment``); they
         /// outrank the datastore's, as Felix's environment does.
         public var felixOverrides: [String: JSONValue] = [:]
+        /// The reaper the CNI service hands DEL's host veths to; the agent sweeps orphan veths with it (at start,
+        /// then every datastore resync). Nil: no sweep.
+        public var hostVeths: HostVethReaper?
 
         public init(
             nodeName: String, routerID: IPv4Address, resync: Duration, bird: BirdControl?, birdLog: String?,
@@ -204,6 +207,8 @@ public final class NodeAgent: Service, Sendable {
                 group.addTask { await self.releaseEmptyBlocks() }
                 group.addTask { await self.reportHealth() }
                 group.addTask { await self.serveMetrics() }
+                // (Only with a reaper: the first task to end stops the agent.)
+                if configuration.hostVeths != nil { group.addTask { await self.sweepHostVeths() } }
                 await group.next()
                 group.cancelAll()
             }

@@ -18,17 +18,23 @@ public struct CNIInvocation: Sendable {
     /// The MTU of a pod whose network configuration sets none: the node agent's decision, or what the agent wrote
     /// to ``defaultMTUFile`` for a plugin that runs alone; nil keeps the kernel's default.
     public var defaultMTU: @Sendable () -> UInt32?
+    /// Where DEL hands the pod's host veth (its name and index), taken out of service, to be deleted after DEL has
+    /// answered: the node agent's reaper. Nil (the plugin running alone, one process per call): DEL deletes the
+    /// pair itself before answering, as nothing would outlive the process to do it.
+    public var removeHostVethLater: (@Sendable (_ name: String, _ index: Int32) -> Void)?
 
     public init(
         invokedAs: String, environment: [String: String], stdin: [UInt8],
         checkpoint: @escaping @Sendable (String) -> Void = { _ in },
-        defaultMTU: @escaping @Sendable () -> UInt32? = { nil }
+        defaultMTU: @escaping @Sendable () -> UInt32? = { nil },
+        removeHostVethLater: (@Sendable (_ name: String, _ index: Int32) -> Void)? = nil
     ) {
         self.invokedAs = invokedAs
         self.environment = environment
         self.stdin = stdin
         self.checkpoint = checkpoint
         self.defaultMTU = defaultMTU
+        self.removeHostVethLater = removeHostVethLater
     }
 }
 

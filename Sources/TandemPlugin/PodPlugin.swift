@@ -236,9 +236,22 @@ struct PodPlugin {
         return CNIError(code: CNIError.dataplaneFailure, "cannot wire the pod", details: "\(error)")
     }
 
+    /// The pod's interface out of service, its WorkloadEndpoint deleted, its addresses released, in that order:
+    /// once DEL answers, the addresses may be another pod's and this pod can no longer use them. Served by the
+    /// agent, the host veth is only set down here (its routes go with it) and deleted by the agent's reaper just
+    /// after the answer (the deletion waits for the kernel, about 20 ms of a DEL's 25); running alone, the pair is
+    /// deleted before the answer. Either way a veth left by a crash is found by the agent's sweep.
     func delete() async throws {
         do {
-            try PodInterface.tearDown(namespacePath: cni.netns, containerInterface: cni.ifName)
+            if let removeLater = invocation.removeHostVethLater {
+                if let detached = try PodInterface.detach(
+                    namespacePath: cni.netns, containerInterface: cni.ifName, hostInterface: hostInterface)
+                {
+                    removeLater(detached.name, detached.index)
+                }
+            } else {
+                try PodInterface.tearDown(namespacePath: cni.netns, containerInterface: cni.ifName)
+            }
         } catch {
             throw CNIError(code: CNIError.dataplaneFailure, "cannot remove the pod's interface", details: "\(error)")
         }
@@ -363,6 +376,15 @@ struct PodPlugin {
         else { return }
         _ = try await resources.delete([(.workloadEndpoint, name, endpointNamespace)], skipMissing: true)
     }
+}
+
+/// The host veth a `tandem` call's container has or will have (`cali…`), from its CNI environment; nil when the
+/// environment is not a valid CNI call. The node agent keeps the names of ADDs in flight, so its sweep of orphan
+/// veths never takes one an ADD has made and not yet recorded.
+public func podHostVethName(environment: [String: String]) -> String? {
+    guard let cni = try? CNIEnvironment(environment), !cni.containerID.isEmpty else { return nil }
+    let pod = kubernetesPod(cni.args)
+    return hostVethName(namespace: pod?.namespace, pod: pod?.name, containerID: cni.containerID)
 }
 
 /// A Kubernetes pod's identity from `CNI_ARGS`.

@@ -403,6 +403,8 @@ struct Serve: AsyncParsableCommand {
         let mtuManager = Mutex<MTUManager?>(nil)
         let mtuPath = mtuFile == "none" ? nil : mtuFile
         let metrics = AgentMetrics()
+        // DEL's host veths deleted after its answer, and orphan veths swept (see HostVethReaper).
+        let hostVeths = HostVethReaper(logger: component("cni"))
         do {
             let killAt = ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"]
             let cniLogger = {
@@ -419,7 +421,7 @@ struct Serve: AsyncParsableCommand {
                     if point == killAt { _exit(137) }
                 },
                 defaultMTU: { mtuManager.withLock { $0?.podMTU } ?? mtuPath.flatMap(readMTUFile) },
-                metrics: metrics.factory)
+                metrics: metrics.factory, hostVeths: hostVeths)
         } catch {
             throw ValidationError("--cni-socket \(cniSocket): \(error)")
         }
@@ -483,6 +485,7 @@ struct Serve: AsyncParsableCommand {
             configuration.defaultLogLevel = level
             configuration.felixOverrides = contract.felix.overrides
             configuration.mtuFile = mtuPath
+            configuration.hostVeths = hostVeths
             configuration.metricsEndpoint = try metricsEndpoint()
             // WireGuard: the kernel's devices where it has them, wireguard-go otherwise (said, so it is known).
             let (wireGuardDevices, why) = probeWireGuardDevices()

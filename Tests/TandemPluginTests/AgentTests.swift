@@ -165,7 +165,7 @@ import Testing
         try lab.startAgent()
         let del = try lab.run("DEL", pod: pod, container: "crash", config: lab.config())
         #expect(del.status == 0, "\(del.output)")
-        #expect(!(try lab.node.run("ip -o link show").stdout.contains("cali")))
+        #expect(try lab.hostVethsGone())
         let left = try await lab.leftovers()
         #expect(left.handles.isEmpty && left.endpoints.isEmpty, "\(left)")
     }

@@ -112,7 +112,7 @@ import Testing
         #expect(check.status == 0, "\(check.output)")
         let del = try lab.run("DEL", pod: outside, container: container, config: config, args: args)
         #expect(del.status == 0, "\(del.output)")
-        #expect(try lab.node.run("ip link show \(veth)").status != 0)
+        #expect(try lab.hostVethsGone(veth))
         left = try await lab.leftovers()
         #expect(left.handles.isEmpty && left.endpoints.isEmpty, "\(left)")
 

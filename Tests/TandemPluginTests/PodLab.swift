@@ -126,6 +126,26 @@ struct PodLab {
         return (try await ipam.handles(), endpoints)
     }
 
+    /// Whether the node's host veths named `name` (every `cali*` veth when nil) are gone, within `seconds`. DEL
+    /// served by the agent answers once the veth is out of service (down, without routes) and the agent deletes it
+    /// just after; a DEL without the agent has deleted it before answering.
+    func hostVethsGone(_ name: String? = nil, within seconds: Double = 5) throws -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while true {
+            let links = try node.run("ip -o link show type veth").stdout.split(separator: "\n")
+            let left = links.filter { line in
+                guard let field = line.split(separator: " ").dropFirst().first else { return false }
+                let linkName = field.split(separator: "@").first.map(String.init) ?? ""
+                return name.map { linkName == $0 } ?? linkName.hasPrefix("cali")
+            }
+            if left.isEmpty { return true }
+            // Never up while it waits: DEL took it out of service before it answered.
+            if left.contains(where: { $0.contains(",UP") || $0.contains("<UP") }) { return false }
+            if ContinuousClock.now >= deadline { return false }
+            usleep(20_000)
+        }
+    }
+
     /// `ping -c 1` from a namespace; true when answered.
     static func ping(from namespace: TestNamespace, _ address: String) throws -> Bool {
         try namespace.run("ping -c 1 -W 2 \(address)").status == 0

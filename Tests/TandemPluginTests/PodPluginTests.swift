@@ -86,7 +86,7 @@ enum Stack: String, CaseIterable, Sendable {
             let del = try lab.run("DEL", pod: pod, container: "ctr-1", config: config)
             #expect(del.status == 0, "\(del.output)")
         }
-        #expect(!(try lab.node.run("ip link show").stdout.contains(hostVeth)))
+        #expect(try lab.hostVethsGone(hostVeth))
         #expect(!(try pod.run("ip link show").stdout.contains("eth0")))
         let left = try await lab.leftovers()
         #expect(left.handles.isEmpty)
