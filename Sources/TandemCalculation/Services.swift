@@ -137,16 +137,24 @@ public func servicePlans(
         slicesByService[ServiceID(namespace: slice.metadata.namespace ?? "default", name: name), default: []]
             .append(slice)
     }
-    var endpointsByNamespace: [String: [WorkloadEndpoint]] = [:]
+    // Endpoints by namespace and by label, so each Service looks only at the endpoints carrying one of its
+    // selector's labels (the rarest), not at every endpoint of its namespace.
+    var endpointsByLabel: [String: [String: [WorkloadEndpoint]]] = [:]
     for endpoint in workloadEndpoints {
-        endpointsByNamespace[endpoint.metadata.namespace ?? "default", default: []].append(endpoint)
+        let namespace = endpoint.metadata.namespace ?? "default"
+        for (key, value) in endpoint.metadata.labels ?? [:] {
+            endpointsByLabel[namespace, default: [:]]["\(key)=\(value)", default: []].append(endpoint)
+        }
     }
     var plans: [ServiceID: [ServicePortPlan]] = [:]
     for service in services {
         let id = ServiceID(namespace: service.metadata.namespace ?? "default", name: service.metadata.name ?? "")
+        let labelled = endpointsByLabel[id.namespace] ?? [:]
+        let candidates =
+            (service.spec.selector ?? [:]).map { labelled["\($0.key)=\($0.value)"] ?? [] }
+            .min { $0.count < $1.count } ?? []
         let result = servicePortPlans(
-            service, id: id, slices: slicesByService[id], endpoints: endpointsByNamespace[id.namespace] ?? [],
-            families: families)
+            service, id: id, slices: slicesByService[id], endpoints: candidates, families: families)
         if !result.isEmpty { plans[id] = result }
     }
     return plans

@@ -50,10 +50,12 @@ import Testing
     }
 
     /// `tandem-lab connect FROM ADDRESS PORT --count N --json`.
-    static func connect(_ lab: TestLab, from: String, _ address: String, _ port: Int, count: Int) throws -> Tally {
-        let output = try lab.run([
-            "connect", from, address, "\(port)", "--count", "\(count)", "--json", "--timeout", "1",
-        ])
+    static func connect(
+        _ lab: TestLab, from: String, _ address: String, _ port: Int, count: Int, udp: Bool = false
+    ) throws -> Tally {
+        let output = try lab.run(
+            ["connect", from, address, "\(port)", "--count", "\(count)", "--json", "--timeout", "1"]
+                + (udp ? ["--udp"] : []))
         let line = output.stdout.split(separator: "\n").last.map(String.init) ?? ""
         guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
             throw TestSupportError("connect \(from) -> \(address):\(port): \(output.stdout)\(output.stderr)")
@@ -131,6 +133,23 @@ import Testing
         expectSuccess(try lab.run(["pod", "add", "n1", "web", "--label", "app=web"]), "pod add")
         expectSuccess(try lab.run(["pod", "serve", "web", "--port", "80"]), "pod serve")
         expectSuccess(try lab.run(["pod", "add", "n2", "client"]), "pod add")
+        // UDP: a datagram to each ClusterIP of a PreferDualStack Service is answered by the pod.
+        expectSuccess(try lab.run(["pod", "serve", "web", "--port", "53", "--udp"]), "pod serve --udp")
+        expectSuccess(
+            try lab.run([
+                "service", "add", "dns", "--selector", "app=web", "--port", "53", "--protocol", "UDP",
+                "--ip-family-policy", "PreferDualStack",
+            ]), "service add dns")
+        let udpIPs = try Self.service(lab, "dns")["spec"] as? [String: Any] ?? [:]
+        #expect((udpIPs["clusterIPs"] as? [String] ?? []).count == (mode == "dual-stack" ? 2 : 1), "\(udpIPs)")
+        for address in udpIPs["clusterIPs"] as? [String] ?? [] {
+            #expect(
+                try eventually(within: 10) {
+                    try Self.connect(lab, from: "client", address, 53, count: 1, udp: true).failures == 0
+                }, "UDP \(address):53 never answered")
+            let tally = try Self.connect(lab, from: "client", address, 53, count: 20, udp: true)
+            #expect(tally.failures == 0 && tally.byPod == ["web": 20], "UDP \(address): \(tally)")
+        }
         if mode == "dual-stack" {
             let added = try lab.run([
                 "service", "add", "six", "--selector", "app=web", "--port", "80", "--ip-family-policy", "SingleStack",
