@@ -301,8 +301,8 @@ public enum PodInterface {
     /// it can be deleted after DEL has answered (deleting a veth waits for the kernel's RCU grace periods, about
     /// 20 ms, 75 % of a DEL; setting it down costs well under a millisecond). `ip -n NS link show IFNAME` for its
     /// peer's index, then `ip link set cali… down`: the kernel flushes the routes through it in both families (the
-    /// /32 and /128 to the pod) and the pod's end loses its carrier, so the pod can no longer send or receive with
-    /// addresses DEL releases. The host veth is found as the peer of the pod's interface, never by name alone: a
+    /// /32 and /128 to the pod); the pod's end is set down and renamed, so the pod can no longer send or receive
+    /// with addresses DEL releases and its interface name is free. The host veth is found as the peer of the pod's interface, never by name alone: a
     /// host veth of the same name may already be a new sandbox's. Nil when the namespace or the interface is gone
     /// (a repeated DEL; the kernel removes a pair with its namespace).
     public static func detach(
@@ -337,8 +337,20 @@ public enum PodInterface {
             guard error.isNotFound else { throw error }
             return nil
         }
+        // The pod's end down and renamed (the kernel renames only a link that is down): the interface name is free
+        // at once for the container's next ADD, which must not find the old pair in its way. `ip -n NS link set
+        // eth0 down` and `ip -n NS link set eth0 name tdelN`, N the host end's index (unique in the pod).
+        do {
+            try pod.setLink(podLink, LinkChange(up: false))
+            try pod.setLink(podLink, LinkChange(name: Self.detachedPodInterfaceName(hostIndex: hostLink.index)))
+        } catch {
+            guard error.isNotFound else { throw error }
+        }
         return DetachedHostVeth(name: hostLink.name, index: hostLink.index)
     }
+
+    /// The pod end's name once DEL detached the pair: `tdel` and the host end's index (at most 15 characters).
+    public static func detachedPodInterfaceName(hostIndex: Int32) -> String { "tdel\(hostIndex)" }
 
     /// Deletes a veth that ``detach(namespacePath:containerInterface:hostInterface:)`` took out of service, only if
     /// the link of that name still has that index: a veth of the same name made since (the same pod added again)

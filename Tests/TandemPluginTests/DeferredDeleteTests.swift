@@ -42,7 +42,10 @@ import Testing
             let routes = try lab.node.run("ip \(family) route show").stdout
             #expect(!routes.contains(address.address.description), "\(routes)")
         }
-        #expect(try first.run("ip -o link show eth0").stdout.contains("NO-CARRIER"))
+        // The pod's end: down, renamed, so the name is free for the container's next ADD.
+        #expect(try first.run("ip -o link show eth0").status != 0)
+        let podEnd = try first.run("ip -o link show tdel\(wired.hostIndex)").stdout
+        #expect(podEnd.contains("state DOWN") && !podEnd.contains(",UP"), "\(podEnd)")
         // The same pod added again: the name is the new pair's, and the old record no longer matches it.
         var again = spec
         again.namespacePath = second.path
@@ -53,7 +56,9 @@ import Testing
         let old = try #require(detached)
         #expect(try NetworkNamespace.run(in: lab.node.path) { try PodInterface.removeDetached(old) } == false)
         #expect(try lab.node.run("ip -o link show \(name)").stdout.contains(",UP"))
-        #expect(try first.run("ip -o link show eth0").status != 0, "the first pair went with the second ADD")
+        #expect(
+            try first.run("ip -o link show tdel\(wired.hostIndex)").status != 0,
+            "the first pair went with the second ADD")
         // Detaching what is gone is nothing; the new pair is deleted by its own index.
         #expect(
             try NetworkNamespace.run(in: lab.node.path) {
