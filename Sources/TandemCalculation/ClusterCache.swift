@@ -68,6 +68,8 @@ public struct ClusterCache: Sendable {
     public private(set) var services: [String: KubernetesService] = [:]
     public private(set) var endpointSlices: [String: EndpointSlice] = [:]
     public private(set) var serviceCIDRs: [String: ServiceCIDR] = [:]
+    /// Services' plans, kept change by change (``ServiceIndex``).
+    public private(set) var serviceIndex = ServiceIndex()
     /// This node's confirmed affine blocks.
     public private(set) var localAffinities: Set<CIDR> = []
     /// Every node's confirmed affine blocks, by node name (the overlay routes other nodes' blocks).
@@ -183,7 +185,7 @@ public struct ClusterCache: Sendable {
         }
         switch resource {
         case let endpoint as WorkloadEndpoint:
-            var changes: ClusterChanges = services.isEmpty ? [] : .services
+            var changes: ClusterChanges = serviceIndex.updateEndpoint(key: key, endpoint) ? .services : []
             workloadEndpoints[key] = endpoint
             let wasLocal = localEndpoints[key] != nil
             if endpoint.spec.node == nodeName {
@@ -217,6 +219,7 @@ public struct ClusterCache: Sendable {
             return .bgp
         case let configuration as FelixConfiguration:
             felixConfigurations[key] = configuration
+            _ = serviceIndex.setFamilies(families)
             // Its fields reach routes (ipv6Support), policy (defaultEndpointToHostAction, workloadSourceSpoofing),
             // BGP (ipv6Support) and NAT; another node's own configuration, nothing here.
             return concernsThisNode(name) ? .all : []
@@ -231,9 +234,11 @@ public struct ClusterCache: Sendable {
             return .policy
         case let service as KubernetesService:
             services[key] = service
+            _ = serviceIndex.updateService(Self.serviceID(key), service)
             return [.services, .bgp]
         case let slice as EndpointSlice:
             endpointSlices[key] = slice
+            _ = serviceIndex.updateSlice(key: key, slice)
             return [.services, .bgp]
         case let cidr as ServiceCIDR:
             serviceCIDRs[key] = cidr
@@ -256,7 +261,7 @@ public struct ClusterCache: Sendable {
         case .workloadEndpoint:
             guard workloadEndpoints.removeValue(forKey: key) != nil else { return [] }
             policy.updateEndpoint(key: key, nil)
-            let serviceChange: ClusterChanges = services.isEmpty ? [] : .services
+            let serviceChange: ClusterChanges = serviceIndex.updateEndpoint(key: key, nil) ? .services : []
             let endpointChange: ClusterChanges =
                 localEndpoints.removeValue(forKey: key) != nil ? [.routes, .policy] : .policy
             return endpointChange.union(serviceChange)
@@ -265,7 +270,9 @@ public struct ClusterCache: Sendable {
         case .bgpConfiguration: return bgpConfigurations.removeValue(forKey: key) != nil ? .bgp : []
         case .bgpPeer: return bgpPeers.removeValue(forKey: key) != nil ? .bgp : []
         case .felixConfiguration:
-            return felixConfigurations.removeValue(forKey: key) != nil && concernsThisNode(name) ? .all : []
+            guard felixConfigurations.removeValue(forKey: key) != nil else { return [] }
+            _ = serviceIndex.setFamilies(families)
+            return concernsThisNode(name) ? .all : []
         case .networkPolicy:
             policy.updateNetworkPolicy(key: key, nil)
             return .policy
@@ -275,8 +282,14 @@ public struct ClusterCache: Sendable {
         case .profile:
             policy.updateProfile(name: name, nil)
             return .policy
-        case .service: return services.removeValue(forKey: key) != nil ? [.services, .bgp] : []
-        case .endpointSlice: return endpointSlices.removeValue(forKey: key) != nil ? [.services, .bgp] : []
+        case .service:
+            guard services.removeValue(forKey: key) != nil else { return [] }
+            _ = serviceIndex.updateService(Self.serviceID(key), nil)
+            return [.services, .bgp]
+        case .endpointSlice:
+            guard endpointSlices.removeValue(forKey: key) != nil else { return [] }
+            _ = serviceIndex.updateSlice(key: key, nil)
+            return [.services, .bgp]
         case .serviceCIDR: return serviceCIDRs.removeValue(forKey: key) != nil ? [.services, .bgp] : []
         default: return []
         }
@@ -387,12 +400,12 @@ public struct ClusterCache: Sendable {
 
     /// The load balancing of every Service port this node serves, per family, by Service
     /// (``servicePlans(services:slices:workloadEndpoints:families:)``).
-    public var servicePlans: [ServiceID: [ServicePortPlan]] {
-        TandemCalculation.servicePlans(
-            services: services.keys.sorted().map { services[$0]! },
-            slices: endpointSlices.keys.sorted().map { endpointSlices[$0]! },
-            workloadEndpoints: services.isEmpty ? [] : workloadEndpoints.keys.sorted().map { workloadEndpoints[$0]! },
-            families: families)
+    public var servicePlans: [ServiceID: [ServicePortPlan]] { serviceIndex.plans }
+
+    /// The Service of a key (`.../services/NAMESPACE/NAME`).
+    static func serviceID(_ key: String) -> ServiceID {
+        let parts = key.split(separator: "/")
+        return ServiceID(namespace: String(parts[parts.count - 2]), name: String(parts[parts.count - 1]))
     }
 
     /// The cluster's service ranges (every ServiceCIDR's), per family.
@@ -526,7 +539,9 @@ public struct ClusterCache: Sendable {
 
     /// FelixConfiguration fields the agent's environment sets (`FELIX_<FIELD>`): as in Felix, they outrank the
     /// datastore's resources.
-    public var felixOverrides: [String: JSONValue] = [:]
+    public var felixOverrides: [String: JSONValue] = [:] {
+        didSet { _ = serviceIndex.setFamilies(families) }
+    }
 
     /// The value of a FelixConfiguration field for this node: the environment's (``felixOverrides``) first, then
     /// `node.NAME`'s, then `default`'s.

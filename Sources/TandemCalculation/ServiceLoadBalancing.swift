@@ -110,7 +110,7 @@ public struct ServiceRenderer: Sendable {
     /// the same address, protocol and port (external IPs are not checked by the API server): the first by
     /// namespace and name keeps it.
     public mutating func ruleset(_ plans: [ServiceID: [ServicePortPlan]]) -> ServiceRuleset {
-        var ruleset = Self.skeleton()
+        var ruleset = Self.skeleton(clusterCIDRs: clusterCIDRs)
         let context = "\(nodeName)|" + IPFamily.allCases.map { (clusterCIDRs[$0] ?? []).map(\.description) }.description
         var kept: [ServiceID: (plans: [ServicePortPlan], context: String, fragment: Fragment)] = [:]
         for id in plans.keys.sorted() {
@@ -135,7 +135,7 @@ public struct ServiceRenderer: Sendable {
     }
 
     /// The chains and maps every node has, whatever its Services.
-    static func skeleton() -> ServiceRuleset {
+    static func skeleton(clusterCIDRs: [IPFamily: [CIDR]] = [:]) -> ServiceRuleset {
         var ruleset = ServiceRuleset()
         for name in ServiceRuleset.mapTypes.keys { ruleset.maps[name] = [:] }
         func perFamily(_ map: (IPFamily) -> String, nodePorts: ((IPFamily) -> String)?) -> [String] {
@@ -178,8 +178,20 @@ public struct ServiceRenderer: Sendable {
             "nat-postrouting": ServiceChain(
                 header: "type nat hook postrouting priority srcnat; policy accept;", ["jump masquerading"]),
         ]
+        // Sources outside the pools reaching a ClusterIP are masqueraded. One rule per pool rather than an
+        // anonymous set in every Service's chain: the kernel binds each anonymous set of a transaction by walking
+        // the transaction, so thousands of them make a load quadratic (15 s for 1,000 dual-stack Services).
+        for family in IPFamily.allCases {
+            let cidrs = clusterCIDRs[family] ?? []
+            guard !cidrs.isEmpty else { continue }
+            ruleset.chains[Self.outsideChain(family)] = ServiceChain(
+                cidrs.map { "\(family.nftWord) saddr \($0) return" } + ["jump mark-for-masquerade"])
+        }
         return ruleset
     }
+
+    /// The chain marking for masquerade what comes from outside the pools, per family.
+    static func outsideChain(_ family: IPFamily) -> String { "masquerade-outside-v\(family.rawValue)" }
 
     /// One Service port of one family.
     private func render(_ plan: ServicePortPlan, into fragment: inout Fragment) {
@@ -217,8 +229,14 @@ public struct ServiceRenderer: Sendable {
                     rules.append("\(ip) saddr @\(set) goto \(entry.chain)")
                 }
             }
-            let choices = backends.enumerated().map { "\($0.offset) : goto \(endpointChains[$0.element]!.chain)" }
-            rules.append("numgen random mod \(backends.count) vmap { \(choices.joined(separator: ", ")) }")
+            // Uniform choice as a cascade: endpoint i with probability 1/(N-i) among those left (1/N each in all).
+            // Not `numgen random mod N vmap { ... }`: an anonymous map per Service makes the kernel's load
+            // quadratic (see skeleton(clusterCIDRs:)).
+            for (index, backend) in backends.enumerated() {
+                let chain = endpointChains[backend]!.chain
+                let left = backends.count - index
+                rules.append(left == 1 ? "goto \(chain)" : "numgen random mod \(left) 0 goto \(chain)")
+            }
             return ServiceChain(rules)
         }
         if !all.isEmpty {
@@ -226,9 +244,7 @@ public struct ServiceRenderer: Sendable {
             if let clusterIP = plan.clusterIP, !cidrs.isEmpty {
                 // From outside the cluster (the node itself, another host) to the ClusterIP: masqueraded, so the
                 // answer comes back here to be un-DNATed.
-                first.append(
-                    "\(ip) daddr \(clusterIP) \(ip) saddr != { \(cidrs.map(\.description).joined(separator: ", ")) } "
-                        + "jump mark-for-masquerade")
+                first.append("\(ip) daddr \(clusterIP) jump \(Self.outsideChain(family))")
             }
             fragment.chains[names.service] = balancing(all, first: first)
         }
@@ -258,8 +274,7 @@ public struct ServiceRenderer: Sendable {
                 rules = []
                 if !cidrs.isEmpty {
                     // Pods reaching an external address take the cluster's way (kube-proxy's short circuit).
-                    rules.append(
-                        "\(ip) saddr { \(cidrs.map(\.description).joined(separator: ", ")) } goto \(names.service)")
+                    rules += cidrs.map { "\(ip) saddr \($0) goto \(names.service)" }
                 }
                 // The node itself: masqueraded, and to any endpoint.
                 rules += [
@@ -280,8 +295,8 @@ public struct ServiceRenderer: Sendable {
             }
         }
         if !plan.loadBalancerSourceRanges.isEmpty && !plan.loadBalancerIPs.isEmpty {
-            let ranges = plan.loadBalancerSourceRanges.map(\.description).joined(separator: ", ")
-            fragment.chains[names.firewall] = ServiceChain(["\(ip) saddr != { \(ranges) } drop"])
+            fragment.chains[names.firewall] = ServiceChain(
+                plan.loadBalancerSourceRanges.map { "\(ip) saddr \($0) return" } + ["drop"])
             for address in plan.loadBalancerIPs {
                 fragment.elements.append(
                     (

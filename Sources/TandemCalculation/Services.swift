@@ -246,3 +246,126 @@ func selectedBackends(
     }
     return backends
 }
+
+/// The Service plans kept up to date change by change, as the calculation graph keeps policy: each Service's plans
+/// are computed again only when the Service, one of its slices, or an endpoint carrying one of its selector's
+/// labels changes, so a pod coming or going costs the Services that select it, not every Service of the cluster.
+/// The result is always ``servicePlans(services:slices:workloadEndpoints:families:)`` of what it was fed.
+public struct ServiceIndex: Sendable {
+    /// The plans of every Service with something to balance.
+    public private(set) var plans: [ServiceID: [ServicePortPlan]] = [:]
+    public private(set) var families: Set<IPFamily>
+    private var services: [ServiceID: KubernetesService] = [:]
+    private var slices: [String: EndpointSlice] = [:]
+    private var slicesByService: [ServiceID: Set<String>] = [:]
+    private var endpoints: [String: WorkloadEndpoint] = [:]
+    /// Endpoint keys by namespace and `key=value` label.
+    private var endpointsByLabel: [String: [String: Set<String>]] = [:]
+    /// Services by namespace and the `key=value` pairs of their selectors.
+    private var servicesBySelector: [String: [String: Set<ServiceID>]] = [:]
+
+    public init(families: Set<IPFamily> = [.v4, .v6]) { self.families = families }
+
+    /// Whether any Service is known (endpoints are then worth indexing for them).
+    public var isEmpty: Bool { services.isEmpty }
+
+    /// A Service created, changed (`service`) or deleted (nil). Returns whether the plans changed.
+    public mutating func updateService(_ id: ServiceID, _ service: KubernetesService?) -> Bool {
+        if let old = services[id] { index(selector: old.spec.selector, of: id, adding: false) }
+        services[id] = service
+        if let service { index(selector: service.spec.selector, of: id, adding: true) }
+        return recompute([id])
+    }
+
+    /// An EndpointSlice put or deleted, by key. Returns whether the plans changed.
+    public mutating func updateSlice(key: String, _ slice: EndpointSlice?) -> Bool {
+        var touched: Set<ServiceID> = []
+        if let old = slices[key], let id = Self.owner(of: old) {
+            slicesByService[id]?.remove(key)
+            if slicesByService[id]?.isEmpty == true { slicesByService[id] = nil }
+            touched.insert(id)
+        }
+        slices[key] = slice
+        if let slice, let id = Self.owner(of: slice) {
+            slicesByService[id, default: []].insert(key)
+            touched.insert(id)
+        }
+        return recompute(touched)
+    }
+
+    /// A WorkloadEndpoint put or deleted, by key. Returns whether the plans changed.
+    public mutating func updateEndpoint(key: String, _ endpoint: WorkloadEndpoint?) -> Bool {
+        var touched: Set<ServiceID> = []
+        for held in [endpoints[key], endpoint].compactMap({ $0 }) {
+            let namespace = held.metadata.namespace ?? "default"
+            for (label, value) in held.metadata.labels ?? [:] {
+                touched.formUnion(servicesBySelector[namespace]?["\(label)=\(value)"] ?? [])
+            }
+        }
+        if let old = endpoints[key] { index(endpoint: old, key: key, adding: false) }
+        endpoints[key] = endpoint
+        if let endpoint { index(endpoint: endpoint, key: key, adding: true) }
+        return recompute(touched)
+    }
+
+    /// The families the node carries changed (FelixConfiguration `ipv6Support`). Returns whether the plans changed.
+    public mutating func setFamilies(_ families: Set<IPFamily>) -> Bool {
+        guard families != self.families else { return false }
+        self.families = families
+        return recompute(Set(services.keys))
+    }
+
+    private static func owner(of slice: EndpointSlice) -> ServiceID? {
+        guard let name = slice.metadata.labels?[EndpointSliceSpec.serviceNameLabel], !name.isEmpty else { return nil }
+        return ServiceID(namespace: slice.metadata.namespace ?? "default", name: name)
+    }
+
+    private mutating func index(selector: [String: String]?, of id: ServiceID, adding: Bool) {
+        for (label, value) in selector ?? [:] {
+            if adding {
+                servicesBySelector[id.namespace, default: [:]]["\(label)=\(value)", default: []].insert(id)
+            } else {
+                servicesBySelector[id.namespace]?["\(label)=\(value)"]?.remove(id)
+            }
+        }
+    }
+
+    private mutating func index(endpoint: WorkloadEndpoint, key: String, adding: Bool) {
+        let namespace = endpoint.metadata.namespace ?? "default"
+        for (label, value) in endpoint.metadata.labels ?? [:] {
+            if adding {
+                endpointsByLabel[namespace, default: [:]]["\(label)=\(value)", default: []].insert(key)
+            } else {
+                endpointsByLabel[namespace]?["\(label)=\(value)"]?.remove(key)
+                if endpointsByLabel[namespace]?["\(label)=\(value)"]?.isEmpty == true {
+                    endpointsByLabel[namespace]?["\(label)=\(value)"] = nil
+                }
+            }
+        }
+    }
+
+    /// Computes the plans of `ids` again; whether any differ from before.
+    private mutating func recompute(_ ids: Set<ServiceID>) -> Bool {
+        var changed = false
+        for id in ids {
+            var result: [ServicePortPlan] = []
+            if let service = services[id] {
+                let labelled = endpointsByLabel[id.namespace] ?? [:]
+                // The endpoints carrying the selector's rarest label; the selector is checked whole on each.
+                let candidates =
+                    (service.spec.selector ?? [:]).map { labelled["\($0.key)=\($0.value)"] ?? [] }
+                    .min { $0.count < $1.count } ?? []
+                let sliceKeys = slicesByService[id]
+                result = servicePortPlans(
+                    service, id: id, slices: sliceKeys.map { $0.sorted().compactMap { slices[$0] } },
+                    endpoints: candidates.sorted().compactMap { endpoints[$0] }, families: families)
+            }
+            let previous = plans[id] ?? []
+            if previous != result {
+                changed = true
+                plans[id] = result.isEmpty ? nil : result
+            }
+        }
+        return changed
+    }
+}

@@ -22,6 +22,8 @@ import Testing
           ports: [{name: http, port: 8080, targetPort: http, nodePort: 30080}]
         """
 
+    static func resourceOf(_ yaml: String) throws -> any AnyResource { try resource(yaml) }
+
     static func endpoint(_ name: String, node: String, ips: [String], app: String = "web") -> String {
         """
         apiVersion: projectcalico.org/v3
@@ -130,5 +132,86 @@ import Testing
         headless.spec.clusterIPs = ["None"]
         #expect(
             servicePlans(services: [headless], slices: [], workloadEndpoints: [endpoint], families: [.v4, .v6]).isEmpty)
+    }
+}
+
+/// The cache's incremental Service plans always equal the plans computed from scratch, through a long fixed-seed
+/// sequence of Services, slices and endpoints created, relabelled, moved between namespaces and deleted.
+@Suite struct ServiceIndexTests {
+    struct Generator: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return state
+        }
+    }
+
+    @Test func incrementalPlansEqualPlansFromScratch() throws {
+        var random = Generator(state: 42)
+        var cache = ClusterCache(nodeName: "n1")
+        var revision: Int64 = 1
+        var live: [String: any AnyResource] = [:]
+        for step in 0..<600 {
+            revision += 1
+            let choice = Int.random(in: 0..<10, using: &random)
+            let namespace = ["default", "other"][Int.random(in: 0..<2, using: &random)]
+            let app = "app\(Int.random(in: 0..<4, using: &random))"
+            let resource: any AnyResource
+            switch choice {
+            case 0, 1:
+                let name = "svc\(Int.random(in: 0..<5, using: &random))"
+                let families = [["IPv4"], ["IPv6"], ["IPv6", "IPv4"]][Int.random(in: 0..<3, using: &random)]
+                let ips = families.map { $0 == "IPv4" ? "10.96.0.\(step % 200 + 1)" : "fd00:96::\(step + 1)" }
+                resource = try ServicePlanTests.resourceOf(
+                    """
+                    apiVersion: v1
+                    kind: Service
+                    metadata: {name: \(name), namespace: \(namespace)}
+                    spec:
+                      ipFamilyPolicy: \(families.count == 2 ? "RequireDualStack" : "SingleStack")
+                      ipFamilies: [\(families.joined(separator: ", "))]
+                      clusterIP: "\(ips[0])"
+                      clusterIPs: [\(ips.map { "\"\($0)\"" }.joined(separator: ", "))]
+                      selector: {app: \(app)\(Bool.random(using: &random) ? ", tier: web" : "")}
+                      ports: [{port: 80}]
+                    """)
+            case 2:
+                let service = "svc\(Int.random(in: 0..<5, using: &random))"
+                resource = try ServicePlanTests.resourceOf(
+                    """
+                    apiVersion: discovery.k8s.io/v1
+                    kind: EndpointSlice
+                    metadata: {name: \(service)-s\(Int.random(in: 0..<2, using: &random)), namespace: \(namespace), labels: {kubernetes.io/service-name: \(service)}}
+                    addressType: IPv4
+                    endpoints: [{addresses: ["10.244.9.\(step % 250)"], nodeName: n\(step % 3)}]
+                    ports: [{port: 80, protocol: TCP}]
+                    """)
+            default:
+                let pod = "pod\(Int.random(in: 0..<12, using: &random))"
+                resource = try ServicePlanTests.resourceOf(
+                    ServicePlanTests.endpoint(
+                        pod, node: "n\(step % 3)", ips: ["10.244.0.\(step % 250)/32", "fd00:244::\(step)/128"],
+                        app: app
+                    ).replacingOccurrences(of: "namespace: default", with: "namespace: \(namespace)")
+                        .replacingOccurrences(of: "labels: {", with: "labels: {tier: web, "))
+            }
+            let key = resource.key
+            if live[key] != nil && Int.random(in: 0..<3, using: &random) == 0 {
+                live[key] = nil
+                cache.apply(
+                    WatchEvent(
+                        kind: .delete,
+                        keyValue: KeyValue(key: key, value: [], createRevision: 0, modRevision: revision, version: 0)))
+            } else {
+                live[key] = resource
+                cache.apply(put(resource, revision: revision))
+            }
+            let expected = servicePlans(
+                services: live.keys.sorted().compactMap { live[$0] as? KubernetesService },
+                slices: live.keys.sorted().compactMap { live[$0] as? EndpointSlice },
+                workloadEndpoints: live.keys.sorted().compactMap { live[$0] as? WorkloadEndpoint },
+                families: [.v4, .v6])
+            try #require(cache.servicePlans == expected, "step \(step): \(key)")
+        }
     }
 }
