@@ -96,6 +96,7 @@ try:
     print(f"{n} pods one after another, then 20 ADDs at once; latency in ms (each call is a process, run on the node)")
     print(f"{'':36} {'ADD p50':>9} {'ADD p99':>9} {'DEL p50':>9} {'DEL p99':>9} {'20 at once: p50':>16} {'wall':>8}")
     results = {}
+    lives = {}
     plugins = ("tandem", "tandem (no agent)", "ptp+host-local")
     for dual in (False, True):
         for plugin in plugins:
@@ -109,8 +110,19 @@ try:
                 call(plugin, "DEL", pods[i], i, dual)
             label = f"{plugin}, {'dual-stack' if dual else 'IPv4'}"
             results[label] = statistics.median(adds)
+            # A pod's whole life: its ADD and its DEL, per pod.
+            lives[label] = [a + d for a, d in zip(adds, dels)]
             print(f"{label:36} {statistics.median(adds):9.1f} {pct(adds, 99):9.1f} {statistics.median(dels):9.1f} "
                   f"{pct(dels, 99):9.1f} {statistics.median(burst):16.1f} {wall:8.0f}", flush=True)
+    print(f"{'ADD + DEL per pod':36} {'p50':>9} {'p99':>9}")
+    for label, life in lives.items():
+        print(f"{label:36} {statistics.median(life):9.1f} {pct(life, 99):9.1f}")
+    reference = lives["ptp+host-local, IPv4"]
+    for plugin in plugins[:2]:
+        life = lives[f"{plugin}, dual-stack"]
+        print(f"ADD + DEL ratio {plugin} dual-stack / ptp+host-local IPv4: "
+              f"p50 {statistics.median(life) / statistics.median(reference):.2f}, "
+              f"p99 {pct(life, 99) / pct(reference, 99):.2f}")
     for family in ("IPv4", "dual-stack"):
         for plugin in plugins[:2]:
             print(f"ADD p50 ratio {plugin} / ptp+host-local, {family}: "
