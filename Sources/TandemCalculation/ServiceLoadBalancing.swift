@@ -496,21 +496,17 @@ public func serviceUpdate(
         lines.append("add set \(prefix) \(name) { \(desired.sets[name]!) }")
         changed.append("set \(name) added")
     }
-    var rewrite: [String] = []
-    for name in desired.chains.keys.sorted() {
-        let chain = desired.chains[name]!
+    // Compared unsorted (tens of thousands of chains), and only what differs sorted, for a stable transaction.
+    var added: [String] = []
+    var rehooked: [String] = []
+    var flushed: [(name: String, repaired: Bool)] = []
+    for (name, chain) in desired.chains {
         guard let existing = current.chains[name] else {
-            lines.append("add chain \(prefix) \(name)" + (chain.header.map { " { \($0) }" } ?? ""))
-            rewrite.append(name)
-            changed.append("chain \(name) added")
+            added.append(name)
             continue
         }
         if existing.header != chain.header {
-            // A base chain's hook or priority changed: made again (nothing jumps to a base chain).
-            lines.append("delete chain \(prefix) \(name)")
-            lines.append("add chain \(prefix) \(name)" + (chain.header.map { " { \($0) }" } ?? ""))
-            rewrite.append(name)
-            changed.append("chain \(name) made again (hook)")
+            rehooked.append(name)
             continue
         }
         var drifted = false
@@ -522,12 +518,26 @@ public func serviceUpdate(
             }
         }
         if existing.hash != chain.hash || existing.ruleCount != chain.rules.count || drifted {
-            lines.append("flush chain \(prefix) \(name)")
-            rewrite.append(name)
-            changed.append(
-                "chain \(name) "
-                    + (existing.hash == chain.hash ? "repaired (changed outside Tandem)" : "replaced"))
+            flushed.append((name, existing.hash == chain.hash))
         }
+    }
+    var rewrite: [String] = []
+    for name in added.sorted() {
+        lines.append("add chain \(prefix) \(name)" + (desired.chains[name]!.header.map { " { \($0) }" } ?? ""))
+        rewrite.append(name)
+        changed.append("chain \(name) added")
+    }
+    for name in rehooked.sorted() {
+        // A base chain's hook or priority changed: made again (nothing jumps to a base chain).
+        lines.append("delete chain \(prefix) \(name)")
+        lines.append("add chain \(prefix) \(name)" + (desired.chains[name]!.header.map { " { \($0) }" } ?? ""))
+        rewrite.append(name)
+        changed.append("chain \(name) made again (hook)")
+    }
+    for (name, repaired) in flushed.sorted(by: { $0.name < $1.name }) {
+        lines.append("flush chain \(prefix) \(name)")
+        rewrite.append(name)
+        changed.append("chain \(name) " + (repaired ? "repaired (changed outside Tandem)" : "replaced"))
     }
     for name in rewrite {
         record.printed[name] = nil

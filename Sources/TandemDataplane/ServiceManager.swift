@@ -70,8 +70,22 @@ public final class ServiceManager: DataplaneManager {
     public func figures() -> Figures { state.withLock { $0.figures } }
 
     public func apply(resync: Bool) throws -> ManagerReport {
-        // The state is only changed from the manager's own thread; the lock guards against the setter.
-        var state = self.state.withLock { $0 }
+        // The state is only changed from the manager's own thread; the lock guards against the setter. It is taken
+        // out of the lock whole (what stays behind holds no reference to its tables), so that changing it here does
+        // not copy tens of thousands of chains.
+        var state = self.state.withLock { held -> State in
+            let taken = held
+            held.renderer = ServiceRenderer(
+                nodeName: taken.renderer.nodeName, clusterCIDRs: taken.renderer.clusterCIDRs)
+            held.belief = nil
+            held.record = ServicePrintedRecord()
+            held.loadedInput = nil
+            return taken
+        }
+        defer {
+            let done = state
+            self.state.withLock { $0 = merged($0, done) }
+        }
         guard let plans = state.plans else { return ManagerReport() }
         let clusterCIDRs = state.renderer.clusterCIDRs
         if !resync, state.belief != nil, let loaded = state.loadedInput, loaded.0 == plans, loaded.1 == clusterCIDRs {
@@ -88,8 +102,6 @@ public final class ServiceManager: DataplaneManager {
             } catch {
                 state.belief = nil
                 state.loadedInput = nil
-                let failed = state
-                self.state.withLock { $0 = merged($0, failed) }
                 throw error
             }
             // Thousands of chains at start-up: one line; a live change: a line per object.
@@ -104,8 +116,6 @@ public final class ServiceManager: DataplaneManager {
         }
         state.loadedInput = (plans, clusterCIDRs)
         state.figures = Figures(services: plans.count, chains: desired.chains.count, elements: desired.elementCount)
-        let done = state
-        self.state.withLock { $0 = merged($0, done) }
         return report
     }
 
