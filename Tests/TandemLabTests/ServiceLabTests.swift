@@ -113,6 +113,24 @@ import Testing
             let tally = try Self.connect(lab, from: "web-n1", address, 8080, count: 60)
             #expect(tally.failures == 0 && tally.byPod["web-n1", default: 0] > 0, "hairpin \(address): \(tally)")
         }
+        // sessionAffinity ClientIP: each client stays with one backend, in each family.
+        expectSuccess(
+            try lab.run([
+                "service", "add", "sticky", "--selector", "app=web", "--port", "8081", "--target-port", "80",
+                "--ip-family-policy", "RequireDualStack", "--session-affinity", "ClientIP",
+            ]), "service add sticky")
+        let stickyIPs = (try Self.service(lab, "sticky")["spec"] as? [String: Any])?["clusterIPs"] as? [String] ?? []
+        #expect(stickyIPs.count == 2)
+        for address in stickyIPs {
+            _ = try eventually(within: 10) {
+                try Self.connect(lab, from: "client-n2", address, 8081, count: 1).failures == 0
+            }
+            for client in ["client-n1", "client-n2"] {
+                let tally = try Self.connect(lab, from: client, address, 8081, count: 30)
+                #expect(
+                    tally.failures == 0 && tally.byPod.count == 1, "\(client) -> \(address) affinity: \(tally.byPod)")
+            }
+        }
         // A backend removed is no longer chosen a second later.
         expectSuccess(try lab.run(["pod", "del", "web-n3"]), "pod del")
         usleep(1_000_000)
