@@ -251,4 +251,53 @@ import Testing
             #expect(none.failures == 2, "n2 has no local endpoint: \(none)")
         }
     }
+
+    /// LoadBalancer Services reached from outside the cluster over BGP, in both families: the load-balancer ranges
+    /// announced by every node to the external peer (Cluster: any node, the client masqueraded), and with
+    /// externalTrafficPolicy Local the /32 and /128 from the backend's node only, the client's address kept.
+    @Test func loadBalancerIPsFromOutsideThroughTheExternalPeer() throws {
+        let lab = try TestLab()
+        defer { lab.down() }
+        try lab.up(["--nodes", "2", "--external-peer"])
+        expectSuccess(try lab.run(["pod", "add", "n1", "web", "--label", "app=web"]), "pod add")
+        expectSuccess(try lab.run(["pod", "serve", "web", "--port", "80"]), "pod serve")
+        let file = try lab.state.write(
+            "bgp.yaml",
+            """
+            apiVersion: projectcalico.org/v3
+            kind: BGPConfiguration
+            metadata: {name: default}
+            spec:
+              serviceLoadBalancerIPs: [{cidr: 192.0.2.0/24}, {cidr: "2001:db8:5::/64"}]
+            """)
+        expectSuccess(
+            try TestProducts.run(
+                "tandemctl", ["apply", "-f", file, "--datastore", "sqlite://\(lab.directory)/datastore.db"]), "apply")
+        for (name, policy, suffix) in [("cluster", "Cluster", "10"), ("local", "Local", "11")] {
+            expectSuccess(
+                try lab.run([
+                    "service", "add", name, "--selector", "app=web", "--port", "80", "--type", "LoadBalancer",
+                    "--ip-family-policy", "RequireDualStack", "--external-traffic-policy", policy,
+                    "--load-balancer-ip", "192.0.2.\(suffix)", "--load-balancer-ip", "2001:db8:5::\(suffix)",
+                ]), "service add \(name)")
+        }
+        for (address, outside) in [("192.0.2.10", "10.99.0.254"), ("2001:db8:5::10", "fd99::fe")] {
+            #expect(
+                try eventually(within: 20) {
+                    try Self.connect(lab, from: "outside", address, 80, count: 1).failures == 0
+                }, "\(address) never answered from outside")
+            let tally = try Self.connect(lab, from: "outside", address, 80, count: 20)
+            #expect(tally.failures == 0 && tally.byPod == ["web": 20], "\(address): \(tally)")
+            #expect(!tally.clients.contains(outside), "Cluster: masqueraded, \(tally.clients)")
+        }
+        for (address, outside) in [("192.0.2.11", "10.99.0.254"), ("2001:db8:5::11", "fd99::fe")] {
+            // The /32 or /128 from n1 alone: the peer routes it there, and n1 keeps the client's address.
+            var tally = Tally(replies: [:], failures: 1)
+            let answered = try eventually(within: 20) {
+                tally = try Self.connect(lab, from: "outside", address, 80, count: 5)
+                return tally.failures == 0 && tally.clients == [outside]
+            }
+            #expect(answered, "\(address) Local: \(tally)")
+        }
+    }
 }
