@@ -106,32 +106,91 @@ public struct ServiceRenderer: Sendable {
         var sets: [String: String] = [:]
     }
 
-    /// The ruleset for `plans`. Services whose plans did not change reuse their rendering. Two Services claiming
-    /// the same address, protocol and port (external IPs are not checked by the API server): the first by
-    /// namespace and name keeps it.
+    /// What the last ``ruleset(_:)`` changed in the ruleset before it: chains, map elements (by map) and sets, each
+    /// added, replaced or removed. Nil when it was built whole (the first time, or the node's name or the pools
+    /// changed): everything is then to be compared.
+    public struct Touched: Sendable, Equatable {
+        public var chains: Set<String> = []
+        public var elements: [String: Set<String>] = [:]
+        public var sets: Set<String> = []
+        public init() {}
+    }
+    public private(set) var touched: Touched?
+    /// The ruleset as last built, patched Service by Service.
+    private var merged = ServiceRuleset()
+    private var mergedContext: String?
+    /// Which Services claim each map key, with their verdicts: the first by namespace and name holds it.
+    private var claims: [String: [String: [ServiceID: String]]] = [:]
+
+    /// The ruleset for `plans`. Only the Services whose plans changed are rendered again and patched into the
+    /// ruleset kept from the last call (``touched`` says what changed), so one endpoint changing costs its Service,
+    /// not the tens of thousands of chains of the others. Two Services claiming the same address, protocol and port
+    /// (external IPs are not checked by the API server): the first by namespace and name keeps it.
     public mutating func ruleset(_ plans: [ServiceID: [ServicePortPlan]]) -> ServiceRuleset {
-        var ruleset = Self.skeleton(clusterCIDRs: clusterCIDRs)
         let context = "\(nodeName)|" + IPFamily.allCases.map { (clusterCIDRs[$0] ?? []).map(\.description) }.description
-        var kept: [ServiceID: (plans: [ServicePortPlan], context: String, fragment: Fragment)] = [:]
-        for id in plans.keys.sorted() {
-            let portPlans = plans[id]!
-            let fragment: Fragment
-            if let hit = rendered[id], hit.context == context, hit.plans == portPlans {
-                fragment = hit.fragment
-            } else {
-                var made = Fragment()
-                for plan in portPlans { render(plan, into: &made) }
-                fragment = made
-            }
-            kept[id] = (portPlans, context, fragment)
-            ruleset.chains.merge(fragment.chains) { first, _ in first }
-            ruleset.sets.merge(fragment.sets) { first, _ in first }
-            for element in fragment.elements where ruleset.maps[element.map]?[element.key] == nil {
-                ruleset.maps[element.map, default: [:]][element.key] = element.verdict
-            }
+        if mergedContext != context {
+            merged = Self.skeleton(clusterCIDRs: clusterCIDRs)
+            claims = [:]
+            rendered = [:]
+            mergedContext = context
+            var ignored = Touched()
+            for id in plans.keys.sorted() { add(id, plans[id]!, touched: &ignored) }
+            touched = nil
+            return merged
         }
-        rendered = kept
-        return ruleset
+        var changes = Touched()
+        for id in rendered.keys where plans[id] == nil { remove(id, touched: &changes) }
+        for (id, portPlans) in plans {
+            if let hit = rendered[id], hit.plans == portPlans { continue }
+            remove(id, touched: &changes)
+            add(id, portPlans, touched: &changes)
+        }
+        touched = changes
+        return merged
+    }
+
+    /// Renders one Service and adds its chains, sets and map claims to the ruleset.
+    private mutating func add(_ id: ServiceID, _ portPlans: [ServicePortPlan], touched: inout Touched) {
+        var fragment = Fragment()
+        for plan in portPlans { render(plan, into: &fragment) }
+        rendered[id] = (portPlans, mergedContext ?? "", fragment)
+        for (name, chain) in fragment.chains where merged.chains[name] == nil {
+            merged.chains[name] = chain
+            touched.chains.insert(name)
+        }
+        for (name, definition) in fragment.sets where merged.sets[name] == nil {
+            merged.sets[name] = definition
+            touched.sets.insert(name)
+        }
+        for element in fragment.elements {
+            claims[element.map, default: [:]][element.key, default: [:]][id] = element.verdict
+            settle(element.map, element.key, touched: &touched)
+        }
+    }
+
+    /// Takes one Service's chains, sets and map claims out of the ruleset.
+    private mutating func remove(_ id: ServiceID, touched: inout Touched) {
+        guard let fragment = rendered.removeValue(forKey: id)?.fragment else { return }
+        for name in fragment.chains.keys {
+            merged.chains[name] = nil
+            touched.chains.insert(name)
+        }
+        for name in fragment.sets.keys {
+            merged.sets[name] = nil
+            touched.sets.insert(name)
+        }
+        for element in fragment.elements {
+            claims[element.map]?[element.key]?[id] = nil
+            settle(element.map, element.key, touched: &touched)
+        }
+    }
+
+    /// Gives a map key to its first claimant by namespace and name, or removes it when none is left.
+    private mutating func settle(_ map: String, _ key: String, touched: inout Touched) {
+        let holder = claims[map]?[key]?.min { $0.key < $1.key }
+        if holder == nil { claims[map]?[key] = nil }
+        merged.maps[map, default: [:]][key] = holder?.value
+        touched.elements[map, default: []].insert(key)
     }
 
     /// The chains and maps every node has, whatever its Services.
@@ -404,6 +463,22 @@ public struct ServiceKernelState: Sendable, Equatable {
         sets = Set(ruleset.sets.keys)
     }
 
+    /// The state once the part of `ruleset` that `touched` names is loaded (the rest as it was).
+    public mutating func apply(_ ruleset: ServiceRuleset, touched: ServiceRenderer.Touched) {
+        tableExists = true
+        for name in touched.chains {
+            chains[name] = ruleset.chains[name].map {
+                KernelChain(header: $0.header, hash: $0.hash, ruleCount: $0.rules.count, printed: "")
+            }
+        }
+        for (map, keys) in touched.elements {
+            for key in keys { maps[map, default: [:]][key] = ruleset.maps[map]?[key] }
+        }
+        for name in touched.sets {
+            if ruleset.sets[name] != nil { sets.insert(name) } else { sets.remove(name) }
+        }
+    }
+
     /// Parses `nft list table inet NAME` (nil: no table).
     public init(listing: String?) {
         self.init(tableExists: false)
@@ -480,8 +555,11 @@ public struct ServicePrintedRecord: Sendable {
 /// nothing refers to them (in the same transaction: this kernel (≥ 6.2) releases the references first).
 public func serviceUpdate(
     desired: ServiceRuleset, current: ServiceKernelState, record: inout ServicePrintedRecord,
-    table: String = ServiceRuleset.table
+    table: String = ServiceRuleset.table, only: ServiceRenderer.Touched? = nil
 ) -> (text: String, changed: [String])? {
+    // `only`: what changed since `current` was believed (the renderer's ``ServiceRenderer/touched``); the rest is
+    // taken as loaded. Without it (a read-back, the first load), everything is compared.
+    let only = current.tableExists ? only : nil
     let prefix = "inet \(table)"
     var lines: [String] = []
     var changed: [String] = []
@@ -492,7 +570,8 @@ public func serviceUpdate(
     for name in desired.maps.keys.sorted() where current.maps[name] == nil {
         lines.append("add map \(prefix) \(name) { type \(ServiceRuleset.mapTypes[name] ?? ""); }")
     }
-    for name in desired.sets.keys.sorted() where !current.sets.contains(name) {
+    for name in (only.map { Array($0.sets) } ?? Array(desired.sets.keys)).sorted()
+    where desired.sets[name] != nil && !current.sets.contains(name) {
         lines.append("add set \(prefix) \(name) { \(desired.sets[name]!) }")
         changed.append("set \(name) added")
     }
@@ -500,7 +579,8 @@ public func serviceUpdate(
     var added: [String] = []
     var rehooked: [String] = []
     var flushed: [(name: String, repaired: Bool)] = []
-    for (name, chain) in desired.chains {
+    for name in only.map({ Array($0.chains) }) ?? Array(desired.chains.keys) {
+        guard let chain = desired.chains[name] else { continue }
         guard let existing = current.chains[name] else {
             added.append(name)
             continue
@@ -546,8 +626,17 @@ public func serviceUpdate(
     for name in desired.maps.keys.sorted() {
         let want = desired.maps[name]!
         let have = current.maps[name] ?? [:]
-        let stale = have.filter { want[$0.key] != $0.value }.keys.sorted()
-        let missing = want.filter { have[$0.key] != $0.value }.keys.sorted()
+        let stale: [String]
+        let missing: [String]
+        if let keys = only?.elements[name] {
+            stale = keys.filter { have[$0] != nil && want[$0] != have[$0] }.sorted()
+            missing = keys.filter { want[$0] != nil && want[$0] != have[$0] }.sorted()
+        } else if only != nil {
+            continue
+        } else {
+            stale = have.filter { want[$0.key] != $0.value }.keys.sorted()
+            missing = want.filter { have[$0.key] != $0.value }.keys.sorted()
+        }
         if !stale.isEmpty { lines.append("delete element \(prefix) \(name) { \(stale.joined(separator: ", ")) }") }
         if !missing.isEmpty {
             lines.append(
@@ -557,14 +646,16 @@ public func serviceUpdate(
             changed.append("map \(name): " + (missing.map { "+\($0)" } + stale.map { "-\($0)" }).joined(separator: " "))
         }
     }
-    let staleChains = current.chains.keys.filter { desired.chains[$0] == nil }.sorted()
+    let staleChains = (only.map { Array($0.chains) } ?? Array(current.chains.keys))
+        .filter { desired.chains[$0] == nil && current.chains[$0] != nil }.sorted()
     for name in staleChains { lines.append("flush chain \(prefix) \(name)") }
     for name in staleChains {
         lines.append("delete chain \(prefix) \(name)")
         record.printed[name] = nil
         changed.append("chain \(name) deleted")
     }
-    for name in current.sets.sorted() where desired.sets[name] == nil {
+    for name in (only.map { Array($0.sets) } ?? Array(current.sets)).sorted()
+    where desired.sets[name] == nil && current.sets.contains(name) {
         lines.append("delete set \(prefix) \(name)")
         changed.append("set \(name) deleted")
     }

@@ -91,12 +91,20 @@ public final class ServiceManager: DataplaneManager {
         if !resync, state.belief != nil, let loaded = state.loadedInput, loaded.0 == plans, loaded.1 == clusterCIDRs {
             return ManagerReport()
         }
-        let desired = state.renderer.ruleset(plans)
-        if resync || state.belief == nil {
+        // Read back first: the renderer's record of what changed must not move on unless it is loaded or
+        // compared with the kernel whole.
+        let readBack = resync || state.belief == nil
+        if readBack {
+            state.belief = nil
             state.belief = ServiceKernelState(listing: try tools.listNftTable(table))
         }
+        let desired = state.renderer.ruleset(plans)
+        // What changed since the belief, when the belief is not a fresh read-back.
+        let only = readBack ? nil : state.renderer.touched
         var report = ManagerReport()
-        if let update = serviceUpdate(desired: desired, current: state.belief!, record: &state.record, table: table) {
+        if let update = serviceUpdate(
+            desired: desired, current: state.belief!, record: &state.record, table: table, only: only)
+        {
             do {
                 try tools.loadNft(update.text)
             } catch {
@@ -112,7 +120,11 @@ public final class ServiceManager: DataplaneManager {
                 ]
                 : update.changed
             state.lastLoaded = update.text
-            state.belief = ServiceKernelState(loaded: desired)
+            if let only {
+                state.belief!.apply(desired, touched: only)
+            } else {
+                state.belief = ServiceKernelState(loaded: desired)
+            }
         }
         state.loadedInput = (plans, clusterCIDRs)
         state.figures = Figures(services: plans.count, chains: desired.chains.count, elements: desired.elementCount)

@@ -343,3 +343,52 @@ func target(_ verdict: String?) -> String? {
         #expect(ServiceKernelState(listing: nil).tableExists == false)
     }
 }
+
+/// The renderer patches its ruleset Service by Service; after any sequence of changes it equals a ruleset built
+/// whole, and what it says it touched, applied to the previous ruleset, gives the new one.
+@Suite struct IncrementalServiceRenderingTests {
+    @Test func patchedRulesetEqualsRulesetBuiltWhole() throws {
+        var seed: UInt64 = 7
+        func next(_ bound: Int) -> Int {
+            seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((seed >> 33) % UInt64(bound))
+        }
+        var incremental = ServiceRenderer(nodeName: "n1", clusterCIDRs: pods)
+        var plans: [ServiceID: [ServicePortPlan]] = [:]
+        var previous = incremental.ruleset(plans)
+        for step in 0..<300 {
+            let name = "svc\(next(8))"
+            let id = ServiceID(namespace: "default", name: name)
+            if next(4) == 0 {
+                plans[id] = nil
+            } else {
+                var portPlans: [ServicePortPlan] = []
+                for family in IPFamily.allCases where next(3) != 0 {
+                    let index = Int(name.dropFirst(3))!
+                    let backends = (0..<next(4)).map { backend -> (String, String?, Bool) in
+                        let address =
+                            family == .v4 ? "10.244.\(index).\(backend + 1)" : "fd00:244::\(index):\(backend + 1)"
+                        return (address, "n\(next(3) + 1)", next(5) != 0)
+                    }
+                    portPlans.append(
+                        try servicePlan(
+                            family, name: name, nodePort: next(2) == 0 ? 30000 + index : nil,
+                            clusterIP: family == .v4 ? "10.96.0.\(index + 1)" : "fd00:96::\(index + 1)",
+                            // Two Services may claim one external IP: the first by name keeps it.
+                            externalIPs: next(3) == 0 ? [family == .v4 ? "192.0.2.1" : "2001:db8::1"] : [],
+                            backends: backends, affinity: next(4) == 0 ? 60 : nil, externalLocal: next(2) == 0))
+                }
+                plans[id] = portPlans.isEmpty ? nil : portPlans
+            }
+            let patched = incremental.ruleset(plans)
+            var whole = ServiceRenderer(nodeName: "n1", clusterCIDRs: pods)
+            let expected = whole.ruleset(plans)
+            try #require(patched == expected, "step \(step)")
+            // The belief of what was loaded, moved on by what was touched, is what a whole load would give.
+            var belief = ServiceKernelState(loaded: previous)
+            belief.apply(patched, touched: try #require(incremental.touched))
+            #expect(belief == ServiceKernelState(loaded: expected), "step \(step)")
+            previous = patched
+        }
+    }
+}
