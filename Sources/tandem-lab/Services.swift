@@ -482,6 +482,13 @@ enum LabSocket {
             if count == 0 { break }
             return .failure(LabError("read: \(String(cString: strerror(errno)))"))
         }
+        if !udp {
+            // Closed with a reset once the reply is in: no TIME_WAIT left on either side, so thousands of
+            // connections in a row do not meet their own earlier four-tuples (a SYN meeting a TIME_WAIT is
+            // answered late, and the connection rate falls as they pile up).
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            setsockopt(descriptor, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        }
         let text = String(decoding: received, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return text.isEmpty ? .failure(LabError("no reply")) : .success(text)
     }
