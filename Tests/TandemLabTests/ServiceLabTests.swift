@@ -300,4 +300,59 @@ import Testing
             #expect(answered, "\(address) Local: \(tally)")
         }
     }
+
+    /// A Service without a selector, its endpoints given as EndpointSlices of each family (as a Kubernetes
+    /// controller or an operator writes them): only ready endpoints are chosen, in each family.
+    @Test func endpointSlicesGiveTheEndpointsOfASelectorlessService() throws {
+        let lab = try TestLab()
+        defer { lab.down() }
+        try lab.up(["--nodes", "2"])
+        expectSuccess(try lab.run(["pod", "add", "n1", "web"]), "pod add")
+        expectSuccess(try lab.run(["pod", "serve", "web", "--port", "80"]), "pod serve")
+        expectSuccess(try lab.run(["pod", "add", "n2", "client"]), "pod add")
+        let web = try #require(try Self.pods(lab)["web"])
+        let manifest = """
+            apiVersion: v1
+            kind: Service
+            metadata: {name: manual, namespace: default}
+            spec:
+              ipFamilyPolicy: RequireDualStack
+              ipFamilies: [IPv6, IPv4]
+              ports: [{name: http, port: 8080, targetPort: 80}]
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: manual-v4, namespace: default, labels: {kubernetes.io/service-name: manual}}
+            addressType: IPv4
+            endpoints:
+            - {addresses: ["\(web.ipv4!)"], nodeName: n1}
+            - {addresses: ["10.244.200.200"], nodeName: n2, conditions: {ready: false}}
+            ports: [{name: http, port: 80, protocol: TCP}]
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: manual-v6, namespace: default, labels: {kubernetes.io/service-name: manual}}
+            addressType: IPv6
+            endpoints:
+            - {addresses: ["\(web.ipv6!)"], nodeName: n1}
+            - {addresses: ["fd00:244::200:200"], nodeName: n2, conditions: {ready: false}}
+            ports: [{name: http, port: 80, protocol: TCP}]
+            """
+        let file = try lab.state.write("manual.yaml", manifest)
+        expectSuccess(
+            try TestProducts.run(
+                "tandemctl", ["apply", "-f", file, "--datastore", "sqlite://\(lab.directory)/datastore.db"]), "apply")
+        let ips = (try Self.service(lab, "manual")["spec"] as? [String: Any])?["clusterIPs"] as? [String] ?? []
+        #expect(ips.count == 2 && ips[0].contains(":"), "\(ips)")
+        for address in ips {
+            #expect(
+                try eventually(within: 10) {
+                    try Self.connect(lab, from: "client", address, 8080, count: 1).failures == 0
+                },
+                "\(address) never answered")
+            let tally = try Self.connect(lab, from: "client", address, 8080, count: 40)
+            #expect(
+                tally.failures == 0 && tally.byPod == ["web": 40], "not-ready endpoint chosen? \(address): \(tally)")
+        }
+    }
 }
