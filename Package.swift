@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "TandemCalculation", targets: ["TandemCalculation"]),
         .library(name: "TandemDataplane", targets: ["TandemDataplane"]),
         .library(name: "TandemPolicy", targets: ["TandemPolicy"]),
+        .library(name: "TandemBGP", targets: ["TandemBGP"]),
         .library(name: "TandemLinux", targets: ["TandemLinux"]),
         .library(name: "TandemNetlink", targets: ["TandemNetlink"]),
         .library(name: "TandemNetlinkCodec", targets: ["TandemNetlinkCodec"]),

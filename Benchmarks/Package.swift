@@ -19,6 +19,8 @@ let package = Package(
                 .product(name: "TandemNetlink", package: "main"),
                 .product(name: "TandemNetlinkCodec", package: "main"),
                 .product(name: "TandemPolicy", package: "main"),
+                .product(name: "TandemBGP", package: "main"),
+                .product(name: "TandemBGP", package: "main"),
                 .product(name: "TandemCalculation", package: "main"),
                 .product(name: "TandemDataplane", package: "main"),
             ],

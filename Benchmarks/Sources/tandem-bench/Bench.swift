@@ -202,6 +202,12 @@ struct Bench {
                 endpoints: arguments.dropFirst(2).first.flatMap(Int.init) ?? 2000,
                 local: arguments.dropFirst(3).first.flatMap(Int.init) ?? 100,
                 changes: arguments.dropFirst(4).first.flatMap(Int.init) ?? 100)
+        case "scale":
+            try scaleBenchmark(
+                nodes: arguments.dropFirst().first.flatMap(Int.init) ?? 5000,
+                endpoints: arguments.dropFirst(2).first.flatMap(Int.init) ?? 100_000,
+                policies: arguments.dropFirst(3).first.flatMap(Int.init) ?? 1000,
+                changes: arguments.dropFirst(4).first.flatMap(Int.init) ?? 100)
         case "service-change":
             try serviceChangeBenchmark(
                 services: arguments.dropFirst().first.flatMap(Int.init) ?? 1000,
@@ -217,7 +223,7 @@ struct Bench {
                 runs: arguments.dropFirst(2).first.flatMap(Int.init) ?? 5)
         default:
             print(
-                "usage: tandem-bench address | store [db-path] [increments] | ipam-rate [count] [db-path] | ipam-fill [db-path] | routes [count] [runs] | policy POLICIES ENDPOINTS LOCAL RUNS | policy-change POLICIES ENDPOINTS LOCAL CHANGES | endpoint-change [POLICIES] [CHANGES] | service-change [SERVICES] [ENDPOINTS-PER-SERVICE] [CHANGES]"
+                "usage: tandem-bench address | store [db-path] [increments] | ipam-rate [count] [db-path] | ipam-fill [db-path] | routes [count] [runs] | policy POLICIES ENDPOINTS LOCAL RUNS | policy-change POLICIES ENDPOINTS LOCAL CHANGES | endpoint-change [POLICIES] [CHANGES] | service-change [SERVICES] [ENDPOINTS-PER-SERVICE] [CHANGES] | scale [NODES] [ENDPOINTS] [POLICIES] [CHANGES]"
             )
         }
     }
