@@ -92,7 +92,7 @@ public struct ServiceRenderer: Sendable {
     /// outside the cluster and is masqueraded, so that the answer comes back through this node.
     public var clusterCIDRs: [IPFamily: [CIDR]]
 
-    private var rendered: [ServiceID: (plans: [ServicePortPlan], context: String, fragment: Fragment)] = [:]
+    private var rendered: [ServiceID: (plans: [ServicePortPlan], fragment: Fragment)] = [:]
 
     public init(nodeName: String, clusterCIDRs: [IPFamily: [CIDR]] = [:]) {
         self.nodeName = nodeName
@@ -153,7 +153,7 @@ public struct ServiceRenderer: Sendable {
     private mutating func add(_ id: ServiceID, _ portPlans: [ServicePortPlan], touched: inout Touched) {
         var fragment = Fragment()
         for plan in portPlans { render(plan, into: &fragment) }
-        rendered[id] = (portPlans, mergedContext ?? "", fragment)
+        rendered[id] = (portPlans, fragment)
         for (name, chain) in fragment.chains where merged.chains[name] == nil {
             merged.chains[name] = chain
             touched.chains.insert(name)
@@ -200,13 +200,13 @@ public struct ServiceRenderer: Sendable {
         func perFamily(_ map: (IPFamily) -> String, nodePorts: ((IPFamily) -> String)?) -> [String] {
             var rules: [String] = []
             for family in IPFamily.allCases {
-                rules.append("\(family.nftWord) daddr . meta l4proto . th dport vmap @\(map(family))")
+                rules.append("\(family.nftAddressWord) daddr . meta l4proto . th dport vmap @\(map(family))")
             }
             if let nodePorts {
                 // The node's own addresses but loopback (kube-proxy's choice: a NodePort is not a localhost port).
                 for family in IPFamily.allCases {
                     rules.append(
-                        "fib daddr type local \(family.nftWord) daddr != \(family.loopback) meta l4proto . th dport "
+                        "fib daddr type local \(family.nftAddressWord) daddr != \(family.loopback) meta l4proto . th dport "
                             + "vmap @\(nodePorts(family))")
                 }
             }
@@ -244,7 +244,7 @@ public struct ServiceRenderer: Sendable {
             let cidrs = clusterCIDRs[family] ?? []
             guard !cidrs.isEmpty else { continue }
             ruleset.chains[Self.outsideChain(family)] = ServiceChain(
-                cidrs.map { "\(family.nftWord) saddr \($0) return" } + ["jump mark-for-masquerade"])
+                cidrs.map { "\(family.nftAddressWord) saddr \($0) return" } + ["jump mark-for-masquerade"])
         }
         return ruleset
     }
@@ -255,7 +255,7 @@ public struct ServiceRenderer: Sendable {
     /// One Service port of one family.
     private func render(_ plan: ServicePortPlan, into fragment: inout Fragment) {
         let family = plan.family
-        let ip = family.nftWord
+        let ip = family.nftAddressWord
         let names = ServicePortNames(plan)
         let all = plan.usableBackends().filter { $0.address.family == family }
         let local = plan.usableBackends(localTo: nodeName).filter { $0.address.family == family }
@@ -420,8 +420,6 @@ func shortHash(_ text: String) -> String {
 }
 
 extension IPFamily {
-    /// nft's word for the family's header: `ip` or `ip6`.
-    var nftWord: String { self == .v4 ? "ip" : "ip6" }
     /// The loopback range as nft prints it.
     var loopback: String { self == .v4 ? "127.0.0.0/8" : "::1" }
 }

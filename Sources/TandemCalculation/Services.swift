@@ -125,6 +125,9 @@ public struct ServicePortPlan: Sendable, Equatable {
 /// endpoints from the WorkloadEndpoints its selector matches in its namespace, per family, as the EndpointSlice
 /// controller would give them. Headless and ExternalName Services have nothing to load-balance.
 ///
+/// The agent keeps these plans change by change in a ``ServiceIndex``; this computation from scratch is the
+/// definition the index is tested against.
+///
 /// - Parameters:
 ///   - families: the families the node carries (a family left out has no plans).
 public func servicePlans(

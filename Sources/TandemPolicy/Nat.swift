@@ -74,7 +74,7 @@ public func renderNatNftables(_ plan: NatPlan, table: String = "tandemnat") -> S
     lines.append("\tchain postrouting {")
     lines.append("\t\ttype nat hook postrouting priority srcnat + 10; policy accept;")
     for family in IPFamily.allCases where !(plan.masqueradeSources[family] ?? []).isEmpty {
-        let address = family == .v4 ? "ip" : "ip6"
+        let address = family.nftAddressWord
         let number = family.rawValue
         let match =
             "\(address) saddr @masq\(number) \(address) daddr != @pools\(number) \(address) daddr != @hosts\(number)"

@@ -39,7 +39,7 @@ func nftRule(_ rule: RuleIR, passChain: String?) -> String {
 /// A rule's matches, without its verdict.
 func nftMatches(_ rule: RuleIR) -> String {
     var parts: [String] = ["meta nfproto \(rule.family == .v4 ? "ipv4" : "ipv6")"]
-    let address = rule.family == .v4 ? "ip" : "ip6"
+    let address = rule.family.nftAddressWord
     // A set of the rule's own nets is written into the rule; endpoints' addresses are named sets.
     func reference(_ set: AddressSet) -> String {
         guard set.isInline else { return "@\(set.name)" }
@@ -68,4 +68,9 @@ func nftMatches(_ rule: RuleIR) -> String {
     if !rule.destinationPorts.isEmpty { parts.append("th dport \(portList(rule.destinationPorts))") }
     if !rule.notDestinationPorts.isEmpty { parts.append("th dport != \(portList(rule.notDestinationPorts))") }
     return parts.joined(separator: " ")
+}
+
+extension IPFamily {
+    /// nft's word for the family's network header in a match or a NAT statement: `ip` or `ip6`.
+    public var nftAddressWord: String { self == .v4 ? "ip" : "ip6" }
 }

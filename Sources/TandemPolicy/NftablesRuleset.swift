@@ -119,7 +119,7 @@ public struct NftRenderer: Sendable {
         for interface in plan.options.allowedSourcePrefixes.keys.sorted() {
             for prefix in plan.options.allowedSourcePrefixes[interface]! {
                 antiSpoofing.append(
-                    "iifname \"\(interface)\" \(prefix.family == .v4 ? "ip" : "ip6") saddr \(setElement(prefix)) accept "
+                    "iifname \"\(interface)\" \(prefix.family.nftAddressWord) saddr \(setElement(prefix)) accept "
                         + "comment \"allowedSourcePrefixes\"")
             }
         }
