@@ -7,6 +7,7 @@ import Synchronization
 import TandemCNIWire
 import TandemDataplane
 import TandemDatastore
+import TandemIPAM
 import TandemLinux
 import TandemPlugin
 import TandemStore
@@ -38,6 +39,8 @@ public final class CNIService: Sendable {
     /// Deletes the host veths DEL takes out of service, after DEL has answered, and knows the ADDs in flight for
     /// its sweep; nil: DEL deletes the pair before answering.
     private let hostVeths: HostVethReaper?
+    /// The agent's cache as IPAM reads it, for a call's datastore URL and node; nil: none (see ``IPAMCache``).
+    private let ipamView: (@Sendable (_ datastoreURL: String, _ host: String) -> IPAMView?)?
 
     /// Binds and listens: `ss -xlp | grep tandem-cni` shows it. `checkpoint` is called at the named points of each
     /// ADD (see `CNIInvocation`).
@@ -45,9 +48,11 @@ public final class CNIService: Sendable {
         address: String, log: @escaping @Sendable (String, [String: String]) -> Void,
         checkpoint: @escaping @Sendable (String) -> Void = { _ in },
         defaultMTU: @escaping @Sendable () -> UInt32? = { readMTUFile() },
-        metrics: any MetricsFactory = NOOPMetricsHandler.instance, hostVeths: HostVethReaper? = nil
+        metrics: any MetricsFactory = NOOPMetricsHandler.instance, hostVeths: HostVethReaper? = nil,
+        ipamView: (@Sendable (_ datastoreURL: String, _ host: String) -> IPAMView?)? = nil
     ) throws {
         self.address = address
+        self.ipamView = ipamView
         self.metrics = metrics
         self.hostVeths = hostVeths
         // Both families' failure counts exist from the start (0), so a dashboard or alert sees them before a failure.
@@ -251,6 +256,10 @@ public final class CNIService: Sendable {
         var invocation = CNIInvocation(
             invokedAs: request.invokedAs, environment: request.environment, stdin: request.stdin,
             checkpoint: checkpoint, defaultMTU: defaultMTU)
+        if let ipamView {
+            let datastores = self.datastores
+            invocation.ipamCache = { url in datastores.ipamCache(url, view: ipamView) }
+        }
         if let hostVeths {
             invocation.removeHostVethLater = { name, index in
                 hostVeths.removeLater(DetachedHostVeth(name: name, index: index))
@@ -300,10 +309,23 @@ public struct CNIServiceError: Error, CustomStringConvertible, Sendable {
     init(_ description: String) { self.description = description }
 }
 
-/// Datastores opened once and shared by every call (a SQLite pool is safe across threads and processes).
+/// Datastores opened once and shared by every call (a SQLite pool is safe across threads and processes), with the
+/// IPAM memory of each (its blocks as last written, and the agent's view when the agent follows that datastore).
 final class DatastoreCache: @unchecked Sendable {
     private let lock = NSLock()
     private var opened: [String: any Datastore] = [:]
+    private var ipamCaches: [String: IPAMCache] = [:]
+
+    func ipamCache(
+        _ url: String, view: @escaping @Sendable (_ datastoreURL: String, _ host: String) -> IPAMView?
+    ) -> IPAMCache {
+        lock.withLock {
+            if let cache = ipamCaches[url] { return cache }
+            let cache = IPAMCache(view: { host in view(url, host) })
+            ipamCaches[url] = cache
+            return cache
+        }
+    }
 
     func open(_ url: String) throws -> any Datastore {
         try lock.withLock {

@@ -78,6 +78,8 @@ public final class NodeAgent: Service, Sendable {
 
     public let configuration: Configuration
     let datastore: any Datastore
+    /// The cache's IPAM inputs as of the last batch that changed them; nil until the first full list.
+    private let ipamSource = Mutex<IPAMSource?>(nil)
     public let routes: RouteManager
     public let policy: PolicyManager
     public let bgp: BirdManager?
@@ -534,6 +536,16 @@ public final class NodeAgent: Service, Sendable {
         }
     }
 
+    /// What an address assignment for `host` reads from this agent's cache instead of the datastore (pools, IPAM
+    /// configuration, the node's labels and blocks); nil until the cache holds a full list. The CNI service hands it
+    /// to IPAM for calls that name this agent's datastore.
+    public func ipamView(host: String) -> IPAMView? {
+        guard let source = ipamSource.withLock({ $0 }) else { return nil }
+        return IPAMView(
+            pools: Array(source.pools.values), configuration: source.configuration?.spec,
+            nodeLabels: source.labels(of: host), affineBlocks: source.blocks(of: host))
+    }
+
     /// One batch through the cache; returns the managers to kick.
     private func process(_ batch: [SyncUpdate], _ state: CalculationState) -> [String] {
         var logger = self.logger
@@ -570,6 +582,10 @@ public final class NodeAgent: Service, Sendable {
         // The cluster's figures follow every batch (another node's pod changes nothing here, but counts).
         if state.synced { publishClusterFigures(state.cache) }
         guard state.synced, !changes.isEmpty else { return [] }
+        if changes.contains(.ipam) {
+            let source = state.cache.ipamSource
+            ipamSource.withLock { $0 = source }
+        }
         for (key, reason) in state.cache.undecodable.sorted(by: { $0.key < $1.key }).prefix(5) {
             logger.warning("ignoring \(key): \(reason)")
         }

@@ -25,15 +25,18 @@ public struct ClusterChanges: OptionSet, Sendable, Hashable, CustomStringConvert
     /// Services, EndpointSlices, the ServiceCIDRs, or any workload endpoint (a Service's selector may pick it): the
     /// node's load balancing and the Services' BGP advertisements.
     public static let services = ClusterChanges(rawValue: 1 << 6)
+    /// Pools, nodes, the IPAMConfiguration or any node's blocks: what the CNI service's assignments read from the
+    /// cache (``ClusterCache/ipamSource``).
+    public static let ipam = ClusterChanges(rawValue: 1 << 7)
 
     public static let all: ClusterChanges = [
-        .routes, .policy, .bgp, .felixConfiguration, .nat, .overlay, .services,
+        .routes, .policy, .bgp, .felixConfiguration, .nat, .overlay, .services, .ipam,
     ]
 
     public var description: String {
         [
             (ClusterChanges.routes, "routes"), (.policy, "policy"), (.bgp, "bgp"), (.felixConfiguration, "felix"),
-            (.nat, "nat"), (.overlay, "overlay"), (.services, "services"),
+            (.nat, "nat"), (.overlay, "overlay"), (.services, "services"), (.ipam, "ipam"),
         ]
         .filter { contains($0.0) }.map(\.1).joined(separator: ",")
     }
@@ -74,6 +77,10 @@ public struct ClusterCache: Sendable {
     public private(set) var localAffinities: Set<CIDR> = []
     /// Every node's confirmed affine blocks, by node name (the overlay routes other nodes' blocks).
     public private(set) var affinities: [String: Set<CIDR>] = [:]
+    /// The same blocks with the mod revision of their affinity: IPAM tries a node's newest block first.
+    public private(set) var affinityRevisions: [String: [CIDR: Int64]] = [:]
+    /// IPAMConfigurations, by key (only `default` is used).
+    public private(set) var ipamConfigurations: [String: IPAMConfiguration] = [:]
     /// Keys whose value could not be decoded, with why: they are left out of the indexes and reported.
     public private(set) var undecodable: [String: String] = [:]
     /// The incremental policy computation, fed by endpoint, policy and profile changes.
@@ -207,10 +214,13 @@ public struct ClusterCache: Sendable {
             return changes
         case let node as Node:
             nodes[key] = node
-            return [.bgp, .nat, .overlay]
+            return [.bgp, .nat, .overlay, .ipam]
         case let pool as IPPool:
             pools[key] = pool
-            return [.bgp, .nat, .overlay]
+            return [.bgp, .nat, .overlay, .ipam]
+        case let configuration as IPAMConfiguration:
+            ipamConfigurations[key] = configuration
+            return .ipam
         case let configuration as BGPConfiguration:
             bgpConfigurations[key] = configuration
             return .bgp
@@ -253,8 +263,10 @@ public struct ClusterCache: Sendable {
             guard let (host, cidr) = Self.affinity(key) else { return [] }
             let held = affinities[host]?.remove(cidr) != nil
             if affinities[host]?.isEmpty == true { affinities[host] = nil }
-            guard host == nodeName else { return held ? .overlay : [] }
-            return localAffinities.remove(cidr) != nil ? [.routes, .bgp, .overlay] : []
+            affinityRevisions[host]?[cidr] = nil
+            if affinityRevisions[host]?.isEmpty == true { affinityRevisions[host] = nil }
+            guard host == nodeName else { return held ? [.overlay, .ipam] : [] }
+            return localAffinities.remove(cidr) != nil ? [.routes, .bgp, .overlay, .ipam] : []
         }
         guard let (kind, name) = Self.kind(of: key) else { return [] }
         switch kind {
@@ -265,8 +277,9 @@ public struct ClusterCache: Sendable {
             let endpointChange: ClusterChanges =
                 localEndpoints.removeValue(forKey: key) != nil ? [.routes, .policy] : .policy
             return endpointChange.union(serviceChange)
-        case .node: return nodes.removeValue(forKey: key) != nil ? [.bgp, .nat, .overlay] : []
-        case .ipPool: return pools.removeValue(forKey: key) != nil ? [.bgp, .nat, .overlay] : []
+        case .node: return nodes.removeValue(forKey: key) != nil ? [.bgp, .nat, .overlay, .ipam] : []
+        case .ipPool: return pools.removeValue(forKey: key) != nil ? [.bgp, .nat, .overlay, .ipam] : []
+        case .ipamConfiguration: return ipamConfigurations.removeValue(forKey: key) != nil ? .ipam : []
         case .bgpConfiguration: return bgpConfigurations.removeValue(forKey: key) != nil ? .bgp : []
         case .bgpPeer: return bgpPeers.removeValue(forKey: key) != nil ? .bgp : []
         case .felixConfiguration:
@@ -305,17 +318,20 @@ public struct ClusterCache: Sendable {
         var changed: Bool
         if confirmed {
             changed = affinities[host, default: []].insert(cidr).inserted
+            affinityRevisions[host, default: [:]][cidr] = revisions[key] ?? 0
         } else {
             changed = affinities[host]?.remove(cidr) != nil
             if affinities[host]?.isEmpty == true { affinities[host] = nil }
+            affinityRevisions[host]?[cidr] = nil
+            if affinityRevisions[host]?.isEmpty == true { affinityRevisions[host] = nil }
         }
-        guard host == nodeName else { return changed ? .overlay : [] }
+        guard host == nodeName else { return changed ? [.overlay, .ipam] : [] }
         if confirmed {
             changed = localAffinities.insert(cidr).inserted
         } else {
             changed = localAffinities.remove(cidr) != nil
         }
-        return changed ? [.routes, .bgp, .overlay] : []
+        return changed ? [.routes, .bgp, .overlay, .ipam] : []
     }
 
     /// The kind and name of a resource key (`/calico/resources/v3/projectcalico.org/ippools/default-ipv4-ippool`).

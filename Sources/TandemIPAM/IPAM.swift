@@ -83,15 +83,19 @@ public struct IPAM: Sendable {
     let resources: ResourceStore
     /// Nanoseconds since the epoch, for new blocks' sequence numbers; injected to keep this layer pure.
     let nanoseconds: @Sendable () -> UInt64
+    /// A long-lived process's memory of the cluster and of its blocks (the node agent's), which lets an ADD and a
+    /// DEL be one transaction; nil: everything is read from the store.
+    public let cache: IPAMCache?
 
     /// Retries of one compare-and-swap before giving up.
     public static let retries = 100
     /// Blocks a host may claim when nothing else is configured.
     public static let defaultMaxBlocksPerHost = 20
 
-    public init(store: any Datastore, nanoseconds: @escaping @Sendable () -> UInt64) {
+    public init(store: any Datastore, nanoseconds: @escaping @Sendable () -> UInt64, cache: IPAMCache? = nil) {
         self.store = store
         self.nanoseconds = nanoseconds
+        self.cache = cache
         resources = ResourceStore(datastore: store, now: { "" }, newUID: { "" })
     }
 
@@ -704,6 +708,7 @@ public struct IPAM: Sendable {
 
     /// Releases every address held by `handle`. Releasing an unknown handle does nothing (idempotent DEL).
     public func releaseByHandle(_ handle: String) async throws {
+        if let cache, try await releaseInOneTransaction(handle, cache: cache) { return }
         let key = IPAMKeys.handle(handle)
         guard let stored = try await store.get(key) else { return }
         let record = try decode(IPAMHandle.self, stored.value, key: key)

@@ -16,11 +16,11 @@ struct IPAMPlugin {
 
     init(
         network: String, config: [String: Any], containerID: String, store: any Datastore,
-        environment: [String: String]
+        environment: [String: String], cache: IPAMCache? = nil
     ) throws(CNIError) {
         self.network = network
         ipamConfig = try IPAMConfig(network: config)
-        ipam = IPAM(store: store, nanoseconds: { UInt64(Date().timeIntervalSince1970 * 1e9) })
+        ipam = IPAM(store: store, nanoseconds: { UInt64(Date().timeIntervalSince1970 * 1e9) }, cache: cache)
         host = nodeName(config: config, environment: environment)
         handle = "\(network).\(containerID)"
     }
@@ -34,7 +34,18 @@ struct IPAMPlugin {
     /// ADD, also saying whether the addresses were assigned by this call (false: the handle already held them,
     /// so a failed pod ADD must not release them: they may be a running pod's).
     func addReportingFresh(args: [String: String]) async throws -> (addresses: [CIDR], fresh: Bool) {
-        let (addresses, fresh) = try await ipamGate.serialize {
+        let (addresses, fresh) = try await ipamGate.serialize(host) {
+            // With the agent's cache, a new pod's addresses are one transaction that also creates its handle; a
+            // handle that exists already (a repeated ADD) is looked at below, as without the cache.
+            if args["IP"] == nil, ipam.cache != nil {
+                let outcome: IPAM.OneTransactionOutcome
+                do {
+                    outcome = try await ipam.assignInOneTransaction(autoAssignRequest(args: args))
+                } catch {
+                    throw Self.assignmentFailure(error)
+                }
+                if case .assigned(let assignment) = outcome { return (assignment.ipv4 + assignment.ipv6, true) }
+            }
             let held = try await ipam.addresses(ofHandle: handle)
             if !held.isEmpty { return (held, false) }
             return (try await assign(args: args), true)
@@ -45,7 +56,8 @@ struct IPAMPlugin {
         return (addresses, fresh)
     }
 
-    private func assign(args: [String: String]) async throws -> [CIDR] {
+    /// The pod's allocation attributes: the node, the time, and for a Kubernetes pod its name and namespace.
+    private func attributes(args: [String: String]) -> [String: String] {
         var attributes = [
             "node": host, "timestamp": Timestamp.rfc3339(secondsSinceEpoch: Int64(Date().timeIntervalSince1970)),
         ]
@@ -55,6 +67,29 @@ struct IPAMPlugin {
             attributes["pod"] = pod.name
             attributes["namespace"] = pod.namespace
         }
+        return attributes
+    }
+
+    /// The automatic assignment the configuration asks for: one address per enabled family.
+    private func autoAssignRequest(args: [String: String]) -> AutoAssignRequest {
+        AutoAssignRequest(
+            num4: ipamConfig.assignIPv4 ? 1 : 0, num6: ipamConfig.assignIPv6 ? 1 : 0, handle: handle,
+            attributes: attributes(args: args), host: host, ipv4Pools: ipamConfig.ipv4Pools,
+            ipv6Pools: ipamConfig.ipv6Pools)
+    }
+
+    /// An assignment's failure as the runtime should see it: a datastore failure is worth another try.
+    private static func assignmentFailure(_ error: any Error) -> CNIError {
+        if case IPAMError.datastore(let message) = error {
+            // The datastore failed (etcd unreachable, a write whose outcome is unknown): worth another try.
+            return CNIError(
+                code: CNIError.tryAgainLater, "datastore error during IP address assignment", details: message)
+        }
+        return CNIError(code: CNIError.ipamFailure, "IP address assignment failed", details: "\(error)")
+    }
+
+    private func assign(args: [String: String]) async throws -> [CIDR] {
+        let attributes = attributes(args: args)
         if let requested = args["IP"] {
             for text in requested.split(separator: ",") {
                 let address: IPAddress
@@ -73,24 +108,17 @@ struct IPAMPlugin {
             }
             return try await ipam.addresses(ofHandle: handle)
         }
-        let request = AutoAssignRequest(
-            num4: ipamConfig.assignIPv4 ? 1 : 0, num6: ipamConfig.assignIPv6 ? 1 : 0, handle: handle,
-            attributes: attributes, host: host, ipv4Pools: ipamConfig.ipv4Pools, ipv6Pools: ipamConfig.ipv6Pools)
         do {
-            let assignment = try await ipam.autoAssign(request)
+            let assignment = try await ipam.autoAssign(autoAssignRequest(args: args))
             return assignment.ipv4 + assignment.ipv6
-        } catch IPAMError.datastore(let message) {
-            // The datastore failed (etcd unreachable, a write whose outcome is unknown): worth another try.
-            throw CNIError(
-                code: CNIError.tryAgainLater, "datastore error during IP address assignment", details: message)
         } catch {
-            throw CNIError(code: CNIError.ipamFailure, "IP address assignment failed", details: "\(error)")
+            throw Self.assignmentFailure(error)
         }
     }
 
     /// DEL: releases everything the handle holds; nothing held is success.
     func delete() async throws {
-        try await ipamGate.serialize { try await ipam.releaseByHandle(handle) }
+        try await ipamGate.serialize(host) { try await ipam.releaseByHandle(handle) }
     }
 
     /// CHECK: the handle holds an address of every family the configuration asks for.
@@ -121,7 +149,7 @@ struct IPAMPlugin {
     /// handle whose addresses name another node (or no node) is left alone. `<network>.<container>` with a
     /// container ID free of dots, so that network `a` never collects the handles of network `a.b`.
     func garbageCollect(validContainers: Set<String>) async throws {
-        try await ipamGate.serialize {
+        try await ipamGate.serialize(host) {
             for held in try await ipam.handles() where held.hasPrefix(network + ".") {
                 let container = String(held.dropFirst(network.count + 1))
                 guard !container.contains("."), !validContainers.contains(container),
@@ -178,28 +206,17 @@ func ipamResult(_ cidrs: [CIDR]) -> CNIResult {
         })
 }
 
-/// Assignments and releases made by this process, one at a time. Correctness never depends on it (every write is a
-/// compare-and-swap); it keeps the agent's concurrent calls from racing each other for the same block and
-/// retrying, as Calico's IPAM plugin does with its host-wide lock.
-let ipamGate = SerialGate()
+/// Assignments and releases made by this process for one node, one at a time. Correctness never depends on it
+/// (every write is a compare-and-swap); it keeps the agent's concurrent calls for a node from racing each other for
+/// the node's blocks and retrying, as Calico's IPAM plugin does with its host-wide lock. Calls for different nodes
+/// (one agent serving several, as in a benchmark) use different blocks and run at once.
+let ipamGate = KeyedSerialGate()
 
 /// A first-come, first-served lock for async code.
 final class SerialGate: Sendable {
     init() {}
 
     private let state = Mutex<(busy: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
-
-    func serialize<T>(_ body: () async throws -> T) async throws -> T {
-        await enter()
-        do {
-            let value = try await body()
-            leave()
-            return value
-        } catch {
-            leave()
-            throw error
-        }
-    }
 
     func enter() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -235,19 +252,20 @@ public final class KeyedSerialGate: Sendable {
 
     public init() {}
 
-    public func serialize<T: Sendable>(_ key: String, _ body: () async -> T) async -> T {
+    public func serialize<T>(_ key: String, _ body: () async throws -> T) async rethrows -> T {
         let gate = gates.withLock { gates -> SerialGate in
             let entry = gates[key] ?? (SerialGate(), 0)
             gates[key] = (entry.gate, entry.users + 1)
             return entry.gate
         }
         await gate.enter()
-        let value = await body()
-        gate.leave()
-        gates.withLock { gates in
-            guard let entry = gates[key] else { return }
-            gates[key] = entry.users > 1 ? (entry.gate, entry.users - 1) : nil
+        defer {
+            gate.leave()
+            gates.withLock { gates in
+                guard let entry = gates[key] else { return }
+                gates[key] = entry.users > 1 ? (entry.gate, entry.users - 1) : nil
+            }
         }
-        return value
+        return try await body()
     }
 }

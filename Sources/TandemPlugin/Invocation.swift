@@ -1,6 +1,7 @@
 import Foundation
 import TandemCNI
 import TandemCore
+import TandemIPAM
 import TandemStore
 
 /// One run of the CNI plugin: what the runtime gave it. The standalone `tandem-cni` process builds it from its own
@@ -22,12 +23,16 @@ public struct CNIInvocation: Sendable {
     /// answered: the node agent's reaper. Nil (the plugin running alone, one process per call): DEL deletes the
     /// pair itself before answering, as nothing would outlive the process to do it.
     public var removeHostVethLater: (@Sendable (_ name: String, _ index: Int32) -> Void)?
+    /// The node agent's IPAM memory for the datastore a call names (its URL), which makes an ADD and a DEL one
+    /// transaction each; nil (the plugin running alone, or a datastore the agent does not follow): the full path.
+    public var ipamCache: (@Sendable (_ datastoreURL: String) -> IPAMCache?)?
 
     public init(
         invokedAs: String, environment: [String: String], stdin: [UInt8],
         checkpoint: @escaping @Sendable (String) -> Void = { _ in },
         defaultMTU: @escaping @Sendable () -> UInt32? = { nil },
-        removeHostVethLater: (@Sendable (_ name: String, _ index: Int32) -> Void)? = nil
+        removeHostVethLater: (@Sendable (_ name: String, _ index: Int32) -> Void)? = nil,
+        ipamCache: (@Sendable (_ datastoreURL: String) -> IPAMCache?)? = nil
     ) {
         self.invokedAs = invokedAs
         self.environment = environment
@@ -35,6 +40,7 @@ public struct CNIInvocation: Sendable {
         self.checkpoint = checkpoint
         self.defaultMTU = defaultMTU
         self.removeHostVethLater = removeHostVethLater
+        self.ipamCache = ipamCache
     }
 }
 
@@ -138,10 +144,12 @@ private func dispatch(
     } catch {
         throw CNIError(code: CNIError.tryAgainLater, "cannot open the datastore \(url)", details: "\(error)")
     }
+    let ipamCache = invocation.ipamCache?(url)
 
     if invocation.invokedAs == "tandem-ipam" {
         let plugin = try IPAMPlugin(
-            network: network, config: config, containerID: cni.containerID, store: store, environment: environment)
+            network: network, config: config, containerID: cni.containerID, store: store, environment: environment,
+            cache: ipamCache)
         switch cni.command {
         case "ADD": return ipamResult(try await plugin.add(args: cni.args)).json(cniVersion: requestedVersion) + "\n"
         case "DEL": try await plugin.delete()
@@ -152,7 +160,7 @@ private func dispatch(
     } else {
         let plugin = try PodPlugin(
             invocation: invocation, cni: cni, config: config, cniVersion: requestedVersion, network: network,
-            store: store)
+            store: store, ipamCache: ipamCache)
         switch cni.command {
         case "ADD": return try await plugin.add().json(cniVersion: requestedVersion) + "\n"
         case "DEL": try await plugin.delete()

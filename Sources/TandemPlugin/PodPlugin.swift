@@ -2,6 +2,7 @@ import Foundation
 import TandemCNI
 import TandemCore
 import TandemDataplane
+import TandemIPAM
 import TandemLinux
 import TandemModel
 import TandemStore
@@ -15,6 +16,8 @@ struct PodPlugin {
     let cniVersion: String
     let network: String
     let store: any Datastore
+    /// The node agent's IPAM memory for this datastore, when there is one.
+    let ipamCache: IPAMCache?
     let ipamType: String
     /// The pod's labels, from the CNI convention `args.cni.labels`.
     let labels: [String: String]
@@ -29,9 +32,10 @@ struct PodPlugin {
 
     init(
         invocation: CNIInvocation, cni: CNIEnvironment, config: [String: Any], cniVersion: String, network: String,
-        store: any Datastore
+        store: any Datastore, ipamCache: IPAMCache? = nil
     ) throws(CNIError) {
         self.invocation = invocation
+        self.ipamCache = ipamCache
         self.cni = cni
         self.config = config
         self.cniVersion = cniVersion
@@ -106,7 +110,7 @@ struct PodPlugin {
     func tandemIPAM(containerID: String? = nil) throws(CNIError) -> IPAMPlugin {
         try IPAMPlugin(
             network: network, config: config, containerID: containerID ?? cni.containerID, store: store,
-            environment: environment)
+            environment: environment, cache: ipamCache)
     }
 
     /// Any other IPAM plugin, through CNI_PATH.

@@ -405,6 +405,9 @@ struct Serve: AsyncParsableCommand {
         let metrics = AgentMetrics()
         // DEL's host veths deleted after its answer, and orphan veths swept (see HostVethReaper).
         let hostVeths = HostVethReaper(logger: component("cni"))
+        // The agent, once made: its cache serves the CNI calls' address assignments on this datastore.
+        let agentBox = Mutex<NodeAgent?>(nil)
+        let ownDatastore = (try? DatastoreLocation(url: datastoreURL))?.description
         do {
             let killAt = ProcessInfo.processInfo.environment["TANDEM_TEST_KILL_AT"]
             let cniLogger = {
@@ -421,7 +424,13 @@ struct Serve: AsyncParsableCommand {
                     if point == killAt { _exit(137) }
                 },
                 defaultMTU: { mtuManager.withLock { $0?.podMTU } ?? mtuPath.flatMap(readMTUFile) },
-                metrics: metrics.factory, hostVeths: hostVeths)
+                metrics: metrics.factory, hostVeths: hostVeths,
+                ipamView: { url, host in
+                    guard let ownDatastore, (try? DatastoreLocation(url: url))?.description == ownDatastore else {
+                        return nil
+                    }
+                    return agentBox.withLock { $0 }?.ipamView(host: host)
+                })
         } catch {
             throw ValidationError("--cni-socket \(cniSocket): \(error)")
         }
@@ -499,6 +508,7 @@ struct Serve: AsyncParsableCommand {
                 configuration: configuration, datastore: datastore, kernel: try Netlink(), logger: logger,
                 logLevel: sharedLevel, metrics: metrics)
             mtuManager.withLock { $0 = agent.mtu }
+            agentBox.withLock { $0 = agent }
         } catch {
             agentLogger.error("start-up failed: \(error)")
             throw ExitCode(1)

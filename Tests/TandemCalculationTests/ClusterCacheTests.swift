@@ -82,7 +82,7 @@ let allowFromClients = """
             metadata: {name: n1}
             spec: {bgp: {ipv4Address: 192.168.0.1/24}}
             """)
-        #expect(cache.apply(put(node, revision: 3)) == [.bgp, .nat, .overlay])
+        #expect(cache.apply(put(node, revision: 3)) == [.bgp, .nat, .overlay, .ipam])
         let pool = try resource(
             """
             apiVersion: projectcalico.org/v3
@@ -90,7 +90,7 @@ let allowFromClients = """
             metadata: {name: pool}
             spec: {cidr: 10.244.0.0/16, blockSize: 26, natOutgoing: true}
             """)
-        #expect(cache.apply(put(pool, revision: 4)) == [.bgp, .nat, .overlay])
+        #expect(cache.apply(put(pool, revision: 4)) == [.bgp, .nat, .overlay, .ipam])
         let peer = try resource(
             """
             apiVersion: projectcalico.org/v3
@@ -131,7 +131,7 @@ let allowFromClients = """
 
         // Deletes.
         #expect(cache.apply(delete(policy.key, revision: 9)) == .policy)
-        #expect(cache.apply(delete(node.key, revision: 10)) == [.bgp, .nat, .overlay] && cache.nodes.isEmpty)
+        #expect(cache.apply(delete(node.key, revision: 10)) == [.bgp, .nat, .overlay, .ipam] && cache.nodes.isEmpty)
         #expect(cache.apply(delete(felix.key, revision: 11)) == .all)
         #expect(cache.apply(delete(local.key, revision: 12)) == [.routes, .policy])
         #expect(cache.localEndpoints.isEmpty && cache.workloadEndpoints.isEmpty)
@@ -177,7 +177,7 @@ let allowFromClients = """
             """)
         let block = storedAffinity(node: "n1", block: "10-244-0-0-26", revision: 4)
         let items = [stored(local, revision: 2), stored(remote, revision: 3), block, stored(pool, revision: 5)]
-        #expect(cache.replaceAll(items, revision: 20) == [.routes, .policy, .bgp, .nat, .overlay])
+        #expect(cache.replaceAll(items, revision: 20) == [.routes, .policy, .bgp, .nat, .overlay, .ipam])
         #expect(cache.revision == 20 && cache.divergence(from: items).isEmpty)
         #expect(cache.localAffinities == ["10.244.0.0/26"])
         _ = cache.policy.plan()
@@ -188,7 +188,7 @@ let allowFromClients = """
         var changedPool = try #require(pool as? IPPool)
         changedPool.spec.natOutgoing = true
         let next = [stored(remote, revision: 3), stored(changedPool, revision: 22)]
-        #expect(cache.replaceAll(next, revision: 22) == [.routes, .policy, .bgp, .nat, .overlay])
+        #expect(cache.replaceAll(next, revision: 22) == [.routes, .policy, .bgp, .nat, .overlay, .ipam])
         #expect(cache.localEndpoints.isEmpty && cache.localAffinities.isEmpty)
         #expect(cache.pools[pool.key]?.spec.natOutgoing == true)
         #expect(cache.workloadEndpoints.keys.sorted() == [remote.key])
@@ -197,7 +197,7 @@ let allowFromClients = """
         // Only the remote endpoint goes: policy only.
         #expect(cache.replaceAll([stored(changedPool, revision: 22)], revision: 23) == .policy)
         #expect(cache.workloadEndpoints.isEmpty)
-        #expect(cache.replaceAll([], revision: 24) == [.bgp, .nat, .overlay])
+        #expect(cache.replaceAll([], revision: 24) == [.bgp, .nat, .overlay, .ipam])
         #expect(cache.revisions.isEmpty)
     }
 
@@ -302,22 +302,24 @@ let allowFromClients = """
         #expect(v4 == "/calico/ipam/v2/host/n1/ipv4/block/10-244-0-0-26")
         #expect(v6 == "/calico/ipam/v2/host/n1/ipv6/block/fd00-244---122")
         #expect(cache.apply(put(v4, #"{"state":"pending"}"#, revision: 1)) == [])
-        #expect(cache.apply(put(v4, #"{"state":"confirmed"}"#, revision: 2)) == [.routes, .bgp, .overlay])
+        #expect(cache.apply(put(v4, #"{"state":"confirmed"}"#, revision: 2)) == [.routes, .bgp, .overlay, .ipam])
         #expect(cache.apply(put(v4, #"{"state":"confirmed"}"#, revision: 3)) == [])
-        #expect(cache.apply(put(v6, #"{"state":"confirmed"}"#, revision: 4)) == [.routes, .bgp, .overlay])
+        #expect(cache.apply(put(v6, #"{"state":"confirmed"}"#, revision: 4)) == [.routes, .bgp, .overlay, .ipam])
         #expect(cache.localAffinities == ["10.244.0.0/26", "fd00:244::/122"])
         // Another node's block: the overlay routes it, nothing else changes.
         let other = affinityKey(node: "n2", block: "10.244.1.0/26")
-        #expect(cache.apply(put(other, #"{"state":"confirmed"}"#, revision: 5)) == .overlay)
-        #expect(cache.apply(delete(other, revision: 6)) == .overlay)
+        #expect(cache.apply(put(other, #"{"state":"confirmed"}"#, revision: 5)) == [.overlay, .ipam])
+        #expect(cache.apply(delete(other, revision: 6)) == [.overlay, .ipam])
         // Pending again, then marked deleted, then deleted.
-        #expect(cache.apply(put(v4, #"{"state":"pending"}"#, revision: 7)) == [.routes, .bgp, .overlay])
+        #expect(cache.apply(put(v4, #"{"state":"pending"}"#, revision: 7)) == [.routes, .bgp, .overlay, .ipam])
         #expect(cache.localAffinities == ["fd00:244::/122"])
         #expect(
-            cache.apply(put(v6, #"{"state":"confirmed","deleted":true}"#, revision: 8)) == [.routes, .bgp, .overlay])
+            cache.apply(put(v6, #"{"state":"confirmed","deleted":true}"#, revision: 8)) == [
+                .routes, .bgp, .overlay, .ipam,
+            ])
         #expect(cache.localAffinities.isEmpty)
-        #expect(cache.apply(put(v6, #"{"state":"confirmed"}"#, revision: 9)) == [.routes, .bgp, .overlay])
-        #expect(cache.apply(delete(v6, revision: 10)) == [.routes, .bgp, .overlay])
+        #expect(cache.apply(put(v6, #"{"state":"confirmed"}"#, revision: 9)) == [.routes, .bgp, .overlay, .ipam])
+        #expect(cache.apply(delete(v6, revision: 10)) == [.routes, .bgp, .overlay, .ipam])
         #expect(cache.localAffinities.isEmpty)
         // A key that is not a block affinity is held but means nothing.
         #expect(cache.apply(put("/calico/ipam/v2/host/n1/ipv4/something", "{}", revision: 11)) == [])
@@ -689,5 +691,48 @@ func storedAffinity(node: String, block: String, revision: Int64) -> KeyValue {
             interfaces: [MTUCandidate(name: "eth0", mtu: 1500, operational: true)], pattern: defaultMTUInterfacePattern,
             encapsulations: encapsulations)
         #expect(decision.podMTU == expected, "\(label): \(decision)")
+    }
+}
+
+/// What the CNI service's assignments read from the cache (``IPAMSource``): pools, the `default` IPAMConfiguration,
+/// a node's labels and its confirmed blocks newest first, in both families; every change to them is an `.ipam`
+/// change.
+@Suite struct IPAMSourceTests {
+    @Test func poolsConfigurationLabelsAndBlocksNewestFirst() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        let v4Pool = try resource(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v4}\nspec: {cidr: 10.244.0.0/16}")
+        let v6Pool = try resource(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: \"fd00:244::/48\"}")
+        #expect(cache.apply(put(v4Pool, revision: 1)).contains(.ipam))
+        #expect(cache.apply(put(v6Pool, revision: 2)).contains(.ipam))
+        let configuration = try resource(
+            "apiVersion: projectcalico.org/v3\nkind: IPAMConfiguration\nmetadata: {name: default}\n"
+                + "spec: {strictAffinity: true, maxBlocksPerHost: 3}")
+        #expect(cache.apply(put(configuration, revision: 3)) == .ipam)
+        let node = try resource(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n2, labels: {zone: b}}\nspec: {}")
+        #expect(cache.apply(put(node, revision: 4)).contains(.ipam))
+        // n2's blocks, claimed in this order; another node's block changes the IPAM inputs too.
+        for (revision, block) in [(5, "10.244.1.0/26"), (6, "fd00:244::40/122"), (7, "10.244.2.0/26")] {
+            #expect(
+                cache.apply(
+                    put(affinityKey(node: "n2", block: block), #"{"state":"confirmed"}"#, revision: Int64(revision)))
+                    == [.overlay, .ipam])
+        }
+        // A pending affinity is not a block to assign from.
+        cache.apply(put(affinityKey(node: "n2", block: "10.244.3.0/26"), #"{"state":"pending"}"#, revision: 8))
+        let source = cache.ipamSource
+        #expect(Set(source.pools.values.compactMap(\.metadata.name)) == ["v4", "v6"])
+        #expect(source.configuration?.spec.strictAffinity == true && source.configuration?.spec.maxBlocksPerHost == 3)
+        #expect(source.labels(of: "n2") == ["zone": "b"])
+        #expect(source.labels(of: "n9").isEmpty)
+        #expect(source.blocks(of: "n2").map(\.description) == ["10.244.2.0/26", "fd00:244::40/122", "10.244.1.0/26"])
+        #expect(source.blocks(of: "n1").isEmpty)
+        // Released: the block leaves the source.
+        #expect(cache.apply(delete(affinityKey(node: "n2", block: "10.244.2.0/26"), revision: 9)) == [.overlay, .ipam])
+        #expect(cache.ipamSource.blocks(of: "n2").map(\.description) == ["fd00:244::40/122", "10.244.1.0/26"])
+        #expect(cache.apply(delete(configuration.key, revision: 10)) == .ipam)
+        #expect(cache.ipamSource.configuration == nil)
     }
 }

@@ -60,6 +60,51 @@ import Testing
         #expect(left.handles.isEmpty && left.endpoints.isEmpty)
     }
 
+    /// With the agent's cache, a dual-stack assignment is one transaction (both blocks and the handle carry its
+    /// revision) and so is its release, once the agent has seen the node's blocks; a repeated ADD returns the same
+    /// addresses.
+    @Test func addressesThroughTheAgentAreOneTransaction() async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        try lab.startAgent()
+        let ipamBinary = lab.scratch.file("tandem-ipam")
+        try FileManager.default.createSymbolicLink(
+            atPath: ipamBinary, withDestinationPath: TestProducts.directory().appendingPathComponent("tandem").path)
+        let config = lab.config()
+        // The first ADD claims the node's blocks (the full path); the agent's watch brings them into its cache.
+        #expect(try lab.run("ADD", binary: ipamBinary, pod: nil, container: "claim", config: config).status == 0)
+        let store = try SQLiteDatastore(path: lab.scratch.file("tandem.db"))
+        var oneTransaction = false
+        var last = ""
+        for attempt in 0..<20 where !oneTransaction {
+            try await Task.sleep(for: .milliseconds(100))
+            let add = try lab.run("ADD", binary: ipamBinary, pod: nil, container: "one-\(attempt)", config: config)
+            #expect(add.status == 0, "\(add.output)")
+            let addresses = resultAddresses(add.json)
+            let handle = try #require(try await store.get(IPAMKeys.handle("k8s-pod-network.one-\(attempt)")))
+            var revisions: Set<Int64> = [handle.modRevision]
+            for ip in add.json["ips"] as? [[String: Any]] ?? [] {
+                // The result's address carries its block's prefix.
+                let block = try CIDR(try #require(ip["address"] as? String)).network
+                revisions.insert(try #require(try await store.get(IPAMKeys.block(block))).modRevision)
+            }
+            last = "\(addresses) at revisions \(revisions)"
+            oneTransaction = addresses.count == 2 && revisions.count == 1
+            if oneTransaction {
+                // The same ADD again: the same addresses, nothing assigned twice.
+                let again = try lab.run(
+                    "ADD", binary: ipamBinary, pod: nil, container: "one-\(attempt)", config: config)
+                #expect(resultAddresses(again.json).sorted() == addresses.sorted(), "\(again.output)")
+                let del = try lab.run("DEL", binary: ipamBinary, pod: nil, container: "one-\(attempt)", config: config)
+                #expect(del.status == 0, "\(del.output)")
+                #expect(try await store.get(IPAMKeys.handle("k8s-pod-network.one-\(attempt)")) == nil)
+            }
+        }
+        #expect(oneTransaction, "never one transaction: \(last)")
+        let log = try #require(lab.agent).log
+        #expect(log.contains("ADD one-0: ok"), "the agent served the calls: \(log)")
+    }
+
     /// A block left empty stays the node's for its grace period, then the agent gives it up (the node keeping room in
     /// its other block), in both families; the block with addresses in use stays.
     @Test func anEmptyBlockIsGivenUpAfterItsGracePeriod() async throws {
