@@ -38,6 +38,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        // Come with async-http-client; named here because the etcd client uses their types (ByteBuffer, TLS).
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.100.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
     ],
     targets: [
         // Pure libraries: no Glibc, no syscalls.
@@ -77,10 +81,15 @@ let package = Package(
             name: "TandemStoreSQLite",
             dependencies: ["TandemStore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
-        // TLS for the etcd client: OpenSSL through a few C functions.
-        .target(name: "CTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        // The etcd client: the v3 JSON gateway over AsyncHTTPClient (HTTP/1.1, TLS through NIOSSL).
         .target(
-            name: "TandemStoreEtcd", dependencies: ["CTLS", "TandemLinux", "TandemStore"], swiftSettings: strict),
+            name: "TandemStoreEtcd",
+            dependencies: [
+                "TandemStore", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict),
         // Opens whichever backend a datastore URL names.
         .target(
             name: "TandemDatastore", dependencies: ["TandemStore", "TandemStoreEtcd", "TandemStoreSQLite"],

@@ -1,26 +1,47 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
 import Synchronization
 import TandemStore
 
+/// How an exchange with one endpoint failed. Whether the request may have reached the server decides whether
+/// a write can be retried.
+enum TransportError: Error {
+    /// No connection could be made (refused, timed out, TLS handshake refused): the request was certainly not sent.
+    case connect(String)
+    /// The connection failed after the request was (perhaps partly) sent.
+    case exchange(String)
+    /// The server's reply is not what the gateway sends.
+    case protocolError(String)
+
+    var message: String {
+        switch self {
+        case .connect(let message), .exchange(let message), .protocolError(let message): message
+        }
+    }
+}
+
 /// etcd's v3 API through its HTTP/JSON gateway (`POST /v3/kv/range`, `/v3/kv/txn`, `/v3/watch`, ...), over every
 /// endpoint of a cluster: requests go to the endpoint that last answered, and move to the next one when it cannot be
-/// reached. Calls block; ``EtcdDatastore`` runs them on threads of their own.
+/// reached. Exchanges run on one AsyncHTTPClient `HTTPClient` (HTTP/1.1, its own connection pool per endpoint) on
+/// NIO's shared event loops: nothing blocks a thread.
 final class EtcdClient: Sendable {
     let location: EtcdLocation
     /// Seconds to keep trying to reach some endpoint before a call fails (an etcd restart or a leader election).
     let retryWindow: Double
-    /// Seconds a single read or write on a connection may take.
+    /// Seconds one request may take, from asking for a connection to the reply's last byte (not for watches).
     let ioTimeout: Double
+    /// Seconds to establish a connection, TLS handshake included.
     let connectTimeout: Double
-    private let tls: TLSContext?
+    private let http: HTTPClient
     private let password: String?
     private let state = Mutex(State())
 
     private struct State {
         /// The endpoint to try first: the one that answered last.
         var preferred = 0
-        /// Connections that finished an exchange and can carry another.
-        var idle: [HTTPConnection] = []
         /// The authentication token, when the cluster requires one.
         var token: String?
     }
@@ -46,6 +67,8 @@ final class EtcdClient: Sendable {
         }
     }
 
+    /// A client of `location`; with TLS, the CA, certificate and key files are read now, so that a missing or bad
+    /// file fails here, naming the file.
     init(
         location: EtcdLocation, password: String?, retryWindow: Double = 15, ioTimeout: Double = 10
     ) throws(DatastoreError) {
@@ -54,45 +77,110 @@ final class EtcdClient: Sendable {
         self.retryWindow = retryWindow
         self.ioTimeout = ioTimeout
         connectTimeout = 2
-        tls =
-            location.useTLS
-            ? try TLSContext(caCertFile: location.caCertFile, certFile: location.certFile, keyFile: location.keyFile)
-            : nil
-        // A TLS write to a connection the server closed raises SIGPIPE; the error is handled where it is returned.
-        signal(SIGPIPE, SIG_IGN)
+        var configuration = HTTPClient.Configuration(
+            tlsConfiguration: location.useTLS ? try Self.tlsConfiguration(location) : nil,
+            redirectConfiguration: .disallow,
+            // No read timeout: a watch waits for as long as nothing changes; requests have a deadline instead.
+            timeout: .init(connect: .milliseconds(Int64(connectTimeout * 1000)), read: nil),
+            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 16))
+        // A refused connection fails the request at once, so that the next endpoint is tried; the retry window,
+        // not the pool, decides how long to keep trying.
+        configuration.connectionPool.retryConnectionEstablishment = false
+        // The gateway speaks HTTP/1.1 JSON; over TLS etcd would route an HTTP/2 stream to gRPC.
+        configuration.httpVersion = .http1Only
+        http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }
+
+    deinit {
+        // Closes the pooled connections; the client keeps itself alive until that is done.
+        http.shutdown { _ in }
+    }
+
+    /// The TLS settings of `location`: roots from `ca-cert=` (default the system's), the client certificate chain
+    /// and key from `cert=` and `key=`, the server's certificate checked against the endpoint's name or IP address.
+    /// Each file is read and parsed here; the context is built once to check that the key fits the certificate.
+    static func tlsConfiguration(_ location: EtcdLocation) throws(DatastoreError) -> TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.certificateVerification = .fullVerification
+        if let file = location.caCertFile {
+            configuration.trustRoots = .certificates(try certificates(file, what: "CA certificate"))
+        }
+        if let certFile = location.certFile, let keyFile = location.keyFile {
+            configuration.certificateChain = try certificates(certFile, what: "client certificate").map {
+                .certificate($0)
+            }
+            let key: NIOSSLPrivateKey
+            do {
+                key = try NIOSSLPrivateKey(bytes: try pemFile(keyFile, what: "client key"), format: .pem)
+            } catch let error as DatastoreError {
+                throw error
+            } catch {
+                throw .backend("cannot load the client key \(keyFile): not a PEM private key (\(error))")
+            }
+            configuration.privateKey = .privateKey(key)
+            do {
+                _ = try NIOSSLContext(configuration: configuration)
+            } catch {
+                throw .backend(
+                    "the client key \(keyFile) does not match the certificate \(certFile): \(error)")
+            }
+        }
+        return configuration
+    }
+
+    private static func pemFile(_ path: String, what: String) throws(DatastoreError) -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let reason =
+                FileManager.default.fileExists(atPath: path) ? "the file cannot be read" : "no such file"
+            throw .backend("cannot load the \(what) \(path): \(reason)")
+        }
+        return [UInt8](data)
+    }
+
+    private static func certificates(_ path: String, what: String) throws(DatastoreError) -> [NIOSSLCertificate] {
+        let bytes = try pemFile(path, what: what)
+        let parsed = try? NIOSSLCertificate.fromPEMBytes(bytes)
+        guard let parsed, !parsed.isEmpty else {
+            throw .backend("cannot load the \(what) \(path): it holds no PEM certificate")
+        }
+        return parsed
     }
 
     /// Sends `body` to `path` and returns the decoded JSON reply. Reads (`idempotent`) are sent again after any
     /// failure within the retry window. A write is sent again only when it certainly did not reach etcd (no
     /// connection, or etcd answered that it could not take it); when the connection breaks after sending, its
     /// outcome is unknown and the call fails saying so: the caller re-reads, and compare-and-swap keeps that safe.
-    func call(_ path: String, _ body: [String: Any], idempotent: Bool) throws(DatastoreError) -> [String: Any] {
+    func call(
+        _ path: String, _ body: [String: Any], idempotent: Bool
+    ) async throws(DatastoreError) -> [String: Any] {
         let payload: [UInt8]
         do {
             payload = Array(try JSONSerialization.data(withJSONObject: body))
         } catch {
             throw .backend("cannot encode an etcd request: \(error)")
         }
-        let deadline = Date().addingTimeInterval(retryWindow)
+        let deadline = ContinuousClock.now + .seconds(retryWindow)
         var delay = 0.02
         var reauthenticated = false
         var lastFailure = ""
         while true {
+            if Task.isCancelled {
+                throw .backend("an etcd call to \(path) was cancelled\(lastFailure.isEmpty ? "" : ": \(lastFailure)")")
+            }
             do {
-                let token = try currentToken()
-                let connection = try connection()
+                let token = try await currentToken()
+                let (response, endpoint) = try await send(
+                    path, payload, token: token, deadline: .now() + .milliseconds(Int64(ioTimeout * 1000)))
                 do {
-                    try connection.sendPost(path: path, body: payload, token: token)
-                    let response = try connection.readResponse()
-                    let reply = try decode(response, from: connection.endpoint)
-                    giveBack(connection)
-                    return reply
+                    let bytes = try await self.body(of: response, from: endpoint)
+                    return try decode(status: response.status.code, body: bytes, from: endpoint)
                 } catch let error as ServerError {
                     // A member that answers but cannot serve (partitioned, stopping): try the next one.
-                    if error.isRetriable { moveOn(from: connection.endpoint) } else { giveBack(connection) }
+                    if error.isRetriable { moveOn(from: error.endpoint) }
                     throw error
                 } catch let error as TransportError {
-                    moveOn(from: connection.endpoint)
+                    moveOn(from: endpoint)
                     throw error
                 }
             } catch let error as ServerError {
@@ -126,49 +214,105 @@ final class EtcdClient: Sendable {
             } catch {
                 throw .backend("\(error)")
             }
-            if Date().addingTimeInterval(delay) > deadline {
+            if ContinuousClock.now + .seconds(delay) > deadline {
                 throw .backend("etcd is unreachable at \(endpointList) after \(Int(retryWindow)) s: \(lastFailure)")
             }
-            Thread.sleep(forTimeInterval: delay)
+            try? await Task.sleep(for: .seconds(delay))
             delay = min(delay * 2, 0.5)
         }
     }
 
     var endpointList: String { location.endpoints.map(\.description).joined(separator: ", ") }
 
-    /// An idle connection the server has not closed, else a new one to the first endpoint that answers, starting
-    /// with the preferred one. Throws ``TransportError/connect(_:)`` when none answers.
-    func connection() throws(TransportError) -> HTTPConnection {
-        while let idle = state.withLock({ $0.idle.popLast() }) {
-            if !idle.isClosedByPeer { return idle }
-        }
-        return try connect(ioTimeout: ioTimeout)
-    }
-
-    /// A new connection to the first endpoint that answers, starting with the preferred one.
-    func connect(ioTimeout: Double) throws(TransportError) -> HTTPConnection {
-        let start = state.withLock { $0.preferred }
+    /// Sends `POST path` to the first endpoint that takes a connection, starting with the preferred one, and
+    /// returns the response (head read, body not yet) and the endpoint that answered. Throws
+    /// ``TransportError/connect(_:)`` when no endpoint takes a connection, ``TransportError/exchange(_:)`` when
+    /// the exchange fails after a connection was made. With `only`, that endpoint alone is tried.
+    func send(
+        _ path: String, _ payload: [UInt8], token: String?, deadline: NIODeadline,
+        only: EtcdLocation.Endpoint? = nil
+    ) async throws(TransportError) -> (HTTPClientResponse, EtcdLocation.Endpoint) {
+        let endpoints = only.map { [$0] } ?? location.endpoints
+        let start = only == nil ? state.withLock { $0.preferred } : 0
         var failures: [String] = []
-        for offset in 0..<location.endpoints.count {
-            let index = (start + offset) % location.endpoints.count
+        for offset in 0..<endpoints.count {
+            let index = (start + offset) % endpoints.count
+            let endpoint = endpoints[index]
+            var request = HTTPClientRequest(
+                url: "\(location.useTLS ? "https" : "http")://\(endpoint)\(path)")
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            if let token { request.headers.add(name: "Authorization", value: token) }
+            request.body = .bytes(ByteBuffer(bytes: payload))
             do {
-                let connection = try HTTPConnection(
-                    endpoint: location.endpoints[index], tls: tls, connectTimeout: connectTimeout,
-                    ioTimeout: ioTimeout)
-                if index != start { state.withLock { $0.preferred = index } }
-                return connection
+                let response = try await http.execute(request, deadline: deadline)
+                if only == nil && index != start { state.withLock { $0.preferred = index } }
+                return (response, endpoint)
             } catch {
-                failures.append(error.message)
+                if let failure = Self.connectFailure(error, endpoint: endpoint) {
+                    failures.append(failure)
+                    continue
+                }
+                throw .exchange("\(endpoint): \(Self.describe(error))")
             }
         }
         throw .connect(failures.joined(separator: "; "))
     }
 
-    private func giveBack(_ connection: HTTPConnection) {
-        guard !connection.closing else { return }
-        state.withLock { state in
-            if state.idle.count < 16 { state.idle.append(connection) }
+    /// The whole body of a unary reply.
+    func body(
+        of response: HTTPClientResponse, from endpoint: EtcdLocation.Endpoint
+    ) async throws(TransportError) -> [UInt8] {
+        do {
+            return Array(try await response.body.collect(upTo: 1 << 30).readableBytesView)
+        } catch {
+            throw .exchange("reading the reply of \(endpoint): \(Self.describe(error))")
         }
+    }
+
+    /// What went wrong when `error` means no connection to `endpoint` was made, so the request was not sent; nil
+    /// for any other failure.
+    static func connectFailure(_ error: any Error, endpoint: EtcdLocation.Endpoint) -> String? {
+        switch error {
+        case let error as NIOConnectionError:
+            let reasons = error.connectionErrors.map { describe($0.error) }
+            let resolution = [error.dnsAError, error.dnsAAAAError].compactMap { $0 }.map { describe($0) }
+            let reason = (reasons.isEmpty ? resolution : reasons).first ?? "no address"
+            return "cannot connect to \(endpoint): \(reason)"
+        case let error as IOError
+        where "\(error)".hasPrefix("connect(") || [ECONNREFUSED, ENETUNREACH, EHOSTUNREACH].contains(error.errnoCode):
+            // A connection to an IP address literal is made without the resolver: its failure comes as is.
+            return "cannot connect to \(endpoint): \(describe(error))"
+        case let error as HTTPClientError where error == .connectTimeout:
+            return "cannot connect to \(endpoint): timed out"
+        case let error as HTTPClientError where error == .tlsHandshakeTimeout:
+            return "TLS handshake with \(endpoint.host) failed: timed out"
+        case ChannelError.connectTimeout:
+            return "cannot connect to \(endpoint): timed out"
+        case let error as NIOSSLExtraError where error == .failedToValidateHostname:
+            return "TLS handshake with \(endpoint.host) failed: certificate verification: the certificate does not "
+                + "name \(endpoint.host)"
+        case NIOSSLError.handshakeFailed(let reason):
+            let text = "\(reason)"
+            let verification = text.contains("CERTIFICATE_VERIFY_FAILED") ? "certificate verification: " : ""
+            return "TLS handshake with \(endpoint.host) failed: \(verification)\(text)"
+        default:
+            return nil
+        }
+    }
+
+    /// A short description of a transport error: the system's words for an errno, else the error's own.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .remoteConnectionClosed: return "the server closed the connection"
+            case .deadlineExceeded: return "no reply in time"
+            case .cancelled: return "cancelled"
+            default: return "\(error)"
+            }
+        }
+        return "\(error)"
     }
 
     /// Makes the endpoint after `endpoint` the preferred one, if `endpoint` still is.
@@ -180,13 +324,13 @@ final class EtcdClient: Sendable {
     }
 
     /// Decodes a gateway reply: the JSON object of a 200, or the ``ServerError`` of any other status.
-    func decode(_ response: HTTPResponse, from endpoint: EtcdLocation.Endpoint) throws -> [String: Any] {
-        let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any]
-        guard response.status == 200 else {
+    func decode(status: UInt, body bytes: [UInt8], from endpoint: EtcdLocation.Endpoint) throws -> [String: Any] {
+        let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+        guard status == 200 else {
             throw ServerError(
                 code: object?["code"] as? Int ?? -1,
                 message: object?["message"] as? String ?? object?["error"] as? String
-                    ?? "HTTP status \(response.status)", endpoint: endpoint)
+                    ?? "HTTP status \(status)", endpoint: endpoint)
         }
         guard let object else {
             throw TransportError.protocolError("etcd at \(endpoint) sent a reply that is not a JSON object")
@@ -195,26 +339,27 @@ final class EtcdClient: Sendable {
     }
 
     /// The token to send, authenticating first when the cluster needs one and there is none yet.
-    func currentToken() throws -> String? {
+    func currentToken() async throws -> String? {
         guard let username = location.username else { return nil }
         if let token = state.withLock({ $0.token }) { return token }
-        let connection = try connection()
         let body: [String: Any] = ["name": username, "password": password ?? ""]
         let reply: [String: Any]
+        let endpoint: EtcdLocation.Endpoint
         do {
-            try connection.sendPost(
-                path: "/v3/auth/authenticate", body: Array(try JSONSerialization.data(withJSONObject: body)),
-                token: nil)
-            reply = try decode(try connection.readResponse(), from: connection.endpoint)
+            let (response, answered) = try await send(
+                "/v3/auth/authenticate", Array(try JSONSerialization.data(withJSONObject: body)), token: nil,
+                deadline: .now() + .milliseconds(Int64(ioTimeout * 1000)))
+            endpoint = answered
+            let bytes = try await self.body(of: response, from: answered)
+            reply = try decode(status: response.status.code, body: bytes, from: answered)
         } catch let error as ServerError where !error.isRetriable {
             throw DatastoreError.backend("etcd at \(error.endpoint) refused user \"\(username)\": \(error.message)")
         } catch let error as TransportError {
             // Authenticating changes nothing: whatever broke, the write that waits for it was not sent.
             throw TransportError.connect(error.message)
         }
-        giveBack(connection)
         guard let token = reply["token"] as? String else {
-            throw DatastoreError.backend("etcd at \(connection.endpoint) returned no authentication token")
+            throw DatastoreError.backend("etcd at \(endpoint) returned no authentication token")
         }
         state.withLock { $0.token = token }
         return token
@@ -222,6 +367,42 @@ final class EtcdClient: Sendable {
 
     /// Drops the cached token (a watch was cancelled for authentication).
     func forgetToken() { state.withLock { $0.token = nil } }
+}
+
+/// Splits a watch stream into its messages: the gateway writes one JSON object per line, and a line may arrive
+/// in any number of body parts (or several lines in one), so messages are cut at newlines, never at part
+/// boundaries. JSON escapes a newline inside a string, so a newline always ends a message.
+struct JSONLineFramer {
+    private var pending: [UInt8] = []
+    private var start = 0
+
+    /// Adds the bytes of the next body part.
+    mutating func append(_ bytes: some Sequence<UInt8>) {
+        if start > 0 && start == pending.count {
+            pending.removeAll(keepingCapacity: true)
+            start = 0
+        }
+        pending.append(contentsOf: bytes)
+    }
+
+    /// The next complete non-empty line, without its newline (and carriage return), or nil until more bytes come.
+    mutating func nextLine() -> [UInt8]? {
+        while let newline = pending[start...].firstIndex(of: UInt8(ascii: "\n")) {
+            var end = newline
+            if end > start && pending[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+            let line = Array(pending[start..<end])
+            start = newline + 1
+            if !line.isEmpty { return line }
+        }
+        if start > 0 && start > pending.count / 2 {
+            pending.removeSubrange(..<start)
+            start = 0
+        }
+        return nil
+    }
+
+    /// Bytes received that do not yet end in a newline.
+    var incompleteCount: Int { pending.count - start }
 }
 
 // MARK: - JSON helpers (the gateway's proto3 JSON: int64 as strings, bytes as base64, defaults omitted)

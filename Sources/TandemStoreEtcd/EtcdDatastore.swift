@@ -1,6 +1,7 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
 import Synchronization
-import TandemLinux
 import TandemStore
 
 /// The distributed datastore: an etcd v3 cluster through its HTTP/JSON gateway. Keys, revisions and watches are
@@ -17,8 +18,9 @@ public final class EtcdDatastore: Datastore {
     /// Keys per page of a list.
     public let pageSize: Int
 
-    /// A client of the cluster at `location`. `password` is the etcd password for `location.username`. Nothing
-    /// is contacted until the first call.
+    /// A client of the cluster at `location`. `password` is the etcd password for `location.username`. The TLS
+    /// files are read now (a missing or bad one fails here, naming it); no endpoint is contacted until the first
+    /// call.
     public init(
         location: EtcdLocation, password: String? = nil, pageSize: Int = 500
     ) throws(DatastoreError) {
@@ -33,26 +35,22 @@ public final class EtcdDatastore: Datastore {
     }
 
     public func list(prefix: String) async throws(DatastoreError) -> (items: [KeyValue], revision: Int64) {
-        let client = client
-        let pageSize = pageSize
-        return try await blocking { () throws(DatastoreError) in
-            let end = base64(prefix.isEmpty ? "\0" : prefixRangeEnd(prefix))
-            var items: [KeyValue] = []
-            var start = base64(prefix.isEmpty ? "\0" : prefix)
-            var revision: Int64 = 0
-            while true {
-                var request: [String: Any] = ["key": start, "range_end": end, "limit": pageSize]
-                if revision > 0 { request["revision"] = String(revision) }
-                let reply = try client.call("/v3/kv/range", request, idempotent: true)
-                if revision == 0 { revision = headerRevision(reply) }
-                let page = (reply["kvs"] as? [[String: Any]] ?? []).map(keyValue)
-                items += page
-                guard reply["more"] as? Bool == true, let last = page.last else { break }
-                // The next page starts just after the last key: the key followed by a zero byte.
-                start = base64(Array(last.key.utf8) + [0])
-            }
-            return (items, revision)
+        let end = base64(prefix.isEmpty ? "\0" : prefixRangeEnd(prefix))
+        var items: [KeyValue] = []
+        var start = base64(prefix.isEmpty ? "\0" : prefix)
+        var revision: Int64 = 0
+        while true {
+            var request: [String: Any] = ["key": start, "range_end": end, "limit": pageSize]
+            if revision > 0 { request["revision"] = String(revision) }
+            let reply = try await client.call("/v3/kv/range", request, idempotent: true)
+            if revision == 0 { revision = headerRevision(reply) }
+            let page = (reply["kvs"] as? [[String: Any]] ?? []).map(keyValue)
+            items += page
+            guard reply["more"] as? Bool == true, let last = page.last else { break }
+            // The next page starts just after the last key: the key followed by a zero byte.
+            start = base64(Array(last.key.utf8) + [0])
         }
+        return (items, revision)
     }
 
     public func currentRevision() async throws(DatastoreError) -> Int64 {
@@ -120,10 +118,10 @@ public final class EtcdDatastore: Datastore {
 
     public func watch(prefix: String, fromRevision: Int64) -> AsyncThrowingStream<WatchEvent, any Error> {
         let watch = EtcdWatch(client: client, prefix: prefix, fromRevision: max(fromRevision, 1))
-        return AsyncThrowingStream { continuation in
-            continuation.onTermination = { _ in watch.cancel() }
-            startThread { watch.run(continuation) }
-        }
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: WatchEvent.self)
+        let task = Task { await watch.run(continuation) }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
     }
 
     /// Whether etcd answers at all (`/v3/maintenance/status` on the preferred endpoint).
@@ -134,70 +132,40 @@ public final class EtcdDatastore: Datastore {
 
     private func call(
         _ path: String, _ body: [String: Any], idempotent: Bool
-    ) async throws(DatastoreError)
-        -> [String: Any]
-    {
-        let client = client
-        let request = UncheckedBox(body)
-        let reply = try await blocking { () throws(DatastoreError) in
-            UncheckedBox(try client.call(path, request.value, idempotent: idempotent))
-        }
-        return reply.value
-    }
-
-    /// Runs a blocking exchange on a thread of its own, off the cooperative pool.
-    private func blocking<T: Sendable>(
-        _ body: @escaping @Sendable () throws(DatastoreError) -> T
-    ) async throws(DatastoreError) -> T {
-        switch await onThread({ try body() }) {
-        case .success(let value): return value
-        case .failure(let error as DatastoreError): throw error
-        case .failure(let error): throw .backend("\(error)")
-        }
+    ) async throws(DatastoreError) -> [String: Any] {
+        try await client.call(path, body, idempotent: idempotent)
     }
 }
 
-/// Carries JSON objects (`[String: Any]`, not `Sendable`) to and from the thread that runs an exchange; each is
-/// handed over once and never shared.
-struct UncheckedBox<Value>: @unchecked Sendable {
-    var value: Value
-    init(_ value: Value) { self.value = value }
-}
-
-/// One watch: a thread that holds a streaming `POST /v3/watch` open, yields its events in order, and on any
+/// One watch: a task that holds a streaming `POST /v3/watch` open, yields its events in order, and on any
 /// failure reconnects (to the next endpoint when one fails) from the revision after the last event delivered.
+/// While the stream is open and silent, the endpoint is probed every ``probeInterval`` seconds: a peer that
+/// vanished without closing the connection (a host down, a partition) is noticed and the watch moves on.
 final class EtcdWatch: Sendable {
     private let client: EtcdClient
     private let prefix: String
-    private let fromRevision: Int64
-    private let state = Mutex<(cancelled: Bool, connection: HTTPConnection?, lastEndpoint: EtcdLocation.Endpoint?)>(
-        (false, nil, nil))
+    /// The revision to resume from: the one after the last event delivered.
+    private let next: Mutex<Int64>
+    private let lastEndpoint = Mutex<EtcdLocation.Endpoint?>(nil)
+    /// Seconds between liveness probes of the endpoint a watch stream is open on.
+    let probeInterval: Double = 10
 
     init(client: EtcdClient, prefix: String, fromRevision: Int64) {
         self.client = client
         self.prefix = prefix
-        self.fromRevision = fromRevision
+        next = Mutex(fromRevision)
     }
 
-    func cancel() {
-        let connection = state.withLock { state in
-            state.cancelled = true
-            return state.connection
-        }
-        connection?.shutdown()
-    }
-
-    private var isCancelled: Bool { state.withLock { $0.cancelled } }
-
-    func run(_ continuation: AsyncThrowingStream<WatchEvent, any Error>.Continuation) {
-        var next = fromRevision
+    /// Streams until the task is cancelled (the consumer stopped) or the watch ends for good (compaction, a
+    /// refusal), then finishes `continuation`.
+    func run(_ continuation: AsyncThrowingStream<WatchEvent, any Error>.Continuation) async {
         var delay = 0.05
-        while !isCancelled {
-            let before = next
+        while !Task.isCancelled {
+            let before = next.withLock { $0 }
             do {
-                try stream(next: &next, continuation)
+                try await stream(continuation)
             } catch let error as DatastoreError {
-                if !isCancelled { continuation.finish(throwing: error) }
+                if !Task.isCancelled { continuation.finish(throwing: error) }
                 return
             } catch let error as EtcdClient.ServerError {
                 if error.isAuthentication {
@@ -212,30 +180,21 @@ final class EtcdWatch: Sendable {
             } catch {
                 // Connection refused or dropped, an endpoint down or restarting: try again, from `next`, on the next
                 // endpoint.
-                if let endpoint = state.withLock({ $0.lastEndpoint }) { client.moveOn(from: endpoint) }
+                if let endpoint = lastEndpoint.withLock({ $0 }) { client.moveOn(from: endpoint) }
             }
-            if isCancelled { break }
-            if next > before { delay = 0.05 }
-            Thread.sleep(forTimeInterval: delay)
+            if Task.isCancelled { break }
+            if next.withLock({ $0 }) > before { delay = 0.05 }
+            try? await Task.sleep(for: .seconds(delay))
             delay = min(delay * 2, 1)
         }
         continuation.finish()
     }
 
-    /// Holds one watch stream open from revision `next`, advancing it past every event delivered.
-    private func stream(
-        next: inout Int64, _ continuation: AsyncThrowingStream<WatchEvent, any Error>.Continuation
-    ) throws {
-        let start = next
-        let token = try client.currentToken()
-        let connection = try client.connect(ioTimeout: 0)
-        let proceed = state.withLock { state in
-            state.connection = connection
-            state.lastEndpoint = connection.endpoint
-            return !state.cancelled
-        }
-        defer { state.withLock { $0.connection = nil } }
-        guard proceed else { return }
+    /// Holds one watch stream open from revision `next`, advancing it past every event delivered. Returns when
+    /// the server ends the stream; throws when it fails or the endpoint stops answering probes.
+    private func stream(_ continuation: AsyncThrowingStream<WatchEvent, any Error>.Continuation) async throws {
+        let start = next.withLock { $0 }
+        let token = try await client.currentToken()
         let request: [String: Any] = [
             "create_request": [
                 "key": base64(prefix.isEmpty ? "\0" : prefix),
@@ -243,51 +202,86 @@ final class EtcdWatch: Sendable {
                 "start_revision": String(start),
             ]
         ]
-        try connection.sendPost(
-            path: "/v3/watch", body: Array(try JSONSerialization.data(withJSONObject: request)), token: token)
-        let (status, headers) = try connection.readHead()
-        guard status == 200, headers["transfer-encoding"]?.lowercased().contains("chunked") == true else {
-            let body = try connection.readBody(headers: headers)
-            _ = try client.decode(HTTPResponse(status: status, body: body), from: connection.endpoint)
-            throw TransportError.protocolError("etcd at \(connection.endpoint) did not open a watch stream")
+        let (response, endpoint) = try await client.send(
+            "/v3/watch", Array(try JSONSerialization.data(withJSONObject: request)), token: token,
+            deadline: .distantFuture)
+        lastEndpoint.withLock { $0 = endpoint }
+        guard response.status.code == 200 else {
+            let bytes = try await client.body(of: response, from: endpoint)
+            _ = try client.decode(status: response.status.code, body: bytes, from: endpoint)
+            throw TransportError.protocolError("etcd at \(endpoint) did not open a watch stream")
         }
-        // Messages are JSON objects, one per line; a line may span chunks.
-        var pending: [UInt8] = []
-        while let chunk = try connection.readChunk() {
-            pending += chunk
-            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = Array(pending[..<newline])
-                pending.removeSubrange(...newline)
-                guard !line.isEmpty else { continue }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.deliver(response.body, from: endpoint, continuation) }
+            group.addTask { try await self.probe(endpoint) }
+            // Whichever ends first (the stream, or a probe that found the endpoint gone) ends the other.
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+
+    /// Reads watch messages from `body` and yields their events; throws for an error message, a cancelled watch
+    /// or a compacted start revision.
+    private func deliver(
+        _ body: HTTPClientResponse.Body, from endpoint: EtcdLocation.Endpoint,
+        _ continuation: AsyncThrowingStream<WatchEvent, any Error>.Continuation
+    ) async throws {
+        var framer = JSONLineFramer()
+        for try await part in body {
+            framer.append(part.readableBytesView)
+            while let line = framer.nextLine() {
                 guard let message = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
-                    throw TransportError.protocolError(
-                        "etcd at \(connection.endpoint) sent a watch message that is not JSON")
+                    throw TransportError.protocolError("etcd at \(endpoint) sent a watch message that is not JSON")
                 }
-                if let error = message["error"] as? [String: Any] {
-                    throw EtcdClient.ServerError(
-                        code: error["grpc_code"] as? Int ?? error["http_code"] as? Int ?? -1,
-                        message: error["message"] as? String ?? "watch failed", endpoint: connection.endpoint)
-                }
-                guard let result = message["result"] as? [String: Any] else { continue }
-                let compacted = int64(result["compact_revision"])
-                if compacted > 0 {
-                    throw DatastoreError.compacted(requested: next, oldestAvailable: compacted)
-                }
-                if result["canceled"] as? Bool == true {
-                    let reason = result["cancel_reason"] as? String ?? "no reason given"
-                    // Permission denied is final; an expired token is renewed; anything else is retried.
-                    let code =
-                        reason.contains("permission denied")
-                        ? 7 : reason.contains("auth") || reason.contains("token") ? 16 : 14
-                    throw EtcdClient.ServerError(code: code, message: reason, endpoint: connection.endpoint)
-                }
-                for event in result["events"] as? [[String: Any]] ?? [] {
-                    var keyValue = keyValue(event["kv"] as? [String: Any] ?? [:])
-                    let kind: WatchEvent.Kind = event["type"] as? String == "DELETE" ? .delete : .put
-                    if kind == .delete { keyValue.value = [] }
-                    continuation.yield(WatchEvent(kind: kind, keyValue: keyValue))
-                    next = max(next, keyValue.modRevision + 1)
-                }
+                try handle(message, from: endpoint, continuation)
+            }
+        }
+    }
+
+    private func handle(
+        _ message: [String: Any], from endpoint: EtcdLocation.Endpoint,
+        _ continuation: AsyncThrowingStream<WatchEvent, any Error>.Continuation
+    ) throws {
+        if let error = message["error"] as? [String: Any] {
+            throw EtcdClient.ServerError(
+                code: error["grpc_code"] as? Int ?? error["http_code"] as? Int ?? -1,
+                message: error["message"] as? String ?? "watch failed", endpoint: endpoint)
+        }
+        guard let result = message["result"] as? [String: Any] else { return }
+        let compacted = int64(result["compact_revision"])
+        if compacted > 0 {
+            throw DatastoreError.compacted(requested: next.withLock { $0 }, oldestAvailable: compacted)
+        }
+        if result["canceled"] as? Bool == true {
+            let reason = result["cancel_reason"] as? String ?? "no reason given"
+            // Permission denied is final; an expired token is renewed; anything else is retried.
+            let code =
+                reason.contains("permission denied")
+                ? 7 : reason.contains("auth") || reason.contains("token") ? 16 : 14
+            throw EtcdClient.ServerError(code: code, message: reason, endpoint: endpoint)
+        }
+        for event in result["events"] as? [[String: Any]] ?? [] {
+            var keyValue = keyValue(event["kv"] as? [String: Any] ?? [:])
+            let kind: WatchEvent.Kind = event["type"] as? String == "DELETE" ? .delete : .put
+            if kind == .delete { keyValue.value = [] }
+            continuation.yield(WatchEvent(kind: kind, keyValue: keyValue))
+            next.withLock { $0 = max($0, keyValue.modRevision + 1) }
+        }
+    }
+
+    /// Returns never while `endpoint` answers; throws when it stops taking connections or answering within
+    /// ``EtcdClient/connectTimeout`` plus a few seconds. Any HTTP answer, an error included, means it is there.
+    private func probe(_ endpoint: EtcdLocation.Endpoint) async throws {
+        while true {
+            try await Task.sleep(for: .seconds(probeInterval))
+            do throws(TransportError) {
+                let (response, answered) = try await client.send(
+                    "/v3/maintenance/status", Array("{}".utf8), token: nil, deadline: NIODeadline.now() + .seconds(5),
+                    only: endpoint)
+                _ = try await client.body(of: response, from: answered)
+            } catch {
+                if Task.isCancelled { return }
+                throw TransportError.exchange("etcd at \(endpoint) stopped answering: \(error.message)")
             }
         }
     }

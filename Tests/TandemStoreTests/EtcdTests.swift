@@ -88,7 +88,7 @@ import Testing
         let store = try EtcdDatastore(location: EtcdLocation(url: etcd.url))
         for index in 0..<5 { try await store.put("/c/k", value: bytes("\(index)")) }
         let latest = try await store.currentRevision()
-        _ = try store.client.call("/v3/kv/compaction", ["revision": String(latest)], idempotent: false)
+        _ = try await store.client.call("/v3/kv/compaction", ["revision": String(latest)], idempotent: false)
         await #expect(throws: DatastoreError.compacted(requested: 1, oldestAvailable: latest)) {
             for try await _ in store.watch(prefix: "/c/", fromRevision: 1) {}
         }
@@ -141,10 +141,10 @@ import Testing
             #expect(error.description.contains("etcd is unreachable at 127.0.0.1:1, [::1]:1"), "\(error)")
             #expect(error.description.contains("Connection refused"), "\(error)")
         }
-        // Timed on this thread: an awaited call's resumption can wait for a cooperative thread under load.
+        // The client's own call, timed: the retry window (0.3 s) bounds it, not the 2 s connect timeout.
         let started = ContinuousClock.now
-        #expect(throws: DatastoreError.self) {
-            try store.client.call("/v3/kv/range", ["key": "eA=="], idempotent: true)
+        await #expect(throws: DatastoreError.self) {
+            try await store.client.call("/v3/kv/range", ["key": "eA=="], idempotent: true)
         }
         #expect(ContinuousClock.now - started < .seconds(2))
     }
@@ -192,7 +192,7 @@ import Testing
             ("/v3/auth/role/add", ["name": "root"]), ("/v3/auth/user/grant", ["user": "root", "role": "root"]),
             ("/v3/auth/enable", [:]),
         ] {
-            _ = try admin.client.call(path, body, idempotent: false)
+            _ = try await admin.client.call(path, body, idempotent: false)
         }
         let scratch = try ScratchDirectory("etcd-auth")
         defer { scratch.remove() }
@@ -213,5 +213,91 @@ import Testing
         } catch {
             #expect(error.description.contains("refused user \"root\""), "\(error)")
         }
+    }
+
+    /// The TLS files are read when the datastore is opened: a missing or bad one fails at once, naming the file.
+    @Test func badTLSFilesNameTheFile() throws {
+        let scratch = try ScratchDirectory("etcd-tls-files")
+        defer { scratch.remove() }
+        let notPEM = try scratch.write("not.pem", "this is not a certificate\n")
+        let cases: [(String, String)] = [
+            ("ca-cert=/nonexistent/ca.pem", "CA certificate /nonexistent/ca.pem: no such file"),
+            ("ca-cert=\(notPEM)", "CA certificate \(notPEM)"),
+            ("cert=/nonexistent/c.pem&key=\(notPEM)", "client certificate /nonexistent/c.pem: no such file"),
+            ("cert=\(notPEM)&key=\(notPEM)", "client certificate \(notPEM)"),
+        ]
+        for (query, message) in cases {
+            do {
+                _ = try EtcdDatastore(location: EtcdLocation(url: "etcd+https://127.0.0.1:2379?\(query)"))
+                Issue.record("\(query) was accepted")
+            } catch {
+                #expect(error.description.contains(message), "\(query): \(error)")
+            }
+        }
+    }
+
+    /// With real certificates: a key that is not PEM, or that belongs to another certificate, is refused at open,
+    /// naming the key file.
+    @Test func mismatchedClientKeyNamesTheFile() async throws {
+        let etcd = try TestEtcd(tls: true)
+        defer { etcd.stop() }
+        let tls = try #require(etcd.tls)
+        let base = "etcd+https://127.0.0.1:\(etcd.clientPort)?ca-cert=\(tls.caCert)&cert=\(tls.clientCert)"
+        do {
+            _ = try EtcdDatastore(location: EtcdLocation(url: base + "&key=\(tls.serverKey)"))
+            Issue.record("a key of another certificate was accepted")
+        } catch {
+            #expect(error.description.contains("client key \(tls.serverKey) does not match"), "\(error)")
+        }
+        do {
+            _ = try EtcdDatastore(location: EtcdLocation(url: base + "&key=\(tls.caCert)"))
+            Issue.record("a certificate was accepted as a key")
+        } catch {
+            #expect(error.description.contains("client key \(tls.caCert)"), "\(error)")
+        }
+    }
+
+    /// Watch messages are cut at newlines whatever the body parts: one byte at a time, several messages per part,
+    /// CRLF, blank lines.
+    @Test func watchMessagesFramedAcrossParts() {
+        let messages = [#"{"result":{"events":[]}}"#, #"{"result":{"header":{"revision":"7"}}}"#, "{}"]
+        let stream = Array((messages[0] + "\n" + messages[1] + "\r\n\n" + messages[2] + "\n").utf8)
+        for partSize in [1, 2, 7, stream.count] {
+            var framer = JSONLineFramer()
+            var lines: [String] = []
+            var offset = 0
+            while offset < stream.count {
+                framer.append(stream[offset..<min(offset + partSize, stream.count)])
+                offset += partSize
+                while let line = framer.nextLine() { lines.append(String(decoding: line, as: UTF8.self)) }
+            }
+            #expect(lines == messages, "parts of \(partSize) bytes")
+            #expect(framer.incompleteCount == 0)
+        }
+        var partial = JSONLineFramer()
+        partial.append(Array(#"{"result":"#.utf8))
+        #expect(partial.nextLine() == nil && partial.incompleteCount == 10)
+    }
+
+    /// Events far larger than one body part (values of 300 KB: the gateway's line is 400 KB of base64) come
+    /// through a watch whole and in order, over TLS and plain HTTP.
+    @Test(arguments: [false, true]) func largeWatchEventsSpanParts(tls: Bool) async throws {
+        let etcd = try TestEtcd(tls: tls)
+        defer { etcd.stop() }
+        let store = try EtcdDatastore(location: EtcdLocation(url: etcd.url))
+        let start = try await store.currentRevision() + 1
+        let values = (0..<4).map { index in (0..<300_000).map { UInt8(truncatingIfNeeded: $0 * 7 + index) } }
+        let watcher = Task {
+            var received: [[UInt8]] = []
+            for try await event in store.watch(prefix: "/big/", fromRevision: start) {
+                received.append(event.keyValue.value)
+                if received.count == values.count { break }
+            }
+            return received
+        }
+        for (index, value) in values.enumerated() { try await store.put("/big/\(index)", value: value) }
+        let received = try await watcher.value
+        #expect(received.count == values.count)
+        #expect(received == values, "a large event was cut or mangled")
     }
 }
