@@ -23,7 +23,18 @@ let package = Package(
                 .product(name: "TandemBGP", package: "main"),
                 .product(name: "TandemCalculation", package: "main"),
                 .product(name: "TandemDataplane", package: "main"),
+                .product(name: "TandemStoreEtcd", package: "main"), "LegacyEtcd",
             ],
-            swiftSettings: [.treatAllWarnings(as: .error)])
+            swiftSettings: [.treatAllWarnings(as: .error)]),
+        // The etcd client as it was before it moved onto AsyncHTTPClient (a hand-written HTTP/1.1 client and an
+        // OpenSSL shim), kept only as the baseline `tandem-bench etcd-client` compares the current client against.
+        .target(name: "CLegacyTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(
+            name: "LegacyEtcd",
+            dependencies: [
+                "CLegacyTLS", .product(name: "TandemLinux", package: "main"),
+                .product(name: "TandemStore", package: "main"),
+            ],
+            swiftSettings: [.treatAllWarnings(as: .error)]),
     ]
 )

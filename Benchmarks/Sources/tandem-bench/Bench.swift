@@ -221,9 +221,19 @@ struct Bench {
             try routeBenchmark(
                 count: arguments.dropFirst().first.flatMap(Int.init) ?? 10_000,
                 runs: arguments.dropFirst(2).first.flatMap(Int.init) ?? 5)
+        case "etcd-client":
+            guard let url = arguments.dropFirst().first else {
+                print("usage: tandem-bench etcd-client ETCD-URL [TLS-ETCD-URL] [GETS] [SWAPS] [PUTS]")
+                return
+            }
+            let tlsURL = arguments.dropFirst(2).first.flatMap { $0 == "-" ? nil : $0 }
+            try await etcdClientBenchmark(
+                url: url, tlsURL: tlsURL, gets: arguments.dropFirst(3).first.flatMap(Int.init) ?? 2000,
+                swaps: arguments.dropFirst(4).first.flatMap(Int.init) ?? 1000,
+                puts: arguments.dropFirst(5).first.flatMap(Int.init) ?? 500)
         default:
             print(
-                "usage: tandem-bench address | store [db-path] [increments] | ipam-rate [count] [db-path] | ipam-fill [db-path] | routes [count] [runs] | policy POLICIES ENDPOINTS LOCAL RUNS | policy-change POLICIES ENDPOINTS LOCAL CHANGES | endpoint-change [POLICIES] [CHANGES] | service-change [SERVICES] [ENDPOINTS-PER-SERVICE] [CHANGES] | scale [NODES] [ENDPOINTS] [POLICIES] [CHANGES]"
+                "usage: tandem-bench address | store [db-path] [increments] | ipam-rate [count] [db-path] | ipam-fill [db-path] | routes [count] [runs] | policy POLICIES ENDPOINTS LOCAL RUNS | policy-change POLICIES ENDPOINTS LOCAL CHANGES | endpoint-change [POLICIES] [CHANGES] | service-change [SERVICES] [ENDPOINTS-PER-SERVICE] [CHANGES] | scale [NODES] [ENDPOINTS] [POLICIES] [CHANGES] | etcd-client ETCD-URL [TLS-ETCD-URL|-] [GETS] [SWAPS] [PUTS]"
             )
         }
     }
