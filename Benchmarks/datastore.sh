@@ -2,7 +2,7 @@
 # IPAM assignments per second on the two datastore backends, side by side in one run: the embedded SQLite file and a
 # real single-member etcd, both with their data in the same directory (so both pay the same disk's fsync). Each ADD
 # and DEL is a dual-stack `tandem-ipam` call made as a container runtime makes it: a fresh process, served by the node
-# agent, or in-process with no agent; sequential, then 8 processes at once.
+# agent following that datastore, or in-process with no agent; sequential, then 8 processes at once on 8 nodes.
 # Usage: Benchmarks/datastore.sh [pods per process] [data directory]   (run as root; needs etcd-server)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -45,12 +45,20 @@ for _ in $(seq 200); do grep -q "ready to serve client requests" "$work/etcd.log
 sqlite="sqlite://$work/tandem.db"
 etcd="etcd://127.0.0.1:$client"
 
-# The agent serves both stores: each call's configuration names its datastore.
+# The agent of each store's phase: it follows that datastore, so its cache serves the calls' assignments (one
+# transaction per ADD and per DEL once it has seen the node's blocks), as on a node.
 agent_socket=$work/agent.sock
-"$bin/tandem-node" serve --nodename bench-agent --no-bgp --datastore "$sqlite" \
-  --ip 192.0.2.1 --ip6 none --cni-socket "$agent_socket" >"$work/tandem-node.log" 2>&1 &
-agent=$!
-for _ in $(seq 100); do grep -q "serving CNI" "$work/tandem-node.log" && break; sleep 0.1; done
+start_agent() { # $1 = datastore URL, $2 = which start of the run this is (its "serving CNI" line)
+  "$bin/tandem-node" serve --nodename bench-agent --no-bgp --datastore "$1" \
+    --ip 192.0.2.1 --ip6 none --cni-socket "$agent_socket" >>"$work/tandem-node.log" 2>&1 &
+  agent=$!
+  for _ in $(seq 100); do [ "$(grep -c "serving CNI" "$work/tandem-node.log")" -ge "$2" ] && break; sleep 0.1; done
+}
+stop_agent() {
+  kill "$agent"
+  wait "$agent" 2>/dev/null || true
+  agent=
+}
 ln -s "$bin/tandem" "$work/tandem-ipam"
 for store in "$sqlite" "$etcd"; do
   "$bin/tandemctl" apply --datastore "$store" -f - >/dev/null <<'YAML'
@@ -95,14 +103,30 @@ rate() {
   awk -v a="$start" -v b="$end" -v c=$((n * processes)) 'BEGIN { print c / (b - a) }'
 }
 
+declare -A rates
+started=0
+for store in sqlite etcd; do
+  url=$([ $store = sqlite ] && echo "$sqlite" || echo "$etcd")
+  started=$((started + 1))
+  start_agent "$url" $started
+  for mode in agent none; do
+    for processes in 1 8; do
+      for command in ADD DEL; do
+        rates[$store,$mode,$processes,$command]=$(
+          TANDEM_AGENT_SOCKET=$([ $mode = agent ] && echo "$agent_socket" || echo none) \
+            rate $command "$url" "$store$mode$processes" $processes)
+      done
+    done
+  done
+  stop_agent
+done
 printf '%-34s %12s %12s %8s\n' "dual-stack, $n per process" "SQLite" "etcd" "etcd/SQLite"
 for mode in agent none; do
   for processes in 1 8; do
     for command in ADD DEL; do
-      s=$(TANDEM_AGENT_SOCKET=$([ $mode = agent ] && echo "$agent_socket" || echo none) rate $command "$sqlite" "s$mode$processes" $processes)
-      e=$(TANDEM_AGENT_SOCKET=$([ $mode = agent ] && echo "$agent_socket" || echo none) rate $command "$etcd" "e$mode$processes" $processes)
       label="$command, $processes proc, $([ $mode = agent ] && echo "agent" || echo "no agent")"
-      awk -v s="$s" -v e="$e" -v label="$label" 'BEGIN { printf "%-34s %10.0f/s %10.0f/s %8.2f\n", label, s, e, e / s }'
+      awk -v s="${rates[sqlite,$mode,$processes,$command]}" -v e="${rates[etcd,$mode,$processes,$command]}" \
+        -v label="$label" 'BEGIN { printf "%-34s %10.0f/s %10.0f/s %8.2f\n", label, s, e, e / s }'
     done
   done
 done
