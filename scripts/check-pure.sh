@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 pure=(TandemCore TandemSelector TandemModel TandemStore TandemCNI TandemCNIWire TandemAutodetection
   TandemNetlinkCodec TandemBGP TandemPolicy TandemIPAM TandemCalculation TandemDiagnosis)
-forbidden='^[[:space:]]*(@_exported[[:space:]]+)?import[[:space:]]+(Glibc|Musl|Darwin|SystemPackage|System|FoundationNetworking|CNetlink|CTLS|TandemLinux|TandemNetlink|TandemDataplane|TandemStoreSQLite|TandemStoreEtcd|TandemDatastore|TandemAgent)\b'
+forbidden='^[[:space:]]*(@_exported[[:space:]]+)?import[[:space:]]+(Glibc|Musl|Darwin|SystemPackage|System|FoundationNetworking|CNetlink|NIOCore|NIOPosix|NIOSSL|AsyncHTTPClient|TandemLinux|TandemNetlink|TandemDataplane|TandemStoreSQLite|TandemStoreEtcd|TandemDatastore|TandemAgent)\b'
 apis='\b(FileManager|FileHandle|ProcessInfo|Process\(|URLSession|Thread\b|DispatchQueue|DispatchSemaphore|fopen|fwrite|socket\(|posix_spawn|contentsOfFile|contentsOf: URL|write\(toFile|write\(to: URL)'
 status=0
 for module in "${pure[@]}"; do
