@@ -162,7 +162,9 @@ final class EtcdClient: Sendable {
         }
         let deadline = ContinuousClock.now + .seconds(retryWindow)
         var delay = 0.02
-        var reauthenticated = false
+        // A token can expire between being fetched and being used (etcd's TTL may be a second on a loaded machine):
+        // signing in again is worth a few tries within the window.
+        var authentications = 0
         var lastFailure = ""
         while true {
             if Task.isCancelled {
@@ -170,8 +172,14 @@ final class EtcdClient: Sendable {
             }
             do {
                 let token = try await currentToken()
+                // One attempt may not outlast the call's window (a short `timeout=` is a promise to the caller), nor
+                // take longer than the I/O timeout.
+                let remaining = deadline - ContinuousClock.now
+                let windowMilliseconds = max(
+                    50, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
                 let (response, endpoint) = try await send(
-                    path, payload, token: token, deadline: .now() + .milliseconds(Int64(ioTimeout * 1000)))
+                    path, payload, token: token,
+                    deadline: .now() + .milliseconds(min(Int64(ioTimeout * 1000), windowMilliseconds)))
                 do {
                     let bytes = try await self.body(of: response, from: endpoint)
                     return try decode(status: response.status.code, body: bytes, from: endpoint)
@@ -184,8 +192,8 @@ final class EtcdClient: Sendable {
                     throw error
                 }
             } catch let error as ServerError {
-                if error.isAuthentication && location.username != nil && !reauthenticated {
-                    reauthenticated = true
+                if error.isAuthentication && location.username != nil && authentications < 3 {
+                    authentications += 1
                     state.withLock { $0.token = nil }
                     continue
                 }
