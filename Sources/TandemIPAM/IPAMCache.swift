@@ -74,9 +74,6 @@ public final class IPAMCache: Sendable {
     func forget(_ key: String) {
         _ = blocks.withLock { $0.removeValue(forKey: key) }
     }
-
-    /// How many blocks are held (for tests and figures).
-    public var heldBlocks: Int { blocks.withLock { $0.count } }
 }
 
 extension IPAM {
