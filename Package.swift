@@ -230,7 +230,7 @@ let package = Package(
             name: "TandemStoreTests",
             dependencies: [
                 "TandemDatastore", "TandemStore", "TandemStoreSQLite", "TandemStoreEtcd", "TandemTestSupport",
-                "TandemLinux", "tandemctl",
+                "TandemLinux", "tandemctl", .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict),
         .testTarget(

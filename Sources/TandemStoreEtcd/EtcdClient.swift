@@ -162,8 +162,9 @@ final class EtcdClient: Sendable {
         }
         let deadline = ContinuousClock.now + .seconds(retryWindow)
         var delay = 0.02
-        // A token can expire between being fetched and being used (etcd's TTL may be a second on a loaded machine):
-        // signing in again is worth a few tries within the window.
+        // A token can expire between being fetched and being used (etcd's TTL may be a second, and a loaded
+        // machine can take longer than that between the two): signing in again is retried within the window,
+        // at once the first few times, then with the backoff.
         var authentications = 0
         var lastFailure = ""
         while true {
@@ -192,20 +193,22 @@ final class EtcdClient: Sendable {
                     throw error
                 }
             } catch let error as ServerError {
-                if error.isAuthentication && location.username != nil && authentications < 3 {
+                if error.isAuthentication && location.username != nil && ContinuousClock.now < deadline {
                     authentications += 1
                     state.withLock { $0.token = nil }
-                    continue
-                }
-                guard idempotent ? error.isRetriable : error.isRetriableWrite else {
-                    if !idempotent && error.isRetriable {
-                        throw .backend(
-                            "etcd at \(error.endpoint) failed during a write, whose outcome is unknown: \(error.message)"
-                        )
+                    if authentications <= 3 { continue }
+                    lastFailure = "etcd at \(error.endpoint): \(error.message) (signed in \(authentications) times)"
+                } else {
+                    guard idempotent ? error.isRetriable : error.isRetriableWrite else {
+                        if !idempotent && error.isRetriable {
+                            throw .backend(
+                                "etcd at \(error.endpoint) failed during a write, whose outcome is unknown: \(error.message)"
+                            )
+                        }
+                        throw .backend("etcd at \(error.endpoint) refused the request: \(error.message)")
                     }
-                    throw .backend("etcd at \(error.endpoint) refused the request: \(error.message)")
+                    lastFailure = "etcd at \(error.endpoint): \(error.message)"
                 }
-                lastFailure = "etcd at \(error.endpoint): \(error.message)"
             } catch let error as TransportError {
                 switch error {
                 case .connect:

@@ -332,7 +332,11 @@ final class Containerd {
             if listening.contains(":8080 ") { break }
             try await Task.sleep(for: .milliseconds(100))
         } while ContinuousClock.now < listenDeadline
-        #expect(listening.contains(":8080 "), "\(label): the server in pod A never listened: \(listening)")
+        // Not itself the test: in a CI run with hundreds of tests on two cores, `ss` once showed no listener for
+        // 60 s while the connections below then reached the server. The connections are what must work.
+        if !listening.contains(":8080 ") {
+            print("\(label): pod A showed no listener on 8080 within 60 s; trying the connections anyway")
+        }
         let targets =
             (stack.v4 ? ["\(Self.nodeIPv4):\(hostPort)"] : []) + (stack.v6 ? ["[\(Self.nodeIPv6)]:\(hostPort)"] : [])
         for target in targets {
@@ -351,9 +355,12 @@ final class Containerd {
                 // What the node's NAT table (with its counters: how many connections were translated) and pod A's
                 // listeners were, for the failure's message.
                 let ruleset = try shell("nsenter --net=\(node.path) nft list ruleset 2>&1")
-                let listeners = try shell("nsenter --net=\(namespaces[0]) ss -ltn 2>&1")
+                let listeners = try shell("nsenter --net=\(namespaces[0]) ss -ltnp 2>&1")
+                let serverLog =
+                    (try? String(contentsOfFile: scratch.file("server-\(index).log"), encoding: .utf8)) ?? ""
                 answer +=
                     "\nafter \(attempts) attempts\nnode nftables:\n\(ruleset.stdout)\npod A listening:\n\(listeners.stdout)"
+                    + "\nthe server's output:\n\(serverLog)"
             }
             #expect(answer.contains(reply), "\(label): hostPort \(target): \(answer)")
         }
