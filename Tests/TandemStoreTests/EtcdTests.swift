@@ -210,7 +210,9 @@ import Testing
     /// Username and password: a token is fetched, renewed when etcd drops it, and a wrong password is refused
     /// naming the user.
     @Test func authentication() async throws {
-        let etcd = try TestEtcd(extraArguments: ["--auth-token", "simple", "--auth-token-ttl", "1"])
+        // Tokens live three seconds: long enough that a CI run's load (tasks waiting seconds for a thread) does not
+        // expire every new token before its first use, short enough to expire while the test waits below.
+        let etcd = try TestEtcd(extraArguments: ["--auth-token", "simple", "--auth-token-ttl", "3"])
         defer { etcd.stop() }
         let admin = try EtcdDatastore(location: EtcdLocation(url: etcd.url))
         for (path, body) in [
@@ -226,8 +228,8 @@ import Testing
         // As every component opens it: the password from the file the URL names.
         let store = try openDatastore(url: etcd.url + "?username=root&password-file=\(passwordFile)")
         try await store.create("/a/k", value: bytes("1"))
-        // The token lives one second: after it expires the client signs in again by itself.
-        try await Task.sleep(for: .milliseconds(2500))
+        // After the token expires unused, the client signs in again by itself.
+        try await Task.sleep(for: .milliseconds(4500))
         try await store.put("/a/k", value: bytes("2"))
         #expect(try await store.get("/a/k")?.value == bytes("2"))
 
