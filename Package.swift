@@ -85,7 +85,7 @@ let package = Package(
         .target(
             name: "TandemStoreEtcd",
             dependencies: [
-                "TandemStore", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "TandemCore", "TandemStore", .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],

@@ -203,7 +203,7 @@ final class EtcdWatch: Sendable {
             ]
         ]
         let (response, endpoint) = try await client.send(
-            "/v3/watch", Array(try JSONSerialization.data(withJSONObject: request)), token: token,
+            "/v3/watch", try jsonBody(request), token: token,
             deadline: .distantFuture)
         lastEndpoint.withLock { $0 = endpoint }
         guard response.status.code == 200 else {

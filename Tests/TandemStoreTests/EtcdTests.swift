@@ -243,6 +243,25 @@ import Testing
         }
     }
 
+    /// The request writer says what `JSONSerialization` would: every kind of value a request holds (escapes, base64
+    /// of every byte, integers, booleans, nesting) reads back as the same document; anything else is refused.
+    @Test func requestBodiesReadBackAsWritten() throws {
+        let body: [String: Any] = [
+            "compare": [
+                ["key": base64("/a\"b\\c\n\u{1}é"), "target": "MOD", "result": "EQUAL", "mod_revision": "7"]
+            ],
+            "success": [["request_put": ["key": base64("k"), "value": base64((0...255).map { UInt8($0) })]]],
+            "failure": [[String: Any]](), "limit": 500, "count_only": true, "more": false,
+            "text": "tab\there \"quoted\" \u{7F} \u{2028} ü", "empty": [String: Any](),
+        ]
+        let written = try jsonBody(body)
+        let readBack = try JSONSerialization.jsonObject(with: Data(written))
+        #expect(
+            try JSONSerialization.data(withJSONObject: readBack, options: .sortedKeys)
+                == JSONSerialization.data(withJSONObject: body, options: .sortedKeys))
+        #expect(throws: DatastoreError.self) { try jsonBody(["ratio": 1.5]) }
+    }
+
     /// The TLS files are read when the datastore is opened: a missing or bad one fails at once, naming the file.
     @Test func badTLSFilesNameTheFile() throws {
         let scratch = try ScratchDirectory("etcd-tls-files")
