@@ -150,8 +150,9 @@ public final class NodeAgent: Service, Sendable {
     enum SyncUpdate {
         case snapshot([KeyValue], revision: Int64)
         case event(WatchEvent)
-        /// A full list of each prefix, at its own revision.
-        case resync([(prefix: String, items: [KeyValue], revision: Int64)])
+        /// A full list of each prefix, at its own revision, and the revision the watch had delivered when it was
+        /// handed over.
+        case resync([(prefix: String, items: [KeyValue], revision: Int64)], watched: Int64)
     }
 
     public init(
@@ -410,7 +411,10 @@ public final class NodeAgent: Service, Sendable {
             // Follow the watch; resume where it broke, list again when the revision is gone.
             watching: while !Task.isCancelled {
                 do {
-                    for try await event in datastore.watch(prefix: "/calico/", fromRevision: next) {
+                    let range = ClusterCache.watchRange
+                    for try await event in datastore.watch(
+                        keysFrom: range.start, before: range.end, fromRevision: next)
+                    {
                         next = event.keyValue.modRevision + 1
                         backoff = .milliseconds(100)
                         syncFailure.withLock { $0 = nil }
@@ -483,12 +487,15 @@ public final class NodeAgent: Service, Sendable {
             lastList = now
             do {
                 let lists = try await listEach()
-                // Compared once the watch has delivered everything up to the lists' revisions (2 s at most).
-                let newest = lists.map(\.revision).max() ?? 0
+                // Compared once the watch has delivered every listed change (2 s at most). The watch carries the
+                // cache's keys only, so the lists' own revisions (which IPAM's writes advance) may never be
+                // reached: the newest listed key's revision is what must have arrived.
+                let newest =
+                    lists.flatMap(\.items).lazy.filter { ClusterCache.holds($0.key) }.map(\.modRevision).max() ?? 0
                 for _ in 0..<200 where watched.withLock({ $0 }) < newest {
                     try? await Task.sleep(for: .milliseconds(10))
                 }
-                deliver(.resync(lists))
+                deliver(.resync(lists, watched: watched.withLock { $0 }))
             } catch {
                 logger.warning("resync list failed", metadata: ["error": "\(error)"])
             }
@@ -561,12 +568,13 @@ public final class NodeAgent: Service, Sendable {
                 counters.withLock { $0.lists += 1 }
             case .event(let event):
                 changes.formUnion(state.cache.apply(event))
-            case .resync(let lists):
+            case .resync(let lists, let watchedRevision):
                 // Before the first snapshot there is nothing to compare.
                 guard state.synced else { continue }
                 // The watch should have kept the cache exact: anything else is a bug, logged and repaired.
                 for list in lists {
-                    let problems = state.cache.divergence(from: list.items, at: list.revision, prefix: list.prefix)
+                    let problems = state.cache.divergence(
+                        from: list.items, at: list.revision, prefix: list.prefix, watchedUpTo: watchedRevision)
                     guard !problems.isEmpty else { continue }
                     counters.withLock { $0.divergences += problems.count }
                     for problem in problems.prefix(20) {

@@ -109,11 +109,42 @@ public protocol Datastore: Sendable {
     /// revision order. The stream ends when the consumer stops iterating or the task is cancelled.
     func watch(prefix: String, fromRevision: Int64) -> AsyncThrowingStream<WatchEvent, any Error>
 
+    /// The events of keys from `start` (inclusive) to `end` (exclusive) in byte order, from revision
+    /// `fromRevision` on, in revision order: a watch that leaves out what lies outside the range, so its writes
+    /// cost neither the store nor the watcher anything. A backend without ranges filters a prefix watch (the
+    /// default).
+    func watch(
+        keysFrom start: String, before end: String, fromRevision: Int64
+    )
+        -> AsyncThrowingStream<WatchEvent, any Error>
+
     /// The latest revision of the store (0 for an empty store).
     func currentRevision() async throws(DatastoreError) -> Int64
 }
 
 extension Datastore {
+    /// The range watch of a backend that watches prefixes only: the longest prefix the range's keys share, with
+    /// the events outside the range dropped here.
+    public func watch(
+        keysFrom start: String, before end: String, fromRevision: Int64
+    ) -> AsyncThrowingStream<WatchEvent, any Error> {
+        let shared = String(decoding: zip(start.utf8, end.utf8).prefix { $0 == $1 }.map(\.0), as: UTF8.self)
+        let events = watch(prefix: shared, fromRevision: fromRevision)
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: WatchEvent.self)
+        let task = Task {
+            do {
+                for try await event in events where keyRange(start, end, contains: event.keyValue.key) {
+                    continuation.yield(event)
+                }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
     /// Creates `key`; fails with ``DatastoreError/alreadyExists(key:)`` if it exists. Returns the new revision.
     @discardableResult
     public func create(_ key: String, value: [UInt8]) async throws(DatastoreError) -> Int64 {
@@ -354,6 +385,11 @@ private func percentDecoded(_ text: String) -> String {
         }
     }
     return String(decoding: bytes, as: UTF8.self)
+}
+
+/// Whether `key` lies in `[start, end)`, compared byte by byte as etcd compares keys.
+public func keyRange(_ start: String, _ end: String, contains key: String) -> Bool {
+    !key.utf8.lexicographicallyPrecedes(start.utf8) && key.utf8.lexicographicallyPrecedes(end.utf8)
 }
 
 /// The exclusive upper bound of the keys that start with `prefix` (etcd's `range_end` for a prefix).

@@ -117,7 +117,17 @@ public final class EtcdDatastore: Datastore {
     }
 
     public func watch(prefix: String, fromRevision: Int64) -> AsyncThrowingStream<WatchEvent, any Error> {
-        let watch = EtcdWatch(client: client, prefix: prefix, fromRevision: max(fromRevision, 1))
+        watch(
+            keysFrom: prefix.isEmpty ? "\0" : prefix, before: prefix.isEmpty ? "\0" : prefixRangeEnd(prefix),
+            fromRevision: fromRevision)
+    }
+
+    /// etcd's own range watch (`key` and `range_end`): what lies outside is never sent. (An `end` of `"\0"` means
+    /// every key from `start` on, as in etcd.)
+    public func watch(
+        keysFrom start: String, before end: String, fromRevision: Int64
+    ) -> AsyncThrowingStream<WatchEvent, any Error> {
+        let watch = EtcdWatch(client: client, start: start, end: end, fromRevision: max(fromRevision, 1))
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: WatchEvent.self)
         let task = Task { await watch.run(continuation) }
         continuation.onTermination = { _ in task.cancel() }
@@ -143,16 +153,19 @@ public final class EtcdDatastore: Datastore {
 /// vanished without closing the connection (a host down, a partition) is noticed and the watch moves on.
 final class EtcdWatch: Sendable {
     private let client: EtcdClient
-    private let prefix: String
+    /// The watched keys, `[start, end)`.
+    private let start: String
+    private let end: String
     /// The revision to resume from: the one after the last event delivered.
     private let next: Mutex<Int64>
     private let lastEndpoint = Mutex<EtcdLocation.Endpoint?>(nil)
     /// Seconds between liveness probes of the endpoint a watch stream is open on.
     let probeInterval: Double = 10
 
-    init(client: EtcdClient, prefix: String, fromRevision: Int64) {
+    init(client: EtcdClient, start: String, end: String, fromRevision: Int64) {
         self.client = client
-        self.prefix = prefix
+        self.start = start
+        self.end = end
         next = Mutex(fromRevision)
     }
 
@@ -193,13 +206,11 @@ final class EtcdWatch: Sendable {
     /// Holds one watch stream open from revision `next`, advancing it past every event delivered. Returns when
     /// the server ends the stream; throws when it fails or the endpoint stops answering probes.
     private func stream(_ continuation: AsyncThrowingStream<WatchEvent, any Error>.Continuation) async throws {
-        let start = next.withLock { $0 }
+        let revision = next.withLock { $0 }
         let token = try await client.currentToken()
         let request: [String: Any] = [
             "create_request": [
-                "key": base64(prefix.isEmpty ? "\0" : prefix),
-                "range_end": base64(prefix.isEmpty ? "\0" : prefixRangeEnd(prefix)),
-                "start_revision": String(start),
+                "key": base64(start), "range_end": base64(end), "start_revision": String(revision),
             ]
         ]
         let (response, endpoint) = try await client.send(

@@ -222,6 +222,49 @@ let allowFromClients = """
             cache.divergence(from: [stored(a, revision: 5), stored(b, revision: 6), stored(c, revision: 7)]).isEmpty)
     }
 
+    /// The agent's one watch range holds every key the cache keeps and none of what IPAM writes per assignment.
+    @Test func watchRangeHoldsTheCacheAndLeavesOutAssignments() {
+        let (start, end) = ClusterCache.watchRange
+        let held = [
+            "/calico/ipam/v2/host/n1/ipv4/block/10-244-0-0-26", "/calico/ipam/v2/host/n1/ipv6/block/fd00---122",
+            "/calico/resources/v3/projectcalico.org/ippools/p", "/calico/resources/v3/projectcalico.org/nodes/n1",
+            "/calico/resources/v3/projectcalico.org/workloadendpoints/default/w",
+        ]
+        for key in held {
+            #expect(ClusterCache.holds(key) && keyRange(start, end, contains: key), "\(key)")
+        }
+        // The range starts at the first prefix and ends where the keys of the last one end.
+        let sorted = ClusterCache.prefixes.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+        #expect(start == sorted.first && end == prefixRangeEnd(sorted.last!))
+        let left = [
+            "/calico/ipam/v2/assignment/ipv4/block/10-244-0-0-26", "/calico/ipam/v2/handle/k8s-pod-network.abc",
+            "/calico/ipam/v2/claims/n1/ipv4", "/calico/tandem/v1/node-claims/n1", "/tandem/serviceips/10.96.0.1",
+        ]
+        for key in left {
+            #expect(!keyRange(start, end, contains: key), "\(key)")
+        }
+    }
+
+    /// A key the cache holds and the list lacks is judged only when the watch is known to have reached the list's
+    /// revision: with a watch that sees the cache's keys only, its delete may still be on the way.
+    @Test func deletionsJudgedOnlyOnceTheWatchReachedTheList() throws {
+        var cache = ClusterCache(nodeName: "n1")
+        let a = workload("a", node: "n1", interface: "calia", ["10.244.0.2/32"])
+        let b = workload("b", node: "n2", interface: "calib", ["10.244.1.2/32"])
+        cache.apply(put(a, revision: 5))
+        cache.apply(put(b, revision: 6))
+        // The list at 20 lacks b (deleted at some revision up to 20).
+        let list = [stored(a, revision: 5)]
+        #expect(cache.divergence(from: list, at: 20, watchedUpTo: 12).isEmpty)
+        #expect(
+            cache.divergence(from: list, at: 20, watchedUpTo: 20) == [
+                "\(b.key): in the cache but no longer in the datastore"
+            ])
+        // A listed key the cache does not hold is judged either way.
+        let c = workload("c", node: "n2", interface: "calic", ["10.244.1.3/32"])
+        #expect(cache.divergence(from: list + [stored(c, revision: 9)], at: 20, watchedUpTo: 12).count == 1)
+    }
+
     /// A list taken at an older revision than the cache's: what the watch changed after it is not a divergence.
     @Test func divergenceIgnoresWhatChangedAfterTheList() throws {
         var cache = ClusterCache(nodeName: "n1")

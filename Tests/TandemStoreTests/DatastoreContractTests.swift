@@ -119,6 +119,41 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         }
     }
 
+    /// A range watch delivers the keys in `[start, end)` and nothing else, on every backend (etcd natively, the
+    /// others by filtering a prefix watch): the agent's watch leaves out IPAM's blocks and handles this way.
+    @Test(arguments: Backend.allCases)
+    func rangeWatchLeavesOutWhatIsOutside(backend: Backend) async throws {
+        let (store, _, cleanup) = try backend.makeStore()
+        defer { cleanup() }
+        let watcher = Task {
+            var seen: [String] = []
+            for try await event in store.watch(keysFrom: "/r/host/", before: "/r/resources0", fromRevision: 1) {
+                seen.append("\(event.kind == .delete ? "-" : "+")\(event.keyValue.key)")
+                if event.keyValue.key == "/r/resources/last" { break }
+            }
+            return seen
+        }
+        // Inside: the range's first key, keys between its two ends, its last key. Outside: before the start,
+        // the end itself, after the end, other prefixes.
+        for key in [
+            "/r/assignment/block", "/r/host/n1/block", "/r/handle/h", "/r/hosts", "/r/resources/pools/p",
+            "/r/resources0", "/r/resourcesz", "/s/other", "/r/host/",
+        ] {
+            try await store.put(key, value: bytes("v"))
+        }
+        try await store.delete("/r/host/n1/block")
+        try await store.delete("/r/handle/h")
+        try await store.put("/r/resources/last", value: bytes("v"))
+        let seen = try await watcher.value
+        #expect(
+            seen == [
+                "+/r/host/n1/block", "+/r/hosts", "+/r/resources/pools/p", "+/r/host/", "-/r/host/n1/block",
+                "+/r/resources/last",
+            ])
+        #expect(keyRange("/a/", "/b", contains: "/a/x") && !keyRange("/a/", "/b", contains: "/b"))
+        #expect(!keyRange("/a/", "/b", contains: "/a") && keyRange("/a/", "/b", contains: "/a/"))
+    }
+
     @Test(arguments: Backend.allCases)
     func watchSeesEveryRevisionInOrder(backend: Backend) async throws {
         let (store, _, cleanup) = try backend.makeStore()
