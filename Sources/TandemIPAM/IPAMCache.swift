@@ -40,7 +40,11 @@ public final class IPAMCache: Sendable {
     /// The view for a node, or nil when there is none (the cache is not in sync yet).
     let view: @Sendable (_ host: String) -> IPAMView?
     private let blocks = Mutex<[String: StoredBlock]>([:])
-    /// Blocks held at most; past it the memory is dropped and refilled as blocks are used.
+    /// The handles this process created, with the revision they were created at: a DEL of one of them deletes it
+    /// compared against that revision instead of reading it first (a changed or gone handle fails the compare, and
+    /// the DEL reads it then).
+    private let handles = Mutex<[String: (record: IPAMHandle, modRevision: Int64)]>([:])
+    /// Blocks (and handles) held at most; past it the memory is dropped and refilled as blocks are used.
     static let capacity = 4096
 
     /// A block's stored bytes and the mod revision they were written at, and the block they decode to once
@@ -72,9 +76,23 @@ public final class IPAMCache: Sendable {
         }
     }
 
-    /// Forgets `key`: someone else wrote it, or it went.
+    /// Records a handle this process created at `modRevision`.
+    func remember(handle key: String, _ record: IPAMHandle, modRevision: Int64) {
+        handles.withLock { held in
+            if held.count >= Self.capacity && held[key] == nil { held.removeAll(keepingCapacity: true) }
+            held[key] = (record, modRevision)
+        }
+    }
+
+    /// The handle at `key` as this process created it, if it did and has not seen it change since.
+    func handle(_ key: String) -> (record: IPAMHandle, modRevision: Int64)? {
+        handles.withLock { $0[key] }
+    }
+
+    /// Forgets `key` (a block or a handle): someone else wrote it, or it went.
     func forget(_ key: String) {
         _ = blocks.withLock { $0.removeValue(forKey: key) }
+        _ = handles.withLock { $0.removeValue(forKey: key) }
     }
 }
 
@@ -149,6 +167,7 @@ extension IPAM {
                 for (key, value, block) in written {
                     cache.remember(key, IPAMCache.StoredBlock(value: value, modRevision: revision, decoded: block))
                 }
+                cache.remember(handle: handleKey, handle, modRevision: revision)
                 return .assigned(assignment)
             } catch {
                 switch error {
@@ -163,14 +182,22 @@ extension IPAM {
         return .unavailable
     }
 
-    /// Releases everything `handle` holds in one transaction with the handle's deletion, from the cached blocks;
-    /// false when that cannot be done (a block or the handle changed under it three times, or a block is gone):
-    /// the caller takes the full path.
+    /// Releases everything `handle` holds in one transaction with the handle's deletion, from the cached blocks
+    /// and, when this process created the handle, the cached handle (else it is read first); false when that cannot
+    /// be done (a block or the handle changed under it three times, or a block is gone): the caller takes the full
+    /// path.
     func releaseInOneTransaction(_ handle: String, cache: IPAMCache) async throws -> Bool {
         let handleKey = IPAMKeys.handle(handle)
         for _ in 0..<Self.fastTries {
-            guard let stored = try await store.get(handleKey) else { return true }
-            let record = try decode(IPAMHandle.self, stored.value, key: handleKey)
+            let record: IPAMHandle
+            let handleRevision: Int64
+            if let held = cache.handle(handleKey) {
+                (record, handleRevision) = held
+            } else {
+                guard let stored = try await store.get(handleKey) else { return true }
+                record = try decode(IPAMHandle.self, stored.value, key: handleKey)
+                handleRevision = stored.modRevision
+            }
             if record.block.isEmpty { return false }
             var writes: [Write] = []
             var written: [(key: String, value: [UInt8], block: Block)] = []
@@ -183,6 +210,7 @@ extension IPAM {
                 // The handle's count and the block disagree (the block changed since it was cached): read again.
                 guard freed[handle] == record.block[blockText] else {
                     cache.forget(key)
+                    cache.forget(handleKey)
                     writes = []
                     break
                 }
@@ -191,12 +219,13 @@ extension IPAM {
                 written.append((key, value, block))
             }
             if writes.isEmpty { continue }
-            writes.append(.delete(key: handleKey, ifRevision: stored.modRevision))
+            writes.append(.delete(key: handleKey, ifRevision: handleRevision))
             do {
                 let revision = try await store.transact(writes)
                 for (key, value, block) in written {
                     cache.remember(key, IPAMCache.StoredBlock(value: value, modRevision: revision, decoded: block))
                 }
+                cache.forget(handleKey)
                 return true
             } catch {
                 switch error {

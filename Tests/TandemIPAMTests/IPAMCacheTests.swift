@@ -82,7 +82,7 @@ final class TestView: Sendable {
         AutoAssignRequest(num4: v4, num6: v6, handle: handle, attributes: ["node": host], host: host)
     }
 
-    @Test func aWarmDualStackAddIsOneTransactionAndADelOneReadAndOne() async throws {
+    @Test func aWarmDualStackAddIsOneTransactionAndItsDelOneToo() async throws {
         let (store, view) = try await setUp()
         let plain = IPAM(store: store, nanoseconds: { 1 })
         // The node's first pod claims its blocks by the full path; the cache learns them.
@@ -111,9 +111,10 @@ final class TestView: Sendable {
         #expect(store.count("transact") == 20 && store.count("get") == 2 && store.count("list") == 0)
         #expect(try await plain.addresses(ofHandle: "pod-7").count == 2)
 
+        // The handles this process created are deleted compared against the revision it created them at: no read.
         store.reset()
         for index in 0..<20 { try await ipam.releaseByHandle("pod-\(index)") }
-        #expect(store.count("transact") == 20 && store.count("get") == 20 && store.count("list") == 0)
+        #expect(store.count("transact") == 20 && store.count("get") == 0 && store.count("list") == 0)
         for index in 0..<20 {
             #expect(try await store.inner.get(IPAMKeys.handle("pod-\(index)")) == nil)
             #expect(try await plain.addresses(ofHandle: "pod-\(index)").isEmpty)
@@ -128,6 +129,42 @@ final class TestView: Sendable {
         store.reset()
         try await ipam.releaseByHandle("pod-3")
         #expect(store.count("get") == 1 && store.count("transact") == 0)
+    }
+
+    /// A handle this process created that changed or went since (released by another process, or released and
+    /// created again for the same container) fails the DEL's compare: the DEL reads it and releases what it holds
+    /// now, and nothing else.
+    @Test func aCachedHandleThatChangedIsReadAgain() async throws {
+        let (store, view) = try await setUp()
+        let plain = IPAM(store: store, nanoseconds: { 1 })
+        _ = try await plain.autoAssign(request("first"))
+        try await view.refresh(from: store)
+        let ipam = IPAM(store: store, nanoseconds: { 1 }, cache: view.cache())
+        for name in ["gone", "again"] {
+            guard case .assigned = try await ipam.assignInOneTransaction(request(name)) else {
+                Issue.record("\(name) not assigned in one transaction")
+                return
+            }
+        }
+        // "gone" is released by another process; "again" is released there and assigned anew (new addresses).
+        try await plain.releaseByHandle("gone")
+        try await plain.releaseByHandle("again")
+        let again = try await plain.autoAssign(request("again"))
+        store.reset()
+        try await ipam.releaseByHandle("gone")
+        // The block's compare fails first (the other process rewrote it): the block is read again, no longer holds
+        // the handle, and the handle is read too: gone, so the DEL is done, writing nothing.
+        #expect(store.count("get") == 2 && store.count("transact") == 1 && store.count("list") == 0)
+        try await ipam.releaseByHandle("again")
+        #expect(try await store.inner.get(IPAMKeys.handle("again")) == nil)
+        #expect(try await plain.addresses(ofHandle: "again").isEmpty)
+        #expect(!(again.ipv4 + again.ipv6).isEmpty)
+        // Only the first pod is left in the node's blocks.
+        for family in IPFamily.allCases {
+            for item in try await store.inner.list(prefix: IPAMKeys.blockPrefix(family)).items {
+                #expect(try decode(Block.self, item.value, key: item.key).inUse == 1)
+            }
+        }
     }
 
     @Test(arguments: [(1, 0), (0, 1)])
