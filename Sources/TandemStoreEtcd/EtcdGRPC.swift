@@ -92,12 +92,14 @@ final class EtcdGRPCChannels: Sendable {
                 throw error
             }
         }
-        let replaced = connections.withLock { connections in
-            defer { connections[index] = connection }
-            return connections[index]
+        // Another call may have connected meanwhile: the first connection stays (calls may be under way on it).
+        let kept = connections.withLock { connections in
+            if let held = connections[index], held.channel.isActive { return held }
+            connections[index] = connection
+            return connection
         }
-        replaced?.channel.close(promise: nil)
-        return connection
+        if kept.channel !== connection.channel { connection.channel.close(promise: nil) }
+        return kept
     }
 
     /// Drops the connection to endpoint `index` if it is `channel` (it failed).
