@@ -102,12 +102,7 @@ final class EtcdGRPCChannels: Sendable {
         return kept
     }
 
-    /// Closes the connection to endpoint `index`, if there is one.
-    func close(_ index: Int) {
-        connections.withLock { $0.removeValue(forKey: index) }?.channel.close(promise: nil)
-    }
-
-    /// Drops the connection to endpoint `index` if it is `channel` (it closed).
+    /// Drops the connection to endpoint `index` if it is `channel` (it failed).
     func drop(_ index: Int, _ channel: any Channel) {
         connections.withLock { connections in
             if let held = connections[index], held.channel === channel { connections[index] = nil }
@@ -224,11 +219,6 @@ private final class HandshakeWaiter: ChannelInboundHandler, RemovableChannelHand
     }
 }
 
-/// The endpoint an attempt is on (set by the attempt, read by its timer).
-final class AttemptedEndpoint: Sendable {
-    let index = Mutex<Int?>(nil)
-}
-
 /// `grpc-message` is percent-encoded (gRPC's HTTP/2 protocol).
 private func percentDecoded(_ text: String) -> String {
     guard text.contains("%") else { return text }
@@ -253,21 +243,11 @@ extension EtcdClient {
     /// when it certainly did not reach etcd (no connection, or etcd refused it before proposing it).
     func unary(_ method: String, _ request: [UInt8], idempotent: Bool) async throws(DatastoreError) -> [UInt8] {
         try await retrying(method, idempotent: idempotent) { token, timeout in
-            // The endpoint the attempt is on, for when it takes too long.
-            let trying = AttemptedEndpoint()
-            return try await withThrowingTaskGroup(of: [UInt8].self) { group in
-                group.addTask { try await self.exchange(method, request, token: token, trying: trying) }
+            try await withThrowingTaskGroup(of: [UInt8].self) { group in
+                group.addTask { try await self.exchange(method, request, token: token) }
                 group.addTask {
                     try await Task.sleep(for: .nanoseconds(timeout.nanoseconds))
-                    // A member that holds a call this long is left for the next one, and its connection closed (a
-                    // peer gone without closing it would hold every call after).
-                    guard let index = trying.index.withLock({ $0 }) else {
-                        throw TransportError.connect("no reply in time")
-                    }
-                    let endpoint = self.location.endpoints[index]
-                    self.moveOn(from: endpoint)
-                    self.channels.close(index)
-                    throw TransportError.exchange("\(endpoint): no reply in time")
+                    throw TransportError.exchange("no reply in time")
                 }
                 defer { group.cancelAll() }
                 return try await group.next()!
@@ -276,16 +256,13 @@ extension EtcdClient {
     }
 
     /// One attempt: the first endpoint that takes a connection, starting with the preferred one.
-    private func exchange(
-        _ method: String, _ request: [UInt8], token: String?, trying: AttemptedEndpoint
-    ) async throws -> [UInt8] {
+    private func exchange(_ method: String, _ request: [UInt8], token: String?) async throws -> [UInt8] {
         let endpoints = location.endpoints
         let start = preferredEndpoint
         var failures: [String] = []
         for offset in 0..<endpoints.count {
             let index = (start + offset) % endpoints.count
             let endpoint = endpoints[index]
-            trying.index.withLock { $0 = index }
             let connection: EtcdGRPCChannels.Connection
             do {
                 connection = try await channels.connection(
@@ -301,9 +278,7 @@ extension EtcdClient {
                 reply = try await channels.call(
                     "/etcdserverpb.KV/\(method)", request, token: token, on: connection, endpoint: endpoint)
             } catch {
-                // A failed call ends the connection only when the connection itself went: other calls may be
-                // under way on it.
-                if !connection.channel.isActive { channels.drop(index, connection.channel) }
+                channels.drop(index, connection.channel)
                 if case .connect(let reason) = error {
                     // The stream was never opened (the connection had just closed): nothing was sent.
                     failures.append(reason)
