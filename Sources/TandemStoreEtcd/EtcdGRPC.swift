@@ -92,14 +92,12 @@ final class EtcdGRPCChannels: Sendable {
                 throw error
             }
         }
-        // Another call may have connected meanwhile: the first connection stays (calls may be under way on it).
-        let kept = connections.withLock { connections in
-            if let held = connections[index], held.channel.isActive { return held }
-            connections[index] = connection
-            return connection
+        let replaced = connections.withLock { connections in
+            defer { connections[index] = connection }
+            return connections[index]
         }
-        if kept.channel !== connection.channel { connection.channel.close(promise: nil) }
-        return kept
+        replaced?.channel.close(promise: nil)
+        return connection
     }
 
     /// Drops the connection to endpoint `index` if it is `channel` (it failed).

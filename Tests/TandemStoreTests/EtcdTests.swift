@@ -333,16 +333,6 @@ import Testing
         }
         #expect(try await store.get("/many/counter")?.value == bytes("600"))
         #expect(try await store.list(prefix: "/many/").items.count == 1 + 1600)
-        // A fresh client's first calls, 16 writes at once: they may connect at once, and the connection one of them
-        // keeps must not be closed under another's write.
-        let cold = try EtcdDatastore(location: EtcdLocation(url: etcd.url))
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for worker in 0..<16 {
-                group.addTask { try await cold.create("/cold/\(worker)", value: bytes("x")) }
-            }
-            try await group.waitForAll()
-        }
-        #expect(try await cold.list(prefix: "/cold/").items.count == 16)
     }
 
     /// The TLS files are read when the datastore is opened: a missing or bad one fails at once, naming the file.
