@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The etcd client on AsyncHTTPClient against the hand-written HTTP/1.1 + OpenSSL client it replaced (kept in this
-# package as LegacyEtcd), side by side in one run against one real etcd: a get's round trip, a get + compare-and-swap
+# The etcd client (key-value calls over gRPC, watches through the JSON gateway on AsyncHTTPClient) against the
+# hand-written HTTP/1.1 + OpenSSL client it replaced (kept in this package as LegacyEtcd), side by side in one run
+# against one real etcd: a get's round trip, a get + compare-and-swap
 # loop (alone and 8 tasks on 8 keys), the latency of a watch event after its put, and a get over TLS with client
 # certificates. etcd listens on a plain and a TLS (client certificates required) port on loopback, in a network
 # namespace of its own, with its data on tmpfs.

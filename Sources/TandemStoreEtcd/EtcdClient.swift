@@ -37,6 +37,8 @@ final class EtcdClient: Sendable {
     /// Seconds to establish a connection, TLS handshake included.
     let connectTimeout: Double
     private let http: HTTPClient
+    /// The gRPC clients of the endpoints, for the key-value calls.
+    let channels: EtcdGRPCChannels
     private let password: String?
     private let state = Mutex(State())
 
@@ -90,6 +92,8 @@ final class EtcdClient: Sendable {
         // The gateway speaks HTTP/1.1 JSON; over TLS etcd would route an HTTP/2 stream to gRPC.
         configuration.httpVersion = .http1Only
         http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+        channels = try EtcdGRPCChannels(
+            location: location, tls: location.useTLS ? try Self.tlsConfiguration(location) : nil)
     }
 
     deinit {
@@ -156,6 +160,29 @@ final class EtcdClient: Sendable {
         _ path: String, _ body: [String: Any], idempotent: Bool
     ) async throws(DatastoreError) -> [String: Any] {
         let payload = try jsonBody(body)
+        return try await retrying(path, idempotent: idempotent) { token, timeout in
+            let (response, endpoint) = try await self.send(path, payload, token: token, deadline: .now() + timeout)
+            do {
+                let bytes = try await self.body(of: response, from: endpoint)
+                return try self.decode(status: response.status.code, body: bytes, from: endpoint)
+            } catch let error as ServerError {
+                // A member that answers but cannot serve (partitioned, stopping): try the next one.
+                if error.isRetriable { self.moveOn(from: error.endpoint) }
+                throw error
+            } catch let error as TransportError {
+                self.moveOn(from: endpoint)
+                throw error
+            }
+        }
+    }
+
+    /// Makes `attempt` until it succeeds, with the rules of ``call(_:_:idempotent:)``: `attempt` is given the token
+    /// and how long it may take, and throws ``ServerError`` for what etcd answered and ``TransportError`` for what
+    /// the connection did.
+    func retrying<Reply>(
+        _ what: String, idempotent: Bool,
+        _ attempt: (_ token: String?, _ timeout: TimeAmount) async throws -> Reply
+    ) async throws(DatastoreError) -> Reply {
         let deadline = ContinuousClock.now + .seconds(retryWindow)
         var delay = 0.02
         // A token can expire between being fetched and being used (etcd's TTL may be a second, and a loaded
@@ -165,7 +192,7 @@ final class EtcdClient: Sendable {
         var lastFailure = ""
         while true {
             if Task.isCancelled {
-                throw .backend("an etcd call to \(path) was cancelled\(lastFailure.isEmpty ? "" : ": \(lastFailure)")")
+                throw .backend("an etcd call to \(what) was cancelled\(lastFailure.isEmpty ? "" : ": \(lastFailure)")")
             }
             do {
                 let token = try await currentToken()
@@ -174,20 +201,7 @@ final class EtcdClient: Sendable {
                 let remaining = deadline - ContinuousClock.now
                 let windowMilliseconds = max(
                     50, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
-                let (response, endpoint) = try await send(
-                    path, payload, token: token,
-                    deadline: .now() + .milliseconds(min(Int64(ioTimeout * 1000), windowMilliseconds)))
-                do {
-                    let bytes = try await self.body(of: response, from: endpoint)
-                    return try decode(status: response.status.code, body: bytes, from: endpoint)
-                } catch let error as ServerError {
-                    // A member that answers but cannot serve (partitioned, stopping): try the next one.
-                    if error.isRetriable { moveOn(from: error.endpoint) }
-                    throw error
-                } catch let error as TransportError {
-                    moveOn(from: endpoint)
-                    throw error
-                }
+                return try await attempt(token, .milliseconds(min(Int64(ioTimeout * 1000), windowMilliseconds)))
             } catch let error as ServerError {
                 if error.isAuthentication && location.username != nil && ContinuousClock.now < deadline {
                     authentications += 1
@@ -321,6 +335,12 @@ final class EtcdClient: Sendable {
         }
         return "\(error)"
     }
+
+    /// The index of the endpoint to try first.
+    var preferredEndpoint: Int { state.withLock { $0.preferred } }
+
+    /// Makes endpoint `index` the one to try first (it answered).
+    func prefer(_ index: Int) { state.withLock { $0.preferred = index } }
 
     /// Makes the endpoint after `endpoint` the preferred one, if `endpoint` still is.
     func moveOn(from endpoint: EtcdLocation.Endpoint) {

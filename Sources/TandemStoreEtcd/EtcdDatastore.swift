@@ -4,8 +4,9 @@ import NIOCore
 import Synchronization
 import TandemStore
 
-/// The distributed datastore: an etcd v3 cluster through its HTTP/JSON gateway. Keys, revisions and watches are
-/// etcd's own, so `etcdctl get --prefix /calico/` shows exactly what Tandem stored.
+/// The distributed datastore: an etcd v3 cluster, its key-value calls over gRPC (``EtcdGRPCChannels``) and its watches
+/// and administration through its HTTP/JSON gateway. Keys, revisions and watches are etcd's own, so
+/// `etcdctl get --prefix /calico/` shows exactly what Tandem stored.
 ///
 /// - Compare-and-swap is one etcd transaction whose compares are the writes' preconditions (`mod_revision` for an
 ///   update or conditional delete, `create_revision == 0` for a create); when one fails, the same transaction
@@ -30,76 +31,80 @@ public final class EtcdDatastore: Datastore {
     }
 
     public func get(_ key: String) async throws(DatastoreError) -> KeyValue? {
-        let reply = try await call("/v3/kv/range", ["key": base64(key)], idempotent: true)
-        return (reply["kvs"] as? [[String: Any]])?.first.map(keyValue)
+        try await range(EtcdMessages.range(key: Array(key.utf8))).keyValues.first
     }
 
     public func list(prefix: String) async throws(DatastoreError) -> (items: [KeyValue], revision: Int64) {
-        let end = base64(prefix.isEmpty ? "\0" : prefixRangeEnd(prefix))
+        let end = prefix.isEmpty ? [0] : Array(prefixRangeEnd(prefix).utf8)
         var items: [KeyValue] = []
-        var start = base64(prefix.isEmpty ? "\0" : prefix)
+        var start = prefix.isEmpty ? [0] : Array(prefix.utf8)
         var revision: Int64 = 0
         while true {
-            var request: [String: Any] = ["key": start, "range_end": end, "limit": pageSize]
-            if revision > 0 { request["revision"] = String(revision) }
-            let reply = try await client.call("/v3/kv/range", request, idempotent: true)
-            if revision == 0 { revision = headerRevision(reply) }
-            let page = (reply["kvs"] as? [[String: Any]] ?? []).map(keyValue)
-            items += page
-            guard reply["more"] as? Bool == true, let last = page.last else { break }
+            let reply = try await range(
+                EtcdMessages.range(key: start, rangeEnd: end, limit: pageSize, revision: revision))
+            if revision == 0 { revision = reply.revision }
+            items += reply.keyValues
+            guard reply.more, let last = reply.keyValues.last else { break }
             // The next page starts just after the last key: the key followed by a zero byte.
-            start = base64(Array(last.key.utf8) + [0])
+            start = Array(last.key.utf8) + [0]
         }
         return (items, revision)
     }
 
     public func currentRevision() async throws(DatastoreError) -> Int64 {
-        let reply = try await call("/v3/kv/range", ["key": base64("\0"), "count_only": true], idempotent: true)
-        return headerRevision(reply)
+        try await range(EtcdMessages.range(key: [0], countOnly: true)).revision
+    }
+
+    /// A `KV/Range` call (a read: sent again after any failure within the retry window).
+    private func range(_ request: [UInt8]) async throws(DatastoreError) -> EtcdMessages.RangeReply {
+        let reply = try await client.unary("Range", request, idempotent: true)
+        do {
+            return try EtcdMessages.rangeReply(reply[...])
+        } catch {
+            throw .backend("etcd sent a Range reply that is not one (\(reply.count) bytes)")
+        }
     }
 
     @discardableResult
     public func transact(_ writes: [Write]) async throws(DatastoreError) -> Int64 {
         guard !writes.isEmpty else { return try await currentRevision() }
-        var compares: [[String: Any]] = []
+        var compares: [EtcdMessages.Compare] = []
         for write in writes {
             switch write {
             case .create(let key, _):
-                compares.append(["key": base64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"])
+                compares.append(.absent(key: key))
             case .update(let key, _, let revision), .delete(let key, let revision?):
-                compares.append([
-                    "key": base64(key), "target": "MOD", "result": "EQUAL", "mod_revision": String(revision),
-                ])
+                compares.append(.modRevision(key: key, equals: revision))
             case .put, .delete(_, nil): break
             }
         }
         // etcd refuses a key twice in one transaction; as on every backend, the last write of a key decides.
         var lastWrite: [String: Int] = [:]
         for (index, write) in writes.enumerated() { lastWrite[write.key] = index }
-        var operations: [[String: Any]] = []
+        var operations: [EtcdMessages.Operation] = []
         for (index, write) in writes.enumerated() where lastWrite[write.key] == index {
             switch write {
             case .create(let key, let value), .update(let key, let value, _), .put(let key, let value):
-                operations.append(["request_put": ["key": base64(key), "value": base64(value)]])
+                operations.append(.put(key: key, value: value))
             case .delete(let key, _):
-                operations.append(["request_delete_range": ["key": base64(key)]])
+                operations.append(.delete(key: key))
             }
         }
         let keys = writes.map(\.key).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
-        let reads: [[String: Any]] = keys.map { ["request_range": ["key": base64($0)]] }
-        let reply = try await call(
-            "/v3/kv/txn", ["compare": compares, "success": operations, "failure": reads], idempotent: false)
-        if reply["succeeded"] as? Bool == true { return headerRevision(reply) }
+        let request = EtcdMessages.transaction(
+            compares: compares, success: operations, failure: keys.map { .get(key: $0) })
+        let bytes = try await client.unary("Txn", request, idempotent: false)
+        let reply: EtcdMessages.TransactionReply
+        do {
+            reply = try EtcdMessages.transactionReply(bytes[...])
+        } catch {
+            throw .backend("etcd sent a Txn reply that is not one (\(bytes.count) bytes)")
+        }
+        if reply.succeeded { return reply.revision }
 
         // A precondition failed: find the first one, in the order given, from the keys as the transaction saw them.
         var current: [String: KeyValue] = [:]
-        for response in reply["responses"] as? [[String: Any]] ?? [] {
-            let range = response["response_range"] as? [String: Any]
-            for item in range?["kvs"] as? [[String: Any]] ?? [] {
-                let found = keyValue(item)
-                current[found.key] = found
-            }
-        }
+        for found in reply.keyValues { current[found.key] = found }
         for write in writes {
             switch write {
             case .create(let key, _):

@@ -95,7 +95,7 @@ func etcdClientBenchmark(url: String, tlsURL: String?, gets: Int, swaps: Int, pu
         add("TLS (client cert) get p99", "ms", tlsLatencies.map { $0.percentile(0.99) })
     }
 
-    print("| measurement | old (hand-written) | new (AsyncHTTPClient) | new/old |")
+    print("| measurement | old (hand-written) | new (gRPC, watch on the gateway) | new/old |")
     print("| --- | ---: | ---: | ---: |")
     for row in rows {
         let format = row.unit == "/s" ? "%.0f/s" : row.unit == "ms" ? "%.3f ms" : "%.0f \(row.unit)"
