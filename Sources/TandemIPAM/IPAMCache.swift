@@ -143,7 +143,9 @@ extension IPAM {
                 for cidr in view.affineBlocks
                 where cidr.family == family && usable.contains(where: { $0.spec.network!.contains(cidr) }) {
                     let key = IPAMKeys.block(cidr)
-                    guard let stored = try await cache.block(key, store: store), !Block.isFull(encoded: stored.value)
+                    // A block decoded already is judged by its free list; only its bytes by a scan of them.
+                    guard let stored = try await cache.block(key, store: store),
+                        !(stored.decoded.map { $0.unallocated.isEmpty } ?? Block.isFull(encoded: stored.value))
                     else { continue }
                     var block = try stored.decoded ?? decode(Block.self, stored.value, key: key)
                     guard block.host == request.host else { continue }
