@@ -370,8 +370,10 @@ public struct EtcdLocation: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// `%XX` escapes decoded (malformed escapes are kept as written).
-private func percentDecoded(_ text: String) -> String {
+/// `%XX` escapes decoded (malformed escapes are kept as written): datastore URLs' options and gRPC's
+/// `grpc-message`.
+package func percentDecoded(_ text: String) -> String {
+    guard text.contains("%") else { return text }
     var bytes: [UInt8] = []
     var input = Array(text.utf8)[...]
     while let byte = input.popFirst() {

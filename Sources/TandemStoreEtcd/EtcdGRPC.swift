@@ -249,6 +249,7 @@ private final class UnaryCall: ChannelInboundHandler {
             }
             if let code = payload.headers.first(name: "grpc-status") {
                 status = Int(code)
+                // `grpc-message` is percent-encoded (gRPC's HTTP/2 protocol).
                 statusMessage = percentDecoded(payload.headers.first(name: "grpc-message") ?? "")
             }
             if payload.endStream { finish(context) }
@@ -320,24 +321,6 @@ private final class HandshakeWaiter: ChannelInboundHandler, RemovableChannelHand
     func handlerRemoved(context: ChannelHandlerContext) {
         promise.fail(ChannelError.ioOnClosedChannel)
     }
-}
-
-/// `grpc-message` is percent-encoded (gRPC's HTTP/2 protocol).
-private func percentDecoded(_ text: String) -> String {
-    guard text.contains("%") else { return text }
-    var bytes: [UInt8] = []
-    var utf8 = Array(text.utf8)[...]
-    while let byte = utf8.popFirst() {
-        if byte == UInt8(ascii: "%"), utf8.count >= 2,
-            let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16)
-        {
-            bytes.append(value)
-            utf8 = utf8.dropFirst(2)
-        } else {
-            bytes.append(byte)
-        }
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 extension EtcdClient {

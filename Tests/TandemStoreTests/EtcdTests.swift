@@ -312,6 +312,22 @@ import Testing
         #expect(throws: ProtobufReader.Malformed.self) { try EtcdMessages.rangeReply([0x18, 0xFF][...]) }
     }
 
+    /// What etcd refuses over gRPC comes back with etcd's own words (its `grpc-message`), and nothing is written.
+    @Test func aRefusedCallCarriesEtcdsMessage() async throws {
+        let etcd = try TestEtcd()
+        defer { etcd.stop() }
+        let store = try EtcdDatastore(location: EtcdLocation(url: etcd.url))
+        // etcd allows 128 operations in one transaction by default.
+        let writes = (0..<200).map { Write.put(key: "/refused/\($0)", value: bytes("x")) }
+        do {
+            try await store.transact(writes)
+            Issue.record("a transaction of 200 writes was accepted")
+        } catch {
+            #expect("\(error)".contains("too many operations in txn request"), "\(error)")
+        }
+        #expect(try await store.list(prefix: "/refused/").items.isEmpty)
+    }
+
     /// A reply etcd sent in time is not lost while the caller waits for a thread to resume on. The calls' executor is
     /// held for 0.7 s at a time, longer than a call may take (0.5 s), again and again while writes run on it: every
     /// write must succeed. In the full suite other tests held the cooperative pool for minutes, and calls whose
