@@ -116,6 +116,9 @@ public final class NodeAgent: Service, Sendable {
     /// Cluster figures from the calculation layer's last batch, for the metrics.
     let clusterFigures = Mutex(AgentMetrics.Snapshot())
     private let calculationTime: CoreMetrics.Timer
+    /// Events the syncer's watch received, kept or not (`tandem_datastore_watch_events_total`): what the watched
+    /// key range costs the agent. IPAM's blocks and handles lie outside it, so assignments do not move it.
+    private let watchEvents: CoreMetrics.Counter
     /// The datastore probe of the health task: since when a probe has been waiting, and the last one's error.
     private let datastoreProbe = Mutex<
         (waitingSince: ContinuousClock.Instant?, error: String?, last: ContinuousClock.Instant?)
@@ -162,6 +165,7 @@ public final class NodeAgent: Service, Sendable {
         self.configuration = configuration
         self.metrics = metrics
         calculationTime = CoreMetrics.Timer(label: "felix_calc_graph_update_time_seconds", factory: metrics.factory)
+        watchEvents = CoreMetrics.Counter(label: "tandem_datastore_watch_events_total", factory: metrics.factory)
         self.datastore = datastore
         self.logger = logger
         self.logLevel = logLevel
@@ -416,6 +420,7 @@ public final class NodeAgent: Service, Sendable {
                         keysFrom: range.start, before: range.end, fromRevision: next)
                     {
                         next = event.keyValue.modRevision + 1
+                        watchEvents.increment()
                         backoff = .milliseconds(100)
                         syncFailure.withLock { $0 = nil }
                         if ClusterCache.holds(event.keyValue.key) { deliver(.event(event)) }

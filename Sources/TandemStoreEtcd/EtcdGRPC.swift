@@ -97,6 +97,8 @@ final class EtcdGRPCChannels: Sendable {
             HTTP2Setting(parameter: .initialWindowSize, value: 4 << 20),
             HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize),
         ]
+        // Flow-control windows large enough for a list page of blocks (500 keys of up to 13 kB) in one go.
+        configuration.connection.targetWindowSize = 8 << 20
         configuration.stream.targetWindowSize = 4 << 20
         let http2 = configuration
         let loop = group.next()

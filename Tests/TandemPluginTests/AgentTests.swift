@@ -105,6 +105,54 @@ import Testing
         #expect(log.contains("ADD one-0: ok"), "the agent served the calls: \(log)")
     }
 
+    /// The agent's watch covers the block affinities and the resources, not the blocks and handles that every
+    /// assignment writes: once the node's blocks are claimed, ten ADDs and DELs (sixty writes of blocks and handles)
+    /// add almost nothing to what the watch received (`tandem_datastore_watch_events_total`). Watching all of
+    /// `/calico/` again would send every one of them to every agent.
+    @Test func assignmentsAreNotEchoedToTheAgentsWatch() async throws {
+        var lab = try PodLab()
+        defer { lab.remove() }
+        try lab.startAgent(environment: ["FELIX_PROMETHEUSMETRICSENABLED": "true"])
+        let ipamBinary = lab.scratch.file("tandem-ipam")
+        try FileManager.default.createSymbolicLink(
+            atPath: ipamBinary, withDestinationPath: TestProducts.directory().appendingPathComponent("tandem").path)
+        let config = lab.config()
+        let node = lab.node
+        /// The counter, read inside the node; nil until the endpoint answers.
+        func watchEvents() throws -> Double? {
+            let output = try node.run(
+                "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1:9091/metrics\", "
+                    + "timeout=5).read().decode())'")
+            guard output.status == 0 else { return nil }
+            let line = output.stdout.split(separator: "\n").first {
+                $0.hasPrefix("tandem_datastore_watch_events_total")
+            }
+            return line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }
+        }
+        // The first ADD claims the node's blocks; their affinities come back through the watch.
+        #expect(try lab.run("ADD", binary: ipamBinary, pod: nil, container: "claim", config: config).status == 0)
+        var before: Double? = nil
+        var settled = false
+        for _ in 0..<50 where !settled {
+            try await Task.sleep(for: .milliseconds(200))
+            let now = try watchEvents()
+            settled = now != nil && now == before
+            before = now
+        }
+        let start = try #require(before, "the metrics endpoint never answered")
+        for index in 0..<10 {
+            #expect(
+                try lab.run("ADD", binary: ipamBinary, pod: nil, container: "w-\(index)", config: config).status == 0)
+            #expect(
+                try lab.run("DEL", binary: ipamBinary, pod: nil, container: "w-\(index)", config: config).status == 0)
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let end = try #require(try watchEvents())
+        #expect(end - start < 10, "the watch received \(end - start) events for 10 ADDs and DELs")
+        let log = try #require(lab.agent).log
+        #expect(log.contains("ADD w-0: ok"), "the agent served the calls: \(log)")
+    }
+
     /// A block left empty stays the node's for its grace period, then the agent gives it up (the node keeping room in
     /// its other block), in both families; the block with addresses in use stays.
     @Test func anEmptyBlockIsGivenUpAfterItsGracePeriod() async throws {
