@@ -236,6 +236,21 @@ import Testing
         try await store.put("/a/k", value: bytes("2"))
         #expect(try await store.get("/a/k")?.value == bytes("2"))
 
+        // A caller that waits longer than its whole window for a thread to resume on, and then finds its token
+        // dropped, still signs in again (in a CI run, such a wait made this very test fail with "invalid auth
+        // token"). The executor is held 1.5 s, past the store's 1 s window, while the call is under way.
+        let brief = try openDatastore(url: etcd.url + "?username=root&password-file=\(passwordFile)&timeout=1")
+        #expect(try await brief.get("/a/k")?.value == bytes("2"))
+        _ = try await other.client.call(
+            "/v3/auth/user/changepw", ["name": "root", "password": "s3cret"], idempotent: false)
+        let executor = SerialQueueExecutor()
+        try await withTaskExecutorPreference(executor) {
+            async let write = brief.put("/a/k", value: bytes("3"))
+            executor.queue.async { usleep(1_500_000) }
+            _ = try await write
+        }
+        #expect(try await store.get("/a/k")?.value == bytes("3"))
+
         await #expect(throws: DatastoreError.self) { try await admin.get("/a/k") }
         let wrong = try EtcdDatastore(location: EtcdLocation(url: etcd.url + "?username=root"), password: "guess")
         do {
