@@ -197,10 +197,13 @@ final class EtcdClient: Sendable {
             do {
                 let token = try await currentToken()
                 // One attempt may not outlast the call's window (a short `timeout=` is a promise to the caller), nor
-                // take longer than the I/O timeout.
+                // take longer than the I/O timeout. One made when little or nothing is left of the window (signing
+                // in again after the caller waited long for a thread) still gets up to a second, or the whole window
+                // when that is shorter: cutting a write short leaves its outcome unknown.
                 let remaining = deadline - ContinuousClock.now
                 let windowMilliseconds = max(
-                    50, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
+                    min(1000, Int64(retryWindow * 1000)),
+                    remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
                 return try await attempt(token, .milliseconds(min(Int64(ioTimeout * 1000), windowMilliseconds)))
             } catch let error as ServerError {
                 // A dropped token is always worth a few sign-ins, even past the window: a caller that waited long
