@@ -146,11 +146,6 @@ final class EtcdGRPCChannels: Sendable {
         }
     }
 
-    /// Closes the connection to endpoint `index`, if there is one.
-    func close(_ index: Int) {
-        connections.withLock { $0.removeValue(forKey: index) }?.whenSuccess { $0.channel.close(promise: nil) }
-    }
-
     /// A call's outcome at the gRPC level: etcd's status code and message, and the reply message when the code is 0.
     struct Reply: Sendable {
         var status: Int
